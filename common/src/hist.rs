@@ -1,0 +1,146 @@
+//! Log-linear histogram buckets, shared by the BPF side (which increments them) and userspace
+//! (which turns them into Prometheus buckets).
+//!
+//! Values below 8 ns have one bucket each. From 8 ns up, every power-of-two range
+//! `[2^p, 2^(p+1))` is split into [`SUB_BUCKETS`] equal-width buckets, so a bucket is at most
+//! 12.5 % wide relative to its lower bound. The top range starts at 2^[`MAX_EXP`] ns (~68.7 s);
+//! larger values land in the last bucket, whose upper bound is +Inf.
+
+/// Sub-buckets per power of two.
+pub const SUB_BUCKETS: u32 = 8;
+/// log2 of [`SUB_BUCKETS`].
+pub const SUB_BITS: u32 = 3;
+/// Highest power-of-two range with its own buckets: 2^36 ns ≈ 68.7 s.
+pub const MAX_EXP: u32 = 36;
+/// Number of buckets in a row.
+pub const NUM_BUCKETS: usize = (SUB_BUCKETS * (MAX_EXP - 1)) as usize;
+
+/// One histogram: a chain's segment (or its total), per CPU in the kernel.
+///
+/// Written by `ebpf/src/stage.rs` (`record_segment`), read by `exporter/src/probe/maps.rs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HistRow {
+    /// Count per bucket, see [`bucket_index`].
+    pub buckets: [u64; NUM_BUCKETS],
+    /// Sum of all recorded values, in nanoseconds.
+    pub sum_ns: u64,
+}
+
+impl HistRow {
+    pub const ZERO: HistRow = HistRow {
+        buckets: [0; NUM_BUCKETS],
+        sum_ns: 0,
+    };
+}
+
+/// floor(log2(v)) for v > 0, without loops (the BPF verifier prefers straight-line code).
+#[inline(always)]
+pub fn ilog2(mut v: u64) -> u32 {
+    let mut r = 0;
+    if v >= 1 << 32 {
+        v >>= 32;
+        r += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        r += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        r += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        r += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        r += 2;
+    }
+    if v >= 1 << 1 {
+        r += 1;
+    }
+    r
+}
+
+/// The bucket a value (in ns) falls into; always `< NUM_BUCKETS`.
+#[inline(always)]
+pub fn bucket_index(v: u64) -> u32 {
+    if v < SUB_BUCKETS as u64 {
+        return v as u32;
+    }
+    let p = ilog2(v);
+    if p > MAX_EXP {
+        return NUM_BUCKETS as u32 - 1;
+    }
+    let sub = ((v >> (p - SUB_BITS)) as u32) & (SUB_BUCKETS - 1);
+    SUB_BUCKETS * (p - SUB_BITS + 1) + sub
+}
+
+/// Inclusive lower bound (ns) of bucket `idx`.
+pub const fn bucket_lower_ns(idx: u32) -> u64 {
+    if idx < SUB_BUCKETS {
+        return idx as u64;
+    }
+    let group = idx / SUB_BUCKETS;
+    let sub = (idx % SUB_BUCKETS) as u64;
+    (SUB_BUCKETS as u64 + sub) << (group - 1)
+}
+
+/// Exclusive upper bound (ns) of bucket `idx`; `None` for the last bucket (+Inf).
+pub const fn bucket_upper_ns(idx: u32) -> Option<u64> {
+    if idx + 1 >= NUM_BUCKETS as u32 {
+        None
+    } else {
+        Some(bucket_lower_ns(idx + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_falls_between_its_bucket_bounds() {
+        let mut v = 0u64;
+        while v < (1u64 << 40) {
+            let idx = bucket_index(v);
+            assert!((idx as usize) < NUM_BUCKETS);
+            assert!(bucket_lower_ns(idx) <= v, "v={v} idx={idx}");
+            if let Some(up) = bucket_upper_ns(idx) {
+                assert!(v < up, "v={v} idx={idx} upper={up}");
+            }
+            v = if v < 4096 { v + 1 } else { v + v / 7 + 1 };
+        }
+    }
+
+    #[test]
+    fn bounds_are_contiguous_and_increasing() {
+        for idx in 0..NUM_BUCKETS as u32 - 1 {
+            let lo = bucket_lower_ns(idx);
+            let up = bucket_upper_ns(idx).unwrap();
+            assert!(lo < up);
+            assert_eq!(bucket_index(lo), idx);
+            assert_eq!(bucket_index(up - 1), idx);
+            assert_eq!(bucket_index(up), idx + 1);
+        }
+    }
+
+    #[test]
+    fn range_reaches_beyond_ten_seconds_with_eight_sub_buckets() {
+        let ten_s = 10_000_000_000u64;
+        let idx = bucket_index(ten_s);
+        assert!(
+            bucket_upper_ns(idx).is_some(),
+            "10 s must not be in the overflow bucket"
+        );
+        assert_eq!(bucket_index(u64::MAX), NUM_BUCKETS as u32 - 1);
+        // Relative width of every bucket from 8 ns up is at most 1/8.
+        for idx in SUB_BUCKETS..NUM_BUCKETS as u32 - 1 {
+            let lo = bucket_lower_ns(idx);
+            let up = bucket_upper_ns(idx).unwrap();
+            assert!((up - lo) * 8 <= lo, "bucket {idx}: [{lo}, {up})");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Fixed sizes of the BPF object: how many chains, stages and slots of each attach kind.
+//!
+//! Slots are compiled into the object (one program per slot, its index baked in), so these are
+//! upper bounds the config validator checks against.
+
+/// Chains that can run at once.
+pub const MAX_CHAINS: u32 = 16;
+/// Stages in one chain (so `MAX_STAGES - 1` segments).
+pub const MAX_STAGES: u32 = 8;
+/// Histogram rows per chain: one per segment plus one for `total` (first → last stage).
+pub const HIST_ROWS_PER_CHAIN: u32 = MAX_STAGES;
+/// Row index of the `total` histogram within a chain.
+pub const TOTAL_ROW: u32 = MAX_STAGES - 1;
+
+/// An attach kind and how many slot programs the object has for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotRange {
+    /// Index of the first slot of this kind in the global slot index space.
+    pub base: u32,
+    /// Number of slots of this kind.
+    pub count: u32,
+}
+
+pub const TRACEPOINT_SLOTS: SlotRange = SlotRange { base: 0, count: 24 };
+pub const RAW_TRACEPOINT_SLOTS: SlotRange = SlotRange {
+    base: 24,
+    count: 12,
+};
+pub const TP_BTF_SLOTS: SlotRange = SlotRange {
+    base: 36,
+    count: 16,
+};
+pub const KPROBE_SLOTS: SlotRange = SlotRange {
+    base: 52,
+    count: 12,
+};
+pub const KRETPROBE_SLOTS: SlotRange = SlotRange { base: 64, count: 8 };
+pub const FENTRY_SLOTS: SlotRange = SlotRange {
+    base: 72,
+    count: 12,
+};
+pub const FEXIT_SLOTS: SlotRange = SlotRange { base: 84, count: 8 };
+/// Total number of slots; size of the slot config and slot counter maps.
+pub const NUM_SLOTS: u32 = 96;
+
+/// Open chain instances the kernel tracks at once (all chains together).
+pub const DEFAULT_MAX_INSTANCES: u32 = 65536;
+/// Default ring buffer size in bytes (a power of two, multiple of the page size).
+pub const DEFAULT_RING_BYTES: u32 = 16 * 1024 * 1024;

@@ -1,0 +1,42 @@
+//! The ring-buffer record: one completed segment, one closed instance, or (in raw mode) one
+//! stage hit. Written by `ebpf/src/stage.rs`, decoded by `exporter/src/probe/ring.rs`.
+
+/// A segment of an instance was recorded: `stage` is the stage that ended it, so the segment
+/// is `stage - 1 → stage`.
+pub const RECORD_SEGMENT: u8 = 1;
+/// Raw mode: a stage slot was hit (`start_ns == end_ns` = hit time; `aux` = the value captured
+/// by a stage-0 slot, else 0).
+pub const RECORD_HIT: u8 = 2;
+/// An instance was closed without completing; `stage` holds a `CLOSE_*` reason.
+pub const RECORD_CLOSE: u8 = 3;
+
+pub const CLOSE_TIMEOUT: u8 = 1;
+pub const CLOSE_REPLACED: u8 = 2;
+pub const CLOSE_ABORTED: u8 = 3;
+
+/// 48 bytes, no implicit padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    /// `RECORD_*`.
+    pub kind: u8,
+    pub chain: u8,
+    /// Segment: the stage that ended it. Hit: the slot's stage. Close: `CLOSE_*`.
+    pub stage: u8,
+    /// Global slot index of the program that wrote the record.
+    pub slot: u8,
+    /// CPU the record was written on.
+    pub cpu: u32,
+    /// Instance id (0 for a hit with no open instance).
+    pub instance_id: u64,
+    /// The instance key.
+    pub key: u64,
+    /// Segment start / hit time / instance start (CLOCK_MONOTONIC ns).
+    pub start_ns: u64,
+    /// Segment end / hit time / close time.
+    pub end_ns: u64,
+    /// The value captured at stage 0 (hits: only on stage-0 slots).
+    pub aux: u64,
+}
+
+pub const RECORD_BYTES: usize = core::mem::size_of::<Record>();

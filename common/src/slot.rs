@@ -1,0 +1,147 @@
+//! Slot configuration and chain-instance state.
+//!
+//! Every slot program in the BPF object has its slot index compiled in. Userspace writes that
+//! slot's role into `SLOT_CONFIG[slot]` before attaching it; the program reads it on every hit.
+//! Written by `exporter/src/probe/loader.rs`, read by `ebpf/src/stage.rs`.
+
+/// The slot is not configured; its program returns at once.
+pub const ROLE_NONE: u8 = 0;
+/// The slot is a stage of a chain.
+pub const ROLE_STAGE: u8 = 1;
+/// The slot closes an open instance of its chain without completing it (e.g. hrtimer_cancel).
+pub const ROLE_ABORT: u8 = 2;
+
+/// Stage 0 only: keep an instance that is already open on the key (first hit wins);
+/// without it, a new hit replaces the open instance (last hit wins).
+pub const FLAG_FIRST_HIT_ONLY: u8 = 1 << 0;
+/// This stage is the chain's last: recording it completes the instance.
+pub const FLAG_LAST_STAGE: u8 = 1 << 1;
+/// Raw mode: stream every hit of this slot as a `RECORD_HIT`, whatever the instance state.
+pub const FLAG_RAW: u8 = 1 << 2;
+/// Later stages only: the hit counts only when the instance's captured value equals
+/// `SlotConfig::match_value` (e.g. the clocksource read function the switch installs).
+pub const FLAG_MATCH_CAPTURE: u8 = 1 << 3;
+
+/// Where a key component (or a captured value) comes from.
+pub const SRC_NONE: u8 = 0;
+/// `bpf_get_smp_processor_id()`.
+pub const SRC_CPU: u8 = 1;
+/// Thread id (lower half of `bpf_get_current_pid_tgid()`).
+pub const SRC_TID: u8 = 2;
+/// Process id (upper half of `bpf_get_current_pid_tgid()`).
+pub const SRC_TGID: u8 = 3;
+/// A constant 0: one instance per chain at a time.
+pub const SRC_GLOBAL: u8 = 4;
+/// A field of a tracepoint record at `offset`, `size` bytes (from the tracepoint's `format`).
+pub const SRC_FIELD: u8 = 5;
+/// Probe argument `arg` (raw_tp, tp_btf, kprobe, fentry, fexit).
+pub const SRC_ARG: u8 = 6;
+/// The probed function's return value (kretprobe, fexit).
+pub const SRC_RET: u8 = 7;
+
+/// `ValueSpec::flags`: treat the argument as a pointer and read `size` bytes at `offset`
+/// from it (the offset is resolved from the running kernel's BTF).
+pub const VALUE_DEREF: u8 = 1 << 0;
+
+/// How to compute one 64-bit value from a hit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValueSpec {
+    /// One of the `SRC_*` constants.
+    pub source: u8,
+    /// Bytes to read for `SRC_FIELD` or a dereference: 1, 2, 4 or 8.
+    pub size: u8,
+    /// Argument index for `SRC_ARG`; for fexit's `SRC_RET`, the function's argument count.
+    pub arg: u8,
+    /// `VALUE_*` flags.
+    pub flags: u8,
+    /// Field offset (`SRC_FIELD`) or dereference offset (`VALUE_DEREF`).
+    pub offset: u32,
+}
+
+/// A slot's role. 48 bytes, no implicit padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotConfig {
+    /// `ROLE_*`.
+    pub role: u8,
+    /// Chain index, `< MAX_CHAINS`.
+    pub chain: u8,
+    /// Stage index within the chain, `< MAX_STAGES`.
+    pub stage: u8,
+    /// `FLAG_*`.
+    pub flags: u8,
+    pub _pad: u32,
+    /// First key component.
+    pub key0: ValueSpec,
+    /// Second key component (`SRC_NONE` when the key has one component). Combined with the
+    /// first by [`combine_key`].
+    pub key1: ValueSpec,
+    /// Stage 0: value stored in the instance for `FLAG_MATCH_CAPTURE` stages.
+    pub capture: ValueSpec,
+    /// Instances older than this when hit again are closed as timed out.
+    pub timeout_ns: u64,
+    /// Value the instance's capture must equal (with `FLAG_MATCH_CAPTURE`).
+    pub match_value: u64,
+}
+
+/// Combine two key components into one instance key. Exact (no collision) while both fit in
+/// 32 bits, e.g. (cpu, softirq vector).
+#[inline(always)]
+pub const fn combine_key(k0: u64, k1: u64) -> u64 {
+    k0 ^ k1.rotate_left(32)
+}
+
+/// Key of the instance map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InstanceKey {
+    pub chain: u32,
+    pub _pad: u32,
+    pub key: u64,
+}
+
+/// One open chain instance. Written only by `ebpf/src/stage.rs`; the userspace sweeper reads
+/// it to close instances whose chain timed out without another hit on their key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Instance {
+    /// Unique per boot: `(cpu << 48) | per-CPU sequence`.
+    pub id: u64,
+    /// Time of stage 0 (CLOCK_MONOTONIC ns).
+    pub start_ns: u64,
+    /// Time of the last recorded stage.
+    pub last_ns: u64,
+    /// Value captured at stage 0 (see `SlotConfig::capture`).
+    pub capture: u64,
+    /// Index of the next stage to record.
+    pub next_stage: u32,
+    /// CPU that opened the instance.
+    pub cpu: u32,
+}
+
+/// Per-chain counters, one copy per CPU (`CHAIN_COUNTERS[chain]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainCounters {
+    /// Instances opened by stage 0.
+    pub opened: u64,
+    /// Instances that reached their last stage.
+    pub completed: u64,
+    /// Instances closed because they were older than the chain's timeout when hit again.
+    pub timed_out: u64,
+    /// Instances replaced by a new stage-0 hit on the same key (without first-hit-only).
+    pub replaced: u64,
+    /// Instances closed by an abort slot.
+    pub aborted: u64,
+    /// Segments recorded into the histograms (the `total` row excluded).
+    pub segments: u64,
+    /// Ring records (segments, closes, raw hits) that did not fit in the ring buffer.
+    pub ring_lost: u64,
+    /// Segment records among `ring_lost`.
+    pub ring_lost_segments: u64,
+    /// Stage-0 hits that found the instance map full.
+    pub map_full: u64,
+    /// Later-stage hits on an open instance that were not its next stage (duplicates, skips).
+    pub out_of_order: u64,
+}

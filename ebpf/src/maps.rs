@@ -1,0 +1,50 @@
+//! Every map and global of the object. Names are what userspace looks up
+//! (`exporter/src/probe/maps.rs`); keep them in sync with `clockpath_common::slot`.
+
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use clockpath_common::{
+    hist::HistRow,
+    limits::{
+        DEFAULT_MAX_INSTANCES, DEFAULT_RING_BYTES, HIST_ROWS_PER_CHAIN, MAX_CHAINS, NUM_SLOTS,
+    },
+    slot::{ChainCounters, Instance, InstanceKey, SlotConfig},
+};
+
+/// Role of each slot, written by userspace before the slot's program is attached.
+#[map]
+pub static SLOT_CONFIG: Array<SlotConfig> = Array::with_max_entries(NUM_SLOTS, 0);
+
+/// Hits per slot (configured slots only), per CPU.
+#[map]
+pub static SLOT_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_SLOTS, 0);
+
+/// Open chain instances. Size set by userspace (`max_instances`).
+#[map]
+pub static INSTANCES: HashMap<InstanceKey, Instance> =
+    HashMap::with_max_entries(DEFAULT_MAX_INSTANCES, 0);
+
+/// Segment histograms: row `chain * HIST_ROWS_PER_CHAIN + segment`, per CPU.
+#[map]
+pub static HIST: PerCpuArray<HistRow> =
+    PerCpuArray::with_max_entries(MAX_CHAINS * HIST_ROWS_PER_CHAIN, 0);
+
+/// Per-chain counters, per CPU.
+#[map]
+pub static CHAIN_COUNTERS: PerCpuArray<ChainCounters> =
+    PerCpuArray::with_max_entries(MAX_CHAINS, 0);
+
+/// Per-CPU sequence for instance ids.
+#[map]
+pub static NEXT_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Segment, close and raw-hit records for userspace. Size set by userspace (`ring_bytes`).
+#[map]
+pub static RING: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// Bytes pending in the ring above which a record wakes the reader (set at load).
+#[unsafe(no_mangle)]
+pub static WAKEUP_BYTES: Global<u64> = Global::new((DEFAULT_RING_BYTES / 4) as u64);

@@ -1,0 +1,389 @@
+//! The stage logic every slot program runs: open, advance, abort and time out chain instances,
+//! record segment deltas into the per-CPU histograms and the ring buffer.
+//!
+//! Semantics (mirrored by `exporter/src/chain/assembler.rs` and tested against it):
+//! - stage 0 opens an instance on its key; an instance already open on the key is kept when the
+//!   slot is first-hit-only, replaced otherwise (a timed-out one is always replaced);
+//! - a later stage `k` advances an open instance only when `k` is its next stage (and, with
+//!   match-capture, when the value captured at stage 0 matches); the segment `k-1 → k` is
+//!   recorded once; the last stage also records `total` and closes the instance;
+//! - a hit on an instance older than the chain's timeout closes it as timed out.
+//! - A later stage with no open instance on its key returns after one map lookup.
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+};
+use clockpath_common::{
+    hist::{NUM_BUCKETS, bucket_index},
+    limits::{HIST_ROWS_PER_CHAIN, TOTAL_ROW},
+    record::{
+        CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_HIT, RECORD_SEGMENT,
+        Record,
+    },
+    slot::*,
+};
+
+use crate::maps::{
+    CHAIN_COUNTERS, HIST, INSTANCES, NEXT_SEQ, RING, SLOT_CONFIG, SLOT_HITS, WAKEUP_BYTES,
+};
+
+/// What a slot program can read from its context, per attach kind.
+pub trait HitSource {
+    /// `size` bytes at `offset` in a tracepoint record.
+    fn field(&self, offset: u32, size: u8) -> Option<u64>;
+    /// Argument `n` of the probed function or tracepoint.
+    fn arg(&self, n: u8) -> Option<u64>;
+    /// Return value; `nargs` is the function's argument count (fexit keeps it after the args).
+    fn ret(&self, nargs: u8) -> Option<u64>;
+}
+
+/// Read `size` bytes at `addr` from kernel memory, zero-extended.
+#[inline(always)]
+pub fn read_sized(addr: u64, size: u8) -> Option<u64> {
+    // SAFETY: bpf_probe_read_kernel faults safely on a bad address and returns an error.
+    unsafe {
+        match size {
+            1 => bpf_probe_read_kernel(addr as *const u8).ok().map(u64::from),
+            2 => bpf_probe_read_kernel(addr as *const u16)
+                .ok()
+                .map(u64::from),
+            4 => bpf_probe_read_kernel(addr as *const u32)
+                .ok()
+                .map(u64::from),
+            _ => bpf_probe_read_kernel(addr as *const u64).ok(),
+        }
+    }
+}
+
+#[inline(always)]
+fn value<C: HitSource>(ctx: &C, spec: &ValueSpec, cpu: u32) -> Option<u64> {
+    let v = match spec.source {
+        SRC_CPU => return Some(cpu as u64),
+        SRC_TID => return Some(bpf_get_current_pid_tgid() & 0xffff_ffff),
+        SRC_TGID => return Some(bpf_get_current_pid_tgid() >> 32),
+        SRC_GLOBAL => return Some(0),
+        SRC_FIELD => return ctx.field(spec.offset, spec.size),
+        SRC_ARG => ctx.arg(spec.arg)?,
+        SRC_RET => ctx.ret(spec.arg)?,
+        _ => return None,
+    };
+    if spec.flags & VALUE_DEREF != 0 {
+        read_sized(v.wrapping_add(spec.offset as u64), spec.size)
+    } else {
+        Some(v)
+    }
+}
+
+#[inline(always)]
+fn add(p: *mut u64, v: u64) {
+    // Per-CPU memory, but another program can nest on this CPU (an IRQ during a tracepoint
+    // program), so a plain `+=` could lose an update; `lock xadd` keeps the counts exact.
+    // SAFETY: `p` points into a map value returned by a successful lookup.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            p, v,
+        );
+    }
+}
+
+#[inline(always)]
+fn count(chain: u8, field: fn(*mut ChainCounters) -> *mut u64) {
+    if let Some(c) = CHAIN_COUNTERS.get_ptr_mut(chain as u32) {
+        add(field(c), 1);
+    }
+}
+
+macro_rules! counter {
+    ($field:ident) => {
+        // SAFETY: projection of a valid map-value pointer; no reference is created.
+        |c: *mut ChainCounters| unsafe { core::ptr::addr_of_mut!((*c).$field) }
+    };
+}
+
+#[inline(always)]
+fn wake_flags() -> u64 {
+    // Records are submitted without waking the reader (a wakeup is a context switch, which a
+    // sched_switch chain would then record, and so on); the reader drains on a timer. Only
+    // when the ring fills up past the threshold is it woken early.
+    if RING.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_BYTES.load() {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a record is written from many parts"
+)]
+fn emit(
+    kind: u8,
+    cfg: &SlotConfig,
+    slot: u32,
+    stage: u8,
+    cpu: u32,
+    id: u64,
+    key: u64,
+    start: u64,
+    end: u64,
+    aux: u64,
+) {
+    match RING.reserve::<Record>(0) {
+        Some(mut entry) => {
+            entry.write(Record {
+                kind,
+                chain: cfg.chain,
+                stage,
+                slot: slot as u8,
+                cpu,
+                instance_id: id,
+                key,
+                start_ns: start,
+                end_ns: end,
+                aux,
+            });
+            entry.submit(wake_flags());
+        }
+        None => {
+            count(cfg.chain, counter!(ring_lost));
+            if kind == RECORD_SEGMENT {
+                count(cfg.chain, counter!(ring_lost_segments));
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn hist_add(chain: u8, row: u32, delta: u64) {
+    let idx = bucket_index(delta) as usize;
+    if idx >= NUM_BUCKETS {
+        return;
+    }
+    if let Some(r) = HIST.get_ptr_mut(chain as u32 * HIST_ROWS_PER_CHAIN + row) {
+        // SAFETY: `r` is a valid HistRow and `idx < NUM_BUCKETS`.
+        unsafe {
+            add(core::ptr::addr_of_mut!((*r).buckets[idx]), 1);
+            add(core::ptr::addr_of_mut!((*r).sum_ns), delta);
+        }
+    }
+}
+
+#[inline(always)]
+fn next_instance_id(cpu: u32) -> u64 {
+    match NEXT_SEQ.get_ptr_mut(0) {
+        // SAFETY: per-CPU value; a nested program on this CPU could reuse a sequence number,
+        // which only makes two ids equal, never corrupts state.
+        Some(p) => unsafe {
+            let seq = *p + 1;
+            *p = seq;
+            ((cpu as u64) << 48) | (seq & 0xffff_ffff_ffff)
+        },
+        None => 0,
+    }
+}
+
+/// Entry point of every slot program.
+#[inline(always)]
+pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
+    let Some(cfg) = SLOT_CONFIG.get(slot) else {
+        return 0;
+    };
+    if cfg.role == ROLE_NONE {
+        return 0;
+    }
+    if let Some(h) = SLOT_HITS.get_ptr_mut(slot) {
+        add(h, 1);
+    }
+    // SAFETY: helper with no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(k0) = value(ctx, &cfg.key0, cpu) else {
+        return 0;
+    };
+    let key = if cfg.key1.source == SRC_NONE {
+        k0
+    } else {
+        match value(ctx, &cfg.key1, cpu) {
+            Some(k1) => combine_key(k0, k1),
+            None => return 0,
+        }
+    };
+    let ikey = InstanceKey {
+        chain: cfg.chain as u32,
+        _pad: 0,
+        key,
+    };
+    if cfg.role == ROLE_ABORT {
+        abort(cfg, slot, cpu, &ikey);
+    } else if cfg.stage == 0 {
+        open(ctx, cfg, slot, cpu, &ikey);
+    } else {
+        advance(cfg, slot, cpu, &ikey);
+    }
+    0
+}
+
+#[inline(always)]
+fn timed_out(cfg: &SlotConfig, inst: &Instance, now: u64) -> bool {
+    cfg.timeout_ns != 0 && now.wrapping_sub(inst.start_ns) > cfg.timeout_ns
+}
+
+#[inline(always)]
+fn close(
+    cfg: &SlotConfig,
+    slot: u32,
+    cpu: u32,
+    ikey: &InstanceKey,
+    inst: &Instance,
+    reason: u8,
+    now: u64,
+) {
+    emit(
+        RECORD_CLOSE,
+        cfg,
+        slot,
+        reason,
+        cpu,
+        inst.id,
+        ikey.key,
+        inst.start_ns,
+        now,
+        inst.capture,
+    );
+}
+
+#[inline(always)]
+fn raw_hit(cfg: &SlotConfig, slot: u32, cpu: u32, id: u64, key: u64, now: u64, capture: u64) {
+    if cfg.flags & FLAG_RAW != 0 {
+        emit(
+            RECORD_HIT, cfg, slot, cfg.stage, cpu, id, key, now, now, capture,
+        );
+    }
+}
+
+#[inline(always)]
+fn open<C: HitSource>(ctx: &C, cfg: &SlotConfig, slot: u32, cpu: u32, ikey: &InstanceKey) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let capture = if cfg.capture.source == SRC_NONE {
+        0
+    } else {
+        value(ctx, &cfg.capture, cpu).unwrap_or(0)
+    };
+    if let Some(p) = INSTANCES.get_ptr(ikey) {
+        // SAFETY: valid map value; copied out before anything else touches the map.
+        let inst = unsafe { *p };
+        if timed_out(cfg, &inst, now) {
+            count(cfg.chain, counter!(timed_out));
+            close(cfg, slot, cpu, ikey, &inst, CLOSE_TIMEOUT, now);
+        } else if cfg.flags & FLAG_FIRST_HIT_ONLY != 0 {
+            raw_hit(cfg, slot, cpu, inst.id, ikey.key, now, capture);
+            return;
+        } else {
+            count(cfg.chain, counter!(replaced));
+            close(cfg, slot, cpu, ikey, &inst, CLOSE_REPLACED, now);
+        }
+    }
+    let inst = Instance {
+        id: next_instance_id(cpu),
+        start_ns: now,
+        last_ns: now,
+        capture,
+        next_stage: 1,
+        cpu,
+    };
+    if INSTANCES.insert(ikey, &inst, BPF_ANY as u64).is_err() {
+        count(cfg.chain, counter!(map_full));
+        return;
+    }
+    count(cfg.chain, counter!(opened));
+    raw_hit(cfg, slot, cpu, inst.id, ikey.key, now, capture);
+}
+
+#[inline(always)]
+fn advance(cfg: &SlotConfig, slot: u32, cpu: u32, ikey: &InstanceKey) {
+    let Some(p) = INSTANCES.get_ptr_mut(ikey) else {
+        if cfg.flags & FLAG_RAW != 0 {
+            raw_hit(
+                cfg,
+                slot,
+                cpu,
+                0,
+                ikey.key,
+                unsafe { bpf_ktime_get_ns() },
+                0,
+            );
+        }
+        return;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: valid map value.
+    let inst = unsafe { *p };
+    raw_hit(cfg, slot, cpu, inst.id, ikey.key, now, 0);
+    if timed_out(cfg, &inst, now) {
+        count(cfg.chain, counter!(timed_out));
+        close(cfg, slot, cpu, ikey, &inst, CLOSE_TIMEOUT, now);
+        let _ = INSTANCES.remove(ikey);
+        return;
+    }
+    if inst.next_stage != cfg.stage as u32 {
+        count(cfg.chain, counter!(out_of_order));
+        return;
+    }
+    if cfg.flags & FLAG_MATCH_CAPTURE != 0 && inst.capture != cfg.match_value {
+        return;
+    }
+    let delta = now.wrapping_sub(inst.last_ns);
+    hist_add(cfg.chain, cfg.stage as u32 - 1, delta);
+    count(cfg.chain, counter!(segments));
+    emit(
+        RECORD_SEGMENT,
+        cfg,
+        slot,
+        cfg.stage,
+        cpu,
+        inst.id,
+        ikey.key,
+        inst.last_ns,
+        now,
+        inst.capture,
+    );
+    if cfg.flags & FLAG_LAST_STAGE != 0 {
+        hist_add(cfg.chain, TOTAL_ROW, now.wrapping_sub(inst.start_ns));
+        count(cfg.chain, counter!(completed));
+        let _ = INSTANCES.remove(ikey);
+    } else {
+        // SAFETY: `p` is still the map value (no delete happened on this path).
+        unsafe {
+            (*p).last_ns = now;
+            (*p).next_stage = cfg.stage as u32 + 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn abort(cfg: &SlotConfig, slot: u32, cpu: u32, ikey: &InstanceKey) {
+    let Some(p) = INSTANCES.get_ptr(ikey) else {
+        if cfg.flags & FLAG_RAW != 0 {
+            raw_hit(
+                cfg,
+                slot,
+                cpu,
+                0,
+                ikey.key,
+                unsafe { bpf_ktime_get_ns() },
+                0,
+            );
+        }
+        return;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: valid map value.
+    let inst = unsafe { *p };
+    raw_hit(cfg, slot, cpu, inst.id, ikey.key, now, 0);
+    count(cfg.chain, counter!(aborted));
+    close(cfg, slot, cpu, ikey, &inst, CLOSE_ABORTED, now);
+    let _ = INSTANCES.remove(ikey);
+}

@@ -1,0 +1,28 @@
+//! Builds the BPF object (`ebpf/`) with aya-build: `rustup run nightly cargo build
+//! --target bpfel-unknown-none -Z build-std=core`, then the exporter embeds it.
+//! Set `AYA_BUILD_SKIP=1` to skip it (lint jobs without bpf-linker); the binary then embeds
+//! an empty object and refuses to load.
+use anyhow::{Context as _, anyhow};
+
+fn main() -> anyhow::Result<()> {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let ebpf = metadata
+        .packages
+        .into_iter()
+        .find(|p| p.name.as_str() == "clockpath-ebpf")
+        .ok_or_else(|| anyhow!("package clockpath-ebpf not found in the workspace"))?;
+    let root_dir = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("clockpath-ebpf manifest has no parent directory"))?
+        .to_string();
+    let package = aya_build::Package {
+        name: ebpf.name.as_str(),
+        root_dir: &root_dir,
+        ..Default::default()
+    };
+    aya_build::build_ebpf([package], aya_build::Toolchain::Nightly)
+}

@@ -1,0 +1,282 @@
+//! Segment and close records → `ChainRecord`s.
+//!
+//! The kernel sends one record per recorded segment and one per instance closed without
+//! completing. Records of one instance share its id; the instance completes with the segment of
+//! its last stage. Partial instances whose records stop arriving (lost in a full ring buffer)
+//! are evicted as `Incomplete` after their chain's timeout, so memory is bounded by the number
+//! of open instances.
+
+use std::collections::HashMap;
+
+use clockpath_common::record::{
+    CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_SEGMENT, Record,
+};
+
+use super::{ChainRecord, ChainShape, Outcome, Segment};
+
+struct Partial {
+    key: u64,
+    capture: u64,
+    start_ns: u64,
+    last_ns: u64,
+    cpu: u32,
+    segments: Vec<Segment>,
+}
+
+/// Counts of what the assembler did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AssemblerStats {
+    pub segments: u64,
+    pub emitted: u64,
+    pub incomplete: u64,
+    pub evicted: u64,
+    /// Records for a chain index with no shape (not configured).
+    pub unknown_chain: u64,
+}
+
+pub struct RecordAssembler {
+    shapes: Vec<Option<ChainShape>>,
+    open: HashMap<(u8, u64), Partial>,
+    latest_ns: u64,
+    pub stats: AssemblerStats,
+}
+
+impl RecordAssembler {
+    /// `shapes[i]` describes chain index `i` (None: not running).
+    pub fn new(shapes: Vec<Option<ChainShape>>) -> Self {
+        RecordAssembler {
+            shapes,
+            open: HashMap::new(),
+            latest_ns: 0,
+            stats: AssemblerStats::default(),
+        }
+    }
+
+    pub fn shape(&self, chain: u8) -> Option<&ChainShape> {
+        self.shapes.get(chain as usize).and_then(Option::as_ref)
+    }
+
+    /// Instances waiting for more records.
+    pub fn open_instances(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Feed one record; completed or closed instances go to `out`.
+    pub fn push(&mut self, r: &Record, out: &mut impl FnMut(ChainRecord)) {
+        let Some(nseg) = self.shape(r.chain).map(ChainShape::segments) else {
+            self.stats.unknown_chain += 1;
+            return;
+        };
+        self.latest_ns = self.latest_ns.max(r.end_ns);
+        match r.kind {
+            RECORD_SEGMENT => {
+                self.stats.segments += 1;
+                let seg = Segment {
+                    index: r.stage,
+                    start_ns: r.start_ns,
+                    end_ns: r.end_ns,
+                    cpu: r.cpu,
+                };
+                let p = self
+                    .open
+                    .entry((r.chain, r.instance_id))
+                    .or_insert_with(|| Partial {
+                        key: r.key,
+                        capture: r.aux,
+                        start_ns: r.start_ns,
+                        last_ns: r.end_ns,
+                        cpu: r.cpu,
+                        segments: Vec::with_capacity(nseg),
+                    });
+                p.last_ns = r.end_ns;
+                p.segments.push(seg);
+                if r.stage as usize >= nseg
+                    && let Some(p) = self.open.remove(&(r.chain, r.instance_id))
+                {
+                    let complete = p.segments.len() == nseg
+                        && p.segments
+                            .iter()
+                            .enumerate()
+                            .all(|(i, s)| s.index as usize == i + 1);
+                    let outcome = if complete {
+                        Outcome::Completed
+                    } else {
+                        Outcome::Incomplete
+                    };
+                    self.emit(r.chain, r.instance_id, p, outcome, out);
+                }
+            }
+            RECORD_CLOSE => {
+                if let Some(mut p) = self.open.remove(&(r.chain, r.instance_id)) {
+                    p.last_ns = p.last_ns.max(r.end_ns);
+                    let outcome = match r.stage {
+                        CLOSE_TIMEOUT => Outcome::TimedOut,
+                        CLOSE_REPLACED => Outcome::Replaced,
+                        CLOSE_ABORTED => Outcome::Aborted,
+                        _ => Outcome::Incomplete,
+                    };
+                    self.emit(r.chain, r.instance_id, p, outcome, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn emit(
+        &mut self,
+        chain: u8,
+        id: u64,
+        p: Partial,
+        outcome: Outcome,
+        out: &mut impl FnMut(ChainRecord),
+    ) {
+        self.stats.emitted += 1;
+        if outcome == Outcome::Incomplete {
+            self.stats.incomplete += 1;
+        }
+        out(ChainRecord {
+            chain,
+            instance_id: id,
+            key: p.key,
+            capture: p.capture,
+            cpu: p.cpu,
+            start_ns: p.start_ns,
+            end_ns: p.last_ns,
+            segments: p.segments,
+            outcome,
+            session: None,
+        });
+    }
+
+    /// Emit as `Incomplete` every partial instance idle for longer than its chain's timeout,
+    /// measured against `now_ns` (or the newest record seen when `now_ns` is older).
+    pub fn evict(&mut self, now_ns: u64, out: &mut impl FnMut(ChainRecord)) {
+        let now = now_ns.max(self.latest_ns);
+        let shapes = &self.shapes;
+        let stale: Vec<(u8, u64)> = self
+            .open
+            .iter()
+            .filter(|((chain, _), p)| {
+                let timeout = shapes
+                    .get(*chain as usize)
+                    .and_then(Option::as_ref)
+                    .map_or(0, |s| s.timeout_ns);
+                now.saturating_sub(p.last_ns) > timeout
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some(p) = self.open.remove(&k) {
+                self.stats.evicted += 1;
+                self.emit(k.0, k.1, p, Outcome::Incomplete, out);
+            }
+        }
+    }
+
+    /// Emit everything still open as `Incomplete` (shutdown).
+    pub fn flush(&mut self, out: &mut impl FnMut(ChainRecord)) {
+        self.evict(u64::MAX, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(stages: &[&str]) -> Option<ChainShape> {
+        Some(ChainShape {
+            name: "c".into(),
+            stages: stages.iter().map(|s| s.to_string()).collect(),
+            timeout_ns: 1000,
+        })
+    }
+
+    fn seg(id: u64, stage: u8, start: u64, end: u64) -> Record {
+        Record {
+            kind: RECORD_SEGMENT,
+            chain: 0,
+            stage,
+            instance_id: id,
+            start_ns: start,
+            end_ns: end,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_chain_completes_with_its_last_segment() {
+        let mut a = RecordAssembler::new(vec![shape(&["a", "b", "c"])]);
+        let mut got = Vec::new();
+        a.push(&seg(7, 1, 100, 150), &mut |r| got.push(r));
+        assert!(got.is_empty());
+        a.push(&seg(7, 2, 150, 400), &mut |r| got.push(r));
+        assert_eq!(got.len(), 1);
+        let r = &got[0];
+        assert_eq!(
+            (r.outcome, r.start_ns, r.end_ns, r.total_ns()),
+            (Outcome::Completed, 100, 400, 300)
+        );
+        assert_eq!(
+            r.segments
+                .iter()
+                .map(Segment::duration_ns)
+                .collect::<Vec<_>>(),
+            [50, 250]
+        );
+        assert_eq!(a.open_instances(), 0);
+    }
+
+    #[test]
+    fn a_lost_first_segment_makes_the_chain_incomplete() {
+        let mut a = RecordAssembler::new(vec![shape(&["a", "b", "c"])]);
+        let mut got = Vec::new();
+        a.push(&seg(7, 2, 150, 400), &mut |r| got.push(r));
+        assert_eq!(got[0].outcome, Outcome::Incomplete);
+    }
+
+    #[test]
+    fn a_close_emits_what_was_recorded_with_its_reason() {
+        let mut a = RecordAssembler::new(vec![shape(&["a", "b", "c"])]);
+        let mut got = Vec::new();
+        a.push(&seg(1, 1, 0, 10), &mut |r| got.push(r));
+        let close = Record {
+            kind: RECORD_CLOSE,
+            stage: CLOSE_TIMEOUT,
+            instance_id: 1,
+            start_ns: 0,
+            end_ns: 5000,
+            ..Default::default()
+        };
+        a.push(&close, &mut |r| got.push(r));
+        assert_eq!(got[0].outcome, Outcome::TimedOut);
+        assert_eq!(got[0].segments.len(), 1);
+        // A close for an instance with no recorded segment emits nothing.
+        let close = Record {
+            kind: RECORD_CLOSE,
+            stage: CLOSE_REPLACED,
+            instance_id: 2,
+            ..Default::default()
+        };
+        a.push(&close, &mut |r| got.push(r));
+        assert_eq!(got.len(), 1);
+    }
+
+    #[test]
+    fn idle_partials_are_evicted_after_the_timeout() {
+        let mut a = RecordAssembler::new(vec![shape(&["a", "b", "c"])]);
+        let mut got = Vec::new();
+        a.push(&seg(1, 1, 0, 10), &mut |r| got.push(r));
+        a.evict(500, &mut |r| got.push(r));
+        assert!(got.is_empty());
+        a.evict(2000, &mut |r| got.push(r));
+        assert_eq!(got[0].outcome, Outcome::Incomplete);
+        assert_eq!(a.stats.evicted, 1);
+    }
+
+    #[test]
+    fn records_of_unconfigured_chains_are_counted_not_assembled() {
+        let mut a = RecordAssembler::new(vec![None]);
+        a.push(&seg(1, 1, 0, 10), &mut |_| panic!("nothing to emit"));
+        assert_eq!(a.stats.unknown_chain, 1);
+    }
+}

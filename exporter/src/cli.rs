@@ -1,0 +1,316 @@
+//! Command-line interface: argument definitions and one function per command.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::{
+    config::{Config, ConfigError, Loaded},
+    daemon::{self, Daemon, StartError, TallySink},
+    doctor,
+    host::Environment,
+    probe::{kernel::Kernel, loader::Engine},
+};
+
+/// Exit code for bad configuration or usage (clap uses it for usage errors too).
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code for a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "clockpath",
+    version,
+    about = "Kernel-resident perf exporter for the Linux time path"
+)]
+pub struct Cli {
+    /// Configuration file (TOML), merged over the built-in defaults.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "CLOCKPATH_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+    /// Log filter (error, warn, info, debug, trace, or a tracing EnvFilter directive).
+    #[arg(long, global = true, env = "CLOCKPATH_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach the configured chains and export what they measure (needs root).
+    Run(RunArgs),
+    /// Report what this machine can trace and what each configured chain would attach.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the effective configuration as TOML.
+    Config {
+        /// Print the built-in defaults, documented, instead of the effective configuration.
+        #[arg(long)]
+        default: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Stop after this many seconds (default: until SIGINT or SIGTERM).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub duration: Option<Duration>,
+    /// Write a JSON summary (kernel counters, histogram totals, records received) here at exit.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(format!("`{s}`: the duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// An error with the exit code it maps to.
+pub struct CliError {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError {
+            code: EXIT_FAILURE,
+            error: e.into(),
+        }
+    }
+}
+
+fn config_error(e: impl Into<anyhow::Error>) -> CliError {
+    CliError {
+        code: EXIT_CONFIG,
+        error: e.into(),
+    }
+}
+
+pub fn main() -> Result<ExitCode, CliError> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version are not errors.
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return Ok(ExitCode::from(code));
+        }
+    };
+    init_logging(&cli.log)?;
+    match cli.command {
+        Command::Config { default } => {
+            if default {
+                print!("{}", crate::config::DEFAULT_TOML);
+            } else {
+                let loaded = load_config(cli.config.as_deref())?;
+                print!(
+                    "{}",
+                    loaded
+                        .config
+                        .to_toml()
+                        .context("printing the configuration")?
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor { json } => doctor_cmd(cli.config.as_deref(), json),
+        Command::Run(args) => run_cmd(cli.config.as_deref(), args),
+    }
+}
+
+fn init_logging(filter: &str) -> Result<(), CliError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| config_error(anyhow::anyhow!("invalid --log filter `{filter}`: {e}")))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    Ok(())
+}
+
+fn load_config(path: Option<&Path>) -> Result<Loaded, CliError> {
+    Config::load(path).map_err(|e: ConfigError| config_error(e))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("clockpath-rt")
+        .build()
+        .context("starting the Tokio runtime")?)
+}
+
+fn start_error(e: StartError) -> CliError {
+    match e {
+        StartError::Config(_) => config_error(e),
+        other => other.into(),
+    }
+}
+
+fn doctor_cmd(config: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
+    let loaded = load_config(config)?;
+    let kernel = Kernel::open();
+    let plans = daemon::plan(&loaded, &kernel).map_err(start_error)?;
+    let environment = Environment::detect();
+    let root = doctor::is_root();
+    let btf = kernel
+        .btf()
+        .map(|_| kernel.btf_path().display().to_string())
+        .map_err(str::to_string);
+    let tracefs = kernel
+        .tracefs()
+        .map(|t| t.root().display().to_string())
+        .map_err(str::to_string);
+    let (attach_kinds, chains) = match Engine::load(&loaded.config.probe) {
+        Ok(mut engine) => {
+            let kinds = doctor::probe_kinds(&mut engine, &kernel);
+            engine.attach(plans);
+            // Dropping the engine detaches everything again.
+            (kinds, std::mem::take(&mut engine.chains))
+        }
+        Err(e) => {
+            let why = e.to_string();
+            let kinds = crate::probe::target::AttachKind::ALL
+                .iter()
+                .map(|&kind| doctor::KindSupport {
+                    kind,
+                    supported: false,
+                    detail: why.clone(),
+                })
+                .collect();
+            let chains = plans
+                .into_iter()
+                .map(|mut p| {
+                    p.state = crate::probe::plan::ChainState::Disabled(format!(
+                        "BPF object not loaded: {why}"
+                    ));
+                    p
+                })
+                .collect();
+            (kinds, chains)
+        }
+    };
+    let report = doctor::Report {
+        environment,
+        root,
+        tracefs,
+        btf,
+        attach_kinds,
+        chains,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("serializing the report")?
+        );
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.anything_runs() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
+fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
+    let loaded = load_config(config)?;
+    let kernel = Kernel::open();
+    let plans = daemon::plan(&loaded, &kernel).map_err(start_error)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let tally = TallySink::default();
+        let daemon =
+            Daemon::start(&loaded, plans, vec![Box::new(tally.clone())]).map_err(start_error)?;
+        wait_for_stop(args.duration).await?;
+        tracing::info!("stopping: detaching probes and draining the ring buffer");
+        let plans = daemon.plans.clone();
+        let maps = daemon.maps.clone();
+        let stats = daemon.stats.clone();
+        let _sinks = daemon.stop().await;
+        let summary = {
+            let m = maps
+                .lock()
+                .map_err(|_| anyhow::anyhow!("kernel maps lock poisoned"))?;
+            let t = tally
+                .chains
+                .lock()
+                .map_err(|_| anyhow::anyhow!("tally lock poisoned"))?;
+            daemon::summarize(&plans, &m, &t, &stats)
+        };
+        for c in &summary.chains {
+            tracing::info!(
+                chain = %c.name,
+                completed = c.completed,
+                hist_segments = c.hist_segments,
+                received = c.segments_received,
+                lost = c.ring_lost_segments,
+                "summary"
+            );
+        }
+        if let Some(path) = &args.summary_json {
+            let text = serde_json::to_string_pretty(&summary).context("serializing the summary")?;
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_stop(duration: Option<Duration>) -> Result<(), CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = timer => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_must_be_positive_numbers() {
+        assert_eq!(parse_seconds("2.5").unwrap(), Duration::from_millis(2500));
+        assert_eq!(parse_seconds("10s").unwrap(), Duration::from_secs(10));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("abc").is_err());
+        assert!(parse_seconds("-1").is_err());
+    }
+}

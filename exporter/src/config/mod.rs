@@ -1,0 +1,376 @@
+//! The configuration stack: built-in defaults (`default.toml`), then an optional TOML file,
+//! then `CLOCKPATH_`-prefixed environment variables (nested keys joined with `__`).
+//!
+//! This module only merges and checks what can be checked without a kernel. Each component's
+//! config struct lives here because the whole tree is one serde type; the kernel-dependent
+//! checks (does the tracepoint exist, is the field in its format) are in `probe::plan`.
+
+mod chains;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+pub use chains::{ChainConfig, PointConfig, StageConfig, TargetConfig};
+
+/// The built-in default configuration, documented.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "CLOCKPATH_";
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub probe: ProbeConfig,
+    /// Chains by name; their index in the kernel follows the name order.
+    pub chains: BTreeMap<String, ChainConfig>,
+}
+
+/// Kernel-side sizes and the ring reader.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Ring buffer size in bytes: a power of two, at least 4096.
+    pub ring_bytes: u32,
+    /// Open instances tracked at once, all chains together.
+    pub max_instances: u32,
+    /// Ring drain period in ms (at least 1).
+    pub drain_interval_ms: u64,
+    /// Timed-out instance sweep period in ms (at least 10).
+    pub sweep_interval_ms: u64,
+    /// Stream every stage hit (raw mode).
+    pub raw_hits: bool,
+    /// Enable kernel.bpf_stats_enabled while running.
+    pub bpf_stats: bool,
+}
+
+/// Where a configuration value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    Env,
+    Unknown,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("built-in default config"),
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Env => write!(f, "environment ({ENV_PREFIX}*)"),
+            Origin::Unknown => f.write_str("configuration"),
+        }
+    }
+}
+
+/// One configuration problem: where, which key, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub origin: Origin,
+    /// Dotted key path, e.g. `chains.sched_wakeup.stages[1].targets[0]`.
+    pub key: String,
+    pub why: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.origin, self.why)
+        } else {
+            write!(f, "{}: key `{}`: {}", self.origin, self.key, self.why)
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", list(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+fn list(issues: &[ConfigIssue]) -> String {
+    let mut s = format!(
+        "invalid configuration ({} problem{})",
+        issues.len(),
+        if issues.len() == 1 { "" } else { "s" }
+    );
+    for i in issues {
+        s.push_str("\n  - ");
+        s.push_str(&i.to_string());
+    }
+    s
+}
+
+/// A loaded configuration and the figment it came from (to locate keys in later checks).
+pub struct Loaded {
+    pub config: Config,
+    figment: Figment,
+}
+
+impl Loaded {
+    /// Where `key` (dotted path) was set, as precisely as the figment knows.
+    pub fn origin(&self, key: &str) -> Origin {
+        origin_of(&self.figment, key)
+    }
+
+    /// A `ConfigIssue` located at `key`.
+    pub fn issue(&self, key: impl Into<String>, why: impl Into<String>) -> ConfigIssue {
+        let key = key.into();
+        ConfigIssue {
+            origin: self.origin(&key),
+            key,
+            why: why.into(),
+        }
+    }
+}
+
+fn origin_of(figment: &Figment, key: &str) -> Origin {
+    // Strip array indices and walk up to the deepest key the figment has metadata for.
+    let clean: String = key.split('[').next().unwrap_or(key).to_string();
+    let mut parts: Vec<&str> = clean.split('.').collect();
+    while !parts.is_empty() {
+        if let Some(md) = figment.find_metadata(&parts.join(".")) {
+            return match &md.source {
+                Some(figment::Source::File(p)) => Origin::File(p.clone()),
+                _ if md.name.contains("environment") => Origin::Env,
+                // The only string source is the embedded default config.
+                Some(figment::Source::Code(_)) | None => Origin::Default,
+                _ => Origin::Unknown,
+            };
+        }
+        parts.pop();
+    }
+    Origin::Unknown
+}
+
+impl Config {
+    /// Load defaults, then `file`, then the environment; check everything that needs no kernel.
+    pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+        Self::load_with_env(file, Env::prefixed(ENV_PREFIX))
+    }
+
+    /// The built-in default configuration alone.
+    pub fn builtin() -> Config {
+        // The default config is part of the binary and covered by tests; failing to parse it is
+        // a build defect, not a user error.
+        #[expect(clippy::expect_used, reason = "the embedded default config is tested")]
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .expect("built-in default config parses")
+    }
+
+    fn load_with_env(file: Option<&Path>, env: Env) -> Result<Loaded, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            // figment silently skips a missing file; an explicit --config must exist.
+            std::fs::File::open(path).map_err(|source| ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // CLOCKPATH_CONFIG and CLOCKPATH_LOG are command-line settings, not config keys.
+        let env = env.ignore(&["config", "log"]).split("__");
+        figment = figment.merge(env);
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(figment_issues(&figment, e)))?;
+        let loaded = Loaded { config, figment };
+        let issues = loaded.validate();
+        if issues.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(ConfigError::Invalid(issues))
+        }
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+
+    /// Enabled chains in kernel-index order.
+    pub fn enabled_chains(&self) -> impl Iterator<Item = (&str, &ChainConfig)> {
+        self.chains
+            .iter()
+            .filter(|(_, c)| c.enabled)
+            .map(|(n, c)| (n.as_str(), c))
+    }
+}
+
+impl Loaded {
+    fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let p = &self.config.probe;
+        if p.ring_bytes < 4096 || !p.ring_bytes.is_power_of_two() {
+            issues.push(self.issue(
+                "probe.ring_bytes",
+                format!("{} is not a power of two of at least 4096", p.ring_bytes),
+            ));
+        }
+        if p.max_instances == 0 {
+            issues.push(self.issue("probe.max_instances", "must be at least 1"));
+        }
+        if p.drain_interval_ms == 0 {
+            issues.push(self.issue("probe.drain_interval_ms", "must be at least 1 ms"));
+        }
+        if p.sweep_interval_ms < 10 {
+            issues.push(self.issue("probe.sweep_interval_ms", "must be at least 10 ms"));
+        }
+        chains::validate(self, &mut issues);
+        issues
+    }
+}
+
+/// Turn figment's deserialization errors into located issues, with a suggestion for unknown keys.
+fn figment_issues(figment: &Figment, err: figment::Error) -> Vec<ConfigIssue> {
+    err.into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let origin = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                Some(figment::Source::File(p)) => Origin::File(p.clone()),
+                _ => match &e.metadata {
+                    Some(m) if m.name.contains("environment") => Origin::Env,
+                    _ => origin_of(figment, &key),
+                },
+            };
+            let why = match &e.kind {
+                figment::error::Kind::UnknownField(field, expected) => {
+                    match suggest(field, expected) {
+                        Some(s) => format!("unknown key `{field}`; did you mean `{s}`?"),
+                        None => format!(
+                            "unknown key `{field}`; expected one of: {}",
+                            expected.join(", ")
+                        ),
+                    }
+                }
+                kind => kind.to_string(),
+            };
+            ConfigIssue { origin, key, why }
+        })
+        .collect()
+}
+
+/// The closest known name, if it is close enough to be a typo.
+pub fn suggest<'a>(given: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(given, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn load_str(toml: &str) -> Result<Loaded, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(toml.as_bytes()).unwrap();
+        Config::load_with_env(Some(f.path()), Env::prefixed("CLOCKPATH_TEST_NONE_"))
+    }
+
+    fn issues(toml: &str) -> Vec<ConfigIssue> {
+        match load_str(toml) {
+            Err(ConfigError::Invalid(i)) => i,
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("config should be invalid:\n{toml}"),
+        }
+    }
+
+    #[test]
+    fn builtin_default_is_valid_and_has_the_four_chains() {
+        let loaded = Config::load_with_env(None, Env::prefixed("CLOCKPATH_TEST_NONE_")).unwrap();
+        let names: Vec<_> = loaded.config.chains.keys().cloned().collect();
+        assert_eq!(
+            names,
+            ["clocksource_switch", "hrtimer", "sched_wakeup", "softirq"]
+        );
+        assert_eq!(loaded.config, Config::builtin());
+    }
+
+    #[test]
+    fn printed_config_parses_back_to_the_same_config() {
+        let c = Config::builtin();
+        let printed = c.to_toml().unwrap();
+        let back = load_str(&printed).unwrap().config;
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_a_suggestion_and_the_file() {
+        let i = issues("[probe]\nring_byte = 4096\n");
+        assert_eq!(i.len(), 1, "{i:?}");
+        assert!(matches!(i[0].origin, Origin::File(_)), "{i:?}");
+        assert!(i[0].why.contains("did you mean `ring_bytes`"), "{}", i[0]);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let i = issues("[probe]\nring_bytes = 5000\ndrain_interval_ms = 0\n");
+        let keys: Vec<_> = i.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["probe.ring_bytes", "probe.drain_interval_ms"]);
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_file() {
+        let i = issues("[probe]\nraw_hits = \"yes\"\n");
+        assert_eq!(i[0].key, "probe.raw_hits");
+        assert!(
+            i[0].to_string().contains(".toml") || i[0].to_string().contains("tmp"),
+            "{}",
+            i[0]
+        );
+    }
+
+    #[test]
+    fn missing_file_is_unreadable() {
+        let e = Config::load(Some(Path::new("/nonexistent/clockpath.toml")))
+            .err()
+            .unwrap();
+        assert!(matches!(e, ConfigError::Unreadable { .. }));
+        assert!(e.to_string().contains("/nonexistent/clockpath.toml"));
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        // SAFETY: this test's variable name is unique to it.
+        unsafe { std::env::set_var("CLOCKPATH_T1_PROBE__RING_BYTES", "8192") };
+        unsafe { std::env::set_var("CLOCKPATH_T1_CHAINS__HRTIMER__ENABLED", "false") };
+        let loaded = Config::load_with_env(None, Env::prefixed("CLOCKPATH_T1_")).unwrap();
+        assert_eq!(loaded.config.probe.ring_bytes, 8192);
+        assert!(!loaded.config.chains["hrtimer"].enabled);
+        assert_eq!(loaded.config.enabled_chains().count(), 3);
+    }
+
+    #[test]
+    fn environment_errors_say_so() {
+        unsafe { std::env::set_var("CLOCKPATH_T2_PROBE__RING_BYTES", "12") };
+        let Err(ConfigError::Invalid(i)) =
+            Config::load_with_env(None, Env::prefixed("CLOCKPATH_T2_"))
+        else {
+            panic!("expected an error");
+        };
+        assert_eq!(i[0].key, "probe.ring_bytes");
+        assert_eq!(i[0].origin, Origin::Env, "{}", i[0]);
+    }
+}

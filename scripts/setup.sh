@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian bookworm machine (run as root):
+#   - Debian packages: LLVM 22 for bpf-linker, and the peers/servers the tests use;
+#   - rust-src for the nightly toolchain (the BPF crate builds core with -Z build-std);
+#   - bpf-linker 0.13.0 linked against Debian's libLLVM-22.
+# Each step is skipped when what it installs is already there.
+# Usage: scripts/setup.sh [--run-only]   (--run-only: just what `clockpath run` needs)
+set -euo pipefail
+
+MODE=${1:-full}
+BPF_LINKER_VERSION=0.13.0
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# Packages needed to build and run the exporter.
+BUILD_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev pkg-config)
+# Packages the test suite uses: peers (runqlat, bpftrace), load generators (perf, hackbench),
+# a real Prometheus, and the guest kernel harness (qemu, busybox, cpio, kernel image tools).
+TEST_PKGS=(libbpf-tools bpftrace linux-perf rt-tests prometheus wrk curl
+           qemu-system-x86 busybox-static cpio xz-utils lz4 zstd kmod)
+
+pkgs=("${BUILD_PKGS[@]}")
+[ "$MODE" = --run-only ] || pkgs+=("${TEST_PKGS[@]}")
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing Debian packages (${missing[*]}); run this script as root"; exit 1
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  # The apt lock may be held by an unattended job right after boot.
+  for _ in $(seq 1 30); do apt-get update -qq && break; sleep 5; done
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
+  # Debian's prometheus package starts a service; the tests start their own instance.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl stop prometheus prometheus-node-exporter 2>/dev/null || true
+  fi
+fi
+
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "adding rust-src to the nightly toolchain"
+  rustup component add rust-src --toolchain nightly
+fi
+
+if ! bpf-linker --version 2>/dev/null | grep -q "^bpf-linker $BPF_LINKER_VERSION\$"; then
+  log "building bpf-linker $BPF_LINKER_VERSION against Debian's LLVM 22 (about 1-2 minutes)"
+  # bpf-linker's build script takes the first llvm-config on PATH; /usr/bin/llvm-config may be
+  # an older LLVM, so LLVM 22's bin directory goes first.
+  PATH="/usr/lib/llvm-22/bin:$PATH" cargo +stable install --locked "bpf-linker@$BPF_LINKER_VERSION" \
+    --no-default-features --features llvm-22
+fi
+log "ready: $(bpf-linker --version), nightly $(rustup run nightly rustc --version | cut -d' ' -f2-)"
