@@ -21,4 +21,5 @@ mod pod {
     unsafe impl aya::Pod for crate::record::Record {}
     unsafe impl aya::Pod for crate::hist::HistRow {}
     unsafe impl aya::Pod for crate::slot::ChainCounters {}
+    unsafe impl aya::Pod for crate::slot::Active {}
 }

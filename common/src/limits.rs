@@ -22,6 +22,17 @@ pub struct SlotRange {
 }
 
 pub const TRACEPOINT_SLOTS: SlotRange = SlotRange { base: 0, count: 24 };
+/// Tracepoint slots come in families by how many 8-byte words after the common header they
+/// copy with direct context loads (`ebpf/src/tracepoint.rs`): key fields inside the window
+/// need no helper call. The kernel refuses to attach a program whose loads reach past the
+/// tracepoint's record, so a family fits records of at least `8 + 8 * words` bytes.
+/// (words, slots): slots are consecutive from `TRACEPOINT_SLOTS.base`.
+pub const TRACEPOINT_WINDOWS: [(u32, SlotRange); 4] = [
+    (0, SlotRange { base: 0, count: 6 }),
+    (1, SlotRange { base: 6, count: 6 }),
+    (3, SlotRange { base: 12, count: 6 }),
+    (7, SlotRange { base: 18, count: 6 }),
+];
 pub const RAW_TRACEPOINT_SLOTS: SlotRange = SlotRange {
     base: 24,
     count: 12,

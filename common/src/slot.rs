@@ -120,22 +120,19 @@ pub struct Instance {
     pub cpu: u32,
 }
 
-/// Per-chain counters, one copy per CPU (`CHAIN_COUNTERS[chain]`).
+/// Per-chain counters, one copy per CPU (`CHAIN_COUNTERS[chain]`). Completed instances and
+/// recorded segments are not counted here: the histograms count them exactly.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChainCounters {
     /// Instances opened by stage 0.
     pub opened: u64,
-    /// Instances that reached their last stage.
-    pub completed: u64,
     /// Instances closed because they were older than the chain's timeout when hit again.
     pub timed_out: u64,
     /// Instances replaced by a new stage-0 hit on the same key (without first-hit-only).
     pub replaced: u64,
     /// Instances closed by an abort slot.
     pub aborted: u64,
-    /// Segments recorded into the histograms (the `total` row excluded).
-    pub segments: u64,
     /// Ring records (segments, closes, raw hits) that did not fit in the ring buffer.
     pub ring_lost: u64,
     /// Segment records among `ring_lost`.
@@ -144,4 +141,19 @@ pub struct ChainCounters {
     pub map_full: u64,
     /// Later-stage hits on an open instance that were not its next stage (duplicates, skips).
     pub out_of_order: u64,
+}
+
+/// How many instances of a chain are open, as a cheap pre-filter: a later stage of a chain
+/// with no open instance returns before computing its key. One global (not per-CPU) entry per
+/// chain, updated atomically by the kernel (`ACTIVE[chain]`); the userspace sweeper counts
+/// what it removes in `ACTIVE[MAX_CHAINS + chain].inserted`, so the kernel never needs to.
+///
+/// `inserted` is incremented before an insert becomes visible and `removed` after a delete
+/// succeeds, so `inserted - removed - swept` is never below the true count: the filter can
+/// only let a hit through needlessly, never drop one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Active {
+    pub inserted: u64,
+    pub removed: u64,
 }

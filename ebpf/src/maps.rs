@@ -11,7 +11,7 @@ use clockpath_common::{
     limits::{
         DEFAULT_MAX_INSTANCES, DEFAULT_RING_BYTES, HIST_ROWS_PER_CHAIN, MAX_CHAINS, NUM_SLOTS,
     },
-    slot::{ChainCounters, Instance, InstanceKey, SlotConfig},
+    slot::{Active, ChainCounters, Instance, InstanceKey, SlotConfig},
 };
 
 /// Role of each slot, written by userspace before the slot's program is attached.
@@ -36,6 +36,10 @@ pub static HIST: PerCpuArray<HistRow> =
 #[map]
 pub static CHAIN_COUNTERS: PerCpuArray<ChainCounters> =
     PerCpuArray::with_max_entries(MAX_CHAINS, 0);
+
+/// Open-instance pre-filter: `[chain]` kernel-written, `[MAX_CHAINS + chain]` sweeper-written.
+#[map]
+pub static ACTIVE: Array<Active> = Array::with_max_entries(2 * MAX_CHAINS, 0);
 
 /// Per-CPU sequence for instance ids.
 #[map]

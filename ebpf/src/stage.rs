@@ -11,14 +11,14 @@
 //! - A later stage with no open instance on its key returns after one map lookup.
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
 };
 use clockpath_common::{
     hist::{NUM_BUCKETS, bucket_index},
-    limits::{HIST_ROWS_PER_CHAIN, TOTAL_ROW},
+    limits::{HIST_ROWS_PER_CHAIN, MAX_CHAINS, TOTAL_ROW},
     record::{
         CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_HIT, RECORD_SEGMENT,
         Record,
@@ -27,7 +27,7 @@ use clockpath_common::{
 };
 
 use crate::maps::{
-    CHAIN_COUNTERS, HIST, INSTANCES, NEXT_SEQ, RING, SLOT_CONFIG, SLOT_HITS, WAKEUP_BYTES,
+    ACTIVE, CHAIN_COUNTERS, HIST, INSTANCES, NEXT_SEQ, RING, SLOT_CONFIG, SLOT_HITS, WAKEUP_BYTES,
 };
 
 /// What a slot program can read from its context, per attach kind.
@@ -59,9 +59,9 @@ pub fn read_sized(addr: u64, size: u8) -> Option<u64> {
 }
 
 #[inline(always)]
-fn value<C: HitSource>(ctx: &C, spec: &ValueSpec, cpu: u32) -> Option<u64> {
+fn value<C: HitSource>(ctx: &C, spec: &ValueSpec) -> Option<u64> {
     let v = match spec.source {
-        SRC_CPU => return Some(cpu as u64),
+        SRC_CPU => return Some(cpu() as u64),
         SRC_TID => return Some(bpf_get_current_pid_tgid() & 0xffff_ffff),
         SRC_TGID => return Some(bpf_get_current_pid_tgid() >> 32),
         SRC_GLOBAL => return Some(0),
@@ -75,6 +75,12 @@ fn value<C: HitSource>(ctx: &C, spec: &ValueSpec, cpu: u32) -> Option<u64> {
     } else {
         Some(v)
     }
+}
+
+#[inline(always)]
+fn cpu() -> u32 {
+    // SAFETY: helper with no preconditions (inlined by the JIT on recent kernels).
+    unsafe { bpf_get_smp_processor_id() }
 }
 
 #[inline(always)]
@@ -125,7 +131,6 @@ fn emit(
     cfg: &SlotConfig,
     slot: u32,
     stage: u8,
-    cpu: u32,
     id: u64,
     key: u64,
     start: u64,
@@ -139,7 +144,7 @@ fn emit(
                 chain: cfg.chain,
                 stage,
                 slot: slot as u8,
-                cpu,
+                cpu: cpu(),
                 instance_id: id,
                 key,
                 start_ns: start,
@@ -173,7 +178,8 @@ fn hist_add(chain: u8, row: u32, delta: u64) {
 }
 
 #[inline(always)]
-fn next_instance_id(cpu: u32) -> u64 {
+fn next_instance_id() -> u64 {
+    let cpu = cpu();
     match NEXT_SEQ.get_ptr_mut(0) {
         // SAFETY: per-CPU value; a nested program on this CPU could reuse a sequence number,
         // which only makes two ids equal, never corrupts state.
@@ -183,6 +189,41 @@ fn next_instance_id(cpu: u32) -> u64 {
             ((cpu as u64) << 48) | (seq & 0xffff_ffff_ffff)
         },
         None => 0,
+    }
+}
+
+/// Instances of `chain` that may be open (an over-estimate, never an under-estimate).
+#[inline(always)]
+fn maybe_open(chain: u8) -> bool {
+    let Some(a) = ACTIVE.get(chain as u32) else {
+        return true;
+    };
+    let swept = ACTIVE
+        .get(MAX_CHAINS + chain as u32)
+        .map_or(0, |s| s.inserted);
+    a.inserted.wrapping_sub(a.removed).wrapping_sub(swept) as i64 > 0
+}
+
+#[inline(always)]
+fn active_add(chain: u8, inserted: bool) {
+    if let Some(a) = ACTIVE.get_ptr_mut(chain as u32) {
+        // SAFETY: projection of a valid map-value pointer.
+        let p = unsafe {
+            if inserted {
+                core::ptr::addr_of_mut!((*a).inserted)
+            } else {
+                core::ptr::addr_of_mut!((*a).removed)
+            }
+        };
+        add(p, 1);
+    }
+}
+
+/// Delete the instance on `ikey`; counts the removal only when this call removed it.
+#[inline(always)]
+fn remove(cfg: &SlotConfig, ikey: &InstanceKey) {
+    if INSTANCES.remove(ikey).is_ok() {
+        active_add(cfg.chain, false);
     }
 }
 
@@ -196,17 +237,24 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
         return 0;
     }
     if let Some(h) = SLOT_HITS.get_ptr_mut(slot) {
-        add(h, 1);
+        // Plain per-CPU increment: a hit lost to a nested program is acceptable here, the
+        // cost of `lock xadd` on every hit is not.
+        // SAFETY: valid per-CPU map value.
+        unsafe { *h += 1 };
     }
-    // SAFETY: helper with no preconditions.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    let Some(k0) = value(ctx, &cfg.key0, cpu) else {
+    let opens = cfg.role == ROLE_STAGE && cfg.stage == 0;
+    // Fast path: a later stage (or abort) of a chain with no open instance at all stops here,
+    // before computing its key. Raw mode streams every hit, so it always goes on.
+    if !opens && cfg.flags & FLAG_RAW == 0 && !maybe_open(cfg.chain) {
+        return 0;
+    }
+    let Some(k0) = value(ctx, &cfg.key0) else {
         return 0;
     };
     let key = if cfg.key1.source == SRC_NONE {
         k0
     } else {
-        match value(ctx, &cfg.key1, cpu) {
+        match value(ctx, &cfg.key1) {
             Some(k1) => combine_key(k0, k1),
             None => return 0,
         }
@@ -217,11 +265,11 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
         key,
     };
     if cfg.role == ROLE_ABORT {
-        abort(cfg, slot, cpu, &ikey);
-    } else if cfg.stage == 0 {
-        open(ctx, cfg, slot, cpu, &ikey);
+        abort(cfg, slot, &ikey);
+    } else if opens {
+        open(ctx, cfg, slot, &ikey);
     } else {
-        advance(cfg, slot, cpu, &ikey);
+        advance(cfg, slot, &ikey);
     }
     0
 }
@@ -232,21 +280,12 @@ fn timed_out(cfg: &SlotConfig, inst: &Instance, now: u64) -> bool {
 }
 
 #[inline(always)]
-fn close(
-    cfg: &SlotConfig,
-    slot: u32,
-    cpu: u32,
-    ikey: &InstanceKey,
-    inst: &Instance,
-    reason: u8,
-    now: u64,
-) {
+fn close(cfg: &SlotConfig, slot: u32, ikey: &InstanceKey, inst: &Instance, reason: u8, now: u64) {
     emit(
         RECORD_CLOSE,
         cfg,
         slot,
         reason,
-        cpu,
         inst.id,
         ikey.key,
         inst.start_ns,
@@ -256,76 +295,90 @@ fn close(
 }
 
 #[inline(always)]
-fn raw_hit(cfg: &SlotConfig, slot: u32, cpu: u32, id: u64, key: u64, now: u64, capture: u64) {
+fn raw_hit(cfg: &SlotConfig, slot: u32, id: u64, key: u64, now: u64, capture: u64) {
     if cfg.flags & FLAG_RAW != 0 {
-        emit(
-            RECORD_HIT, cfg, slot, cfg.stage, cpu, id, key, now, now, capture,
-        );
+        emit(RECORD_HIT, cfg, slot, cfg.stage, id, key, now, now, capture);
     }
 }
 
 #[inline(always)]
-fn open<C: HitSource>(ctx: &C, cfg: &SlotConfig, slot: u32, cpu: u32, ikey: &InstanceKey) {
-    let now = unsafe { bpf_ktime_get_ns() };
+fn now_ns() -> u64 {
+    // SAFETY: helper with no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn open<C: HitSource>(ctx: &C, cfg: &SlotConfig, slot: u32, ikey: &InstanceKey) {
+    let now = now_ns();
     let capture = if cfg.capture.source == SRC_NONE {
         0
     } else {
-        value(ctx, &cfg.capture, cpu).unwrap_or(0)
+        value(ctx, &cfg.capture).unwrap_or(0)
     };
+    let mut existed = false;
     if let Some(p) = INSTANCES.get_ptr(ikey) {
         // SAFETY: valid map value; copied out before anything else touches the map.
         let inst = unsafe { *p };
+        existed = true;
         if timed_out(cfg, &inst, now) {
             count(cfg.chain, counter!(timed_out));
-            close(cfg, slot, cpu, ikey, &inst, CLOSE_TIMEOUT, now);
+            close(cfg, slot, ikey, &inst, CLOSE_TIMEOUT, now);
         } else if cfg.flags & FLAG_FIRST_HIT_ONLY != 0 {
-            raw_hit(cfg, slot, cpu, inst.id, ikey.key, now, capture);
+            raw_hit(cfg, slot, inst.id, ikey.key, now, capture);
             return;
         } else {
             count(cfg.chain, counter!(replaced));
-            close(cfg, slot, cpu, ikey, &inst, CLOSE_REPLACED, now);
+            close(cfg, slot, ikey, &inst, CLOSE_REPLACED, now);
         }
     }
     let inst = Instance {
-        id: next_instance_id(cpu),
+        id: next_instance_id(),
         start_ns: now,
         last_ns: now,
         capture,
         next_stage: 1,
-        cpu,
+        cpu: cpu(),
     };
-    if INSTANCES.insert(ikey, &inst, BPF_ANY as u64).is_err() {
+    // A new key is counted in ACTIVE before it becomes visible; NOEXIST makes sure a key that
+    // another CPU inserted meanwhile is not counted twice.
+    let inserted = if existed {
+        INSTANCES.insert(ikey, &inst, BPF_ANY as u64).is_ok()
+    } else {
+        active_add(cfg.chain, true);
+        match INSTANCES.insert(ikey, &inst, BPF_NOEXIST as u64) {
+            Ok(()) => true,
+            Err(_) => {
+                // Undo the count, then overwrite whatever the other CPU inserted (or fail on a
+                // full map).
+                active_add(cfg.chain, false);
+                INSTANCES.insert(ikey, &inst, BPF_ANY as u64).is_ok()
+            }
+        }
+    };
+    if !inserted {
         count(cfg.chain, counter!(map_full));
         return;
     }
     count(cfg.chain, counter!(opened));
-    raw_hit(cfg, slot, cpu, inst.id, ikey.key, now, capture);
+    raw_hit(cfg, slot, inst.id, ikey.key, now, capture);
 }
 
 #[inline(always)]
-fn advance(cfg: &SlotConfig, slot: u32, cpu: u32, ikey: &InstanceKey) {
+fn advance(cfg: &SlotConfig, slot: u32, ikey: &InstanceKey) {
     let Some(p) = INSTANCES.get_ptr_mut(ikey) else {
         if cfg.flags & FLAG_RAW != 0 {
-            raw_hit(
-                cfg,
-                slot,
-                cpu,
-                0,
-                ikey.key,
-                unsafe { bpf_ktime_get_ns() },
-                0,
-            );
+            raw_hit(cfg, slot, 0, ikey.key, now_ns(), 0);
         }
         return;
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
     // SAFETY: valid map value.
     let inst = unsafe { *p };
-    raw_hit(cfg, slot, cpu, inst.id, ikey.key, now, 0);
+    raw_hit(cfg, slot, inst.id, ikey.key, now, 0);
     if timed_out(cfg, &inst, now) {
         count(cfg.chain, counter!(timed_out));
-        close(cfg, slot, cpu, ikey, &inst, CLOSE_TIMEOUT, now);
-        let _ = INSTANCES.remove(ikey);
+        close(cfg, slot, ikey, &inst, CLOSE_TIMEOUT, now);
+        remove(cfg, ikey);
         return;
     }
     if inst.next_stage != cfg.stage as u32 {
@@ -337,13 +390,11 @@ fn advance(cfg: &SlotConfig, slot: u32, cpu: u32, ikey: &InstanceKey) {
     }
     let delta = now.wrapping_sub(inst.last_ns);
     hist_add(cfg.chain, cfg.stage as u32 - 1, delta);
-    count(cfg.chain, counter!(segments));
     emit(
         RECORD_SEGMENT,
         cfg,
         slot,
         cfg.stage,
-        cpu,
         inst.id,
         ikey.key,
         inst.last_ns,
@@ -351,9 +402,10 @@ fn advance(cfg: &SlotConfig, slot: u32, cpu: u32, ikey: &InstanceKey) {
         inst.capture,
     );
     if cfg.flags & FLAG_LAST_STAGE != 0 {
-        hist_add(cfg.chain, TOTAL_ROW, now.wrapping_sub(inst.start_ns));
-        count(cfg.chain, counter!(completed));
-        let _ = INSTANCES.remove(ikey);
+        if cfg.stage > 1 {
+            hist_add(cfg.chain, TOTAL_ROW, now.wrapping_sub(inst.start_ns));
+        }
+        remove(cfg, ikey);
     } else {
         // SAFETY: `p` is still the map value (no delete happened on this path).
         unsafe {
@@ -364,26 +416,18 @@ fn advance(cfg: &SlotConfig, slot: u32, cpu: u32, ikey: &InstanceKey) {
 }
 
 #[inline(always)]
-fn abort(cfg: &SlotConfig, slot: u32, cpu: u32, ikey: &InstanceKey) {
+fn abort(cfg: &SlotConfig, slot: u32, ikey: &InstanceKey) {
     let Some(p) = INSTANCES.get_ptr(ikey) else {
         if cfg.flags & FLAG_RAW != 0 {
-            raw_hit(
-                cfg,
-                slot,
-                cpu,
-                0,
-                ikey.key,
-                unsafe { bpf_ktime_get_ns() },
-                0,
-            );
+            raw_hit(cfg, slot, 0, ikey.key, now_ns(), 0);
         }
         return;
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
     // SAFETY: valid map value.
     let inst = unsafe { *p };
-    raw_hit(cfg, slot, cpu, inst.id, ikey.key, now, 0);
+    raw_hit(cfg, slot, inst.id, ikey.key, now, 0);
     count(cfg.chain, counter!(aborted));
-    close(cfg, slot, cpu, ikey, &inst, CLOSE_ABORTED, now);
-    let _ = INSTANCES.remove(ikey);
+    close(cfg, slot, ikey, &inst, CLOSE_ABORTED, now);
+    remove(cfg, ikey);
 }

@@ -179,6 +179,19 @@ impl Daemon {
         self.engine.program_stats()
     }
 
+    /// Attach an empty baseline program (benchmarks); see `Engine::attach_baseline`.
+    pub fn attach_baseline(
+        &mut self,
+        target: &crate::probe::target::Target,
+    ) -> Result<String, String> {
+        self.engine.attach_baseline(target)
+    }
+
+    /// Kernel run time (ns) and count of a loaded program by name (needs bpf_stats).
+    pub fn run_stats(&self, program: &str) -> Option<(u64, u64)> {
+        self.engine.run_stats(program)
+    }
+
     /// Whether the reader task is still running.
     pub fn reader_alive(&self) -> bool {
         !self.task.is_finished()
@@ -348,13 +361,18 @@ pub fn summarize(
                 rows.push(("total".into(), TOTAL_ROW, None));
             }
             let mut hist_segments = 0;
+            let mut completed = 0;
             for (name, row, idx) in rows {
                 let h = maps
                     .hist_row(p.index, row)
                     .unwrap_or(clockpath_common::hist::HistRow::ZERO);
                 let count: u64 = h.buckets.iter().sum();
-                if idx.is_some() {
+                if let Some(i) = idx {
                     hist_segments += count;
+                    // The last segment is recorded exactly once per completed instance.
+                    if i as usize == shape.segments() {
+                        completed = count;
+                    }
                 }
                 segments.push(SegmentSummary {
                     name,
@@ -368,7 +386,7 @@ pub fn summarize(
                 name: p.name.clone(),
                 state: p.state.clone(),
                 opened: c.opened,
-                completed: c.completed,
+                completed,
                 timed_out: c.timed_out,
                 replaced: c.replaced,
                 aborted: c.aborted,

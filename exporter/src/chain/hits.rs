@@ -226,8 +226,9 @@ mod tests {
     #[test]
     fn table_of_kernel_semantics() {
         let (s0, s1, s2) = (role(0, false), role(1, false), role(2, true));
-        // (hits, expected segment (stage, start, end) list, expected closes)
-        let cases: Vec<(&str, Vec<Hit>, Vec<(u8, u64, u64)>, usize)> = vec![
+        // (name, hits, expected segments as (stage, start, end), expected closes)
+        type Case = (&'static str, Vec<Hit>, Vec<(u8, u64, u64)>, usize);
+        let cases: Vec<Case> = vec![
             (
                 "complete",
                 vec![hit(s0, 1, 10), hit(s1, 1, 20), hit(s2, 1, 35)],

@@ -5,7 +5,10 @@
 //! into `SLOT_CONFIG` before its program is attached, so its first hit already sees it. A chain
 //! with a stage that ends up with no attached point is detached again and disabled.
 
-use std::{collections::BTreeMap, os::fd::OwnedFd};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    os::fd::OwnedFd,
+};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -13,7 +16,8 @@ use aya::{
     programs::Program,
 };
 use clockpath_common::hist::HistRow;
-use clockpath_common::slot::{ChainCounters, Instance, InstanceKey, SlotConfig};
+use clockpath_common::limits::MAX_CHAINS;
+use clockpath_common::slot::{Active, ChainCounters, Instance, InstanceKey, SlotConfig};
 
 use super::{
     kernel::{self, Kernel},
@@ -51,6 +55,9 @@ pub struct KernelMaps {
     pub counters: PerCpuArray<MapData, ChainCounters>,
     pub slot_hits: PerCpuArray<MapData, u64>,
     pub instances: BpfHashMap<MapData, InstanceKey, Instance>,
+    pub active: Array<MapData, Active>,
+    /// Instances the sweeper removed, per chain (mirrored into `ACTIVE[MAX_CHAINS + chain]`).
+    pub swept: Vec<u64>,
 }
 
 /// The loaded object, its attached programs and the plan they implement.
@@ -58,8 +65,8 @@ pub struct Engine {
     ebpf: Ebpf,
     btf: Option<Btf>,
     slot_config: Array<MapData, SlotConfig>,
-    /// Next free slot per attach kind.
-    next_slot: BTreeMap<AttachKind, u32>,
+    /// Slots in use.
+    used: BTreeSet<u32>,
     /// Kinds the kernel refused outright (e.g. fentry: EPERM), with the reason.
     refused: BTreeMap<AttachKind, String>,
     raw_hits: bool,
@@ -106,7 +113,7 @@ impl Engine {
             ebpf,
             btf: Btf::from_sys_fs().ok(),
             slot_config,
-            next_slot: BTreeMap::new(),
+            used: BTreeSet::new(),
             refused: BTreeMap::new(),
             raw_hits: probe.raw_hits,
             chains: Vec::new(),
@@ -126,6 +133,8 @@ impl Engine {
             counters: take(&mut self.ebpf, "CHAIN_COUNTERS")?,
             slot_hits: take(&mut self.ebpf, "SLOT_HITS")?,
             instances: take(&mut self.ebpf, "INSTANCES")?,
+            active: take(&mut self.ebpf, "ACTIVE")?,
+            swept: vec![0; MAX_CHAINS as usize],
         })
     }
 
@@ -232,23 +241,24 @@ impl Engine {
         cand: &Candidate,
     ) -> Result<u32, Status> {
         let kind = cand.target.kind;
-        let range = kind.slots();
-        let index = *self.next_slot.get(&kind).unwrap_or(&0);
-        if index >= range.count {
+        let free = cand
+            .slot_ranges()
+            .into_iter()
+            .find_map(|r| (r.base..r.base + r.count).find(|s| !self.used.contains(s)));
+        let Some(slot) = free else {
             return Err(Status::Unusable(format!(
                 "no free {kind} slot (the object has {})",
-                range.count
+                kind.slots().count
             )));
-        }
-        let slot = range.base + index;
+        };
         let cfg = slot_config(chain, stage, cand, self.raw_hits);
         self.slot_config
             .set(slot, cfg, 0)
             .map_err(|e| Status::Failed(format!("writing SLOT_CONFIG[{slot}]: {e}")))?;
-        let name = kind.program_name(index);
+        let name = kind.program_name(slot - kind.slots().base);
         match self.load_and_attach(&name, cand) {
             Ok(()) => {
-                self.next_slot.insert(kind, index + 1);
+                self.used.insert(slot);
                 Ok(slot)
             }
             Err(why) => {
@@ -341,6 +351,7 @@ impl Engine {
     }
 
     fn release(&mut self, kind: AttachKind, slot: u32) {
+        self.used.remove(&slot);
         let _ = self.slot_config.set(slot, SlotConfig::default(), 0);
         self.unload(&kind.program_name(slot - kind.slots().base));
     }
@@ -356,18 +367,31 @@ impl Engine {
         let name = kind.program_name(index);
         let slot = kind.slots().base + index;
         let _ = self.slot_config.set(slot, SlotConfig::default(), 0);
-        let cand = Candidate {
-            target: target.clone(),
-            key: String::new(),
-            status: Status::Ready,
-            key0: Default::default(),
-            key1: Default::default(),
-            capture: Default::default(),
-            func_addr: 0,
-        };
+        let cand = Candidate::new(target.clone(), String::new());
         let result = self.load_and_attach(&name, &cand);
         self.unload(&name);
         result
+    }
+
+    /// Attach the empty baseline program of `target`'s kind (`cp_empty_tp`, `cp_empty_btf`,
+    /// `cp_empty_raw`): the floor the overhead benchmark compares stage programs against.
+    /// Returns the program name, for `run_stats`.
+    pub fn attach_baseline(&mut self, target: &Target) -> Result<String, String> {
+        let name = match target.kind {
+            AttachKind::Tracepoint => "cp_empty_tp",
+            AttachKind::TpBtf => "cp_empty_btf",
+            AttachKind::RawTracepoint => "cp_empty_raw",
+            other => return Err(format!("no baseline program for {other}")),
+        };
+        let cand = Candidate::new(target.clone(), String::new());
+        self.load_and_attach(name, &cand)?;
+        Ok(name.to_string())
+    }
+
+    /// Kernel run time (ns) and run count of a loaded program, by name (needs bpf_stats).
+    pub fn run_stats(&self, program: &str) -> Option<(u64, u64)> {
+        let info = self.ebpf.program(program)?.info().ok()?;
+        Some((info.run_time().as_nanos() as u64, info.run_count()))
     }
 
     /// Detach every program (maps stay readable). Called on shutdown before the final drain,

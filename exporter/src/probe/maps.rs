@@ -3,8 +3,8 @@
 use aya::maps::MapError;
 use clockpath_common::{
     hist::HistRow,
-    limits::HIST_ROWS_PER_CHAIN,
-    slot::{ChainCounters, Instance, InstanceKey},
+    limits::{HIST_ROWS_PER_CHAIN, MAX_CHAINS},
+    slot::{Active, ChainCounters, Instance, InstanceKey},
 };
 
 use super::loader::KernelMaps;
@@ -31,11 +31,9 @@ impl KernelMaps {
         let mut s = ChainCounters::default();
         for c in per_cpu.iter() {
             s.opened += c.opened;
-            s.completed += c.completed;
             s.timed_out += c.timed_out;
             s.replaced += c.replaced;
             s.aborted += c.aborted;
-            s.segments += c.segments;
             s.ring_lost += c.ring_lost;
             s.ring_lost_segments += c.ring_lost_segments;
             s.map_full += c.map_full;
@@ -62,10 +60,33 @@ impl KernelMaps {
                 t != 0 && now_ns.saturating_sub(inst.start_ns) > t
             })
             .collect();
-        expired
+        let removed: Vec<(InstanceKey, Instance)> = expired
             .into_iter()
             .filter(|(k, _)| self.instances.remove(k).is_ok())
-            .collect()
+            .collect();
+        // Tell the kernel's open-instance pre-filter what the sweeper removed. Only this
+        // process writes these entries, so a plain update cannot race with the kernel.
+        for (k, _) in &removed {
+            if let Some(c) = self.swept.get_mut(k.chain as usize) {
+                *c += 1;
+            }
+        }
+        for (chain, &n) in self.swept.iter().enumerate() {
+            if n > 0 {
+                let idx = MAX_CHAINS + chain as u32;
+                if let Err(error) = self.active.set(
+                    idx,
+                    Active {
+                        inserted: n,
+                        removed: 0,
+                    },
+                    0,
+                ) {
+                    tracing::warn!(%error, "updating ACTIVE[{idx}] failed");
+                }
+            }
+        }
+        removed
     }
 
     /// Instances open in the kernel now, per chain index.

@@ -9,7 +9,10 @@
 
 use std::fmt;
 
-use clockpath_common::slot::*;
+use clockpath_common::{
+    limits::{SlotRange, TRACEPOINT_WINDOWS},
+    slot::*,
+};
 use serde::Serialize;
 
 use super::{
@@ -36,6 +39,63 @@ pub struct Candidate {
     /// Kernel address of the probed function (for match-capture stages).
     #[serde(skip)]
     pub func_addr: u64,
+    /// Tracepoints: bytes of the record (end of its last field), to pick a slot family whose
+    /// direct-load window fits.
+    #[serde(skip)]
+    pub record_size: u32,
+}
+
+impl Candidate {
+    /// A candidate with nothing resolved yet.
+    pub fn new(target: Target, key: String) -> Candidate {
+        Candidate {
+            target,
+            key,
+            status: Status::Ready,
+            key0: ValueSpec::default(),
+            key1: ValueSpec::default(),
+            capture: ValueSpec::default(),
+            func_addr: 0,
+            record_size: 0,
+        }
+    }
+
+    /// Slot ranges this candidate can use, in preference order.
+    pub fn slot_ranges(&self) -> Vec<SlotRange> {
+        if self.target.kind != AttachKind::Tracepoint {
+            return vec![self.target.kind.slots()];
+        }
+        // A family fits when its window lies inside the record. Prefer the smallest window
+        // that covers every field the slot reads (no helper call), then any other that fits
+        // (fields are probe-read there).
+        let fields: Vec<&ValueSpec> = [&self.key0, &self.key1, &self.capture]
+            .into_iter()
+            .filter(|v| v.source == SRC_FIELD)
+            .collect();
+        let fits = |words: u32| words == 0 || 8 + 8 * words <= self.record_size;
+        let covers = |words: u32| {
+            let end = 8 + 8 * words;
+            words > 0
+                && !fields.is_empty()
+                && fields.iter().all(|f| {
+                    f.offset >= 8
+                        && f.offset + f.size as u32 <= end
+                        && f.offset % 8 + f.size as u32 <= 8
+                })
+        };
+        let mut out: Vec<SlotRange> = TRACEPOINT_WINDOWS
+            .iter()
+            .filter(|(w, _)| fits(*w) && covers(*w))
+            .map(|(_, r)| *r)
+            .collect();
+        out.extend(
+            TRACEPOINT_WINDOWS
+                .iter()
+                .filter(|(w, _)| fits(*w) && !covers(*w))
+                .map(|(_, r)| *r),
+        );
+        out
+    }
 }
 
 fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -323,15 +383,7 @@ impl Resolver<'_> {
                 .or_else(|| point.key.clone())
                 .or_else(|| stage_key.map(str::to_string))
                 .unwrap_or_default();
-            let mut cand = Candidate {
-                target: target.clone(),
-                key: key.clone(),
-                status: Status::Ready,
-                key0: ValueSpec::default(),
-                key1: ValueSpec::default(),
-                capture: ValueSpec::default(),
-                func_addr: 0,
-            };
+            let mut cand = Candidate::new(target.clone(), key.clone());
             if let Err(reason) = self.exists(&target) {
                 cand.status = Status::Missing(reason);
                 candidates.push(cand);

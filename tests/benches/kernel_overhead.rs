@@ -1,0 +1,285 @@
+//! Kernel-side overhead of clockpath's stage programs, measured with kernel BPF run-time
+//! statistics (kernel.bpf_stats_enabled) under `perf bench sched pipe`, next to peers in the
+//! same run: an empty program on the same tracepoint, libbpf-tools' runqlat, and bpftrace.
+//!
+//! Run as root: `cargo bench -p clockpath-tests --bench kernel_overhead`. Prints figures; it
+//! asserts nothing (targets are judged from the figures).
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use clockpath::{
+    config::Config,
+    daemon::{self, Daemon},
+    probe::kernel::Kernel,
+};
+use clockpath_tests::*;
+
+const PIPE_LOOPS: &str = "200000";
+
+/// Chains whose stage-1 programs run only the fast path (`fast_*`: stage 0 on a tracepoint that
+/// does not fire) or only the full path (`full_*`: stage 0 and stage 1 on the same sched_switch,
+/// keyed by CPU, so every stage-1 hit records a segment and a ring record).
+const BENCH_CONFIG: &str = r#"
+[probe]
+bpf_stats = true
+[chains.sched_wakeup]
+enabled = false
+[chains.hrtimer]
+enabled = false
+[chains.softirq]
+enabled = false
+[chains.clocksource_switch]
+enabled = false
+
+[chains.fast_tp]
+[[chains.fast_tp.stages]]
+name = "never"
+key = "global"
+targets = ["tracepoint:sched:sched_kthread_stop"]
+[[chains.fast_tp.stages]]
+name = "switch"
+key = "next_pid"
+targets = ["tracepoint:sched:sched_switch"]
+
+# Instances open on other keys: the pre-filter passes, the key is read and looked up.
+[chains.busy_tp]
+timeout_ms = 3600000
+[[chains.busy_tp.stages]]
+name = "fork"
+key = "global"
+targets = ["tracepoint:sched:sched_process_fork"]
+[[chains.busy_tp.stages]]
+name = "never"
+key = "global"
+targets = ["tracepoint:sched:sched_kthread_stop"]
+[[chains.busy_tp.stages]]
+name = "switch"
+key = "next_pid"
+targets = ["tracepoint:sched:sched_switch"]
+
+[chains.busy_cpu]
+timeout_ms = 3600000
+[[chains.busy_cpu.stages]]
+name = "fork"
+key = "global"
+targets = ["tracepoint:sched:sched_process_fork"]
+[[chains.busy_cpu.stages]]
+name = "never"
+key = "global"
+targets = ["tracepoint:sched:sched_kthread_stop"]
+[[chains.busy_cpu.stages]]
+name = "switch"
+key = "cpu"
+targets = ["tracepoint:sched:sched_switch"]
+
+[chains.fast_btf]
+[[chains.fast_btf.stages]]
+name = "never"
+key = "global"
+targets = ["tracepoint:sched:sched_kthread_stop"]
+[[chains.fast_btf.stages]]
+name = "switch"
+key = "arg2->pid"
+targets = ["tp_btf:sched_switch"]
+
+[chains.full_tp]
+[[chains.full_tp.stages]]
+name = "open"
+key = "cpu"
+first_hit_only = true
+targets = ["tracepoint:sched:sched_switch"]
+[[chains.full_tp.stages]]
+name = "close"
+key = "cpu"
+targets = ["tracepoint:sched:sched_switch"]
+
+[chains.full_btf]
+[[chains.full_btf.stages]]
+name = "open"
+key = "cpu"
+first_hit_only = true
+targets = ["tp_btf:sched_switch"]
+[[chains.full_btf.stages]]
+name = "close"
+key = "cpu"
+targets = ["tp_btf:sched_switch"]
+"#;
+
+fn pipe_bench() -> f64 {
+    let perf = require_tool("perf", "linux-perf");
+    let start = Instant::now();
+    let out = Command::new(perf)
+        .args(["bench", "sched", "pipe", "-l", PIPE_LOOPS])
+        .output()
+        .expect("perf bench sched pipe");
+    assert!(out.status.success(), "perf bench sched pipe failed");
+    start.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn timed(label: &str, runs: usize) -> f64 {
+    let t = median((0..runs).map(|_| pipe_bench()).collect());
+    println!("  {label:<40} {t:>7.3} s");
+    t
+}
+
+/// (run_time_ns, run_count) of every loaded program whose name matches.
+fn programs_named(pred: impl Fn(&str) -> bool) -> Vec<(String, u64, u64)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| {
+            let name = p.name_as_str()?.to_string();
+            pred(&name).then(|| (name, p.run_time().as_nanos() as u64, p.run_count()))
+        })
+        .collect()
+}
+
+fn spawn_quiet(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn")
+}
+
+fn stop(mut child: Child) {
+    // SIGINT lets the tools detach cleanly.
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = child.wait();
+}
+
+fn per_hit(delta: (u64, u64)) -> f64 {
+    if delta.1 == 0 {
+        f64::NAN
+    } else {
+        delta.0 as f64 / delta.1 as f64
+    }
+}
+
+fn main() {
+    require_root();
+    // Cargo passes --bench; nothing else is accepted.
+    println!(
+        "clockpath kernel overhead (kernel.bpf_stats_enabled run time per hit), workload: perf bench sched pipe -l {PIPE_LOOPS}"
+    );
+    let runqlat = require_tool("runqlat", "libbpf-tools");
+
+    // --- 1. per-hit cost, all programs attached at once under the same workload ---
+    let (_dir, path) = config_file(BENCH_CONFIG);
+    let loaded = Config::load(Some(&path)).expect("bench config");
+    let kernel = Kernel::open();
+    let plans = daemon::plan(&loaded, &kernel).expect("plan");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut d = Daemon::start(&loaded, plans, Vec::new()).expect("start");
+        let empty_tp = d.attach_baseline(&"tracepoint:sched:sched_switch".parse().unwrap()).expect("empty tp");
+        let empty_btf = d.attach_baseline(&"tp_btf:sched_switch".parse().unwrap()).expect("empty tp_btf");
+        let peer = spawn_quiet(Command::new(&runqlat).arg("60"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let is_runqlat = |n: &str| !n.starts_with("cp_") && n.contains("sched_switch");
+        let before: Vec<_> = programs_named(is_runqlat);
+        let ours_before: Vec<(String, Option<(u64, u64)>)> = d.program_stats().iter().map(|p| (format!("{}/{}", p.chain, p.stage), Some((p.run_time_ns, p.run_count)))).collect();
+        let e_before = (d.run_stats(&empty_tp), d.run_stats(&empty_btf));
+        tokio::task::spawn_blocking(pipe_bench).await.unwrap();
+        let after: Vec<_> = programs_named(is_runqlat);
+        let ours_after: Vec<(String, Option<(u64, u64)>)> = d.program_stats().iter().map(|p| (format!("{}/{}", p.chain, p.stage), Some((p.run_time_ns, p.run_count)))).collect();
+        let e_after = (d.run_stats(&empty_tp), d.run_stats(&empty_btf));
+        stop(peer);
+        let diff = |a: Option<(u64, u64)>, b: Option<(u64, u64)>| match (a, b) {
+            (Some(a), Some(b)) => (b.0 - a.0, b.1 - a.1),
+            _ => (0, 0),
+        };
+        let ours: std::collections::BTreeMap<String, (u64, u64)> = ours_before
+            .iter()
+            .zip(ours_after.iter())
+            .map(|((n, a), (_, b))| (n.clone(), diff(*a, *b)))
+            .collect();
+        let empty_tp_ns = per_hit(diff(e_before.0, e_after.0));
+        let empty_btf_ns = per_hit(diff(e_before.1, e_after.1));
+        let peer_ns: Vec<(String, f64, u64)> = after
+            .iter()
+            .filter_map(|(n, t, c)| before.iter().find(|b| &b.0 == n).map(|b| (n.clone(), per_hit((t - b.1, c - b.2)), c - b.2)))
+            .collect();
+        let ns = |k: &str| per_hit(ours.get(k).copied().unwrap_or((0, 0)));
+        println!("\nper-hit run time (ns), same tracepoint, same run:");
+        println!("  {:<44} {:>8} {:>10}", "program", "ns/hit", "hits");
+        let row = |label: &str, v: f64, hits: u64| println!("  {label:<44} {v:>8.1} {hits:>10}");
+        row("empty program, tracepoint:sched:sched_switch", empty_tp_ns, diff(e_before.0, e_after.0).1);
+        row("stage fast path, tracepoint (no instance)", ns("fast_tp/switch"), ours.get("fast_tp/switch").map_or(0, |v| v.1));
+        row("stage lookup path, tracepoint (other keys open)", ns("busy_tp/switch"), ours.get("busy_tp/switch").map_or(0, |v| v.1));
+        row("  same, key cpu (no field read)", ns("busy_cpu/switch"), 0);
+        row("stage full path, tracepoint (hist + ring)", ns("full_tp/close"), ours.get("full_tp/close").map_or(0, |v| v.1));
+        row("empty program, tp_btf:sched_switch", empty_btf_ns, diff(e_before.1, e_after.1).1);
+        row("stage fast path, tp_btf (no instance)", ns("fast_btf/switch"), ours.get("fast_btf/switch").map_or(0, |v| v.1));
+        row("stage full path, tp_btf (hist + ring)", ns("full_btf/close"), ours.get("full_btf/close").map_or(0, |v| v.1));
+        row("stage open path, tp_btf (map insert)", ns("full_btf/open"), ours.get("full_btf/open").map_or(0, |v| v.1));
+        for (n, v, hits) in &peer_ns {
+            row(&format!("runqlat `{n}`"), *v, *hits);
+        }
+        println!("\nratios:");
+        println!("  fast path / empty program:  tracepoint {:.2}x, tp_btf {:.2}x   (target <= 1.5x; absolute target 40 ns)", ns("fast_tp/switch") / empty_tp_ns, ns("fast_btf/switch") / empty_btf_ns);
+        println!("  lookup path / empty program: tracepoint {:.2}x", ns("busy_tp/switch") / empty_tp_ns);
+        if let Some((_, r, _)) = peer_ns.iter().max_by_key(|p| p.2) {
+            println!("  full path / runqlat switch:  tracepoint {:.2}x, tp_btf {:.2}x   (target <= 0.5x; absolute target 120 ns)", ns("full_tp/close") / r, ns("full_btf/close") / r);
+        }
+        d.stop().await;
+    });
+
+    if std::env::args().any(|a| a == "--per-hit-only") {
+        return;
+    }
+    // --- 2. workload slowdown, one tool at a time ---
+    println!("\nworkload slowdown, perf bench sched pipe -l {PIPE_LOOPS} (median of 3):");
+    let base = timed("nothing", 3);
+    let slow = |t: f64| format!("{:+.1}%", (t / base - 1.0) * 100.0);
+    let sched_only = |cmd: &mut Command| {
+        cmd.env("CLOCKPATH_CHAINS__HRTIMER__ENABLED", "false")
+            .env("CLOCKPATH_CHAINS__SOFTIRQ__ENABLED", "false")
+            .env("CLOCKPATH_CHAINS__CLOCKSOURCE_SWITCH__ENABLED", "false");
+    };
+    let mut results = Vec::new();
+    for (label, mut cmd) in [
+        ("clockpath run (sched_wakeup chain only)", {
+            let mut c = Command::new(clockpath_bin());
+            c.arg("run");
+            sched_only(&mut c);
+            c
+        }),
+        ("clockpath run (default config)", {
+            let mut c = Command::new(clockpath_bin());
+            c.arg("run");
+            c
+        }),
+        ("runqlat", {
+            let mut c = Command::new(&runqlat);
+            c.arg("600");
+            c
+        }),
+        ("bpftrace runqlat one-liner", {
+            let mut c = Command::new(require_tool("bpftrace", "bpftrace"));
+            c.args(["-e", "tracepoint:sched:sched_wakeup,tracepoint:sched:sched_wakeup_new { @ts[args->pid] = nsecs; } tracepoint:sched:sched_switch /@ts[args->next_pid]/ { @usecs = hist((nsecs - @ts[args->next_pid]) / 1000); delete(@ts[args->next_pid]); }"]);
+            c
+        }),
+    ] {
+        let child = spawn_quiet(&mut cmd);
+        sleep(Duration::from_secs(4));
+        let t = timed(label, 3);
+        stop(child);
+        results.push((label, t));
+    }
+    println!("\nslowdown vs nothing ({base:.3} s):");
+    for (label, t) in &results {
+        println!("  {label:<40} {}", slow(*t));
+    }
+}
