@@ -56,5 +56,10 @@ pub const NUM_SLOTS: u32 = 96;
 
 /// Open chain instances the kernel tracks at once (all chains together).
 pub const DEFAULT_MAX_INSTANCES: u32 = 65536;
+/// Largest `DIRECT` array (all direct chains together): 262144 instances, 12 MiB. Chains
+/// whose key space is larger use the hash map.
+pub const MAX_DIRECT_ENTRIES: u32 = 262_144;
+/// Key-space size assumed for a softirq vector (NR_SOFTIRQS is 10).
+pub const SOFTIRQ_VECTORS: u32 = 32;
 /// Default ring buffer size in bytes (a power of two, multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 16 * 1024 * 1024;

@@ -21,6 +21,11 @@ pub const FLAG_RAW: u8 = 1 << 2;
 /// Later stages only: the hit counts only when the instance's captured value equals
 /// `SlotConfig::match_value` (e.g. the clocksource read function the switch installs).
 pub const FLAG_MATCH_CAPTURE: u8 = 1 << 3;
+/// The chain keeps its instances in the `DIRECT` array at
+/// `direct_base + k0 * direct_range1 + k1` instead of the `INSTANCES` hash map: its key
+/// components are small bounded integers (CPU, pid, softirq vector), and an array slot costs
+/// a few instructions where a hash lookup costs a call and a hash.
+pub const FLAG_DIRECT: u8 = 1 << 4;
 
 /// Where a key component (or a captured value) comes from.
 pub const SRC_NONE: u8 = 0;
@@ -59,7 +64,7 @@ pub struct ValueSpec {
     pub offset: u32,
 }
 
-/// A slot's role. 48 bytes, no implicit padding.
+/// A slot's role. 56 bytes, no implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotConfig {
@@ -71,7 +76,8 @@ pub struct SlotConfig {
     pub stage: u8,
     /// `FLAG_*`.
     pub flags: u8,
-    pub _pad: u32,
+    /// With `FLAG_DIRECT`: first `DIRECT` entry of the chain.
+    pub direct_base: u32,
     /// First key component.
     pub key0: ValueSpec,
     /// Second key component (`SRC_NONE` when the key has one component). Combined with the
@@ -83,6 +89,10 @@ pub struct SlotConfig {
     pub timeout_ns: u64,
     /// Value the instance's capture must equal (with `FLAG_MATCH_CAPTURE`).
     pub match_value: u64,
+    /// With `FLAG_DIRECT`: the first key component is below this.
+    pub direct_range0: u32,
+    /// With `FLAG_DIRECT`: the second key component is below this (1 without one).
+    pub direct_range1: u32,
 }
 
 /// Combine two key components into one instance key. Exact (no collision) while both fit in
@@ -101,8 +111,9 @@ pub struct InstanceKey {
     pub key: u64,
 }
 
-/// One open chain instance. Written only by `ebpf/src/stage.rs`; the userspace sweeper reads
-/// it to close instances whose chain timed out without another hit on their key.
+/// One chain instance. Written only by `ebpf/src/stage.rs`; the userspace sweeper reads
+/// hash-map instances to close those whose chain timed out without another hit on their key.
+/// In the `DIRECT` array, `next_stage == 0` marks a free entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Instance {
@@ -141,6 +152,8 @@ pub struct ChainCounters {
     pub map_full: u64,
     /// Later-stage hits on an open instance that were not its next stage (duplicates, skips).
     pub out_of_order: u64,
+    /// Direct chains: hits whose key fell outside the chain's key space (ignored).
+    pub key_out_of_range: u64,
 }
 
 /// How many instances of a chain are open, as a cheap pre-filter: a later stage of a chain

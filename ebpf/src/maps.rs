@@ -27,6 +27,10 @@ pub static SLOT_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_SLOTS
 pub static INSTANCES: HashMap<InstanceKey, Instance> =
     HashMap::with_max_entries(DEFAULT_MAX_INSTANCES, 0);
 
+/// Instances of direct chains (see `FLAG_DIRECT`). Size set by userspace.
+#[map]
+pub static DIRECT: Array<Instance> = Array::with_max_entries(1, 0);
+
 /// Segment histograms: row `chain * HIST_ROWS_PER_CHAIN + segment`, per CPU.
 #[map]
 pub static HIST: PerCpuArray<HistRow> =

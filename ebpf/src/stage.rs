@@ -27,7 +27,8 @@ use clockpath_common::{
 };
 
 use crate::maps::{
-    ACTIVE, CHAIN_COUNTERS, HIST, INSTANCES, NEXT_SEQ, RING, SLOT_CONFIG, SLOT_HITS, WAKEUP_BYTES,
+    ACTIVE, CHAIN_COUNTERS, DIRECT, HIST, INSTANCES, NEXT_SEQ, RING, SLOT_CONFIG, SLOT_HITS,
+    WAKEUP_BYTES,
 };
 
 /// What a slot program can read from its context, per attach kind.
@@ -219,11 +220,95 @@ fn active_add(chain: u8, inserted: bool) {
     }
 }
 
-/// Delete the instance on `ikey`; counts the removal only when this call removed it.
+/// Where an instance lives: a hash-map key, or a `DIRECT` array entry.
+#[derive(Clone, Copy)]
+enum Place {
+    Hash(InstanceKey),
+    Direct(u32),
+}
+
+/// The `DIRECT` entry of a key, or None when the key is outside the chain's key space.
 #[inline(always)]
-fn remove(cfg: &SlotConfig, ikey: &InstanceKey) {
-    if INSTANCES.remove(ikey).is_ok() {
-        active_add(cfg.chain, false);
+fn direct_index(cfg: &SlotConfig, k0: u64, k1: u64) -> Option<u32> {
+    if k0 >= cfg.direct_range0 as u64 || k1 >= cfg.direct_range1 as u64 {
+        return None;
+    }
+    Some(cfg.direct_base + k0 as u32 * cfg.direct_range1 + k1 as u32)
+}
+
+/// The open instance at `place`, if any.
+#[inline(always)]
+fn find(place: &Place) -> Option<*mut Instance> {
+    match place {
+        Place::Hash(k) => INSTANCES.get_ptr_mut(k),
+        Place::Direct(i) => {
+            let p = DIRECT.get_ptr_mut(*i)?;
+            // SAFETY: valid map value.
+            if unsafe { (*p).next_stage } == 0 {
+                None
+            } else {
+                Some(p)
+            }
+        }
+    }
+}
+
+/// Close the instance at `place`.
+#[inline(always)]
+fn remove(cfg: &SlotConfig, place: &Place) {
+    match place {
+        // Counted only when this call removed it, so the pre-filter never under-counts.
+        Place::Hash(k) => {
+            if INSTANCES.remove(k).is_ok() {
+                active_add(cfg.chain, false);
+            }
+        }
+        Place::Direct(i) => {
+            if let Some(p) = DIRECT.get_ptr_mut(*i) {
+                // SAFETY: valid map value.
+                unsafe { (*p).next_stage = 0 };
+            }
+        }
+    }
+}
+
+/// Store a new instance at `place`; `existed` tells whether one was open there.
+#[inline(always)]
+fn store(cfg: &SlotConfig, place: &Place, inst: &Instance, existed: bool) -> bool {
+    match place {
+        Place::Hash(k) => {
+            if existed {
+                return INSTANCES.insert(k, inst, BPF_ANY as u64).is_ok();
+            }
+            // A new key is counted in ACTIVE before it becomes visible; NOEXIST makes sure a
+            // key another CPU inserted meanwhile is not counted twice.
+            active_add(cfg.chain, true);
+            if INSTANCES.insert(k, inst, BPF_NOEXIST as u64).is_ok() {
+                return true;
+            }
+            active_add(cfg.chain, false);
+            INSTANCES.insert(k, inst, BPF_ANY as u64).is_ok()
+        }
+        Place::Direct(i) => match DIRECT.get_ptr_mut(*i) {
+            Some(p) => {
+                // SAFETY: valid map value. `next_stage` goes last so a reader on another CPU
+                // never sees an open entry with stale times.
+                unsafe {
+                    (*p).next_stage = 0;
+                    (*p).id = inst.id;
+                    (*p).start_ns = inst.start_ns;
+                    (*p).last_ns = inst.last_ns;
+                    (*p).capture = inst.capture;
+                    (*p).cpu = inst.cpu;
+                    core::ptr::write_volatile(
+                        core::ptr::addr_of_mut!((*p).next_stage),
+                        inst.next_stage,
+                    );
+                }
+                true
+            }
+            None => false,
+        },
     }
 }
 
@@ -243,33 +328,45 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
         unsafe { *h += 1 };
     }
     let opens = cfg.role == ROLE_STAGE && cfg.stage == 0;
-    // Fast path: a later stage (or abort) of a chain with no open instance at all stops here,
-    // before computing its key. Raw mode streams every hit, so it always goes on.
-    if !opens && cfg.flags & FLAG_RAW == 0 && !maybe_open(cfg.chain) {
+    let direct = cfg.flags & FLAG_DIRECT != 0;
+    // Fast path for hash chains: a later stage (or abort) of a chain with no open instance at
+    // all stops here, before computing its key. (A direct chain's lookup is cheaper than this
+    // check.) Raw mode streams every hit, so it always goes on.
+    if !opens && !direct && cfg.flags & FLAG_RAW == 0 && !maybe_open(cfg.chain) {
         return 0;
     }
     let Some(k0) = value(ctx, &cfg.key0) else {
         return 0;
     };
-    let key = if cfg.key1.source == SRC_NONE {
-        k0
+    let (k1, key) = if cfg.key1.source == SRC_NONE {
+        (0, k0)
     } else {
         match value(ctx, &cfg.key1) {
-            Some(k1) => combine_key(k0, k1),
+            Some(k1) => (k1, combine_key(k0, k1)),
             None => return 0,
         }
     };
-    let ikey = InstanceKey {
-        chain: cfg.chain as u32,
-        _pad: 0,
-        key,
+    let place = if direct {
+        match direct_index(cfg, k0, k1) {
+            Some(i) => Place::Direct(i),
+            None => {
+                count(cfg.chain, counter!(key_out_of_range));
+                return 0;
+            }
+        }
+    } else {
+        Place::Hash(InstanceKey {
+            chain: cfg.chain as u32,
+            _pad: 0,
+            key,
+        })
     };
     if cfg.role == ROLE_ABORT {
-        abort(cfg, slot, &ikey);
+        abort(cfg, slot, &place, key);
     } else if opens {
-        open(ctx, cfg, slot, &ikey);
+        open(ctx, cfg, slot, &place, key);
     } else {
-        advance(cfg, slot, &ikey);
+        advance(cfg, slot, &place, key);
     }
     0
 }
@@ -280,14 +377,14 @@ fn timed_out(cfg: &SlotConfig, inst: &Instance, now: u64) -> bool {
 }
 
 #[inline(always)]
-fn close(cfg: &SlotConfig, slot: u32, ikey: &InstanceKey, inst: &Instance, reason: u8, now: u64) {
+fn close(cfg: &SlotConfig, slot: u32, key: u64, inst: &Instance, reason: u8, now: u64) {
     emit(
         RECORD_CLOSE,
         cfg,
         slot,
         reason,
         inst.id,
-        ikey.key,
+        key,
         inst.start_ns,
         now,
         inst.capture,
@@ -308,7 +405,7 @@ fn now_ns() -> u64 {
 }
 
 #[inline(always)]
-fn open<C: HitSource>(ctx: &C, cfg: &SlotConfig, slot: u32, ikey: &InstanceKey) {
+fn open<C: HitSource>(ctx: &C, cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
     let now = now_ns();
     let capture = if cfg.capture.source == SRC_NONE {
         0
@@ -316,19 +413,19 @@ fn open<C: HitSource>(ctx: &C, cfg: &SlotConfig, slot: u32, ikey: &InstanceKey) 
         value(ctx, &cfg.capture).unwrap_or(0)
     };
     let mut existed = false;
-    if let Some(p) = INSTANCES.get_ptr(ikey) {
-        // SAFETY: valid map value; copied out before anything else touches the map.
+    if let Some(p) = find(place) {
+        // SAFETY: valid map value; copied out before anything else touches it.
         let inst = unsafe { *p };
         existed = true;
         if timed_out(cfg, &inst, now) {
             count(cfg.chain, counter!(timed_out));
-            close(cfg, slot, ikey, &inst, CLOSE_TIMEOUT, now);
+            close(cfg, slot, key, &inst, CLOSE_TIMEOUT, now);
         } else if cfg.flags & FLAG_FIRST_HIT_ONLY != 0 {
-            raw_hit(cfg, slot, inst.id, ikey.key, now, capture);
+            raw_hit(cfg, slot, inst.id, key, now, capture);
             return;
         } else {
             count(cfg.chain, counter!(replaced));
-            close(cfg, slot, ikey, &inst, CLOSE_REPLACED, now);
+            close(cfg, slot, key, &inst, CLOSE_REPLACED, now);
         }
     }
     let inst = Instance {
@@ -339,46 +436,30 @@ fn open<C: HitSource>(ctx: &C, cfg: &SlotConfig, slot: u32, ikey: &InstanceKey) 
         next_stage: 1,
         cpu: cpu(),
     };
-    // A new key is counted in ACTIVE before it becomes visible; NOEXIST makes sure a key that
-    // another CPU inserted meanwhile is not counted twice.
-    let inserted = if existed {
-        INSTANCES.insert(ikey, &inst, BPF_ANY as u64).is_ok()
-    } else {
-        active_add(cfg.chain, true);
-        match INSTANCES.insert(ikey, &inst, BPF_NOEXIST as u64) {
-            Ok(()) => true,
-            Err(_) => {
-                // Undo the count, then overwrite whatever the other CPU inserted (or fail on a
-                // full map).
-                active_add(cfg.chain, false);
-                INSTANCES.insert(ikey, &inst, BPF_ANY as u64).is_ok()
-            }
-        }
-    };
-    if !inserted {
+    if !store(cfg, place, &inst, existed) {
         count(cfg.chain, counter!(map_full));
         return;
     }
     count(cfg.chain, counter!(opened));
-    raw_hit(cfg, slot, inst.id, ikey.key, now, capture);
+    raw_hit(cfg, slot, inst.id, key, now, capture);
 }
 
 #[inline(always)]
-fn advance(cfg: &SlotConfig, slot: u32, ikey: &InstanceKey) {
-    let Some(p) = INSTANCES.get_ptr_mut(ikey) else {
+fn advance(cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
+    let Some(p) = find(place) else {
         if cfg.flags & FLAG_RAW != 0 {
-            raw_hit(cfg, slot, 0, ikey.key, now_ns(), 0);
+            raw_hit(cfg, slot, 0, key, now_ns(), 0);
         }
         return;
     };
     let now = now_ns();
     // SAFETY: valid map value.
     let inst = unsafe { *p };
-    raw_hit(cfg, slot, inst.id, ikey.key, now, 0);
+    raw_hit(cfg, slot, inst.id, key, now, 0);
     if timed_out(cfg, &inst, now) {
         count(cfg.chain, counter!(timed_out));
-        close(cfg, slot, ikey, &inst, CLOSE_TIMEOUT, now);
-        remove(cfg, ikey);
+        close(cfg, slot, key, &inst, CLOSE_TIMEOUT, now);
+        remove(cfg, place);
         return;
     }
     if inst.next_stage != cfg.stage as u32 {
@@ -396,7 +477,7 @@ fn advance(cfg: &SlotConfig, slot: u32, ikey: &InstanceKey) {
         slot,
         cfg.stage,
         inst.id,
-        ikey.key,
+        key,
         inst.last_ns,
         now,
         inst.capture,
@@ -405,9 +486,9 @@ fn advance(cfg: &SlotConfig, slot: u32, ikey: &InstanceKey) {
         if cfg.stage > 1 {
             hist_add(cfg.chain, TOTAL_ROW, now.wrapping_sub(inst.start_ns));
         }
-        remove(cfg, ikey);
+        remove(cfg, place);
     } else {
-        // SAFETY: `p` is still the map value (no delete happened on this path).
+        // SAFETY: `p` is still the instance (nothing removed it on this path).
         unsafe {
             (*p).last_ns = now;
             (*p).next_stage = cfg.stage as u32 + 1;
@@ -416,18 +497,18 @@ fn advance(cfg: &SlotConfig, slot: u32, ikey: &InstanceKey) {
 }
 
 #[inline(always)]
-fn abort(cfg: &SlotConfig, slot: u32, ikey: &InstanceKey) {
-    let Some(p) = INSTANCES.get_ptr(ikey) else {
+fn abort(cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
+    let Some(p) = find(place) else {
         if cfg.flags & FLAG_RAW != 0 {
-            raw_hit(cfg, slot, 0, ikey.key, now_ns(), 0);
+            raw_hit(cfg, slot, 0, key, now_ns(), 0);
         }
         return;
     };
     let now = now_ns();
     // SAFETY: valid map value.
     let inst = unsafe { *p };
-    raw_hit(cfg, slot, inst.id, ikey.key, now, 0);
+    raw_hit(cfg, slot, inst.id, key, now, 0);
     count(cfg.chain, counter!(aborted));
-    close(cfg, slot, ikey, &inst, CLOSE_ABORTED, now);
-    remove(cfg, ikey);
+    close(cfg, slot, key, &inst, CLOSE_ABORTED, now);
+    remove(cfg, place);
 }

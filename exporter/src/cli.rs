@@ -182,7 +182,8 @@ fn doctor_cmd(config: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
         .tracefs()
         .map(|t| t.root().display().to_string())
         .map_err(str::to_string);
-    let (attach_kinds, chains) = match Engine::load(&loaded.config.probe) {
+    let direct = crate::probe::plan::direct_entries(&plans);
+    let (attach_kinds, chains) = match Engine::load(&loaded.config.probe, direct) {
         Ok(mut engine) => {
             let kinds = doctor::probe_kinds(&mut engine, &kernel);
             engine.attach(plans);

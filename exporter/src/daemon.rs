@@ -100,7 +100,7 @@ impl Daemon {
         sinks: Vec<Box<dyn Sink>>,
     ) -> Result<Daemon, StartError> {
         let probe = &loaded.config.probe;
-        let mut engine = Engine::load(probe)?;
+        let mut engine = Engine::load(probe, plan::direct_entries(&plans))?;
         let ring = engine.take_ring()?;
         let maps = engine.take_maps()?;
         engine.attach(plans);
@@ -322,6 +322,8 @@ pub struct ChainSummary {
     pub ring_lost_segments: u64,
     pub map_full: u64,
     pub out_of_order: u64,
+    pub key_out_of_range: u64,
+    pub store: plan::Store,
     /// Segments counted in the kernel histograms.
     pub hist_segments: u64,
     /// Segment records userspace received.
@@ -394,6 +396,8 @@ pub fn summarize(
                 ring_lost_segments: c.ring_lost_segments,
                 map_full: c.map_full,
                 out_of_order: c.out_of_order,
+                key_out_of_range: c.key_out_of_range,
+                store: p.store,
                 hist_segments,
                 segments_received: t.segments_received.values().sum(),
                 segments,

@@ -124,12 +124,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn timed(label: &str, runs: usize) -> f64 {
-    let t = median((0..runs).map(|_| pipe_bench()).collect());
-    println!("  {label:<40} {t:>7.3} s");
-    t
-}
-
 /// (run_time_ns, run_count) of every loaded program whose name matches.
 fn programs_named(pred: impl Fn(&str) -> bool) -> Vec<(String, u64, u64)> {
     aya::programs::loaded_programs()
@@ -183,6 +177,9 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let mut d = Daemon::start(&loaded, plans, Vec::new()).expect("start");
+        for c in d.plans.iter().filter(|c| !c.is_running()) {
+            println!("chain {} not running: {:?}", c.name, c.state);
+        }
         let empty_tp = d.attach_baseline(&"tracepoint:sched:sched_switch".parse().unwrap()).expect("empty tp");
         let empty_btf = d.attach_baseline(&"tp_btf:sched_switch".parse().unwrap()).expect("empty tp_btf");
         let peer = spawn_quiet(Command::new(&runqlat).arg("60"));
@@ -239,47 +236,78 @@ fn main() {
     if std::env::args().any(|a| a == "--per-hit-only") {
         return;
     }
-    // --- 2. workload slowdown, one tool at a time ---
-    println!("\nworkload slowdown, perf bench sched pipe -l {PIPE_LOOPS} (median of 3):");
-    let base = timed("nothing", 3);
-    let slow = |t: f64| format!("{:+.1}%", (t / base - 1.0) * 100.0);
+    // --- 2. workload slowdown, one tool at a time, each paired with a bare run ---
+    const ROUNDS: usize = 5;
+    println!(
+        "\nworkload slowdown, perf bench sched pipe -l {PIPE_LOOPS}: each tool's run paired with a bare run just before it, {ROUNDS} rounds, median ratio:"
+    );
     let sched_only = |cmd: &mut Command| {
         cmd.env("CLOCKPATH_CHAINS__HRTIMER__ENABLED", "false")
             .env("CLOCKPATH_CHAINS__SOFTIRQ__ENABLED", "false")
             .env("CLOCKPATH_CHAINS__CLOCKSOURCE_SWITCH__ENABLED", "false");
     };
-    let mut results = Vec::new();
-    for (label, mut cmd) in [
-        ("clockpath run (sched_wakeup chain only)", {
-            let mut c = Command::new(clockpath_bin());
-            c.arg("run");
-            sched_only(&mut c);
-            c
-        }),
-        ("clockpath run (default config)", {
-            let mut c = Command::new(clockpath_bin());
-            c.arg("run");
-            c
-        }),
-        ("runqlat", {
-            let mut c = Command::new(&runqlat);
-            c.arg("600");
-            c
-        }),
-        ("bpftrace runqlat one-liner", {
-            let mut c = Command::new(require_tool("bpftrace", "bpftrace"));
-            c.args(["-e", "tracepoint:sched:sched_wakeup,tracepoint:sched:sched_wakeup_new { @ts[args->pid] = nsecs; } tracepoint:sched:sched_switch /@ts[args->next_pid]/ { @usecs = hist((nsecs - @ts[args->next_pid]) / 1000); delete(@ts[args->next_pid]); }"]);
-            c
-        }),
-    ] {
-        let child = spawn_quiet(&mut cmd);
-        sleep(Duration::from_secs(4));
-        let t = timed(label, 3);
-        stop(child);
-        results.push((label, t));
+    let bpftrace = require_tool("bpftrace", "bpftrace");
+    type MakeCommand<'a> = Box<dyn Fn() -> Command + 'a>;
+    let tools: Vec<(&str, MakeCommand)> = vec![
+        (
+            "clockpath run (sched_wakeup chain only)",
+            Box::new(|| {
+                let mut c = Command::new(clockpath_bin());
+                c.arg("run");
+                sched_only(&mut c);
+                c
+            }),
+        ),
+        (
+            "clockpath run (default config)",
+            Box::new(|| {
+                let mut c = Command::new(clockpath_bin());
+                c.arg("run");
+                c
+            }),
+        ),
+        (
+            "runqlat (libbpf-tools)",
+            Box::new(|| {
+                let mut c = Command::new(&runqlat);
+                c.arg("600");
+                c
+            }),
+        ),
+        (
+            "bpftrace runqlat one-liner",
+            Box::new(|| {
+                let mut c = Command::new(&bpftrace);
+                c.args(["-e", "tracepoint:sched:sched_wakeup,tracepoint:sched:sched_wakeup_new { @ts[args->pid] = nsecs; } tracepoint:sched:sched_switch /@ts[args->next_pid]/ { @usecs = hist((nsecs - @ts[args->next_pid]) / 1000); delete(@ts[args->next_pid]); }"]);
+                c
+            }),
+        ),
+    ];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    let mut bare = Vec::new();
+    for round in 0..ROUNDS {
+        for (i, (_, make)) in tools.iter().enumerate() {
+            let t0 = pipe_bench();
+            let child = spawn_quiet(&mut make());
+            sleep(Duration::from_secs(4));
+            let t1 = pipe_bench();
+            stop(child);
+            bare.push(t0);
+            ratios[i].push(t1 / t0);
+        }
+        println!("  round {} done", round + 1);
     }
-    println!("\nslowdown vs nothing ({base:.3} s):");
-    for (label, t) in &results {
-        println!("  {label:<40} {}", slow(*t));
+    println!("\n  {:<42} {:>9}", "tool", "slowdown");
+    println!("  {:<42} {:>8.3}s", "bare run (median)", median(bare));
+    for ((label, _), r) in tools.iter().zip(ratios) {
+        let all: Vec<String> = r
+            .iter()
+            .map(|x| format!("{:+.1}%", (x - 1.0) * 100.0))
+            .collect();
+        println!(
+            "  {label:<42} {:>+8.1}%   ({})",
+            (median(r) - 1.0) * 100.0,
+            all.join(" ")
+        );
     }
 }

@@ -93,6 +93,27 @@ impl Kernel {
     }
 }
 
+/// Highest possible CPU id + 1 (from /sys/devices/system/cpu/possible, e.g. `0-3`).
+pub fn nr_cpu_ids() -> u32 {
+    fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| {
+            s.trim()
+                .split(',')
+                .filter_map(|r| r.rsplit('-').next()?.trim().parse::<u32>().ok())
+                .max()
+        })
+        .map_or(1, |m| m + 1)
+}
+
+/// Largest pid + 1 (/proc/sys/kernel/pid_max).
+pub fn pid_max() -> u32 {
+    fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304)
+}
+
 fn load_kallsyms() -> HashMap<String, Symbol> {
     let mut map: HashMap<String, Symbol> = HashMap::new();
     let Ok(text) = fs::read_to_string("/proc/kallsyms") else {

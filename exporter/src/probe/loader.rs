@@ -91,7 +91,8 @@ fn chain_msg(e: &dyn std::error::Error) -> String {
 
 impl Engine {
     /// Load the object with the configured sizes. Nothing is attached yet.
-    pub fn load(probe: &ProbeConfig) -> Result<Engine, LoadError> {
+    /// `direct_entries`: size of the DIRECT array (see `plan::direct_entries`).
+    pub fn load(probe: &ProbeConfig, direct_entries: u32) -> Result<Engine, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
@@ -105,6 +106,7 @@ impl Engine {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("RING", probe.ring_bytes)
             .map_max_entries("INSTANCES", probe.max_instances)
+            .map_max_entries("DIRECT", direct_entries.max(1))
             .override_global("WAKEUP_BYTES", &wakeup, true)
             .load(OBJECT)
             .map_err(LoadError::Object)?;

@@ -38,6 +38,7 @@ impl KernelMaps {
             s.ring_lost_segments += c.ring_lost_segments;
             s.map_full += c.map_full;
             s.out_of_order += c.out_of_order;
+            s.key_out_of_range += c.key_out_of_range;
         }
         Ok(s)
     }

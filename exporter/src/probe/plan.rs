@@ -10,7 +10,7 @@
 use std::fmt;
 
 use clockpath_common::{
-    limits::{SlotRange, TRACEPOINT_WINDOWS},
+    limits::{MAX_DIRECT_ENTRIES, SOFTIRQ_VECTORS, SlotRange, TRACEPOINT_WINDOWS},
     slot::*,
 };
 use serde::Serialize;
@@ -43,6 +43,63 @@ pub struct Candidate {
     /// direct-load window fits.
     #[serde(skip)]
     pub record_size: u32,
+    /// Key space of each key component, when every one is bounded.
+    #[serde(skip)]
+    pub key_bounds: Option<Vec<KeyBound>>,
+}
+
+/// A key component with a known small range, so its chain can keep instances in an array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyBound {
+    One,
+    Cpu,
+    Pid,
+    SoftirqVector,
+}
+
+impl KeyBound {
+    /// Values are below this.
+    pub fn range(self) -> u32 {
+        match self {
+            KeyBound::One => 1,
+            KeyBound::Cpu => super::kernel::nr_cpu_ids(),
+            KeyBound::Pid => super::kernel::pid_max(),
+            KeyBound::SoftirqVector => SOFTIRQ_VECTORS,
+        }
+    }
+
+    /// The bound of a value expression, judged by what it reads (a field or member named
+    /// `pid`, `next_pid`, `cpu`, `vec`…); None when it may be any 64-bit value.
+    pub fn of(v: &ValueExpr) -> Option<KeyBound> {
+        let by_name = |n: &str| match n {
+            "pid" | "tid" | "tgid" | "next_pid" | "prev_pid" | "child_pid" | "parent_pid" => {
+                Some(KeyBound::Pid)
+            }
+            "cpu" | "target_cpu" | "orig_cpu" | "dest_cpu" => Some(KeyBound::Cpu),
+            "vec" | "vec_nr" => Some(KeyBound::SoftirqVector),
+            _ => None,
+        };
+        match v {
+            ValueExpr::Cpu => Some(KeyBound::Cpu),
+            ValueExpr::Tid | ValueExpr::Tgid => Some(KeyBound::Pid),
+            ValueExpr::Global => Some(KeyBound::One),
+            ValueExpr::Field(n) => by_name(n),
+            ValueExpr::Arg { deref: Some(d), .. } | ValueExpr::Ret { deref: Some(d) } => {
+                d.path.last().and_then(|n| by_name(n))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Where a chain keeps its open instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Store {
+    /// The INSTANCES hash map (any key).
+    Hash,
+    /// DIRECT[base + k0 * range1 + k1].
+    Direct { base: u32, range0: u32, range1: u32 },
 }
 
 impl Candidate {
@@ -57,6 +114,7 @@ impl Candidate {
             capture: ValueSpec::default(),
             func_addr: 0,
             record_size: 0,
+            key_bounds: None,
         }
     }
 
@@ -188,6 +246,7 @@ pub struct ChainPlan {
     pub stages: Vec<StagePlan>,
     pub aborts: Vec<PointPlan>,
     pub state: ChainState,
+    pub store: Store,
 }
 
 impl ChainPlan {
@@ -250,11 +309,68 @@ pub fn resolve(loaded: &Loaded, kernel: &Kernel) -> Result<Vec<ChainPlan>, Vec<C
         };
         plans.push(r.chain(index as u8, chain));
     }
+    assign_stores(&mut plans);
     if issues.is_empty() {
         Ok(plans)
     } else {
         Err(issues)
     }
+}
+
+/// Give each chain whose every key component is bounded, the same way on every target, an
+/// array region; the others use the hash map.
+fn assign_stores(plans: &mut [ChainPlan]) {
+    let mut next = 0u32;
+    for plan in plans.iter_mut() {
+        let cands = plan
+            .stages
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .chain(plan.aborts.iter())
+            .flat_map(|p| p.candidates.iter())
+            .filter(|c| !matches!(c.status, Status::Missing(_)));
+        let mut bounds: Option<Vec<KeyBound>> = None;
+        let mut ok = true;
+        for c in cands {
+            match (&c.key_bounds, &bounds) {
+                (None, _) => ok = false,
+                (Some(b), None) => bounds = Some(b.clone()),
+                (Some(b), Some(prev)) => ok &= b == prev,
+            }
+        }
+        plan.store = Store::Hash;
+        let Some(bounds) = bounds.filter(|_| ok) else {
+            continue;
+        };
+        let range0 = bounds[0].range();
+        let range1 = bounds.get(1).map_or(1, |b| b.range());
+        let size = range0.saturating_mul(range1);
+        if next.saturating_add(size) <= MAX_DIRECT_ENTRIES {
+            plan.store = Store::Direct {
+                base: next,
+                range0,
+                range1,
+            };
+            next += size;
+        }
+    }
+}
+
+/// Entries the DIRECT array needs for these plans (at least 1).
+pub fn direct_entries(plans: &[ChainPlan]) -> u32 {
+    plans
+        .iter()
+        .map(|p| match p.store {
+            Store::Direct {
+                base,
+                range0,
+                range1,
+            } => base + range0 * range1,
+            Store::Hash => 0,
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1)
 }
 
 struct Resolver<'a> {
@@ -323,6 +439,7 @@ impl Resolver<'_> {
             stages,
             aborts,
             state: ChainState::Ready,
+            store: Store::Hash,
         }
     }
 
@@ -396,10 +513,23 @@ impl Resolver<'_> {
                     .map(|s| s.addr)
                     .unwrap_or(0);
             }
+            if target.kind == AttachKind::Tracepoint
+                && let Ok(tf) = self.kernel.tracefs()
+                && let Ok(format) =
+                    tf.format(target.category.as_deref().unwrap_or_default(), &target.name)
+            {
+                cand.record_size = format
+                    .fields
+                    .iter()
+                    .map(|f| f.offset + f.size)
+                    .max()
+                    .unwrap_or(0);
+            }
             // Keys are resolved even for unusable targets: a wrong key is a config error
             // whichever target ends up attached.
             match KeyExpr::parse(&key) {
                 Ok(expr) => {
+                    cand.key_bounds = expr.0.iter().map(KeyBound::of).collect();
                     let specs: Vec<_> = expr.0.iter().map(|v| self.value(&target, v)).collect();
                     for (n, s) in specs.into_iter().enumerate() {
                         match s {
@@ -783,12 +913,25 @@ pub fn slot_config(
         }
         None => (ROLE_ABORT, 0),
     };
+    let (direct_base, direct_range0, direct_range1) = match chain.store {
+        Store::Direct {
+            base,
+            range0,
+            range1,
+        } => {
+            flags |= FLAG_DIRECT;
+            (base, range0, range1)
+        }
+        Store::Hash => (0, 0, 0),
+    };
     SlotConfig {
         role,
         chain: chain.index,
         stage: stage_idx,
         flags,
-        _pad: 0,
+        direct_base,
+        direct_range0,
+        direct_range1,
         key0: cand.key0,
         key1: cand.key1,
         capture: if stage == Some(0) {
