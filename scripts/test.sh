@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Build clockpath and run its whole test suite: formatting, lints, unit tests, and the
+# integration tests that load BPF programs, start servers and boot a guest kernel.
+# Run as root on a Debian bookworm machine; installs what is missing first (idempotent).
+#   scripts/test.sh            everything
+#   scripts/test.sh -- FILTER  only integration tests matching FILTER
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+FILTER=()
+if [ "${1:-}" = "--" ]; then shift; FILTER=("$@"); fi
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: the integration tests load BPF programs; run as root" >&2
+  exit 1
+fi
+
+step "set-up (packages, rust-src, bpf-linker)"
+scripts/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --release --locked -p clockpath -p clockpath-common -p clockpath-tests --all-targets -- -D warnings
+
+step "build"
+cargo build --release --locked -p clockpath
+
+step "unit tests"
+cargo test --release --locked -p clockpath -p clockpath-common
+
+step "integration tests (root, BPF, real servers, guest kernel)"
+# One at a time: they share the kernel's tracing state and the machine's two cores.
+cargo test --release --locked -p clockpath-tests -- --test-threads=1 "${FILTER[@]}"
+
+step "all tests passed"
