@@ -5,10 +5,16 @@
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
+    // The revision shown in clockpath_build_info, when built from a git checkout.
+    if let Ok(out) = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output()
+        && out.status.success()
+    {
+        let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        println!("cargo:rustc-env=BUILD_GIT_REVISION={rev}");
+    }
+    println!("cargo:rerun-if-changed=../.git/HEAD");
+    println!("cargo:rerun-if-changed=../.git/refs/heads");
+    let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
     let ebpf = metadata
         .packages
         .into_iter()
@@ -19,10 +25,6 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("clockpath-ebpf manifest has no parent directory"))?
         .to_string();
-    let package = aya_build::Package {
-        name: ebpf.name.as_str(),
-        root_dir: &root_dir,
-        ..Default::default()
-    };
+    let package = aya_build::Package { name: ebpf.name.as_str(), root_dir: &root_dir, ..Default::default() };
     aya_build::build_ebpf([package], aya_build::Toolchain::Nightly)
 }

@@ -1,10 +1,15 @@
 //! Log-linear histogram buckets, shared by the BPF side (which increments them) and userspace
 //! (which turns them into Prometheus buckets).
 //!
-//! Values below 8 ns have one bucket each. From 8 ns up, every power-of-two range
-//! `[2^p, 2^(p+1))` is split into [`SUB_BUCKETS`] equal-width buckets, so a bucket is at most
-//! 12.5 % wide relative to its lower bound. The top range starts at 2^[`MAX_EXP`] ns (~68.7 s);
-//! larger values land in the last bucket, whose upper bound is +Inf.
+//! The bucket *grid* ([`bucket_index`], [`bucket_lower_ns`]): values below 8 ns have one slot
+//! each; from 8 ns up, every power-of-two range `[2^p, 2^(p+1))` is split into [`SUB_BUCKETS`]
+//! equal-width slots, so a slot is at most 12.5 % wide relative to its lower bound. The top
+//! range starts at 2^[`MAX_EXP`] ns (~68.7 s); larger values land in the last slot (+Inf).
+//!
+//! Recorded values use [`bucket_of`], which files `v` under `bucket_index(v - 1)`: bucket `i`
+//! holds `(lower(i), lower(i + 1)]`, upper bound *included*, which is exactly Prometheus'
+//! `le` semantics. Every `le` equal to some `lower(i + 1)` is therefore an exact cumulative
+//! count: re-binning kernel buckets into Prometheus buckets loses nothing.
 
 /// Sub-buckets per power of two.
 pub const SUB_BUCKETS: u32 = 8;
@@ -28,10 +33,7 @@ pub struct HistRow {
 }
 
 impl HistRow {
-    pub const ZERO: HistRow = HistRow {
-        buckets: [0; NUM_BUCKETS],
-        sum_ns: 0,
-    };
+    pub const ZERO: HistRow = HistRow { buckets: [0; NUM_BUCKETS], sum_ns: 0 };
 }
 
 /// floor(log2(v)) for v > 0, without loops (the BPF verifier prefers straight-line code).
@@ -78,7 +80,20 @@ pub fn bucket_index(v: u64) -> u32 {
     SUB_BUCKETS * (p - SUB_BITS + 1) + sub
 }
 
-/// Inclusive lower bound (ns) of bucket `idx`.
+/// The bucket a recorded value (ns) goes into: `bucket_index(v - 1)`, so that bucket `i`
+/// holds `(bucket_lower_ns(i), bucket_le_ns(i)]` (0 and 1 ns share bucket 0).
+#[inline(always)]
+pub fn bucket_of(v: u64) -> u32 {
+    bucket_index(v.saturating_sub(1))
+}
+
+/// Inclusive upper bound (ns) of recorded bucket `idx` (its Prometheus `le`); `None` for the
+/// last bucket (+Inf).
+pub const fn bucket_le_ns(idx: u32) -> Option<u64> {
+    bucket_upper_ns(idx)
+}
+
+/// Inclusive lower bound (ns) of grid slot `idx`.
 pub const fn bucket_lower_ns(idx: u32) -> u64 {
     if idx < SUB_BUCKETS {
         return idx as u64;
@@ -90,11 +105,7 @@ pub const fn bucket_lower_ns(idx: u32) -> u64 {
 
 /// Exclusive upper bound (ns) of bucket `idx`; `None` for the last bucket (+Inf).
 pub const fn bucket_upper_ns(idx: u32) -> Option<u64> {
-    if idx + 1 >= NUM_BUCKETS as u32 {
-        None
-    } else {
-        Some(bucket_lower_ns(idx + 1))
-    }
+    if idx + 1 >= NUM_BUCKETS as u32 { None } else { Some(bucket_lower_ns(idx + 1)) }
 }
 
 #[cfg(test)]
@@ -128,13 +139,21 @@ mod tests {
     }
 
     #[test]
+    fn recorded_buckets_include_their_upper_bound() {
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(1), 0);
+        for idx in 0..NUM_BUCKETS as u32 - 1 {
+            let le = bucket_le_ns(idx).unwrap();
+            assert_eq!(bucket_of(le), idx, "le {le} belongs to its own bucket");
+            assert_eq!(bucket_of(le + 1), idx + 1);
+        }
+    }
+
+    #[test]
     fn range_reaches_beyond_ten_seconds_with_eight_sub_buckets() {
         let ten_s = 10_000_000_000u64;
         let idx = bucket_index(ten_s);
-        assert!(
-            bucket_upper_ns(idx).is_some(),
-            "10 s must not be in the overflow bucket"
-        );
+        assert!(bucket_upper_ns(idx).is_some(), "10 s must not be in the overflow bucket");
         assert_eq!(bucket_index(u64::MAX), NUM_BUCKETS as u32 - 1);
         // Relative width of every bucket from 8 ns up is at most 1/8.
         for idx in SUB_BUCKETS..NUM_BUCKETS as u32 - 1 {

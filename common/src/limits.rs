@@ -33,23 +33,11 @@ pub const TRACEPOINT_WINDOWS: [(u32, SlotRange); 4] = [
     (3, SlotRange { base: 12, count: 6 }),
     (7, SlotRange { base: 18, count: 6 }),
 ];
-pub const RAW_TRACEPOINT_SLOTS: SlotRange = SlotRange {
-    base: 24,
-    count: 12,
-};
-pub const TP_BTF_SLOTS: SlotRange = SlotRange {
-    base: 36,
-    count: 16,
-};
-pub const KPROBE_SLOTS: SlotRange = SlotRange {
-    base: 52,
-    count: 12,
-};
+pub const RAW_TRACEPOINT_SLOTS: SlotRange = SlotRange { base: 24, count: 12 };
+pub const TP_BTF_SLOTS: SlotRange = SlotRange { base: 36, count: 16 };
+pub const KPROBE_SLOTS: SlotRange = SlotRange { base: 52, count: 12 };
 pub const KRETPROBE_SLOTS: SlotRange = SlotRange { base: 64, count: 8 };
-pub const FENTRY_SLOTS: SlotRange = SlotRange {
-    base: 72,
-    count: 12,
-};
+pub const FENTRY_SLOTS: SlotRange = SlotRange { base: 72, count: 12 };
 pub const FEXIT_SLOTS: SlotRange = SlotRange { base: 84, count: 8 };
 /// Total number of slots; size of the slot config and slot counter maps.
 pub const NUM_SLOTS: u32 = 96;

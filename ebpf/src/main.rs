@@ -4,10 +4,7 @@
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
-#![allow(
-    internal_features,
-    reason = "atomic_xadd: the BPF target has no AtomicU64::fetch_add"
-)]
+#![allow(internal_features, reason = "atomic_xadd: the BPF target has no AtomicU64::fetch_add")]
 
 mod btf_args;
 mod kprobe;

@@ -8,9 +8,7 @@ use aya_ebpf::{
 };
 use clockpath_common::{
     hist::HistRow,
-    limits::{
-        DEFAULT_MAX_INSTANCES, DEFAULT_RING_BYTES, HIST_ROWS_PER_CHAIN, MAX_CHAINS, NUM_SLOTS,
-    },
+    limits::{DEFAULT_MAX_INSTANCES, DEFAULT_RING_BYTES, HIST_ROWS_PER_CHAIN, MAX_CHAINS, NUM_SLOTS},
     slot::{Active, ChainCounters, Instance, InstanceKey, SlotConfig},
 };
 
@@ -24,8 +22,7 @@ pub static SLOT_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_SLOTS
 
 /// Open chain instances. Size set by userspace (`max_instances`).
 #[map]
-pub static INSTANCES: HashMap<InstanceKey, Instance> =
-    HashMap::with_max_entries(DEFAULT_MAX_INSTANCES, 0);
+pub static INSTANCES: HashMap<InstanceKey, Instance> = HashMap::with_max_entries(DEFAULT_MAX_INSTANCES, 0);
 
 /// Instances of direct chains (see `FLAG_DIRECT`). Size set by userspace.
 #[map]
@@ -33,13 +30,11 @@ pub static DIRECT: Array<Instance> = Array::with_max_entries(1, 0);
 
 /// Segment histograms: row `chain * HIST_ROWS_PER_CHAIN + segment`, per CPU.
 #[map]
-pub static HIST: PerCpuArray<HistRow> =
-    PerCpuArray::with_max_entries(MAX_CHAINS * HIST_ROWS_PER_CHAIN, 0);
+pub static HIST: PerCpuArray<HistRow> = PerCpuArray::with_max_entries(MAX_CHAINS * HIST_ROWS_PER_CHAIN, 0);
 
 /// Per-chain counters, per CPU.
 #[map]
-pub static CHAIN_COUNTERS: PerCpuArray<ChainCounters> =
-    PerCpuArray::with_max_entries(MAX_CHAINS, 0);
+pub static CHAIN_COUNTERS: PerCpuArray<ChainCounters> = PerCpuArray::with_max_entries(MAX_CHAINS, 0);
 
 /// Open-instance pre-filter: `[chain]` kernel-written, `[MAX_CHAINS + chain]` sweeper-written.
 #[map]

@@ -12,23 +12,17 @@
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
 };
 use clockpath_common::{
-    hist::{NUM_BUCKETS, bucket_index},
+    hist::{NUM_BUCKETS, bucket_of},
     limits::{HIST_ROWS_PER_CHAIN, MAX_CHAINS, TOTAL_ROW},
-    record::{
-        CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_HIT, RECORD_SEGMENT,
-        Record,
-    },
+    record::{CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_HIT, RECORD_SEGMENT, Record},
     slot::*,
 };
 
 use crate::maps::{
-    ACTIVE, CHAIN_COUNTERS, DIRECT, HIST, INSTANCES, NEXT_SEQ, RING, SLOT_CONFIG, SLOT_HITS,
-    WAKEUP_BYTES,
+    ACTIVE, CHAIN_COUNTERS, DIRECT, HIST, INSTANCES, NEXT_SEQ, RING, SLOT_CONFIG, SLOT_HITS, WAKEUP_BYTES,
 };
 
 /// What a slot program can read from its context, per attach kind.
@@ -48,12 +42,8 @@ pub fn read_sized(addr: u64, size: u8) -> Option<u64> {
     unsafe {
         match size {
             1 => bpf_probe_read_kernel(addr as *const u8).ok().map(u64::from),
-            2 => bpf_probe_read_kernel(addr as *const u16)
-                .ok()
-                .map(u64::from),
-            4 => bpf_probe_read_kernel(addr as *const u32)
-                .ok()
-                .map(u64::from),
+            2 => bpf_probe_read_kernel(addr as *const u16).ok().map(u64::from),
+            4 => bpf_probe_read_kernel(addr as *const u32).ok().map(u64::from),
             _ => bpf_probe_read_kernel(addr as *const u64).ok(),
         }
     }
@@ -71,11 +61,7 @@ fn value<C: HitSource>(ctx: &C, spec: &ValueSpec) -> Option<u64> {
         SRC_RET => ctx.ret(spec.arg)?,
         _ => return None,
     };
-    if spec.flags & VALUE_DEREF != 0 {
-        read_sized(v.wrapping_add(spec.offset as u64), spec.size)
-    } else {
-        Some(v)
-    }
+    if spec.flags & VALUE_DEREF != 0 { read_sized(v.wrapping_add(spec.offset as u64), spec.size) } else { Some(v) }
 }
 
 #[inline(always)]
@@ -90,9 +76,7 @@ fn add(p: *mut u64, v: u64) {
     // program), so a plain `+=` could lose an update; `lock xadd` keeps the counts exact.
     // SAFETY: `p` points into a map value returned by a successful lookup.
     unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            p, v,
-        );
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, v);
     }
 }
 
@@ -123,21 +107,8 @@ fn wake_flags() -> u64 {
 }
 
 #[inline(always)]
-#[allow(
-    clippy::too_many_arguments,
-    reason = "a record is written from many parts"
-)]
-fn emit(
-    kind: u8,
-    cfg: &SlotConfig,
-    slot: u32,
-    stage: u8,
-    id: u64,
-    key: u64,
-    start: u64,
-    end: u64,
-    aux: u64,
-) {
+#[allow(clippy::too_many_arguments, reason = "a record is written from many parts")]
+fn emit(kind: u8, cfg: &SlotConfig, slot: u32, stage: u8, id: u64, key: u64, start: u64, end: u64, aux: u64) {
     match RING.reserve::<Record>(0) {
         Some(mut entry) => {
             entry.write(Record {
@@ -165,7 +136,7 @@ fn emit(
 
 #[inline(always)]
 fn hist_add(chain: u8, row: u32, delta: u64) {
-    let idx = bucket_index(delta) as usize;
+    let idx = bucket_of(delta) as usize;
     if idx >= NUM_BUCKETS {
         return;
     }
@@ -199,9 +170,7 @@ fn maybe_open(chain: u8) -> bool {
     let Some(a) = ACTIVE.get(chain as u32) else {
         return true;
     };
-    let swept = ACTIVE
-        .get(MAX_CHAINS + chain as u32)
-        .map_or(0, |s| s.inserted);
+    let swept = ACTIVE.get(MAX_CHAINS + chain as u32).map_or(0, |s| s.inserted);
     a.inserted.wrapping_sub(a.removed).wrapping_sub(swept) as i64 > 0
 }
 
@@ -210,11 +179,7 @@ fn active_add(chain: u8, inserted: bool) {
     if let Some(a) = ACTIVE.get_ptr_mut(chain as u32) {
         // SAFETY: projection of a valid map-value pointer.
         let p = unsafe {
-            if inserted {
-                core::ptr::addr_of_mut!((*a).inserted)
-            } else {
-                core::ptr::addr_of_mut!((*a).removed)
-            }
+            if inserted { core::ptr::addr_of_mut!((*a).inserted) } else { core::ptr::addr_of_mut!((*a).removed) }
         };
         add(p, 1);
     }
@@ -244,11 +209,7 @@ fn find(place: &Place) -> Option<*mut Instance> {
         Place::Direct(i) => {
             let p = DIRECT.get_ptr_mut(*i)?;
             // SAFETY: valid map value.
-            if unsafe { (*p).next_stage } == 0 {
-                None
-            } else {
-                Some(p)
-            }
+            if unsafe { (*p).next_stage } == 0 { None } else { Some(p) }
         }
     }
 }
@@ -300,10 +261,7 @@ fn store(cfg: &SlotConfig, place: &Place, inst: &Instance, existed: bool) -> boo
                     (*p).last_ns = inst.last_ns;
                     (*p).capture = inst.capture;
                     (*p).cpu = inst.cpu;
-                    core::ptr::write_volatile(
-                        core::ptr::addr_of_mut!((*p).next_stage),
-                        inst.next_stage,
-                    );
+                    core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).next_stage), inst.next_stage);
                 }
                 true
             }
@@ -355,11 +313,7 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
             }
         }
     } else {
-        Place::Hash(InstanceKey {
-            chain: cfg.chain as u32,
-            _pad: 0,
-            key,
-        })
+        Place::Hash(InstanceKey { chain: cfg.chain as u32, _pad: 0, key })
     };
     if cfg.role == ROLE_ABORT {
         abort(cfg, slot, &place, key);
@@ -378,17 +332,7 @@ fn timed_out(cfg: &SlotConfig, inst: &Instance, now: u64) -> bool {
 
 #[inline(always)]
 fn close(cfg: &SlotConfig, slot: u32, key: u64, inst: &Instance, reason: u8, now: u64) {
-    emit(
-        RECORD_CLOSE,
-        cfg,
-        slot,
-        reason,
-        inst.id,
-        key,
-        inst.start_ns,
-        now,
-        inst.capture,
-    );
+    emit(RECORD_CLOSE, cfg, slot, reason, inst.id, key, inst.start_ns, now, inst.capture);
 }
 
 #[inline(always)]
@@ -407,11 +351,7 @@ fn now_ns() -> u64 {
 #[inline(always)]
 fn open<C: HitSource>(ctx: &C, cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
     let now = now_ns();
-    let capture = if cfg.capture.source == SRC_NONE {
-        0
-    } else {
-        value(ctx, &cfg.capture).unwrap_or(0)
-    };
+    let capture = if cfg.capture.source == SRC_NONE { 0 } else { value(ctx, &cfg.capture).unwrap_or(0) };
     let mut existed = false;
     if let Some(p) = find(place) {
         // SAFETY: valid map value; copied out before anything else touches it.
@@ -428,14 +368,7 @@ fn open<C: HitSource>(ctx: &C, cfg: &SlotConfig, slot: u32, place: &Place, key: 
             close(cfg, slot, key, &inst, CLOSE_REPLACED, now);
         }
     }
-    let inst = Instance {
-        id: next_instance_id(),
-        start_ns: now,
-        last_ns: now,
-        capture,
-        next_stage: 1,
-        cpu: cpu(),
-    };
+    let inst = Instance { id: next_instance_id(), start_ns: now, last_ns: now, capture, next_stage: 1, cpu: cpu() };
     if !store(cfg, place, &inst, existed) {
         count(cfg.chain, counter!(map_full));
         return;
@@ -471,17 +404,7 @@ fn advance(cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
     }
     let delta = now.wrapping_sub(inst.last_ns);
     hist_add(cfg.chain, cfg.stage as u32 - 1, delta);
-    emit(
-        RECORD_SEGMENT,
-        cfg,
-        slot,
-        cfg.stage,
-        inst.id,
-        key,
-        inst.last_ns,
-        now,
-        inst.capture,
-    );
+    emit(RECORD_SEGMENT, cfg, slot, cfg.stage, inst.id, key, inst.last_ns, now, inst.capture);
     if cfg.flags & FLAG_LAST_STAGE != 0 {
         if cfg.stage > 1 {
             hist_add(cfg.chain, TOTAL_ROW, now.wrapping_sub(inst.start_ns));

@@ -9,12 +9,18 @@ use std::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+
 use crate::{
     config::{Config, ConfigError, Loaded},
     daemon::{self, Daemon, StartError, TallySink},
     doctor,
     host::Environment,
     probe::{kernel::Kernel, loader::Engine},
+    sink::{
+        hdr::{HdrSink, SharedQuantiles},
+        prometheus::{self, server},
+    },
 };
 
 /// Exit code for bad configuration or usage (clap uses it for usage errors too).
@@ -23,20 +29,10 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "clockpath",
-    version,
-    about = "Kernel-resident perf exporter for the Linux time path"
-)]
+#[command(name = "clockpath", version, about = "Kernel-resident perf exporter for the Linux time path")]
 pub struct Cli {
     /// Configuration file (TOML), merged over the built-in defaults.
-    #[arg(
-        long,
-        short,
-        global = true,
-        env = "CLOCKPATH_CONFIG",
-        value_name = "FILE"
-    )]
+    #[arg(long, short, global = true, env = "CLOCKPATH_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log filter (error, warn, info, debug, trace, or a tracing EnvFilter directive).
     #[arg(long, global = true, env = "CLOCKPATH_LOG", default_value = "info")]
@@ -74,10 +70,7 @@ pub struct RunArgs {
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let v: f64 = s
-        .trim_end_matches('s')
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    let v: f64 = s.trim_end_matches('s').parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !(v > 0.0 && v.is_finite()) {
         return Err(format!("`{s}`: the duration must be positive"));
     }
@@ -92,18 +85,12 @@ pub struct CliError {
 
 impl<E: Into<anyhow::Error>> From<E> for CliError {
     fn from(e: E) -> Self {
-        CliError {
-            code: EXIT_FAILURE,
-            error: e.into(),
-        }
+        CliError { code: EXIT_FAILURE, error: e.into() }
     }
 }
 
 fn config_error(e: impl Into<anyhow::Error>) -> CliError {
-    CliError {
-        code: EXIT_CONFIG,
-        error: e.into(),
-    }
+    CliError { code: EXIT_CONFIG, error: e.into() }
 }
 
 pub fn main() -> Result<ExitCode, CliError> {
@@ -123,13 +110,7 @@ pub fn main() -> Result<ExitCode, CliError> {
                 print!("{}", crate::config::DEFAULT_TOML);
             } else {
                 let loaded = load_config(cli.config.as_deref())?;
-                print!(
-                    "{}",
-                    loaded
-                        .config
-                        .to_toml()
-                        .context("printing the configuration")?
-                );
+                print!("{}", loaded.config.to_toml().context("printing the configuration")?);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -141,10 +122,7 @@ pub fn main() -> Result<ExitCode, CliError> {
 fn init_logging(filter: &str) -> Result<(), CliError> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| config_error(anyhow::anyhow!("invalid --log filter `{filter}`: {e}")))?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     Ok(())
 }
 
@@ -174,14 +152,8 @@ fn doctor_cmd(config: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
     let plans = daemon::plan(&loaded, &kernel).map_err(start_error)?;
     let environment = Environment::detect();
     let root = doctor::is_root();
-    let btf = kernel
-        .btf()
-        .map(|_| kernel.btf_path().display().to_string())
-        .map_err(str::to_string);
-    let tracefs = kernel
-        .tracefs()
-        .map(|t| t.root().display().to_string())
-        .map_err(str::to_string);
+    let btf = kernel.btf().map(|_| kernel.btf_path().display().to_string()).map_err(str::to_string);
+    let tracefs = kernel.tracefs().map(|t| t.root().display().to_string()).map_err(str::to_string);
     let direct = crate::probe::plan::direct_entries(&plans);
     let (attach_kinds, chains) = match Engine::load(&loaded.config.probe, direct) {
         Ok(mut engine) => {
@@ -194,45 +166,25 @@ fn doctor_cmd(config: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
             let why = e.to_string();
             let kinds = crate::probe::target::AttachKind::ALL
                 .iter()
-                .map(|&kind| doctor::KindSupport {
-                    kind,
-                    supported: false,
-                    detail: why.clone(),
-                })
+                .map(|&kind| doctor::KindSupport { kind, supported: false, detail: why.clone() })
                 .collect();
             let chains = plans
                 .into_iter()
                 .map(|mut p| {
-                    p.state = crate::probe::plan::ChainState::Disabled(format!(
-                        "BPF object not loaded: {why}"
-                    ));
+                    p.state = crate::probe::plan::ChainState::Disabled(format!("BPF object not loaded: {why}"));
                     p
                 })
                 .collect();
             (kinds, chains)
         }
     };
-    let report = doctor::Report {
-        environment,
-        root,
-        tracefs,
-        btf,
-        attach_kinds,
-        chains,
-    };
+    let report = doctor::Report { environment, root, tracefs, btf, attach_kinds, chains };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).context("serializing the report")?
-        );
+        println!("{}", serde_json::to_string_pretty(&report).context("serializing the report")?);
     } else {
         print!("{}", report.to_text());
     }
-    Ok(if report.anything_runs() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILURE)
-    })
+    Ok(if report.anything_runs() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
 }
 
 fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
@@ -241,23 +193,67 @@ fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
     let plans = daemon::plan(&loaded, &kernel).map_err(start_error)?;
     let rt = runtime()?;
     rt.block_on(async move {
+        let cfg = &loaded.config;
+        // Bind before attaching anything: a taken port is a configuration error.
+        let addr: std::net::SocketAddr =
+            cfg.http.listen.parse().map_err(|e| config_error(anyhow::anyhow!("http.listen: {e}")))?;
+        let listener = server::bind(addr).await.map_err(config_error)?;
+        let environment = Environment::detect();
+        let env = if cfg.environment.env == "auto" { environment.env.clone() } else { cfg.environment.env.clone() };
+        let quantiles = SharedQuantiles::default();
         let tally = TallySink::default();
+        let hdr = HdrSink::new(
+            plans.iter().map(|p| Some(p.shape())).collect(),
+            cfg.metrics.quantiles.clone(),
+            Duration::from_secs(cfg.metrics.quantile_window_secs),
+            quantiles.clone(),
+        );
         let daemon =
-            Daemon::start(&loaded, plans, vec![Box::new(tally.clone())]).map_err(start_error)?;
+            Daemon::start(&loaded, plans, vec![Box::new(tally.clone()), Box::new(hdr)]).map_err(start_error)?;
+        let le_buckets = cfg
+            .metrics
+            .buckets_seconds
+            .iter()
+            .map(|b| prometheus::le_index(*b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| config_error(anyhow::anyhow!("metrics.buckets_seconds: {e}")))?;
+        let exposition = prometheus::Exposition {
+            plans: daemon.plans.clone(),
+            maps: daemon.maps.clone(),
+            stats: daemon.stats.clone(),
+            quantiles,
+            labels: prometheus::CommonLabels { env: env.clone(), statics: cfg.environment.labels.clone() },
+            environment: prometheus::EnvironmentInfo {
+                env: env.clone(),
+                hypervisor: environment.hypervisor.clone(),
+                governor: environment.cpufreq_governor.clone(),
+                cstate_limit: environment.cstate_limit.clone(),
+            },
+            le_buckets,
+            program_stats: cfg.probe.bpf_stats.then(|| {
+                Box::new(daemon.program_stats_fn())
+                    as Box<dyn Fn() -> Vec<crate::probe::loader::ProgramStats> + Send + Sync>
+            }),
+        };
+        let state = Arc::new(server::HttpState {
+            registry: exposition.into_registry(),
+            health: daemon.health.clone(),
+            landing: server::landing_page(&daemon.plans, &env),
+        });
+        let (stop_http, stop_rx) = tokio::sync::watch::channel(false);
+        let http = tokio::spawn(server::serve(listener, state, stop_rx));
+        tracing::info!(%addr, "serving /metrics, /healthz and /");
         wait_for_stop(args.duration).await?;
         tracing::info!("stopping: detaching probes and draining the ring buffer");
         let plans = daemon.plans.clone();
         let maps = daemon.maps.clone();
         let stats = daemon.stats.clone();
         let _sinks = daemon.stop().await;
+        let _ = stop_http.send(true);
+        let _ = http.await;
         let summary = {
-            let m = maps
-                .lock()
-                .map_err(|_| anyhow::anyhow!("kernel maps lock poisoned"))?;
-            let t = tally
-                .chains
-                .lock()
-                .map_err(|_| anyhow::anyhow!("tally lock poisoned"))?;
+            let m = maps.lock().map_err(|_| anyhow::anyhow!("kernel maps lock poisoned"))?;
+            let t = tally.chains.lock().map_err(|_| anyhow::anyhow!("tally lock poisoned"))?;
             daemon::summarize(&plans, &m, &t, &stats)
         };
         for c in &summary.chains {

@@ -27,6 +27,7 @@ use crate::{
         plan::{self, ChainPlan, Status},
         ring::RingReader,
     },
+    sink::prometheus::server::Health,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +43,8 @@ pub enum StartError {
 }
 
 pub struct Daemon {
-    engine: Engine,
+    engine: Arc<Mutex<Engine>>,
+    pub health: Arc<Health>,
     pub maps: Arc<Mutex<KernelMaps>>,
     pub plans: Arc<Vec<ChainPlan>>,
     pub stats: Arc<PipelineStats>,
@@ -57,11 +59,7 @@ pub fn plan(loaded: &Loaded, kernel: &Kernel) -> Result<Vec<ChainPlan>, StartErr
 
 /// Chain shapes indexed by kernel chain index (None for chains that are not running).
 pub fn shapes(plans: &[ChainPlan]) -> Vec<Option<ChainShape>> {
-    let n = plans
-        .iter()
-        .map(|p| p.index as usize + 1)
-        .max()
-        .unwrap_or(0);
+    let n = plans.iter().map(|p| p.index as usize + 1).max().unwrap_or(0);
     let mut v = vec![None; n];
     for p in plans.iter().filter(|p| p.is_running()) {
         v[p.index as usize] = Some(p.shape());
@@ -73,16 +71,11 @@ pub fn shapes(plans: &[ChainPlan]) -> Vec<Option<ChainShape>> {
 pub fn slot_roles(plans: &[ChainPlan], raw_hits: bool) -> BTreeMap<u32, HitRole> {
     let mut roles = BTreeMap::new();
     for chain in plans.iter().filter(|p| p.is_running()) {
-        let stages = chain
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (Some(i), &s.points));
+        let stages = chain.stages.iter().enumerate().map(|(i, s)| (Some(i), &s.points));
         for (stage, points) in stages.chain(std::iter::once((None, &chain.aborts))) {
             for c in points.iter().flat_map(|p| &p.candidates) {
                 if let Status::Attached(slot) = c.status
-                    && let Some(role) =
-                        HitRole::from_slot(&plan::slot_config(chain, stage, c, raw_hits))
+                    && let Some(role) = HitRole::from_slot(&plan::slot_config(chain, stage, c, raw_hits))
                 {
                     roles.insert(slot, role);
                 }
@@ -94,11 +87,7 @@ pub fn slot_roles(plans: &[ChainPlan], raw_hits: bool) -> BTreeMap<u32, HitRole>
 
 impl Daemon {
     /// Load, attach and start reading. Must run inside a Tokio runtime.
-    pub fn start(
-        loaded: &Loaded,
-        plans: Vec<ChainPlan>,
-        sinks: Vec<Box<dyn Sink>>,
-    ) -> Result<Daemon, StartError> {
+    pub fn start(loaded: &Loaded, plans: Vec<ChainPlan>, sinks: Vec<Box<dyn Sink>>) -> Result<Daemon, StartError> {
         let probe = &loaded.config.probe;
         let mut engine = Engine::load(probe, plan::direct_entries(&plans))?;
         let ring = engine.take_ring()?;
@@ -127,9 +116,7 @@ impl Daemon {
                     .stages
                     .iter()
                     .flat_map(|s| {
-                        s.points.iter().filter_map(|p| {
-                            p.attached().map(|a| format!("{}={}", s.name, a.target))
-                        })
+                        s.points.iter().filter_map(|p| p.attached().map(|a| format!("{}={}", s.name, a.target)))
                     })
                     .collect();
                 tracing::info!(chain = %c.name, targets = %attached.join(" "), "chain running");
@@ -142,54 +129,50 @@ impl Daemon {
         let maps = Arc::new(Mutex::new(maps));
         let (stop_tx, stop_rx) = watch::channel(false);
         let timeouts: Vec<u64> = {
-            let mut t = vec![
-                0;
-                plans
-                    .iter()
-                    .map(|p| p.index as usize + 1)
-                    .max()
-                    .unwrap_or(0)
-            ];
+            let mut t = vec![0; plans.iter().map(|p| p.index as usize + 1).max().unwrap_or(0)];
             for p in plans.iter() {
                 t[p.index as usize] = p.timeout_ns;
             }
             t
         };
-        let task = tokio::spawn(read_loop(
-            reader,
-            assembly,
-            maps.clone(),
-            timeouts,
-            Duration::from_millis(probe.sweep_interval_ms),
-            stop_rx,
-            stats.clone(),
-        ));
-        Ok(Daemon {
-            engine,
-            maps,
-            plans,
-            stats,
-            stop_tx,
-            task,
-        })
+        let health = Arc::new(Health::default());
+        health.attached.store(true, Ordering::Relaxed);
+        health.reader.store(true, Ordering::Relaxed);
+        let task = tokio::spawn(
+            ReadLoop {
+                health: health.clone(),
+                reader,
+                assembly,
+                maps: maps.clone(),
+                timeouts,
+                sweep_every: Duration::from_millis(probe.sweep_interval_ms),
+                stop: stop_rx,
+                stats: stats.clone(),
+            }
+            .run(),
+        );
+        Ok(Daemon { engine: Arc::new(Mutex::new(engine)), health, maps, plans, stats, stop_tx, task })
     }
 
     /// Kernel run time/count of the attached programs (meaningful with bpf_stats on).
     pub fn program_stats(&self) -> Vec<crate::probe::loader::ProgramStats> {
-        self.engine.program_stats()
+        self.engine.lock().map(|e| e.program_stats()).unwrap_or_default()
+    }
+
+    /// A shareable reader of `program_stats` (for the metrics).
+    pub fn program_stats_fn(&self) -> impl Fn() -> Vec<crate::probe::loader::ProgramStats> + Send + Sync + 'static {
+        let engine = self.engine.clone();
+        move || engine.lock().map(|e| e.program_stats()).unwrap_or_default()
     }
 
     /// Attach an empty baseline program (benchmarks); see `Engine::attach_baseline`.
-    pub fn attach_baseline(
-        &mut self,
-        target: &crate::probe::target::Target,
-    ) -> Result<String, String> {
-        self.engine.attach_baseline(target)
+    pub fn attach_baseline(&mut self, target: &crate::probe::target::Target) -> Result<String, String> {
+        self.engine.lock().map_err(|_| "engine lock poisoned".to_string())?.attach_baseline(target)
     }
 
     /// Kernel run time (ns) and count of a loaded program by name (needs bpf_stats).
     pub fn run_stats(&self, program: &str) -> Option<(u64, u64)> {
-        self.engine.run_stats(program)
+        self.engine.lock().ok()?.run_stats(program)
     }
 
     /// Whether the reader task is still running.
@@ -198,13 +181,14 @@ impl Daemon {
     }
 
     /// Detach every probe, drain the ring, let assembly finish, and return the sinks.
-    pub async fn stop(mut self) -> Vec<Box<dyn Sink>> {
-        self.engine.detach_all();
+    pub async fn stop(self) -> Vec<Box<dyn Sink>> {
+        if let Ok(mut e) = self.engine.lock() {
+            e.detach_all();
+        }
+        self.health.attached.store(false, Ordering::Relaxed);
         let _ = self.stop_tx.send(true);
         match self.task.await {
-            Ok(Some(assembly)) => tokio::task::spawn_blocking(move || assembly.finish())
-                .await
-                .unwrap_or_default(),
+            Ok(Some(assembly)) => tokio::task::spawn_blocking(move || assembly.finish()).await.unwrap_or_default(),
             _ => {
                 tracing::error!("ring reader task failed; records after its failure are lost");
                 Vec::new()
@@ -213,63 +197,78 @@ impl Daemon {
     }
 }
 
-async fn read_loop(
-    mut reader: RingReader,
+/// The ring reader task: drains the ring into assembly and sweeps timed-out instances.
+struct ReadLoop {
+    health: Arc<Health>,
+    reader: RingReader,
     assembly: Assembly,
     maps: Arc<Mutex<KernelMaps>>,
+    /// Chain timeouts by chain index.
     timeouts: Vec<u64>,
     sweep_every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     stats: Arc<PipelineStats>,
-) -> Option<Assembly> {
-    let mut sweep = tokio::time::interval(sweep_every);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let mut batch = Vec::with_capacity(1024);
-        tokio::select! {
-            r = reader.next_batch(&mut batch) => {
-                if let Err(error) = r {
-                    tracing::error!(%error, "ring buffer read failed");
+}
+
+impl ReadLoop {
+    async fn run(self) -> Option<Assembly> {
+        let health = self.health.clone();
+        let r = self.run_inner().await;
+        health.reader.store(false, Ordering::Relaxed);
+        r
+    }
+
+    async fn run_inner(self) -> Option<Assembly> {
+        let ReadLoop { mut reader, assembly, maps, timeouts, sweep_every, mut stop, stats, .. } = self;
+        let mut sweep = tokio::time::interval(sweep_every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut batch = Vec::with_capacity(1024);
+            tokio::select! {
+                r = reader.next_batch(&mut batch) => {
+                    if let Err(error) = r {
+                        tracing::error!(%error, "ring buffer read failed");
+                        return Some(assembly);
+                    }
+                    assembly.send(batch);
+                }
+                _ = sweep.tick() => {
+                    let now = ktime::monotonic_now_ns();
+                    let removed = match maps.lock() {
+                        Ok(mut m) => m.sweep(&timeouts, now),
+                        Err(_) => Vec::new(),
+                    };
+                    if !removed.is_empty() {
+                        stats.swept.fetch_add(removed.len() as u64, Ordering::Relaxed);
+                        // Tell assembly, so partial chains close now with the right reason.
+                        let closes = removed
+                            .into_iter()
+                            .map(|(k, inst)| Record {
+                                kind: RECORD_CLOSE,
+                                chain: k.chain as u8,
+                                stage: CLOSE_TIMEOUT,
+                                slot: 0,
+                                cpu: inst.cpu,
+                                instance_id: inst.id,
+                                key: k.key,
+                                start_ns: inst.start_ns,
+                                end_ns: now,
+                                aux: inst.capture,
+                            })
+                            .collect();
+                        assembly.send(closes);
+                    }
+                }
+                _ = stop.changed() => {
+                    // Probes are detached; whatever is in the ring is all there will be.
+                    let mut rest = Vec::new();
+                    reader.drain(&mut rest);
+                    if reader.malformed > 0 {
+                        tracing::warn!(count = reader.malformed, "malformed ring records skipped");
+                    }
+                    assembly.send_blocking(rest);
                     return Some(assembly);
                 }
-                assembly.send(batch);
-            }
-            _ = sweep.tick() => {
-                let now = ktime::monotonic_now_ns();
-                let removed = match maps.lock() {
-                    Ok(mut m) => m.sweep(&timeouts, now),
-                    Err(_) => Vec::new(),
-                };
-                if !removed.is_empty() {
-                    stats.swept.fetch_add(removed.len() as u64, Ordering::Relaxed);
-                    // Tell assembly, so partial chains close now with the right reason.
-                    let closes = removed
-                        .into_iter()
-                        .map(|(k, inst)| Record {
-                            kind: RECORD_CLOSE,
-                            chain: k.chain as u8,
-                            stage: CLOSE_TIMEOUT,
-                            slot: 0,
-                            cpu: inst.cpu,
-                            instance_id: inst.id,
-                            key: k.key,
-                            start_ns: inst.start_ns,
-                            end_ns: now,
-                            aux: inst.capture,
-                        })
-                        .collect();
-                    assembly.send(closes);
-                }
-            }
-            _ = stop.changed() => {
-                // Probes are detached; whatever is in the ring is all there will be.
-                let mut rest = Vec::new();
-                reader.drain(&mut rest);
-                if reader.malformed > 0 {
-                    tracing::warn!(count = reader.malformed, "malformed ring records skipped");
-                }
-                assembly.send_blocking(rest);
-                return Some(assembly);
             }
         }
     }
@@ -356,18 +355,15 @@ pub fn summarize(
             let t = tally.get(&p.index).cloned().unwrap_or_default();
             let shape = p.shape();
             let mut segments = Vec::new();
-            let mut rows: Vec<(String, u32, Option<u8>)> = (1..=shape.segments() as u8)
-                .map(|i| (shape.segment_name(i), i as u32 - 1, Some(i)))
-                .collect();
+            let mut rows: Vec<(String, u32, Option<u8>)> =
+                (1..=shape.segments() as u8).map(|i| (shape.segment_name(i), i as u32 - 1, Some(i))).collect();
             if shape.segments() > 1 {
                 rows.push(("total".into(), TOTAL_ROW, None));
             }
             let mut hist_segments = 0;
             let mut completed = 0;
             for (name, row, idx) in rows {
-                let h = maps
-                    .hist_row(p.index, row)
-                    .unwrap_or(clockpath_common::hist::HistRow::ZERO);
+                let h = maps.hist_row(p.index, row).unwrap_or(clockpath_common::hist::HistRow::ZERO);
                 let count: u64 = h.buckets.iter().sum();
                 if let Some(i) = idx {
                     hist_segments += count;
@@ -430,11 +426,6 @@ pub fn hist_median(buckets: &[u64; NUM_BUCKETS]) -> Option<u64> {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Completed,
-        Outcome::TimedOut,
-        Outcome::Replaced,
-        Outcome::Aborted,
-        Outcome::Incomplete,
-    ];
+    pub const ALL: [Outcome; 5] =
+        [Outcome::Completed, Outcome::TimedOut, Outcome::Replaced, Outcome::Aborted, Outcome::Incomplete];
 }

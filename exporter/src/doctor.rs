@@ -46,21 +46,11 @@ impl Report {
         let _ = writeln!(
             s,
             "running as root  {}",
-            if self.root {
-                "yes"
-            } else {
-                "no (loading BPF needs root or CAP_BPF+CAP_PERFMON)"
-            }
+            if self.root { "yes" } else { "no (loading BPF needs root or CAP_BPF+CAP_PERFMON)" }
         );
         let _ = writeln!(s, "BTF              {}", show(&self.btf));
         let _ = writeln!(s, "tracefs          {}", show(&self.tracefs));
-        let _ = writeln!(
-            s,
-            "environment      {} (hypervisor: {}; {})",
-            e.env,
-            e.hypervisor,
-            e.env_evidence.join("; ")
-        );
+        let _ = writeln!(s, "environment      {} (hypervisor: {}; {})", e.env, e.hypervisor, e.env_evidence.join("; "));
         let _ = writeln!(
             s,
             "clocksource      {} (available: {})",
@@ -79,11 +69,7 @@ impl Report {
                 s,
                 "  {:<15} {:<13} {}",
                 k.kind.as_str(),
-                if k.supported {
-                    "supported"
-                } else {
-                    "NOT supported"
-                },
+                if k.supported { "supported" } else { "NOT supported" },
                 k.detail
             );
         }
@@ -156,30 +142,15 @@ pub fn probe_kinds(engine: &mut Engine, kernel: &Kernel) -> Vec<KindSupport> {
                 AttachKind::TpBtf => Some("tp_btf:sched_switch".to_string()),
                 _ => PROBE_FUNCTIONS
                     .iter()
-                    .find(|f| {
-                        kernel.symbol(f).is_some_and(|s| s.count == 1)
-                            && kernel.traceable(f) != Some(false)
-                    })
+                    .find(|f| kernel.symbol(f).is_some_and(|s| s.count == 1) && kernel.traceable(f) != Some(false))
                     .map(|f| format!("{kind}:{f}")),
             };
             let Some(target) = target.and_then(|t| t.parse().ok()) else {
-                return KindSupport {
-                    kind,
-                    supported: false,
-                    detail: "no traceable test function found".into(),
-                };
+                return KindSupport { kind, supported: false, detail: "no traceable test function found".into() };
             };
             match engine.probe_kind(&target, kernel) {
-                Ok(()) => KindSupport {
-                    kind,
-                    supported: true,
-                    detail: format!("attached {target}"),
-                },
-                Err(why) => KindSupport {
-                    kind,
-                    supported: false,
-                    detail: why,
-                },
+                Ok(()) => KindSupport { kind, supported: true, detail: format!("attached {target}") },
+                Err(why) => KindSupport { kind, supported: false, detail: why },
             }
         })
         .collect()

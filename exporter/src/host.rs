@@ -31,10 +31,7 @@ pub struct Environment {
 }
 
 fn read_trim(p: impl AsRef<Path>) -> Option<String> {
-    fs::read_to_string(p)
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 impl Environment {
@@ -78,10 +75,7 @@ fn cpuid_hypervisor() -> Option<(bool, String)> {
         for r in [l.ebx, l.ecx, l.edx] {
             sig.extend_from_slice(&r.to_le_bytes());
         }
-        let sig = String::from_utf8_lossy(&sig)
-            .trim_matches('\0')
-            .trim()
-            .to_string();
+        let sig = String::from_utf8_lossy(&sig).trim_matches('\0').trim().to_string();
         let name = match sig.as_str() {
             "KVMKVMKVM" => "kvm",
             "Microsoft Hv" => "hyperv",
@@ -151,23 +145,14 @@ fn cpufreq_governor() -> String {
             }
         }
     }
-    if set.is_empty() {
-        "none".into()
-    } else {
-        set.into_iter().collect::<Vec<_>>().join(",")
-    }
+    if set.is_empty() { "none".into() } else { set.into_iter().collect::<Vec<_>>().join(",") }
 }
 
 /// The C-state limit set on the kernel command line or by module parameters.
 pub fn cstate_limit(cmdline: &str) -> String {
     let mut limits = Vec::new();
     for arg in cmdline.split_whitespace() {
-        for key in [
-            "intel_idle.max_cstate=",
-            "processor.max_cstate=",
-            "idle=",
-            "cpuidle.off=",
-        ] {
+        for key in ["intel_idle.max_cstate=", "processor.max_cstate=", "idle=", "cpuidle.off="] {
             if arg.starts_with(key) {
                 limits.push(arg.to_string());
             }
@@ -175,14 +160,8 @@ pub fn cstate_limit(cmdline: &str) -> String {
     }
     if limits.is_empty() {
         for (param, label) in [
-            (
-                "/sys/module/intel_idle/parameters/max_cstate",
-                "intel_idle.max_cstate",
-            ),
-            (
-                "/sys/module/processor/parameters/max_cstate",
-                "processor.max_cstate",
-            ),
+            ("/sys/module/intel_idle/parameters/max_cstate", "intel_idle.max_cstate"),
+            ("/sys/module/processor/parameters/max_cstate", "processor.max_cstate"),
         ] {
             // The defaults (9 for processor, 9 or more for intel_idle) mean "no limit".
             if let Some(v) = read_trim(param)
@@ -192,11 +171,7 @@ pub fn cstate_limit(cmdline: &str) -> String {
             }
         }
     }
-    if limits.is_empty() {
-        "none".into()
-    } else {
-        limits.join(",")
-    }
+    if limits.is_empty() { "none".into() } else { limits.join(",") }
 }
 
 fn idle_states() -> Vec<String> {
@@ -207,22 +182,10 @@ fn idle_states() -> Vec<String> {
     let mut states: Vec<(u32, String)> = entries
         .filter_map(Result::ok)
         .filter_map(|e| {
-            let n: u32 = e
-                .file_name()
-                .to_str()?
-                .strip_prefix("state")?
-                .parse()
-                .ok()?;
+            let n: u32 = e.file_name().to_str()?.strip_prefix("state")?.parse().ok()?;
             let name = read_trim(e.path().join("name"))?;
             let disabled = read_trim(e.path().join("disable")).is_some_and(|d| d != "0");
-            Some((
-                n,
-                if disabled {
-                    format!("{name} (disabled)")
-                } else {
-                    name
-                },
-            ))
+            Some((n, if disabled { format!("{name} (disabled)") } else { name }))
         })
         .collect();
     states.sort();

@@ -13,3 +13,5 @@ pub mod host;
 pub mod ktime;
 pub mod pipeline;
 pub mod probe;
+pub mod sink;
+pub mod stats;

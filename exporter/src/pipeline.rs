@@ -71,40 +71,34 @@ impl Assembly {
     ) -> std::io::Result<Assembly> {
         let (tx, rx) = mpsc::sync_channel::<Vec<Record>>(QUEUE_BATCHES);
         let st = stats.clone();
-        let thread = thread::Builder::new()
-            .name("clockpath-assembly".into())
-            .spawn(move || {
-                let mut asm = RecordAssembler::new(shapes);
-                let mut last_evict = ktime::monotonic_now_ns();
-                loop {
-                    let batch = match rx.recv_timeout(Duration::from_millis(200)) {
-                        Ok(b) => Some(b),
-                        Err(mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    };
-                    if let Some(batch) = batch {
-                        process(&mut asm, &mut sinks, &st, &batch);
-                    }
-                    let now = ktime::monotonic_now_ns();
-                    if now.saturating_sub(last_evict) > 1_000_000_000 {
-                        last_evict = now;
-                        asm.evict(now, &mut |rec| deliver(&mut sinks, &st, &rec));
-                    }
-                    for s in &mut sinks {
-                        s.tick();
-                    }
+        let thread = thread::Builder::new().name("clockpath-assembly".into()).spawn(move || {
+            let mut asm = RecordAssembler::new(shapes);
+            let mut last_evict = ktime::monotonic_now_ns();
+            loop {
+                let batch = match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(b) => Some(b),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                if let Some(batch) = batch {
+                    process(&mut asm, &mut sinks, &st, &batch);
                 }
-                asm.flush(&mut |rec| deliver(&mut sinks, &st, &rec));
+                let now = ktime::monotonic_now_ns();
+                if now.saturating_sub(last_evict) > 1_000_000_000 {
+                    last_evict = now;
+                    asm.evict(now, &mut |rec| deliver(&mut sinks, &st, &rec));
+                }
                 for s in &mut sinks {
-                    s.finish();
+                    s.tick();
                 }
-                sinks
-            })?;
-        Ok(Assembly {
-            tx,
-            thread: Some(thread),
-            stats,
-        })
+            }
+            asm.flush(&mut |rec| deliver(&mut sinks, &st, &rec));
+            for s in &mut sinks {
+                s.finish();
+            }
+            sinks
+        })?;
+        Ok(Assembly { tx, thread: Some(thread), stats })
     }
 
     /// Queue a batch; drops it (counted) when assembly is behind.
@@ -113,9 +107,7 @@ impl Assembly {
             return;
         }
         let n = batch.len() as u64;
-        if let Err(mpsc::TrySendError::Full(_) | mpsc::TrySendError::Disconnected(_)) =
-            self.tx.try_send(batch)
-        {
+        if let Err(mpsc::TrySendError::Full(_) | mpsc::TrySendError::Disconnected(_)) = self.tx.try_send(batch) {
             self.stats.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
@@ -151,15 +143,8 @@ fn deliver(sinks: &mut [Box<dyn Sink>], stats: &PipelineStats, rec: &ChainRecord
     }
 }
 
-fn process(
-    asm: &mut RecordAssembler,
-    sinks: &mut [Box<dyn Sink>],
-    stats: &PipelineStats,
-    batch: &[Record],
-) {
-    stats
-        .records
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+fn process(asm: &mut RecordAssembler, sinks: &mut [Box<dyn Sink>], stats: &PipelineStats, batch: &[Record]) {
+    stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
     for r in batch {
         match r.kind {
             RECORD_HIT => {

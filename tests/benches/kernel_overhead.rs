@@ -111,10 +111,8 @@ targets = ["tp_btf:sched_switch"]
 fn pipe_bench() -> f64 {
     let perf = require_tool("perf", "linux-perf");
     let start = Instant::now();
-    let out = Command::new(perf)
-        .args(["bench", "sched", "pipe", "-l", PIPE_LOOPS])
-        .output()
-        .expect("perf bench sched pipe");
+    let out =
+        Command::new(perf).args(["bench", "sched", "pipe", "-l", PIPE_LOOPS]).output().expect("perf bench sched pipe");
     assert!(out.status.success(), "perf bench sched pipe failed");
     start.elapsed().as_secs_f64()
 }
@@ -136,10 +134,7 @@ fn programs_named(pred: impl Fn(&str) -> bool) -> Vec<(String, u64, u64)> {
 }
 
 fn spawn_quiet(cmd: &mut Command) -> Child {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn")
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn")
 }
 
 fn stop(mut child: Child) {
@@ -150,11 +145,7 @@ fn stop(mut child: Child) {
 }
 
 fn per_hit(delta: (u64, u64)) -> f64 {
-    if delta.1 == 0 {
-        f64::NAN
-    } else {
-        delta.0 as f64 / delta.1 as f64
-    }
+    if delta.1 == 0 { f64::NAN } else { delta.0 as f64 / delta.1 as f64 }
 }
 
 fn main() {
@@ -170,11 +161,7 @@ fn main() {
     let loaded = Config::load(Some(&path)).expect("bench config");
     let kernel = Kernel::open();
     let plans = daemon::plan(&loaded, &kernel).expect("plan");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let mut d = Daemon::start(&loaded, plans, Vec::new()).expect("start");
         for c in d.plans.iter().filter(|c| !c.is_running()) {
@@ -300,14 +287,7 @@ fn main() {
     println!("\n  {:<42} {:>9}", "tool", "slowdown");
     println!("  {:<42} {:>8.3}s", "bare run (median)", median(bare));
     for ((label, _), r) in tools.iter().zip(ratios) {
-        let all: Vec<String> = r
-            .iter()
-            .map(|x| format!("{:+.1}%", (x - 1.0) * 100.0))
-            .collect();
-        println!(
-            "  {label:<42} {:>+8.1}%   ({})",
-            (median(r) - 1.0) * 100.0,
-            all.join(" ")
-        );
+        let all: Vec<String> = r.iter().map(|x| format!("{:+.1}%", (x - 1.0) * 100.0)).collect();
+        println!("  {label:<42} {:>+8.1}%   ({})", (median(r) - 1.0) * 100.0, all.join(" "));
     }
 }

@@ -4,29 +4,29 @@
 //! These tests need root and a kernel with BPF; they panic (never skip) when a capability is
 //! missing, so CI fails loudly.
 
+pub mod exposition;
+pub mod prometheus;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
-/// The `clockpath` binary under test: `$CLOCKPATH_BIN`, else target/release/clockpath.
+/// The `clockpath` binary under test: `$TEST_CLOCKPATH_BIN`, else target/release/clockpath.
 pub fn clockpath_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("CLOCKPATH_BIN") {
+    if let Ok(p) = std::env::var("TEST_CLOCKPATH_BIN") {
         return PathBuf::from(p);
     }
     let p = workspace().join("target/release/clockpath");
     assert!(
         p.exists(),
-        "{} is missing: build it first (cargo build --release), or set CLOCKPATH_BIN",
+        "{} is missing: build it first (cargo build --release), or set TEST_CLOCKPATH_BIN",
         p.display()
     );
     p
@@ -36,19 +36,12 @@ pub fn clockpath_bin() -> PathBuf {
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test loads BPF programs and must run as root (CI runs as root)"
-    );
+    assert_eq!(euid, 0, "this test loads BPF programs and must run as root (CI runs as root)");
 }
 
 /// Find a program on PATH or in /usr/sbin, panicking with the package to install.
 pub fn require_tool(name: &str, package: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain([
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-    ]) {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/usr/bin", "/sbin"]) {
         let p = Path::new(dir).join(name);
         if p.is_file() {
             return p;
@@ -59,10 +52,7 @@ pub fn require_tool(name: &str, package: &str) -> PathBuf {
 
 /// Run clockpath with arguments, capturing output.
 pub fn clockpath(args: &[&str]) -> Output {
-    Command::new(clockpath_bin())
-        .args(args)
-        .output()
-        .expect("run clockpath")
+    Command::new(clockpath_bin()).args(args).output().expect("run clockpath")
 }
 
 /// Write a config file into a temp dir and return (dir, path).
@@ -86,15 +76,8 @@ pub fn sched_messaging(loops: u32) -> Child {
 
 /// Wait for a child, panicking if it fails.
 pub fn wait_ok(child: Child, what: &str) -> Output {
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(out.status.success(), "{what} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     out
 }
 
@@ -127,6 +110,80 @@ pub fn log2_median_row(rows: &[(u64, u64, u64)]) -> Option<u32> {
 /// floor(log2) of a value in the same unit as the rows (0 for values below 2).
 pub fn log2_row_of(v: u64) -> u32 {
     if v < 2 { 0 } else { v.ilog2() }
+}
+
+/// A free TCP port on loopback (bound, then released: fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A running `clockpath run`, serving on a loopback port; killed (SIGTERM) on drop.
+pub struct Exporter {
+    pub child: Option<Child>,
+    pub port: u16,
+}
+
+impl Exporter {
+    /// Start `clockpath run` with extra arguments and environment, and wait for /healthz.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Exporter {
+        let port = free_port();
+        let mut cmd = Command::new(clockpath_bin());
+        cmd.arg("run").args(args).env("CLOCKPATH_HTTP__LISTEN", format!("127.0.0.1:{port}")).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start clockpath run");
+        let e = Exporter { child: Some(child), port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if ureq::get(&e.url("/healthz")).call().is_ok() {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("clockpath did not become healthy on port {port} within 30 s");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A Prometheus text (0.0.4) scrape.
+    pub fn scrape(&self) -> String {
+        ureq::get(&self.url("/metrics")).call().expect("scrape").into_string().expect("scrape body")
+    }
+
+    /// An OpenMetrics scrape.
+    pub fn scrape_openmetrics(&self) -> String {
+        ureq::get(&self.url("/metrics"))
+            .set("Accept", "application/openmetrics-text; version=1.0.0")
+            .call()
+            .expect("scrape")
+            .into_string()
+            .expect("scrape body")
+    }
+
+    /// SIGTERM, wait, and return the output.
+    pub fn stop(mut self) -> Output {
+        let child = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait_with_output().expect("wait for clockpath")
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
 }
 
 /// Sleep helper for tests.

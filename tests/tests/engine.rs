@@ -27,12 +27,7 @@ fn doctor_reports_each_attach_kind_with_a_reason() {
     require_root();
     let out = clockpath(&["doctor", "--json"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "doctor failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "doctor failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_str(&text).expect("doctor --json is JSON");
     let kinds: BTreeMap<String, (bool, String)> = report["attach_kinds"]
         .as_array()
@@ -41,10 +36,7 @@ fn doctor_reports_each_attach_kind_with_a_reason() {
         .map(|k| {
             (
                 k["kind"].as_str().unwrap().to_string(),
-                (
-                    k["supported"].as_bool().unwrap(),
-                    k["detail"].as_str().unwrap().to_string(),
-                ),
+                (k["supported"].as_bool().unwrap(), k["detail"].as_str().unwrap().to_string()),
             )
         })
         .collect();
@@ -52,35 +44,18 @@ fn doctor_reports_each_attach_kind_with_a_reason() {
     for (kind, (ok, detail)) in &kinds {
         assert!(!detail.is_empty(), "{kind}: no detail");
         if !ok {
-            assert!(
-                detail.len() > 20,
-                "{kind}: the reason should say why: {detail}"
-            );
+            assert!(detail.len() > 20, "{kind}: the reason should say why: {detail}");
         }
     }
     // Tracepoints work on every kernel this runs on.
-    assert!(
-        kinds["tracepoint"].0,
-        "tracepoint: {}",
-        kinds["tracepoint"].1
-    );
-    assert!(
-        kinds["raw_tracepoint"].0,
-        "raw_tracepoint: {}",
-        kinds["raw_tracepoint"].1
-    );
+    assert!(kinds["tracepoint"].0, "tracepoint: {}", kinds["tracepoint"].1);
+    assert!(kinds["raw_tracepoint"].0, "raw_tracepoint: {}", kinds["raw_tracepoint"].1);
     // kprobes: the doctor must agree with the kernel's kprobe PMU.
     let pmu = std::path::Path::new(KPROBE_PMU_TYPE).exists();
     if !pmu {
         for k in ["kprobe", "kretprobe"] {
             assert!(!kinds[k].0, "{k} reported supported without the kprobe PMU");
-            assert!(
-                kinds[k]
-                    .1
-                    .contains("kprobes are not built into this kernel"),
-                "{k}: {}",
-                kinds[k].1
-            );
+            assert!(kinds[k].1.contains("kprobes are not built into this kernel"), "{k}: {}", kinds[k].1);
         }
     }
     for k in ["fentry", "fexit"] {
@@ -95,17 +70,11 @@ fn doctor_reports_each_attach_kind_with_a_reason() {
     // The clocksource chain is reported, and on a kernel with neither kprobes nor fentry it is
     // unavailable with both reasons, while the run goes on with the other chains.
     let chains = report["chains"].as_array().unwrap();
-    let cs = chains
-        .iter()
-        .find(|c| c["name"] == "clocksource_switch")
-        .expect("clocksource_switch chain");
+    let cs = chains.iter().find(|c| c["name"] == "clocksource_switch").expect("clocksource_switch chain");
     if !pmu && !kinds["fentry"].0 {
         assert_eq!(cs["state"]["state"], "disabled", "{cs}");
         let reason = cs["state"]["reason"].as_str().unwrap();
-        assert!(
-            reason.contains("kprobes are not built into this kernel") && reason.contains("EPERM"),
-            "{reason}"
-        );
+        assert!(reason.contains("kprobes are not built into this kernel") && reason.contains("EPERM"), "{reason}");
     }
     let sched = chains.iter().find(|c| c["name"] == "sched_wakeup").unwrap();
     assert_eq!(sched["state"]["state"], "running", "{sched}");
@@ -122,10 +91,7 @@ fn doctor_reports_each_attach_kind_with_a_reason() {
         "attach kinds",
         "clocksource_switch",
     ] {
-        assert!(
-            text.contains(needle),
-            "doctor text lacks `{needle}`:\n{text}"
-        );
+        assert!(text.contains(needle), "doctor text lacks `{needle}`:\n{text}");
     }
 }
 
@@ -136,13 +102,7 @@ fn sched_chain_is_exact_under_load_and_agrees_with_runqlat() {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.json");
     let exporter = Command::new(clockpath_bin())
-        .args([
-            "run",
-            "--duration",
-            "14",
-            "--summary-json",
-            summary.to_str().unwrap(),
-        ])
+        .args(["run", "--duration", "14", "--summary-json", summary.to_str().unwrap()])
         .stderr(Stdio::piped())
         .spawn()
         .expect("start clockpath run");
@@ -158,8 +118,7 @@ fn sched_chain_is_exact_under_load_and_agrees_with_runqlat() {
     let peer_out = wait_ok(peer, "runqlat");
     let out = wait_ok(exporter, "clockpath run");
     let log = String::from_utf8_lossy(&out.stderr);
-    let s: Value =
-        serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary written")).unwrap();
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary written")).unwrap();
     assert_eq!(s["dropped_in_userspace"], 0, "{s}");
     for c in s["chains"].as_array().unwrap() {
         let (hist, recv, lost) = (
@@ -175,32 +134,17 @@ fn sched_chain_is_exact_under_load_and_agrees_with_runqlat() {
         );
         for seg in c["segments"].as_array().unwrap() {
             if seg["name"] != "total" {
-                assert!(
-                    seg["hist_count"].as_u64().unwrap() >= seg["received"].as_u64().unwrap(),
-                    "{seg}"
-                );
+                assert!(seg["hist_count"].as_u64().unwrap() >= seg["received"].as_u64().unwrap(), "{seg}");
             }
         }
     }
-    let sched = s["chains"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "sched_wakeup")
-        .unwrap();
+    let sched = s["chains"].as_array().unwrap().iter().find(|c| c["name"] == "sched_wakeup").unwrap();
     let n = sched["hist_segments"].as_u64().unwrap();
-    assert!(
-        n >= 5000,
-        "sched_wakeup recorded only {n} segments under perf bench sched messaging\n{log}"
-    );
+    assert!(n >= 5000, "sched_wakeup recorded only {n} segments under perf bench sched messaging\n{log}");
     // Peer check: clockpath's median falls in runqlat's median log2 bucket or an adjacent one.
     let rows = parse_log2_hist(&String::from_utf8_lossy(&peer_out.stdout));
-    let peer_row = log2_median_row(&rows).unwrap_or_else(|| {
-        panic!(
-            "runqlat printed no histogram:\n{}",
-            String::from_utf8_lossy(&peer_out.stdout)
-        )
-    });
+    let peer_row = log2_median_row(&rows)
+        .unwrap_or_else(|| panic!("runqlat printed no histogram:\n{}", String::from_utf8_lossy(&peer_out.stdout)));
     let median_ns = sched["segments"][0]["hist_median_ns"].as_u64().unwrap();
     let ours = log2_row_of(median_ns / 1000);
     eprintln!(
@@ -237,38 +181,22 @@ fn userspace_assembly_of_raw_hits_matches_the_kernel() {
     let kernel = Kernel::open();
     let plans = daemon::plan(&loaded, &kernel).expect("plan");
     let collect = Collect::default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (plans, counters) = rt.block_on(async {
         let d = Daemon::start(&loaded, plans, vec![Box::new(collect.clone())]).expect("start");
-        tokio::task::spawn_blocking(|| wait_ok(sched_messaging(30), "perf bench"))
-            .await
-            .unwrap();
+        tokio::task::spawn_blocking(|| wait_ok(sched_messaging(30), "perf bench")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let plans = d.plans.clone();
         let maps = d.maps.clone();
         let stats = d.stats.clone();
         d.stop().await;
         let m = maps.lock().unwrap();
-        let counters: Vec<_> = plans
-            .iter()
-            .map(|p| (p.name.clone(), m.chain_counters(p.index).unwrap()))
-            .collect();
-        assert_eq!(
-            stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
-            0,
-            "records dropped in userspace"
-        );
+        let counters: Vec<_> = plans.iter().map(|p| (p.name.clone(), m.chain_counters(p.index).unwrap())).collect();
+        assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 0, "records dropped in userspace");
         (plans, counters)
     });
     for (name, c) in &counters {
-        assert_eq!(
-            c.ring_lost, 0,
-            "{name}: ring records lost; the comparison needs every hit"
-        );
+        assert_eq!(c.ring_lost, 0, "{name}: ring records lost; the comparison needs every hit");
         assert_eq!(c.map_full, 0, "{name}: instance map full");
     }
     let roles = daemon::slot_roles(&plans, true);
@@ -280,16 +208,8 @@ fn userspace_assembly_of_raw_hits_matches_the_kernel() {
     let mut asm = HitAssembler::new();
     let mut from_user: Vec<(u8, u8, u64, u64, u64)> = Vec::new();
     for h in &hits {
-        let role = *roles
-            .get(&(h.slot as u32))
-            .unwrap_or_else(|| panic!("hit from unknown slot {}", h.slot));
-        let hit = Hit {
-            role,
-            key: h.key,
-            ts_ns: h.end_ns,
-            cpu: h.cpu,
-            capture: h.aux,
-        };
+        let role = *roles.get(&(h.slot as u32)).unwrap_or_else(|| panic!("hit from unknown slot {}", h.slot));
+        let hit = Hit { role, key: h.key, ts_ns: h.end_ns, cpu: h.cpu, capture: h.aux };
         asm.push(&hit, &mut |r| {
             if r.kind == RECORD_SEGMENT {
                 from_user.push((r.chain, r.stage, r.key, r.start_ns, r.end_ns));
@@ -301,11 +221,7 @@ fn userspace_assembly_of_raw_hits_matches_the_kernel() {
         .lock()
         .unwrap()
         .iter()
-        .flat_map(|c| {
-            c.segments
-                .iter()
-                .map(move |s| (c.chain, s.index, c.key, s.start_ns, s.end_ns))
-        })
+        .flat_map(|c| c.segments.iter().map(move |s| (c.chain, s.index, c.key, s.start_ns, s.end_ns)))
         .collect();
     from_user.sort_unstable();
     from_kernel.sort_unstable();
@@ -316,35 +232,12 @@ fn userspace_assembly_of_raw_hits_matches_the_kernel() {
         }
         m
     };
-    eprintln!(
-        "segments per chain: kernel {:?}, userspace {:?}",
-        per_chain(&from_kernel),
-        per_chain(&from_user)
-    );
-    let only_k: Vec<_> = from_kernel
-        .iter()
-        .filter(|s| from_user.binary_search(s).is_err())
-        .take(5)
-        .collect();
-    let only_u: Vec<_> = from_user
-        .iter()
-        .filter(|s| from_kernel.binary_search(s).is_err())
-        .take(5)
-        .collect();
-    assert!(
-        from_kernel.len() > 1000,
-        "too few segments: {}",
-        from_kernel.len()
-    );
-    assert_eq!(
-        from_kernel.len(),
-        from_user.len(),
-        "only in kernel: {only_k:?}; only in userspace: {only_u:?}"
-    );
-    assert!(
-        from_kernel == from_user,
-        "only in kernel: {only_k:?}; only in userspace: {only_u:?}"
-    );
+    eprintln!("segments per chain: kernel {:?}, userspace {:?}", per_chain(&from_kernel), per_chain(&from_user));
+    let only_k: Vec<_> = from_kernel.iter().filter(|s| from_user.binary_search(s).is_err()).take(5).collect();
+    let only_u: Vec<_> = from_user.iter().filter(|s| from_kernel.binary_search(s).is_err()).take(5).collect();
+    assert!(from_kernel.len() > 1000, "too few segments: {}", from_kernel.len());
+    assert_eq!(from_kernel.len(), from_user.len(), "only in kernel: {only_k:?}; only in userspace: {only_u:?}");
+    assert!(from_kernel == from_user, "only in kernel: {only_k:?}; only in userspace: {only_u:?}");
 }
 
 fn bad_config(toml: &str) -> String {
@@ -352,33 +245,21 @@ fn bad_config(toml: &str) -> String {
     let (_dir, path) = config_file(toml);
     let out = clockpath(&["run", "--duration", "1", "--config", path.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "exit code for a bad config, stderr:\n{err}"
-    );
-    assert!(
-        !err.contains("chain running"),
-        "nothing may be attached for a bad config:\n{err}"
-    );
-    assert!(
-        err.contains(path.to_str().unwrap()),
-        "the error must name the file:\n{err}"
-    );
+    assert_eq!(out.status.code(), Some(2), "exit code for a bad config, stderr:\n{err}");
+    assert!(!err.contains("chain running"), "nothing may be attached for a bad config:\n{err}");
+    assert!(err.contains(path.to_str().unwrap()), "the error must name the file:\n{err}");
     err
 }
 
-const GOOD_STAGE: &str = "[[chains.x.stages]]\nname = \"wake\"\ntargets = [\"tracepoint:sched:sched_wakeup\"]\nkey = \"pid\"\n";
+const GOOD_STAGE: &str =
+    "[[chains.x.stages]]\nname = \"wake\"\ntargets = [\"tracepoint:sched:sched_wakeup\"]\nkey = \"pid\"\n";
 
 #[test]
 fn bad_configs_are_refused_with_exit_code_2_naming_stage_and_reason() {
     let err = bad_config(&format!(
         "[chains.x]\n{GOOD_STAGE}[[chains.x.stages]]\nname = \"sw\"\nkey = \"next_pid\"\ntargets = [\"uprobe:sched_switch\"]\n"
     ));
-    assert!(
-        err.contains("stage `sw`") && err.contains("unknown attach kind `uprobe`"),
-        "{err}"
-    );
+    assert!(err.contains("stage `sw`") && err.contains("unknown attach kind `uprobe`"), "{err}");
 
     let err = bad_config(&format!(
         "[chains.x]\n{GOOD_STAGE}[[chains.x.stages]]\nname = \"sw\"\nkey = \"next_pid\"\ntargets = [\"tracepoint:sched:sched_swtich\"]\n"
@@ -401,10 +282,7 @@ fn bad_configs_are_refused_with_exit_code_2_naming_stage_and_reason() {
     );
 
     let err = bad_config("[chains.x]\nstages = []\n");
-    assert!(
-        err.contains("chains.x.stages") && err.contains("needs at least two"),
-        "{err}"
-    );
+    assert!(err.contains("chains.x.stages") && err.contains("needs at least two"), "{err}");
 
     let err = bad_config(&format!("[chains.x]\n{GOOD_STAGE}{GOOD_STAGE}"));
     assert!(err.contains("duplicate stage name `wake`"), "{err}");

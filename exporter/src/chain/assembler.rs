@@ -8,9 +8,7 @@
 
 use std::collections::HashMap;
 
-use clockpath_common::record::{
-    CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_SEGMENT, Record,
-};
+use clockpath_common::record::{CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_SEGMENT, Record};
 
 use super::{ChainRecord, ChainShape, Outcome, Segment};
 
@@ -44,12 +42,7 @@ pub struct RecordAssembler {
 impl RecordAssembler {
     /// `shapes[i]` describes chain index `i` (None: not running).
     pub fn new(shapes: Vec<Option<ChainShape>>) -> Self {
-        RecordAssembler {
-            shapes,
-            open: HashMap::new(),
-            latest_ns: 0,
-            stats: AssemblerStats::default(),
-        }
+        RecordAssembler { shapes, open: HashMap::new(), latest_ns: 0, stats: AssemblerStats::default() }
     }
 
     pub fn shape(&self, chain: u8) -> Option<&ChainShape> {
@@ -71,38 +64,23 @@ impl RecordAssembler {
         match r.kind {
             RECORD_SEGMENT => {
                 self.stats.segments += 1;
-                let seg = Segment {
-                    index: r.stage,
+                let seg = Segment { index: r.stage, start_ns: r.start_ns, end_ns: r.end_ns, cpu: r.cpu };
+                let p = self.open.entry((r.chain, r.instance_id)).or_insert_with(|| Partial {
+                    key: r.key,
+                    capture: r.aux,
                     start_ns: r.start_ns,
-                    end_ns: r.end_ns,
+                    last_ns: r.end_ns,
                     cpu: r.cpu,
-                };
-                let p = self
-                    .open
-                    .entry((r.chain, r.instance_id))
-                    .or_insert_with(|| Partial {
-                        key: r.key,
-                        capture: r.aux,
-                        start_ns: r.start_ns,
-                        last_ns: r.end_ns,
-                        cpu: r.cpu,
-                        segments: Vec::with_capacity(nseg),
-                    });
+                    segments: Vec::with_capacity(nseg),
+                });
                 p.last_ns = r.end_ns;
                 p.segments.push(seg);
                 if r.stage as usize >= nseg
                     && let Some(p) = self.open.remove(&(r.chain, r.instance_id))
                 {
                     let complete = p.segments.len() == nseg
-                        && p.segments
-                            .iter()
-                            .enumerate()
-                            .all(|(i, s)| s.index as usize == i + 1);
-                    let outcome = if complete {
-                        Outcome::Completed
-                    } else {
-                        Outcome::Incomplete
-                    };
+                        && p.segments.iter().enumerate().all(|(i, s)| s.index as usize == i + 1);
+                    let outcome = if complete { Outcome::Completed } else { Outcome::Incomplete };
                     self.emit(r.chain, r.instance_id, p, outcome, out);
                 }
             }
@@ -122,14 +100,7 @@ impl RecordAssembler {
         }
     }
 
-    fn emit(
-        &mut self,
-        chain: u8,
-        id: u64,
-        p: Partial,
-        outcome: Outcome,
-        out: &mut impl FnMut(ChainRecord),
-    ) {
+    fn emit(&mut self, chain: u8, id: u64, p: Partial, outcome: Outcome, out: &mut impl FnMut(ChainRecord)) {
         self.stats.emitted += 1;
         if outcome == Outcome::Incomplete {
             self.stats.incomplete += 1;
@@ -157,10 +128,7 @@ impl RecordAssembler {
             .open
             .iter()
             .filter(|((chain, _), p)| {
-                let timeout = shapes
-                    .get(*chain as usize)
-                    .and_then(Option::as_ref)
-                    .map_or(0, |s| s.timeout_ns);
+                let timeout = shapes.get(*chain as usize).and_then(Option::as_ref).map_or(0, |s| s.timeout_ns);
                 now.saturating_sub(p.last_ns) > timeout
             })
             .map(|(k, _)| *k)
@@ -184,11 +152,7 @@ mod tests {
     use super::*;
 
     fn shape(stages: &[&str]) -> Option<ChainShape> {
-        Some(ChainShape {
-            name: "c".into(),
-            stages: stages.iter().map(|s| s.to_string()).collect(),
-            timeout_ns: 1000,
-        })
+        Some(ChainShape { name: "c".into(), stages: stages.iter().map(|s| s.to_string()).collect(), timeout_ns: 1000 })
     }
 
     fn seg(id: u64, stage: u8, start: u64, end: u64) -> Record {
@@ -212,17 +176,8 @@ mod tests {
         a.push(&seg(7, 2, 150, 400), &mut |r| got.push(r));
         assert_eq!(got.len(), 1);
         let r = &got[0];
-        assert_eq!(
-            (r.outcome, r.start_ns, r.end_ns, r.total_ns()),
-            (Outcome::Completed, 100, 400, 300)
-        );
-        assert_eq!(
-            r.segments
-                .iter()
-                .map(Segment::duration_ns)
-                .collect::<Vec<_>>(),
-            [50, 250]
-        );
+        assert_eq!((r.outcome, r.start_ns, r.end_ns, r.total_ns()), (Outcome::Completed, 100, 400, 300));
+        assert_eq!(r.segments.iter().map(Segment::duration_ns).collect::<Vec<_>>(), [50, 250]);
         assert_eq!(a.open_instances(), 0);
     }
 
@@ -251,12 +206,7 @@ mod tests {
         assert_eq!(got[0].outcome, Outcome::TimedOut);
         assert_eq!(got[0].segments.len(), 1);
         // A close for an instance with no recorded segment emits nothing.
-        let close = Record {
-            kind: RECORD_CLOSE,
-            stage: CLOSE_REPLACED,
-            instance_id: 2,
-            ..Default::default()
-        };
+        let close = Record { kind: RECORD_CLOSE, stage: CLOSE_REPLACED, instance_id: 2, ..Default::default() };
         a.push(&close, &mut |r| got.push(r));
         assert_eq!(got.len(), 1);
     }

@@ -6,10 +6,7 @@ use std::collections::HashMap;
 
 use clockpath_common::{
     record::{CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_SEGMENT, Record},
-    slot::{
-        FLAG_FIRST_HIT_ONLY, FLAG_LAST_STAGE, FLAG_MATCH_CAPTURE, ROLE_ABORT, ROLE_STAGE,
-        SlotConfig,
-    },
+    slot::{FLAG_FIRST_HIT_ONLY, FLAG_LAST_STAGE, FLAG_MATCH_CAPTURE, ROLE_ABORT, ROLE_STAGE, SlotConfig},
 };
 
 /// What a hit means for its chain.
@@ -106,8 +103,7 @@ impl HitAssembler {
             end_ns: now,
             aux: inst.capture,
         };
-        let timed_out =
-            |inst: &Inst| role.timeout_ns != 0 && now.wrapping_sub(inst.start_ns) > role.timeout_ns;
+        let timed_out = |inst: &Inst| role.timeout_ns != 0 && now.wrapping_sub(inst.start_ns) > role.timeout_ns;
 
         if role.abort {
             if let Some(inst) = self.open.remove(&k) {
@@ -129,16 +125,8 @@ impl HitAssembler {
                 }
             }
             self.next_id += 1;
-            self.open.insert(
-                k,
-                Inst {
-                    id: self.next_id,
-                    start_ns: now,
-                    last_ns: now,
-                    capture: hit.capture,
-                    next_stage: 1,
-                },
-            );
+            self.open
+                .insert(k, Inst { id: self.next_id, start_ns: now, last_ns: now, capture: hit.capture, next_stage: 1 });
             self.stats.opened += 1;
             return;
         }
@@ -193,25 +181,11 @@ mod tests {
     use super::*;
 
     fn role(stage: u8, last: bool) -> HitRole {
-        HitRole {
-            chain: 0,
-            stage,
-            abort: false,
-            first_hit_only: false,
-            last,
-            match_value: None,
-            timeout_ns: 1_000,
-        }
+        HitRole { chain: 0, stage, abort: false, first_hit_only: false, last, match_value: None, timeout_ns: 1_000 }
     }
 
     fn hit(role: HitRole, key: u64, ts: u64) -> Hit {
-        Hit {
-            role,
-            key,
-            ts_ns: ts,
-            cpu: 0,
-            capture: 0,
-        }
+        Hit { role, key, ts_ns: ts, cpu: 0, capture: 0 }
     }
 
     fn run(hits: &[Hit]) -> (Vec<Record>, HitStats) {
@@ -229,87 +203,37 @@ mod tests {
         // (name, hits, expected segments as (stage, start, end), expected closes)
         type Case = (&'static str, Vec<Hit>, Vec<(u8, u64, u64)>, usize);
         let cases: Vec<Case> = vec![
-            (
-                "complete",
-                vec![hit(s0, 1, 10), hit(s1, 1, 20), hit(s2, 1, 35)],
-                vec![(1, 10, 20), (2, 20, 35)],
-                0,
-            ),
-            (
-                "no instance: later stage ignored",
-                vec![hit(s1, 1, 20)],
-                vec![],
-                0,
-            ),
-            (
-                "other key ignored",
-                vec![hit(s0, 1, 10), hit(s1, 2, 20)],
-                vec![],
-                0,
-            ),
+            ("complete", vec![hit(s0, 1, 10), hit(s1, 1, 20), hit(s2, 1, 35)], vec![(1, 10, 20), (2, 20, 35)], 0),
+            ("no instance: later stage ignored", vec![hit(s1, 1, 20)], vec![], 0),
+            ("other key ignored", vec![hit(s0, 1, 10), hit(s1, 2, 20)], vec![], 0),
             (
                 "each stage once",
-                vec![
-                    hit(s0, 1, 10),
-                    hit(s1, 1, 20),
-                    hit(s1, 1, 25),
-                    hit(s2, 1, 30),
-                ],
+                vec![hit(s0, 1, 10), hit(s1, 1, 20), hit(s1, 1, 25), hit(s2, 1, 30)],
                 vec![(1, 10, 20), (2, 20, 30)],
                 0,
             ),
             (
                 "skipped stage waits",
-                vec![
-                    hit(s0, 1, 10),
-                    hit(s2, 1, 20),
-                    hit(s1, 1, 30),
-                    hit(s2, 1, 40),
-                ],
+                vec![hit(s0, 1, 10), hit(s2, 1, 20), hit(s1, 1, 30), hit(s2, 1, 40)],
                 vec![(1, 10, 30), (2, 30, 40)],
                 0,
             ),
-            (
-                "restart replaces",
-                vec![hit(s0, 1, 10), hit(s0, 1, 15), hit(s1, 1, 20)],
-                vec![(1, 15, 20)],
-                1,
-            ),
-            (
-                "timeout on later stage",
-                vec![hit(s0, 1, 10), hit(s1, 1, 2000)],
-                vec![],
-                1,
-            ),
-            (
-                "timeout then reopen",
-                vec![hit(s0, 1, 10), hit(s0, 1, 2000), hit(s1, 1, 2005)],
-                vec![(1, 2000, 2005)],
-                1,
-            ),
+            ("restart replaces", vec![hit(s0, 1, 10), hit(s0, 1, 15), hit(s1, 1, 20)], vec![(1, 15, 20)], 1),
+            ("timeout on later stage", vec![hit(s0, 1, 10), hit(s1, 1, 2000)], vec![], 1),
+            ("timeout then reopen", vec![hit(s0, 1, 10), hit(s0, 1, 2000), hit(s1, 1, 2005)], vec![(1, 2000, 2005)], 1),
         ];
         for (name, hits, want, closes) in cases {
             let (out, _) = run(&hits);
-            let segs: Vec<_> = out
-                .iter()
-                .filter(|r| r.kind == RECORD_SEGMENT)
-                .map(|r| (r.stage, r.start_ns, r.end_ns))
-                .collect();
+            let segs: Vec<_> =
+                out.iter().filter(|r| r.kind == RECORD_SEGMENT).map(|r| (r.stage, r.start_ns, r.end_ns)).collect();
             assert_eq!(segs, want, "{name}");
-            assert_eq!(
-                out.iter().filter(|r| r.kind == RECORD_CLOSE).count(),
-                closes,
-                "{name}"
-            );
+            assert_eq!(out.iter().filter(|r| r.kind == RECORD_CLOSE).count(), closes, "{name}");
         }
     }
 
     #[test]
     fn first_hit_only_keeps_the_first_open() {
-        let s0 = HitRole {
-            first_hit_only: true,
-            ..role(0, false)
-        };
+        let s0 = HitRole { first_hit_only: true, ..role(0, false) };
         let (out, st) = run(&[hit(s0, 1, 10), hit(s0, 1, 15), hit(role(1, true), 1, 20)]);
         assert_eq!((out[0].start_ns, out[0].end_ns), (10, 20));
         assert_eq!(st.replaced, 0);
@@ -317,40 +241,18 @@ mod tests {
 
     #[test]
     fn match_capture_skips_other_values() {
-        let s1 = HitRole {
-            match_value: Some(0xbeef),
-            ..role(1, true)
-        };
-        let open = Hit {
-            capture: 0xbeef,
-            ..hit(role(0, false), 0, 10)
-        };
-        let other = Hit {
-            role: HitRole {
-                match_value: Some(0xdead),
-                ..s1
-            },
-            ..hit(s1, 0, 12)
-        };
+        let s1 = HitRole { match_value: Some(0xbeef), ..role(1, true) };
+        let open = Hit { capture: 0xbeef, ..hit(role(0, false), 0, 10) };
+        let other = Hit { role: HitRole { match_value: Some(0xdead), ..s1 }, ..hit(s1, 0, 12) };
         let (out, _) = run(&[open, other, hit(s1, 0, 20)]);
         assert_eq!(out.len(), 1);
-        assert_eq!(
-            (out[0].start_ns, out[0].end_ns, out[0].aux),
-            (10, 20, 0xbeef)
-        );
+        assert_eq!((out[0].start_ns, out[0].end_ns, out[0].aux), (10, 20, 0xbeef));
     }
 
     #[test]
     fn abort_closes() {
-        let ab = HitRole {
-            abort: true,
-            ..role(0, false)
-        };
-        let (out, st) = run(&[
-            hit(role(0, false), 1, 10),
-            hit(ab, 1, 12),
-            hit(role(1, true), 1, 20),
-        ]);
+        let ab = HitRole { abort: true, ..role(0, false) };
+        let (out, st) = run(&[hit(role(0, false), 1, 10), hit(ab, 1, 12), hit(role(1, true), 1, 20)]);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].kind, out[0].stage), (RECORD_CLOSE, CLOSE_ABORTED));
         assert_eq!(st.aborted, 1);

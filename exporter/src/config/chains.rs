@@ -105,15 +105,9 @@ impl<'de> Deserialize<'de> for TargetConfig {
                 f.write_str("a target string such as \"tracepoint:sched:sched_switch\" or a table { attach = \"...\", key = \"...\" }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<TargetConfig, E> {
-                Ok(TargetConfig {
-                    attach: v.to_string(),
-                    key: None,
-                })
+                Ok(TargetConfig { attach: v.to_string(), key: None })
             }
-            fn visit_map<A: de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<TargetConfig, A::Error> {
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<TargetConfig, A::Error> {
                 let (mut attach, mut key) = (None, None);
                 while let Some(k) = map.next_key::<String>()? {
                     match k.as_str() {
@@ -134,10 +128,7 @@ impl StageConfig {
     /// The stage's probe points, whichever way they were written.
     pub fn point_list(&self) -> Vec<PointConfig> {
         if self.points.is_empty() {
-            vec![PointConfig {
-                targets: self.targets.clone(),
-                key: None,
-            }]
+            vec![PointConfig { targets: self.targets.clone(), key: None }]
         } else {
             self.points.clone()
         }
@@ -149,11 +140,8 @@ pub const TEMPLATES: &[&str] = &["{clocksource_read}"];
 
 fn identifier(s: &str) -> bool {
     !s.is_empty()
-        && s.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 pub(super) fn validate(loaded: &Loaded, issues: &mut Vec<ConfigIssue>) {
@@ -162,10 +150,9 @@ pub(super) fn validate(loaded: &Loaded, issues: &mut Vec<ConfigIssue>) {
         issues.push(loaded.issue("chains", "no chain is enabled"));
     }
     if enabled > MAX_CHAINS as usize {
-        issues.push(loaded.issue(
-            "chains",
-            format!("{enabled} chains are enabled; at most {MAX_CHAINS} can run at once"),
-        ));
+        issues.push(
+            loaded.issue("chains", format!("{enabled} chains are enabled; at most {MAX_CHAINS} can run at once")),
+        );
     }
     for (name, chain) in &loaded.config.chains {
         let at = format!("chains.{name}");
@@ -178,17 +165,11 @@ pub(super) fn validate(loaded: &Loaded, issues: &mut Vec<ConfigIssue>) {
         if chain.stages.len() < 2 {
             issues.push(loaded.issue(
                 format!("{at}.stages"),
-                format!(
-                    "chain `{name}` has {} stage(s); a chain needs at least two (one segment)",
-                    chain.stages.len()
-                ),
+                format!("chain `{name}` has {} stage(s); a chain needs at least two (one segment)", chain.stages.len()),
             ));
         }
         if chain.stages.len() > MAX_STAGES as usize {
-            issues.push(loaded.issue(
-                format!("{at}.stages"),
-                format!("at most {MAX_STAGES} stages per chain"),
-            ));
+            issues.push(loaded.issue(format!("{at}.stages"), format!("at most {MAX_STAGES} stages per chain")));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, stage) in chain.stages.iter().enumerate() {
@@ -201,44 +182,37 @@ pub(super) fn validate(loaded: &Loaded, issues: &mut Vec<ConfigIssue>) {
                 ));
             }
             if sname == "total" {
-                issues.push(loaded.issue(
-                    format!("{sat}.name"),
-                    "`total` is reserved for the first→last segment",
-                ));
+                issues.push(loaded.issue(format!("{sat}.name"), "`total` is reserved for the first→last segment"));
             }
             if !seen.insert(sname.clone()) {
-                issues.push(loaded.issue(
-                    format!("{sat}.name"),
-                    format!("duplicate stage name `{sname}` in chain `{name}`"),
-                ));
+                issues.push(
+                    loaded.issue(format!("{sat}.name"), format!("duplicate stage name `{sname}` in chain `{name}`")),
+                );
             }
             match (stage.targets.is_empty(), stage.points.is_empty()) {
-                (true, true) => {
-                    issues.push(loaded.issue(&sat, format!("stage `{sname}` has no targets")))
+                (true, true) => issues.push(loaded.issue(&sat, format!("stage `{sname}` has no targets"))),
+                (false, false) => {
+                    issues.push(loaded.issue(&sat, format!("stage `{sname}`: give either targets or points, not both")))
                 }
-                (false, false) => issues.push(loaded.issue(
-                    &sat,
-                    format!("stage `{sname}`: give either targets or points, not both"),
-                )),
                 _ => {}
             }
             if i != 0 && stage.first_hit_only {
-                issues.push(loaded.issue(
-                    format!("{sat}.first_hit_only"),
-                    format!("stage `{sname}`: only stage 0 opens instances"),
-                ));
+                issues.push(
+                    loaded.issue(
+                        format!("{sat}.first_hit_only"),
+                        format!("stage `{sname}`: only stage 0 opens instances"),
+                    ),
+                );
             }
             if i != 0 && stage.capture.is_some() {
-                issues.push(loaded.issue(
-                    format!("{sat}.capture"),
-                    format!("stage `{sname}`: only stage 0 captures a value"),
-                ));
+                issues.push(
+                    loaded.issue(format!("{sat}.capture"), format!("stage `{sname}`: only stage 0 captures a value")),
+                );
             }
             if let Some(c) = &stage.capture
                 && let Err(e) = ValueExpr::parse(c)
             {
-                issues
-                    .push(loaded.issue(format!("{sat}.capture"), format!("stage `{sname}`: {e}")));
+                issues.push(loaded.issue(format!("{sat}.capture"), format!("stage `{sname}`: {e}")));
             }
             if stage.match_capture && (i == 0 || chain.stages[0].capture.is_none()) {
                 issues.push(loaded.issue(
@@ -247,23 +221,12 @@ pub(super) fn validate(loaded: &Loaded, issues: &mut Vec<ConfigIssue>) {
                 ));
             }
             for (j, point) in stage.point_list().iter().enumerate() {
-                let pat = if stage.points.is_empty() {
-                    sat.clone()
-                } else {
-                    format!("{sat}.points[{j}]")
-                };
+                let pat = if stage.points.is_empty() { sat.clone() } else { format!("{sat}.points[{j}]") };
                 check_point(loaded, issues, &pat, sname, point, stage.key.as_deref());
             }
         }
         for (j, point) in chain.abort.iter().enumerate() {
-            check_point(
-                loaded,
-                issues,
-                &format!("{at}.abort[{j}]"),
-                "abort",
-                point,
-                None,
-            );
+            check_point(loaded, issues, &format!("{at}.abort[{j}]"), "abort", point, None);
         }
     }
 }
@@ -277,10 +240,9 @@ fn check_point(
     stage_key: Option<&str>,
 ) {
     if point.targets.is_empty() {
-        issues.push(loaded.issue(
-            format!("{at}.targets"),
-            format!("stage `{stage}`: a probe point needs at least one target"),
-        ));
+        issues.push(
+            loaded.issue(format!("{at}.targets"), format!("stage `{stage}`: a probe point needs at least one target")),
+        );
     }
     for (k, t) in point.targets.iter().enumerate() {
         let tat = format!("{at}.targets[{k}]");
@@ -295,10 +257,7 @@ fn check_point(
         match t.key.as_deref().or(point.key.as_deref()).or(stage_key) {
             None => issues.push(loaded.issue(
                 &tat,
-                format!(
-                    "stage `{stage}`: target `{}` has no key (set key on the target or the stage)",
-                    t.attach
-                ),
+                format!("stage `{stage}`: target `{}` has no key (set key on the target or the stage)", t.attach),
             )),
             Some(key) => {
                 if let Err(e) = KeyExpr::parse(key) {
@@ -324,25 +283,20 @@ mod tests {
         }
     }
 
-    const ONE: &str = "[chains.x]\n[[chains.x.stages]]\nname = \"a\"\nkey = \"cpu\"\ntargets = [\"tracepoint:sched:sched_switch\"]\n";
+    const ONE: &str =
+        "[chains.x]\n[[chains.x.stages]]\nname = \"a\"\nkey = \"cpu\"\ntargets = [\"tracepoint:sched:sched_switch\"]\n";
 
     #[test]
     fn empty_chain_and_single_stage_are_errors() {
         let i = issues("[chains.x]\nstages = []\n");
-        assert!(
-            i.iter()
-                .any(|s| s.contains("chains.x.stages") && s.contains("at least two")),
-            "{i:?}"
-        );
+        assert!(i.iter().any(|s| s.contains("chains.x.stages") && s.contains("at least two")), "{i:?}");
         let i = issues(ONE);
         assert!(i.iter().any(|s| s.contains("has 1 stage")), "{i:?}");
     }
 
     #[test]
     fn unknown_attach_kind_names_stage_and_reason() {
-        let toml = format!(
-            "{ONE}[[chains.x.stages]]\nname = \"b\"\nkey = \"cpu\"\ntargets = [\"uprobe:foo\"]\n"
-        );
+        let toml = format!("{ONE}[[chains.x.stages]]\nname = \"b\"\nkey = \"cpu\"\ntargets = [\"uprobe:foo\"]\n");
         let i = issues(&toml);
         assert!(
             i.iter().any(|s| s.contains("chains.x.stages[1].targets[0]")
@@ -358,36 +312,22 @@ mod tests {
             "{ONE}[[chains.x.stages]]\nname = \"a\"\nkey = \"cpu\"\ntargets = [\"tracepoint:sched:sched_switch\"]\n"
         );
         let i = issues(&toml);
-        assert!(
-            i.iter().any(|s| s.contains("duplicate stage name `a`")),
-            "{i:?}"
-        );
+        assert!(i.iter().any(|s| s.contains("duplicate stage name `a`")), "{i:?}");
     }
 
     #[test]
     fn duplicate_chain_names_are_a_toml_error() {
         let toml = format!("{ONE}{ONE}");
         let i = issues(&toml);
-        assert!(
-            i.iter().any(|s| s.to_lowercase().contains("duplicate")),
-            "{i:?}"
-        );
+        assert!(i.iter().any(|s| s.to_lowercase().contains("duplicate")), "{i:?}");
     }
 
     #[test]
     fn missing_key_and_bad_key_are_errors() {
         let toml = "[chains.x]\n[[chains.x.stages]]\nname = \"a\"\ntargets = [\"tracepoint:sched:sched_switch\"]\n[[chains.x.stages]]\nname = \"b\"\nkey = \"arg0->\"\ntargets = [\"tp_btf:sched_switch\"]\n";
         let i = issues(toml);
-        assert!(
-            i.iter()
-                .any(|s| s.contains("stage `a`") && s.contains("has no key")),
-            "{i:?}"
-        );
-        assert!(
-            i.iter()
-                .any(|s| s.contains("stage `b`") && s.contains("key:")),
-            "{i:?}"
-        );
+        assert!(i.iter().any(|s| s.contains("stage `a`") && s.contains("has no key")), "{i:?}");
+        assert!(i.iter().any(|s| s.contains("stage `b`") && s.contains("key:")), "{i:?}");
     }
 
     #[test]
@@ -404,10 +344,6 @@ mod tests {
     fn unknown_target_table_key_is_reported() {
         let toml = "[chains.x]\n[[chains.x.stages]]\nname = \"a\"\ntargets = [{ attach = \"tracepoint:sched:sched_switch\", kee = \"cpu\" }]\n";
         let i = issues(toml);
-        assert!(
-            i.iter()
-                .any(|s| s.contains("kee") && s.contains("did you mean `key`")),
-            "{i:?}"
-        );
+        assert!(i.iter().any(|s| s.contains("kee") && s.contains("did you mean `key`")), "{i:?}");
     }
 }

@@ -31,6 +31,9 @@ pub const ENV_PREFIX: &str = "CLOCKPATH_";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub probe: ProbeConfig,
+    pub http: HttpConfig,
+    pub metrics: MetricsConfig,
+    pub environment: EnvironmentConfig,
     /// Chains by name; their index in the kernel follows the name order.
     pub chains: BTreeMap<String, ChainConfig>,
 }
@@ -52,6 +55,42 @@ pub struct ProbeConfig {
     /// Enable kernel.bpf_stats_enabled while running.
     pub bpf_stats: bool,
 }
+
+/// The HTTP endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `ADDRESS:PORT` to listen on.
+    pub listen: String,
+}
+
+/// What the Prometheus sink exports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Histogram `le` bounds in seconds; each a kernel bucket boundary.
+    pub buckets_seconds: Vec<f64>,
+    /// Quantiles in (0, 1) of the HDR window.
+    pub quantiles: Vec<f64>,
+    /// Length of the HDR quantile window, in seconds (at least 6).
+    pub quantile_window_secs: u64,
+}
+
+/// The `env` label and static labels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    /// `host`, `vm` or `auto`.
+    pub env: String,
+    /// Static labels on every chain series.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Labels clockpath sets itself; a static label may not reuse them.
+pub const RESERVED_LABELS: &[&str] = &[
+    "chain", "segment", "stage", "env", "q", "quantile", "le", "target", "attach", "state", "reason", "program",
+    "outcome",
+];
 
 /// Where a configuration value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,11 +145,7 @@ pub enum ConfigError {
 }
 
 fn list(issues: &[ConfigIssue]) -> String {
-    let mut s = format!(
-        "invalid configuration ({} problem{})",
-        issues.len(),
-        if issues.len() == 1 { "" } else { "s" }
-    );
+    let mut s = format!("invalid configuration ({} problem{})", issues.len(), if issues.len() == 1 { "" } else { "s" });
     for i in issues {
         s.push_str("\n  - ");
         s.push_str(&i.to_string());
@@ -133,11 +168,7 @@ impl Loaded {
     /// A `ConfigIssue` located at `key`.
     pub fn issue(&self, key: impl Into<String>, why: impl Into<String>) -> ConfigIssue {
         let key = key.into();
-        ConfigIssue {
-            origin: self.origin(&key),
-            key,
-            why: why.into(),
-        }
+        ConfigIssue { origin: self.origin(&key), key, why: why.into() }
     }
 }
 
@@ -171,34 +202,24 @@ impl Config {
         // The default config is part of the binary and covered by tests; failing to parse it is
         // a build defect, not a user error.
         #[expect(clippy::expect_used, reason = "the embedded default config is tested")]
-        Figment::from(Toml::string(DEFAULT_TOML))
-            .extract()
-            .expect("built-in default config parses")
+        Figment::from(Toml::string(DEFAULT_TOML)).extract().expect("built-in default config parses")
     }
 
     fn load_with_env(file: Option<&Path>, env: Env) -> Result<Loaded, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = file {
             // figment silently skips a missing file; an explicit --config must exist.
-            std::fs::File::open(path).map_err(|source| ConfigError::Unreadable {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Unreadable { path: path.to_path_buf(), source })?;
             figment = figment.merge(Toml::file_exact(path));
         }
         // CLOCKPATH_CONFIG and CLOCKPATH_LOG are command-line settings, not config keys.
         let env = env.ignore(&["config", "log"]).split("__");
         figment = figment.merge(env);
-        let config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError::Invalid(figment_issues(&figment, e)))?;
+        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(figment_issues(&figment, e)))?;
         let loaded = Loaded { config, figment };
         let issues = loaded.validate();
-        if issues.is_empty() {
-            Ok(loaded)
-        } else {
-            Err(ConfigError::Invalid(issues))
-        }
+        if issues.is_empty() { Ok(loaded) } else { Err(ConfigError::Invalid(issues)) }
     }
 
     /// The effective configuration as TOML.
@@ -208,10 +229,7 @@ impl Config {
 
     /// Enabled chains in kernel-index order.
     pub fn enabled_chains(&self) -> impl Iterator<Item = (&str, &ChainConfig)> {
-        self.chains
-            .iter()
-            .filter(|(_, c)| c.enabled)
-            .map(|(n, c)| (n.as_str(), c))
+        self.chains.iter().filter(|(_, c)| c.enabled).map(|(n, c)| (n.as_str(), c))
     }
 }
 
@@ -220,10 +238,9 @@ impl Loaded {
         let mut issues = Vec::new();
         let p = &self.config.probe;
         if p.ring_bytes < 4096 || !p.ring_bytes.is_power_of_two() {
-            issues.push(self.issue(
-                "probe.ring_bytes",
-                format!("{} is not a power of two of at least 4096", p.ring_bytes),
-            ));
+            issues.push(
+                self.issue("probe.ring_bytes", format!("{} is not a power of two of at least 4096", p.ring_bytes)),
+            );
         }
         if p.max_instances == 0 {
             issues.push(self.issue("probe.max_instances", "must be at least 1"));
@@ -233,6 +250,43 @@ impl Loaded {
         }
         if p.sweep_interval_ms < 10 {
             issues.push(self.issue("probe.sweep_interval_ms", "must be at least 10 ms"));
+        }
+        if let Err(why) = self.config.http.listen.parse::<std::net::SocketAddr>() {
+            issues.push(
+                self.issue("http.listen", format!("`{}` is not an ADDRESS:PORT ({why})", self.config.http.listen)),
+            );
+        }
+        let m = &self.config.metrics;
+        if let Err(why) = crate::sink::prometheus::check_buckets(&m.buckets_seconds) {
+            issues.push(self.issue("metrics.buckets_seconds", why));
+        }
+        if m.quantiles.is_empty() || m.quantiles.iter().any(|q| !(*q > 0.0 && *q < 1.0)) {
+            issues.push(self.issue("metrics.quantiles", "each quantile must be strictly between 0 and 1"));
+        }
+        if m.quantile_window_secs < 6 {
+            issues.push(self.issue("metrics.quantile_window_secs", "must be at least 6 seconds"));
+        }
+        let e = &self.config.environment;
+        if !["auto", "host", "vm"].contains(&e.env.as_str()) {
+            issues.push(self.issue("environment.env", format!("`{}`: expected auto, host or vm", e.env)));
+        }
+        for name in e.labels.keys() {
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with("__");
+            if !valid {
+                issues.push(self.issue(
+                    format!("environment.labels.{name}"),
+                    "a label name is [a-zA-Z_][a-zA-Z0-9_]* and does not start with __",
+                ));
+            } else if RESERVED_LABELS.contains(&name.as_str()) {
+                issues.push(
+                    self.issue(
+                        format!("environment.labels.{name}"),
+                        format!("`{name}` is a label clockpath sets itself"),
+                    ),
+                );
+            }
         }
         chains::validate(self, &mut issues);
         issues
@@ -252,15 +306,10 @@ fn figment_issues(figment: &Figment, err: figment::Error) -> Vec<ConfigIssue> {
                 },
             };
             let why = match &e.kind {
-                figment::error::Kind::UnknownField(field, expected) => {
-                    match suggest(field, expected) {
-                        Some(s) => format!("unknown key `{field}`; did you mean `{s}`?"),
-                        None => format!(
-                            "unknown key `{field}`; expected one of: {}",
-                            expected.join(", ")
-                        ),
-                    }
-                }
+                figment::error::Kind::UnknownField(field, expected) => match suggest(field, expected) {
+                    Some(s) => format!("unknown key `{field}`; did you mean `{s}`?"),
+                    None => format!("unknown key `{field}`; expected one of: {}", expected.join(", ")),
+                },
                 kind => kind.to_string(),
             };
             ConfigIssue { origin, key, why }
@@ -301,10 +350,7 @@ mod tests {
     fn builtin_default_is_valid_and_has_the_four_chains() {
         let loaded = Config::load_with_env(None, Env::prefixed("CLOCKPATH_TEST_NONE_")).unwrap();
         let names: Vec<_> = loaded.config.chains.keys().cloned().collect();
-        assert_eq!(
-            names,
-            ["clocksource_switch", "hrtimer", "sched_wakeup", "softirq"]
-        );
+        assert_eq!(names, ["clocksource_switch", "hrtimer", "sched_wakeup", "softirq"]);
         assert_eq!(loaded.config, Config::builtin());
     }
 
@@ -335,18 +381,12 @@ mod tests {
     fn wrong_type_names_key_and_file() {
         let i = issues("[probe]\nraw_hits = \"yes\"\n");
         assert_eq!(i[0].key, "probe.raw_hits");
-        assert!(
-            i[0].to_string().contains(".toml") || i[0].to_string().contains("tmp"),
-            "{}",
-            i[0]
-        );
+        assert!(i[0].to_string().contains(".toml") || i[0].to_string().contains("tmp"), "{}", i[0]);
     }
 
     #[test]
     fn missing_file_is_unreadable() {
-        let e = Config::load(Some(Path::new("/nonexistent/clockpath.toml")))
-            .err()
-            .unwrap();
+        let e = Config::load(Some(Path::new("/nonexistent/clockpath.toml"))).err().unwrap();
         assert!(matches!(e, ConfigError::Unreadable { .. }));
         assert!(e.to_string().contains("/nonexistent/clockpath.toml"));
     }
@@ -365,9 +405,7 @@ mod tests {
     #[test]
     fn environment_errors_say_so() {
         unsafe { std::env::set_var("CLOCKPATH_T2_PROBE__RING_BYTES", "12") };
-        let Err(ConfigError::Invalid(i)) =
-            Config::load_with_env(None, Env::prefixed("CLOCKPATH_T2_"))
-        else {
+        let Err(ConfigError::Invalid(i)) = Config::load_with_env(None, Env::prefixed("CLOCKPATH_T2_")) else {
             panic!("expected an error");
         };
         assert_eq!(i[0].key, "probe.ring_bytes");

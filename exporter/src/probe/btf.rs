@@ -21,29 +21,17 @@ pub enum BtfError {
     #[error("no tracepoint `{0}` in the kernel's BTF (no btf_trace_{0} typedef)")]
     NoTracepoint(String),
     #[error("`{what}` has {count} argument(s); arg{index} does not exist")]
-    NoArg {
-        what: String,
-        count: usize,
-        index: u8,
-    },
+    NoArg { what: String, count: usize, index: u8 },
     #[error("no `struct {0}` in the kernel's BTF")]
     NoStruct(String),
-    #[error(
-        "{what} is not a pointer to a struct (it is {ty}); cast it: (struct NAME *){what}->member"
-    )]
+    #[error("{what} is not a pointer to a struct (it is {ty}); cast it: (struct NAME *){what}->member")]
     NotStructPointer { what: String, ty: String },
     #[error("`struct {st}` has no member `{member}`")]
     NoMember { st: String, member: String },
     #[error("member `{0}` is a bitfield; bitfields cannot be read as keys")]
     Bitfield(String),
-    #[error(
-        "member `{member}` is {ty} ({size} bytes); a key is read from a 1, 2, 4 or 8-byte integer or pointer"
-    )]
-    BadSize {
-        member: String,
-        ty: String,
-        size: usize,
-    },
+    #[error("member `{member}` is {ty} ({size} bytes); a key is read from a 1, 2, 4 or 8-byte integer or pointer")]
+    BadSize { member: String, ty: String, size: usize },
     #[error("BTF: {0}")]
     Other(#[from] btf_rs::Error),
 }
@@ -62,10 +50,7 @@ pub struct KernelBtf {
 
 impl KernelBtf {
     pub fn load(path: &Path) -> Result<KernelBtf, BtfError> {
-        let btf = Btf::from_file(path).map_err(|source| BtfError::Load {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let btf = Btf::from_file(path).map_err(|source| BtfError::Load { path: path.display().to_string(), source })?;
         Ok(KernelBtf { btf })
     }
 
@@ -91,10 +76,7 @@ impl KernelBtf {
 
     /// Prototype of a raw/BTF tracepoint: `typedef void (*btf_trace_NAME)(void *, args...)`.
     fn tracepoint_proto(&self, name: &str) -> Result<btf_rs::FuncProto, BtfError> {
-        let types = self
-            .btf
-            .resolve_types_by_name(&format!("btf_trace_{name}"))
-            .unwrap_or_default();
+        let types = self.btf.resolve_types_by_name(&format!("btf_trace_{name}")).unwrap_or_default();
         for t in types {
             if let Type::Typedef(td) = t
                 && let Ok(Type::Ptr(p)) = self.btf.resolve_chained_type(&td)
@@ -109,11 +91,7 @@ impl KernelBtf {
     /// Argument types of a function (fentry, fexit, kprobe).
     pub fn function_args(&self, name: &str) -> Result<Vec<Type>, BtfError> {
         let proto = self.func_proto(name)?;
-        proto
-            .parameters
-            .iter()
-            .map(|p| self.btf.resolve_chained_type(p).map_err(BtfError::from))
-            .collect()
+        proto.parameters.iter().map(|p| self.btf.resolve_chained_type(p).map_err(BtfError::from)).collect()
     }
 
     /// Return type of a function.
@@ -126,23 +104,14 @@ impl KernelBtf {
     /// leading `void *__data`).
     pub fn tracepoint_args(&self, name: &str) -> Result<Vec<Type>, BtfError> {
         let proto = self.tracepoint_proto(name)?;
-        proto
-            .parameters
-            .iter()
-            .skip(1)
-            .map(|p| self.btf.resolve_chained_type(p).map_err(BtfError::from))
-            .collect()
+        proto.parameters.iter().skip(1).map(|p| self.btf.resolve_chained_type(p).map_err(BtfError::from)).collect()
     }
 
     /// Skip typedefs and qualifiers.
     fn strip(&self, mut t: Type) -> Type {
         for _ in 0..32 {
             match &t {
-                Type::Typedef(_)
-                | Type::Const(_)
-                | Type::Volatile(_)
-                | Type::Restrict(_)
-                | Type::TypeTag(_) => {
+                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
                     match t.as_btf_type().map(|b| self.btf.resolve_chained_type(b)) {
                         Some(Ok(next)) => t = next,
                         _ => return t,
@@ -155,10 +124,7 @@ impl KernelBtf {
     }
 
     fn describe(&self, t: &Type) -> String {
-        let name = t
-            .as_btf_type()
-            .and_then(|b| self.btf.resolve_name(b).ok())
-            .filter(|n| !n.is_empty());
+        let name = t.as_btf_type().and_then(|b| self.btf.resolve_name(b).ok()).filter(|n| !n.is_empty());
         match name {
             Some(n) => format!("{} {n}", t.name()),
             None => t.name().to_string(),
@@ -198,22 +164,16 @@ impl KernelBtf {
                         (s, n)
                     }
                     _ => {
-                        return Err(BtfError::NotStructPointer {
-                            what: what.to_string(),
-                            ty: self.describe(&t),
-                        });
+                        return Err(BtfError::NotStructPointer { what: what.to_string(), ty: self.describe(&t) });
                     }
                 }
             }
         };
         let mut offset_bits = 0u32;
         for (i, member) in path.iter().enumerate() {
-            let (bits, mty, bitfield) =
-                self.find_member(&st, member, 0)
-                    .ok_or_else(|| BtfError::NoMember {
-                        st: st_name.clone(),
-                        member: member.clone(),
-                    })?;
+            let (bits, mty, bitfield) = self
+                .find_member(&st, member, 0)
+                .ok_or_else(|| BtfError::NoMember { st: st_name.clone(), member: member.clone() })?;
             if bitfield {
                 return Err(BtfError::Bitfield(member.clone()));
             }
@@ -226,24 +186,13 @@ impl KernelBtf {
                     Type::Enum64(e) => e.size(),
                     Type::Ptr(_) => 8,
                     other => {
-                        return Err(BtfError::BadSize {
-                            member: member.clone(),
-                            ty: self.describe(other),
-                            size: 0,
-                        });
+                        return Err(BtfError::BadSize { member: member.clone(), ty: self.describe(other), size: 0 });
                     }
                 };
                 if ![1, 2, 4, 8].contains(&size) {
-                    return Err(BtfError::BadSize {
-                        member: member.clone(),
-                        ty: self.describe(&mty),
-                        size,
-                    });
+                    return Err(BtfError::BadSize { member: member.clone(), ty: self.describe(&mty), size });
                 }
-                return Ok(MemberLoc {
-                    offset: offset_bits / 8,
-                    size: size as u8,
-                });
+                return Ok(MemberLoc { offset: offset_bits / 8, size: size as u8 });
             }
             match mty {
                 Type::Struct(s) | Type::Union(s) => {
@@ -258,20 +207,12 @@ impl KernelBtf {
                 }
             }
         }
-        Err(BtfError::NoMember {
-            st: st_name,
-            member: String::new(),
-        })
+        Err(BtfError::NoMember { st: st_name, member: String::new() })
     }
 
     /// Find `name` in `st`, looking into anonymous struct/union members. Returns
     /// (bit offset, type, is bitfield).
-    fn find_member(
-        &self,
-        st: &btf_rs::Struct,
-        name: &str,
-        depth: u32,
-    ) -> Option<(u32, Type, bool)> {
+    fn find_member(&self, st: &btf_rs::Struct, name: &str, depth: u32) -> Option<(u32, Type, bool)> {
         if depth > 8 {
             return None;
         }
@@ -279,11 +220,7 @@ impl KernelBtf {
             let mname = self.btf.resolve_name(m).unwrap_or_default();
             let mty = self.btf.resolve_chained_type(m).ok()?;
             if mname == name {
-                return Some((
-                    m.bit_offset(),
-                    mty,
-                    m.bitfield_size().is_some_and(|b| b > 0),
-                ));
+                return Some((m.bit_offset(), mty, m.bitfield_size().is_some_and(|b| b > 0)));
             }
             if mname.is_empty()
                 && let Type::Struct(inner) | Type::Union(inner) = self.strip(mty)

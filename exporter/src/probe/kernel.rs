@@ -82,12 +82,7 @@ impl Kernel {
     /// the list is not readable.
     pub fn traceable(&self, name: &str) -> Option<bool> {
         self.traceable
-            .get_or_init(|| {
-                self.tracefs
-                    .as_ref()
-                    .ok()
-                    .and_then(|t| t.traceable_functions().ok())
-            })
+            .get_or_init(|| self.tracefs.as_ref().ok().and_then(|t| t.traceable_functions().ok()))
             .as_ref()
             .map(|set| set.contains(name))
     }
@@ -97,21 +92,13 @@ impl Kernel {
 pub fn nr_cpu_ids() -> u32 {
     fs::read_to_string("/sys/devices/system/cpu/possible")
         .ok()
-        .and_then(|s| {
-            s.trim()
-                .split(',')
-                .filter_map(|r| r.rsplit('-').next()?.trim().parse::<u32>().ok())
-                .max()
-        })
+        .and_then(|s| s.trim().split(',').filter_map(|r| r.rsplit('-').next()?.trim().parse::<u32>().ok()).max())
         .map_or(1, |m| m + 1)
 }
 
 /// Largest pid + 1 (/proc/sys/kernel/pid_max).
 pub fn pid_max() -> u32 {
-    fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(4_194_304)
+    fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(4_194_304)
 }
 
 fn load_kallsyms() -> HashMap<String, Symbol> {
@@ -128,9 +115,7 @@ fn load_kallsyms() -> HashMap<String, Symbol> {
             continue;
         }
         let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
-        map.entry(name.to_string())
-            .and_modify(|s| s.count += 1)
-            .or_insert(Symbol { addr, count: 1 });
+        map.entry(name.to_string()).and_modify(|s| s.count += 1).or_insert(Symbol { addr, count: 1 });
     }
     map
 }

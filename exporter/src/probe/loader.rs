@@ -31,9 +31,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cl
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error(
-        "this binary was built without its BPF object (AYA_BUILD_SKIP?); rebuild with bpf-linker installed"
-    )]
+    #[error("this binary was built without its BPF object (AYA_BUILD_SKIP?); rebuild with bpf-linker installed")]
     NoObject,
     #[error("loading the BPF object failed (root or CAP_BPF+CAP_PERFMON needed): {0}")]
     Object(#[source] aya::EbpfError),
@@ -181,12 +179,7 @@ impl Engine {
                     why.push_str(&format!(" ({})", reasons.join("; ")));
                 }
                 let mut slots = Vec::new();
-                for p in chain
-                    .stages
-                    .iter_mut()
-                    .flat_map(|s| s.points.iter_mut())
-                    .chain(chain.aborts.iter_mut())
-                {
+                for p in chain.stages.iter_mut().flat_map(|s| s.points.iter_mut()).chain(chain.aborts.iter_mut()) {
                     for c in &mut p.candidates {
                         if let Status::Attached(slot) = c.status {
                             slots.push((c.target.kind, slot));
@@ -205,12 +198,7 @@ impl Engine {
         }
     }
 
-    fn attach_point(
-        &mut self,
-        chain: &ChainPlan,
-        stage: Option<usize>,
-        candidates: &mut [Candidate],
-    ) {
+    fn attach_point(&mut self, chain: &ChainPlan, stage: Option<usize>, candidates: &mut [Candidate]) {
         let mut attached = false;
         for cand in candidates.iter_mut() {
             if attached {
@@ -236,27 +224,15 @@ impl Engine {
         }
     }
 
-    fn attach_candidate(
-        &mut self,
-        chain: &ChainPlan,
-        stage: Option<usize>,
-        cand: &Candidate,
-    ) -> Result<u32, Status> {
+    fn attach_candidate(&mut self, chain: &ChainPlan, stage: Option<usize>, cand: &Candidate) -> Result<u32, Status> {
         let kind = cand.target.kind;
-        let free = cand
-            .slot_ranges()
-            .into_iter()
-            .find_map(|r| (r.base..r.base + r.count).find(|s| !self.used.contains(s)));
+        let free =
+            cand.slot_ranges().into_iter().find_map(|r| (r.base..r.base + r.count).find(|s| !self.used.contains(s)));
         let Some(slot) = free else {
-            return Err(Status::Unusable(format!(
-                "no free {kind} slot (the object has {})",
-                kind.slots().count
-            )));
+            return Err(Status::Unusable(format!("no free {kind} slot (the object has {})", kind.slots().count)));
         };
         let cfg = slot_config(chain, stage, cand, self.raw_hits);
-        self.slot_config
-            .set(slot, cfg, 0)
-            .map_err(|e| Status::Failed(format!("writing SLOT_CONFIG[{slot}]: {e}")))?;
+        self.slot_config.set(slot, cfg, 0).map_err(|e| Status::Failed(format!("writing SLOT_CONFIG[{slot}]: {e}")))?;
         let name = kind.program_name(slot - kind.slots().base);
         match self.load_and_attach(&name, cand) {
             Ok(()) => {
@@ -267,11 +243,7 @@ impl Engine {
                 let _ = self.slot_config.set(slot, SlotConfig::default(), 0);
                 self.unload(&name);
                 // A kind the kernel refuses for one function it refuses for all: remember it.
-                if matches!(
-                    kind,
-                    AttachKind::Fentry | AttachKind::Fexit | AttachKind::TpBtf
-                ) && why.contains("EPERM")
-                {
+                if matches!(kind, AttachKind::Fentry | AttachKind::Fexit | AttachKind::TpBtf) && why.contains("EPERM") {
                     self.refused.insert(kind, why.clone());
                     return Err(Status::Unusable(why));
                 }
@@ -283,19 +255,11 @@ impl Engine {
     fn load_and_attach(&mut self, name: &str, cand: &Candidate) -> Result<(), String> {
         let t = &cand.target;
         let btf = self.btf.as_ref();
-        let prog = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("program {name} missing from the BPF object"))?;
+        let prog = self.ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the BPF object"))?;
         let no_btf = || "the kernel's BTF could not be read (/sys/kernel/btf/vmlinux)".to_string();
         let err = |what: &str, e: &dyn std::error::Error| {
             let msg = chain_msg(e);
-            let msg = msg
-                .trim_end()
-                .trim_end_matches("Verifier output:")
-                .trim_end()
-                .trim_end_matches('.')
-                .to_string();
+            let msg = msg.trim_end().trim_end_matches("Verifier output:").trim_end().trim_end_matches('.').to_string();
             if msg.contains("os error 1)") {
                 format!("{what} refused by the kernel (EPERM): {msg}")
             } else {
@@ -305,16 +269,14 @@ impl Engine {
         match (t.kind, prog) {
             (AttachKind::Tracepoint, Program::TracePoint(p)) => {
                 p.load().map_err(|e| err("load", &e))?;
-                p.attach(t.category.as_deref().unwrap_or_default(), &t.name)
-                    .map_err(|e| err("attach", &e))?;
+                p.attach(t.category.as_deref().unwrap_or_default(), &t.name).map_err(|e| err("attach", &e))?;
             }
             (AttachKind::RawTracepoint, Program::RawTracePoint(p)) => {
                 p.load().map_err(|e| err("load", &e))?;
                 p.attach(&t.name).map_err(|e| err("attach", &e))?;
             }
             (AttachKind::TpBtf, Program::BtfTracePoint(p)) => {
-                p.load(&t.name, btf.ok_or_else(no_btf)?)
-                    .map_err(|e| err("tp_btf load", &e))?;
+                p.load(&t.name, btf.ok_or_else(no_btf)?).map_err(|e| err("tp_btf load", &e))?;
                 p.attach().map_err(|e| err("tp_btf attach", &e))?;
             }
             (AttachKind::Kprobe | AttachKind::Kretprobe, Program::KProbe(p)) => {
@@ -322,13 +284,11 @@ impl Engine {
                 p.attach(&t.name, 0).map_err(|e| err("kprobe attach", &e))?;
             }
             (AttachKind::Fentry, Program::FEntry(p)) => {
-                p.load(&t.name, btf.ok_or_else(no_btf)?)
-                    .map_err(|e| err("fentry load", &e))?;
+                p.load(&t.name, btf.ok_or_else(no_btf)?).map_err(|e| err("fentry load", &e))?;
                 p.attach().map_err(|e| err("fentry attach", &e))?;
             }
             (AttachKind::Fexit, Program::FExit(p)) => {
-                p.load(&t.name, btf.ok_or_else(no_btf)?)
-                    .map_err(|e| err("fexit load", &e))?;
+                p.load(&t.name, btf.ok_or_else(no_btf)?).map_err(|e| err("fexit load", &e))?;
                 p.attach().map_err(|e| err("fexit attach", &e))?;
             }
             (kind, _) => return Err(format!("program {name} is not a {kind} program")),
@@ -402,12 +362,7 @@ impl Engine {
         let attached: Vec<(AttachKind, u32)> = self
             .chains
             .iter()
-            .flat_map(|c| {
-                c.stages
-                    .iter()
-                    .flat_map(|s| s.points.iter())
-                    .chain(c.aborts.iter())
-            })
+            .flat_map(|c| c.stages.iter().flat_map(|s| s.points.iter()).chain(c.aborts.iter()))
             .flat_map(|p| p.candidates.iter())
             .filter_map(|c| match c.status {
                 Status::Attached(slot) => Some((c.target.kind, slot)),
@@ -433,10 +388,7 @@ impl Engine {
                     let Status::Attached(slot) = c.status else {
                         continue;
                     };
-                    let name = c
-                        .target
-                        .kind
-                        .program_name(slot - c.target.kind.slots().base);
+                    let name = c.target.kind.program_name(slot - c.target.kind.slots().base);
                     let Some(Ok(info)) = self.ebpf.program(&name).map(|p| p.info()) else {
                         continue;
                     };
@@ -476,10 +428,7 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
 fn raise_memlock() {
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: plain syscall with a valid struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
         tracing::debug!("setrlimit(RLIMIT_MEMLOCK) failed; fine on kernels with memcg accounting");

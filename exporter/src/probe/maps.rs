@@ -12,9 +12,7 @@ use super::loader::KernelMaps;
 impl KernelMaps {
     /// Histogram row `row` of chain `chain`, summed over CPUs.
     pub fn hist_row(&self, chain: u8, row: u32) -> Result<HistRow, MapError> {
-        let per_cpu = self
-            .hist
-            .get(&(chain as u32 * HIST_ROWS_PER_CHAIN + row), 0)?;
+        let per_cpu = self.hist.get(&(chain as u32 * HIST_ROWS_PER_CHAIN + row), 0)?;
         let mut sum = HistRow::ZERO;
         for r in per_cpu.iter() {
             for (s, v) in sum.buckets.iter_mut().zip(r.buckets.iter()) {
@@ -61,10 +59,8 @@ impl KernelMaps {
                 t != 0 && now_ns.saturating_sub(inst.start_ns) > t
             })
             .collect();
-        let removed: Vec<(InstanceKey, Instance)> = expired
-            .into_iter()
-            .filter(|(k, _)| self.instances.remove(k).is_ok())
-            .collect();
+        let removed: Vec<(InstanceKey, Instance)> =
+            expired.into_iter().filter(|(k, _)| self.instances.remove(k).is_ok()).collect();
         // Tell the kernel's open-instance pre-filter what the sweeper removed. Only this
         // process writes these entries, so a plain update cannot race with the kernel.
         for (k, _) in &removed {
@@ -75,14 +71,7 @@ impl KernelMaps {
         for (chain, &n) in self.swept.iter().enumerate() {
             if n > 0 {
                 let idx = MAX_CHAINS + chain as u32;
-                if let Err(error) = self.active.set(
-                    idx,
-                    Active {
-                        inserted: n,
-                        removed: 0,
-                    },
-                    0,
-                ) {
+                if let Err(error) = self.active.set(idx, Active { inserted: n, removed: 0 }, 0) {
                     tracing::warn!(%error, "updating ACTIVE[{idx}] failed");
                 }
             }

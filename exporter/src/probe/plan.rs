@@ -72,9 +72,7 @@ impl KeyBound {
     /// `pid`, `next_pid`, `cpu`, `vec`…); None when it may be any 64-bit value.
     pub fn of(v: &ValueExpr) -> Option<KeyBound> {
         let by_name = |n: &str| match n {
-            "pid" | "tid" | "tgid" | "next_pid" | "prev_pid" | "child_pid" | "parent_pid" => {
-                Some(KeyBound::Pid)
-            }
+            "pid" | "tid" | "tgid" | "next_pid" | "prev_pid" | "child_pid" | "parent_pid" => Some(KeyBound::Pid),
             "cpu" | "target_cpu" | "orig_cpu" | "dest_cpu" => Some(KeyBound::Cpu),
             "vec" | "vec_nr" => Some(KeyBound::SoftirqVector),
             _ => None,
@@ -126,32 +124,20 @@ impl Candidate {
         // A family fits when its window lies inside the record. Prefer the smallest window
         // that covers every field the slot reads (no helper call), then any other that fits
         // (fields are probe-read there).
-        let fields: Vec<&ValueSpec> = [&self.key0, &self.key1, &self.capture]
-            .into_iter()
-            .filter(|v| v.source == SRC_FIELD)
-            .collect();
+        let fields: Vec<&ValueSpec> =
+            [&self.key0, &self.key1, &self.capture].into_iter().filter(|v| v.source == SRC_FIELD).collect();
         let fits = |words: u32| words == 0 || 8 + 8 * words <= self.record_size;
         let covers = |words: u32| {
             let end = 8 + 8 * words;
             words > 0
                 && !fields.is_empty()
-                && fields.iter().all(|f| {
-                    f.offset >= 8
-                        && f.offset + f.size as u32 <= end
-                        && f.offset % 8 + f.size as u32 <= 8
-                })
+                && fields
+                    .iter()
+                    .all(|f| f.offset >= 8 && f.offset + f.size as u32 <= end && f.offset % 8 + f.size as u32 <= 8)
         };
-        let mut out: Vec<SlotRange> = TRACEPOINT_WINDOWS
-            .iter()
-            .filter(|(w, _)| fits(*w) && covers(*w))
-            .map(|(_, r)| *r)
-            .collect();
-        out.extend(
-            TRACEPOINT_WINDOWS
-                .iter()
-                .filter(|(w, _)| fits(*w) && !covers(*w))
-                .map(|(_, r)| *r),
-        );
+        let mut out: Vec<SlotRange> =
+            TRACEPOINT_WINDOWS.iter().filter(|(w, _)| fits(*w) && covers(*w)).map(|(_, r)| *r).collect();
+        out.extend(TRACEPOINT_WINDOWS.iter().filter(|(w, _)| fits(*w) && !covers(*w)).map(|(_, r)| *r));
         out
     }
 }
@@ -208,9 +194,7 @@ pub struct PointPlan {
 
 impl PointPlan {
     pub fn attached(&self) -> Option<&Candidate> {
-        self.candidates
-            .iter()
-            .find(|c| matches!(c.status, Status::Attached(_)))
+        self.candidates.iter().find(|c| matches!(c.status, Status::Attached(_)))
     }
 }
 
@@ -283,12 +267,8 @@ const CLOCKSOURCE_DIR: &str = "/sys/devices/system/clocksource/clocksource0";
 
 /// Registered clocksources: the available ones plus the current one.
 pub fn registered_clocksources() -> Vec<String> {
-    let read =
-        |f: &str| std::fs::read_to_string(format!("{CLOCKSOURCE_DIR}/{f}")).unwrap_or_default();
-    let mut v: Vec<String> = read("available_clocksource")
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let read = |f: &str| std::fs::read_to_string(format!("{CLOCKSOURCE_DIR}/{f}")).unwrap_or_default();
+    let mut v: Vec<String> = read("available_clocksource").split_whitespace().map(str::to_string).collect();
     let cur = read("current_clocksource").trim().to_string();
     if !cur.is_empty() && !v.contains(&cur) {
         v.push(cur);
@@ -301,20 +281,11 @@ pub fn resolve(loaded: &Loaded, kernel: &Kernel) -> Result<Vec<ChainPlan>, Vec<C
     let mut issues = Vec::new();
     let mut plans = Vec::new();
     for (index, (name, chain)) in loaded.config.enabled_chains().enumerate() {
-        let r = Resolver {
-            loaded,
-            kernel,
-            chain_name: name,
-            issues: &mut issues,
-        };
+        let r = Resolver { loaded, kernel, chain_name: name, issues: &mut issues };
         plans.push(r.chain(index as u8, chain));
     }
     assign_stores(&mut plans);
-    if issues.is_empty() {
-        Ok(plans)
-    } else {
-        Err(issues)
-    }
+    if issues.is_empty() { Ok(plans) } else { Err(issues) }
 }
 
 /// Give each chain whose every key component is bounded, the same way on every target, an
@@ -346,11 +317,7 @@ fn assign_stores(plans: &mut [ChainPlan]) {
         let range1 = bounds.get(1).map_or(1, |b| b.range());
         let size = range0.saturating_mul(range1);
         if next.saturating_add(size) <= MAX_DIRECT_ENTRIES {
-            plan.store = Store::Direct {
-                base: next,
-                range0,
-                range1,
-            };
+            plan.store = Store::Direct { base: next, range0, range1 };
             next += size;
         }
     }
@@ -361,11 +328,7 @@ pub fn direct_entries(plans: &[ChainPlan]) -> u32 {
     plans
         .iter()
         .map(|p| match p.store {
-            Store::Direct {
-                base,
-                range0,
-                range1,
-            } => base + range0 * range1,
+            Store::Direct { base, range0, range1 } => base + range0 * range1,
             Store::Hash => 0,
         })
         .max()
@@ -386,19 +349,11 @@ impl Resolver<'_> {
         let mut stages = Vec::new();
         for (i, stage) in chain.stages.iter().enumerate() {
             let sat = format!("{at}.stages[{i}]");
-            let capture = if i == 0 {
-                stage.capture.as_deref()
-            } else {
-                None
-            };
+            let capture = if i == 0 { stage.capture.as_deref() } else { None };
             let mut points = Vec::new();
             let mut empty_reason = None;
             for (j, point) in stage.point_list().iter().enumerate() {
-                let pat = if stage.points.is_empty() {
-                    sat.clone()
-                } else {
-                    format!("{sat}.points[{j}]")
-                };
+                let pat = if stage.points.is_empty() { sat.clone() } else { format!("{sat}.points[{j}]") };
                 let expanded = self.expand(point);
                 if expanded.is_empty() {
                     empty_reason = Some(format!(
@@ -407,14 +362,7 @@ impl Resolver<'_> {
                     ));
                 }
                 for (label, point) in expanded {
-                    points.push(self.point(
-                        &pat,
-                        &stage.name,
-                        label,
-                        &point,
-                        stage.key.as_deref(),
-                        capture,
-                    ));
+                    points.push(self.point(&pat, &stage.name, label, &point, stage.key.as_deref(), capture));
                 }
             }
             stages.push(StagePlan {
@@ -445,11 +393,7 @@ impl Resolver<'_> {
 
     /// Expand `{clocksource_read}` into one point per registered clocksource.
     fn expand(&self, point: &PointConfig) -> Vec<(Option<String>, PointConfig)> {
-        if !point
-            .targets
-            .iter()
-            .any(|t| t.attach.contains("{clocksource_read}"))
-        {
+        if !point.targets.iter().any(|t| t.attach.contains("{clocksource_read}")) {
             return vec![(None, point.clone())];
         }
         let mut out: Vec<(Option<String>, PointConfig)> = Vec::new();
@@ -458,11 +402,7 @@ impl Resolver<'_> {
                 continue;
             };
             // tsc and tsc-early share a read function: one point.
-            if out.iter().any(|(_, p)| {
-                p.targets
-                    .iter()
-                    .any(|t| t.attach.ends_with(&format!(":{func}")))
-            }) {
+            if out.iter().any(|(_, p)| p.targets.iter().any(|t| t.attach.ends_with(&format!(":{func}")))) {
                 continue;
             }
             let mut p = point.clone();
@@ -488,10 +428,8 @@ impl Resolver<'_> {
             let tat = format!("{at}.targets[{k}]");
             // Syntax was checked with the config; a failure here means a template expanded badly.
             let Ok(target) = t.attach.parse::<Target>() else {
-                self.issues.push(self.loaded.issue(
-                    &tat,
-                    format!("stage `{stage}`: cannot parse target `{}`", t.attach),
-                ));
+                self.issues
+                    .push(self.loaded.issue(&tat, format!("stage `{stage}`: cannot parse target `{}`", t.attach)));
                 continue;
             };
             let key = t
@@ -507,23 +445,13 @@ impl Resolver<'_> {
                 continue;
             }
             if target.kind.is_function() {
-                cand.func_addr = self
-                    .kernel
-                    .symbol(&target.name)
-                    .map(|s| s.addr)
-                    .unwrap_or(0);
+                cand.func_addr = self.kernel.symbol(&target.name).map(|s| s.addr).unwrap_or(0);
             }
             if target.kind == AttachKind::Tracepoint
                 && let Ok(tf) = self.kernel.tracefs()
-                && let Ok(format) =
-                    tf.format(target.category.as_deref().unwrap_or_default(), &target.name)
+                && let Ok(format) = tf.format(target.category.as_deref().unwrap_or_default(), &target.name)
             {
-                cand.record_size = format
-                    .fields
-                    .iter()
-                    .map(|f| f.offset + f.size)
-                    .max()
-                    .unwrap_or(0);
+                cand.record_size = format.fields.iter().map(|f| f.offset + f.size).max().unwrap_or(0);
             }
             // Keys are resolved even for unusable targets: a wrong key is a config error
             // whichever target ends up attached.
@@ -541,18 +469,15 @@ impl Resolver<'_> {
                                 }
                             }
                             Ok(None) => {}
-                            Err(KeyError::Config(why)) => self.issues.push(self.loaded.issue(
-                                &tat,
-                                format!("stage `{stage}`: target `{target}`: key `{key}`: {why}"),
-                            )),
+                            Err(KeyError::Config(why)) => self.issues.push(
+                                self.loaded
+                                    .issue(&tat, format!("stage `{stage}`: target `{target}`: key `{key}`: {why}")),
+                            ),
                             Err(KeyError::Unusable(why)) => cand.status = Status::Unusable(why),
                         }
                     }
                 }
-                Err(e) => self.issues.push(
-                    self.loaded
-                        .issue(&tat, format!("stage `{stage}`: key: {e}")),
-                ),
+                Err(e) => self.issues.push(self.loaded.issue(&tat, format!("stage `{stage}`: key: {e}"))),
             }
             if let Some(cap) = capture {
                 match ValueExpr::parse(cap)
@@ -579,20 +504,13 @@ impl Resolver<'_> {
         // tracepoint is almost surely a typo, so it stops the run. Functions come and go with
         // inlining and kernel versions, so a missing function only makes its point unusable.
         if !candidates.is_empty()
-            && candidates
-                .iter()
-                .all(|c| matches!(c.status, Status::Missing(_)) && !c.target.kind.is_function())
+            && candidates.iter().all(|c| matches!(c.status, Status::Missing(_)) && !c.target.kind.is_function())
         {
-            let reasons: Vec<String> = candidates
-                .iter()
-                .map(|c| format!("{}: {}", c.target, c.status.reason()))
-                .collect();
+            let reasons: Vec<String> =
+                candidates.iter().map(|c| format!("{}: {}", c.target, c.status.reason())).collect();
             self.issues.push(self.loaded.issue(
                 at,
-                format!(
-                    "stage `{stage}`: none of its targets exists on this kernel ({})",
-                    reasons.join("; ")
-                ),
+                format!("stage `{stage}`: none of its targets exists on this kernel ({})", reasons.join("; ")),
             ));
         }
         PointPlan { label, candidates }
@@ -603,10 +521,7 @@ impl Resolver<'_> {
         match t.kind {
             AttachKind::Tracepoint => {
                 let cat = t.category.as_deref().unwrap_or_default();
-                let tracefs = self
-                    .kernel
-                    .tracefs()
-                    .map_err(|e| format!("tracefs unavailable: {e}"))?;
+                let tracefs = self.kernel.tracefs().map_err(|e| format!("tracefs unavailable: {e}"))?;
                 if tracefs.has_event(cat, &t.name) {
                     return Ok(());
                 }
@@ -625,11 +540,7 @@ impl Resolver<'_> {
             }
             AttachKind::RawTracepoint | AttachKind::TpBtf => {
                 let in_btf = self.kernel.btf().map(|b| b.has_tracepoint(&t.name)).ok();
-                let in_tracefs = self
-                    .kernel
-                    .tracefs()
-                    .map(|tf| !tf.categories_of(&t.name).is_empty())
-                    .unwrap_or(false);
+                let in_tracefs = self.kernel.tracefs().map(|tf| !tf.categories_of(&t.name).is_empty()).unwrap_or(false);
                 match (in_btf, in_tracefs) {
                     (Some(true), _) | (_, true) => Ok(()),
                     _ => Err(format!("tracepoint {} missing", t.name)),
@@ -637,11 +548,7 @@ impl Resolver<'_> {
             }
             _ => {
                 let in_kallsyms = self.kernel.symbol(&t.name).is_some();
-                let in_btf = self
-                    .kernel
-                    .btf()
-                    .map(|b| b.has_function(&t.name))
-                    .unwrap_or(false);
+                let in_btf = self.kernel.btf().map(|b| b.has_function(&t.name)).unwrap_or(false);
                 if in_kallsyms || in_btf {
                     Ok(())
                 } else {
@@ -664,9 +571,7 @@ impl Resolver<'_> {
                 }
                 match self.kernel.symbol(name) {
                     None => {
-                        return Err(format!(
-                            "{name} is not in /proc/kallsyms (inlined or not built)"
-                        ));
+                        return Err(format!("{name} is not in /proc/kallsyms (inlined or not built)"));
                     }
                     Some(s) if s.count > 1 => {
                         return Err(format!(
@@ -685,29 +590,17 @@ impl Resolver<'_> {
             }
             AttachKind::Fentry | AttachKind::Fexit => {
                 if self.kernel.traceable(name) == Some(false) {
-                    return Err(format!(
-                        "{name} is notrace (not in available_filter_functions); fentry cannot attach"
-                    ));
+                    return Err(format!("{name} is notrace (not in available_filter_functions); fentry cannot attach"));
                 }
-                let btf = self
-                    .kernel
-                    .btf()
-                    .map_err(|e| format!("needs the kernel's BTF: {e}"))?;
+                let btf = self.kernel.btf().map_err(|e| format!("needs the kernel's BTF: {e}"))?;
                 if !btf.has_function(name) {
                     return Err(format!("{name} is not in the kernel's BTF"));
                 }
                 Ok(())
             }
             AttachKind::TpBtf => {
-                let btf = self
-                    .kernel
-                    .btf()
-                    .map_err(|e| format!("needs the kernel's BTF: {e}"))?;
-                if btf.has_tracepoint(name) {
-                    Ok(())
-                } else {
-                    Err(format!("no btf_trace_{name} in the kernel's BTF"))
-                }
+                let btf = self.kernel.btf().map_err(|e| format!("needs the kernel's BTF: {e}"))?;
+                if btf.has_tracepoint(name) { Ok(()) } else { Err(format!("no btf_trace_{name} in the kernel's BTF")) }
             }
             AttachKind::Tracepoint | AttachKind::RawTracepoint => Ok(()),
         }
@@ -715,12 +608,7 @@ impl Resolver<'_> {
 
     /// Resolve one value expression for a target into a `ValueSpec`.
     fn value(&self, t: &Target, v: &ValueExpr) -> Result<Option<ValueSpec>, KeyError> {
-        let simple = |source| {
-            Ok(Some(ValueSpec {
-                source,
-                ..Default::default()
-            }))
-        };
+        let simple = |source| Ok(Some(ValueSpec { source, ..Default::default() }));
         match v {
             ValueExpr::Cpu => simple(SRC_CPU),
             ValueExpr::Tid => simple(SRC_TID),
@@ -734,23 +622,12 @@ impl Resolver<'_> {
                     )));
                 }
                 let cat = t.category.as_deref().unwrap_or_default();
-                let tracefs = self
-                    .kernel
-                    .tracefs()
-                    .map_err(|e| KeyError::Unusable(e.to_string()))?;
-                let format = tracefs
-                    .format(cat, &t.name)
-                    .map_err(|e| KeyError::Unusable(e.to_string()))?;
+                let tracefs = self.kernel.tracefs().map_err(|e| KeyError::Unusable(e.to_string()))?;
+                let format = tracefs.format(cat, &t.name).map_err(|e| KeyError::Unusable(e.to_string()))?;
                 let Some(f) = format.field(name) else {
-                    let names: Vec<&str> = format
-                        .fields
-                        .iter()
-                        .map(|f| f.name.as_str())
-                        .filter(|n| !n.starts_with("common_"))
-                        .collect();
-                    let hint = suggest(name, &names)
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default();
+                    let names: Vec<&str> =
+                        format.fields.iter().map(|f| f.name.as_str()).filter(|n| !n.starts_with("common_")).collect();
+                    let hint = suggest(name, &names).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
                     return Err(KeyError::Config(format!(
                         "field `{name}` is not in {cat}:{}'s format (fields: {}){hint}",
                         t.name,
@@ -763,13 +640,7 @@ impl Resolver<'_> {
                         f.size, f.decl
                     )));
                 }
-                Ok(Some(ValueSpec {
-                    source: SRC_FIELD,
-                    size: f.size as u8,
-                    arg: 0,
-                    flags: 0,
-                    offset: f.offset,
-                }))
+                Ok(Some(ValueSpec { source: SRC_FIELD, size: f.size as u8, arg: 0, flags: 0, offset: f.offset }))
             }
             ValueExpr::Arg { index, deref } => {
                 let (what, args) = match t.kind {
@@ -779,18 +650,12 @@ impl Resolver<'_> {
                         )));
                     }
                     AttachKind::Kretprobe => {
-                        return Err(KeyError::Config(
-                            "kretprobe targets only see the return value: use ret".into(),
-                        ));
+                        return Err(KeyError::Config("kretprobe targets only see the return value: use ret".into()));
                     }
-                    AttachKind::RawTracepoint | AttachKind::TpBtf => (
-                        format!("tracepoint {}", t.name),
-                        self.kernel.btf().ok().map(|b| b.tracepoint_args(&t.name)),
-                    ),
-                    _ => (
-                        format!("function {}", t.name),
-                        self.kernel.btf().ok().map(|b| b.function_args(&t.name)),
-                    ),
+                    AttachKind::RawTracepoint | AttachKind::TpBtf => {
+                        (format!("tracepoint {}", t.name), self.kernel.btf().ok().map(|b| b.tracepoint_args(&t.name)))
+                    }
+                    _ => (format!("function {}", t.name), self.kernel.btf().ok().map(|b| b.function_args(&t.name))),
                 };
                 if t.kind == AttachKind::Kprobe && *index > 5 {
                     return Err(KeyError::Config(format!(
@@ -810,17 +675,12 @@ impl Resolver<'_> {
                     // Without BTF a plain argument still works; a dereference cannot be resolved.
                     _ => None,
                 };
-                let mut spec = ValueSpec {
-                    source: SRC_ARG,
-                    size: 8,
-                    arg: *index,
-                    flags: 0,
-                    offset: 0,
-                };
+                let mut spec = ValueSpec { source: SRC_ARG, size: 8, arg: *index, flags: 0, offset: 0 };
                 if let Some(d) = deref {
-                    let btf = self.kernel.btf().map_err(|e| {
-                        KeyError::Unusable(format!("arg{index}->… needs the kernel's BTF: {e}"))
-                    })?;
+                    let btf = self
+                        .kernel
+                        .btf()
+                        .map_err(|e| KeyError::Unusable(format!("arg{index}->… needs the kernel's BTF: {e}")))?;
                     let loc = btf
                         .member(&format!("arg{index}"), arg_type, d.cast.as_deref(), &d.path)
                         .map_err(|e| KeyError::Config(e.to_string()))?;
@@ -831,28 +691,12 @@ impl Resolver<'_> {
                 Ok(Some(spec))
             }
             ValueExpr::Ret { deref } => {
-                let mut spec = ValueSpec {
-                    source: SRC_RET,
-                    size: 8,
-                    arg: 0,
-                    flags: 0,
-                    offset: 0,
-                };
+                let mut spec = ValueSpec { source: SRC_RET, size: 8, arg: 0, flags: 0, offset: 0 };
                 let ret_type = match t.kind {
-                    AttachKind::Kretprobe => self
-                        .kernel
-                        .btf()
-                        .ok()
-                        .and_then(|b| b.function_ret(&t.name).ok()),
+                    AttachKind::Kretprobe => self.kernel.btf().ok().and_then(|b| b.function_ret(&t.name).ok()),
                     AttachKind::Fexit => {
-                        let btf = self
-                            .kernel
-                            .btf()
-                            .map_err(|e| KeyError::Unusable(e.to_string()))?;
-                        let n = btf
-                            .function_args(&t.name)
-                            .map_err(|e| KeyError::Config(e.to_string()))?
-                            .len();
+                        let btf = self.kernel.btf().map_err(|e| KeyError::Unusable(e.to_string()))?;
+                        let n = btf.function_args(&t.name).map_err(|e| KeyError::Config(e.to_string()))?.len();
                         spec.arg = n as u8;
                         btf.function_ret(&t.name).ok()
                     }
@@ -863,9 +707,10 @@ impl Resolver<'_> {
                     }
                 };
                 if let Some(d) = deref {
-                    let btf = self.kernel.btf().map_err(|e| {
-                        KeyError::Unusable(format!("ret->… needs the kernel's BTF: {e}"))
-                    })?;
+                    let btf = self
+                        .kernel
+                        .btf()
+                        .map_err(|e| KeyError::Unusable(format!("ret->… needs the kernel's BTF: {e}")))?;
                     let loc = btf
                         .member("ret", ret_type, d.cast.as_deref(), &d.path)
                         .map_err(|e| KeyError::Config(e.to_string()))?;
@@ -887,12 +732,7 @@ enum KeyError {
 }
 
 /// The slot configuration for an attached candidate.
-pub fn slot_config(
-    chain: &ChainPlan,
-    stage: Option<usize>,
-    cand: &Candidate,
-    raw_hits: bool,
-) -> SlotConfig {
+pub fn slot_config(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, raw_hits: bool) -> SlotConfig {
     let mut flags = 0;
     if raw_hits {
         flags |= FLAG_RAW;
@@ -914,11 +754,7 @@ pub fn slot_config(
         None => (ROLE_ABORT, 0),
     };
     let (direct_base, direct_range0, direct_range1) = match chain.store {
-        Store::Direct {
-            base,
-            range0,
-            range1,
-        } => {
+        Store::Direct { base, range0, range1 } => {
             flags |= FLAG_DIRECT;
             (base, range0, range1)
         }
@@ -934,11 +770,7 @@ pub fn slot_config(
         direct_range1,
         key0: cand.key0,
         key1: cand.key1,
-        capture: if stage == Some(0) {
-            cand.capture
-        } else {
-            ValueSpec::default()
-        },
+        capture: if stage == Some(0) { cand.capture } else { ValueSpec::default() },
         timeout_ns: chain.timeout_ns,
         match_value: cand.func_addr,
     }

@@ -20,15 +20,10 @@ impl RingReader {
     pub fn new(ring: RingBuf<MapData>, drain_interval: Duration) -> io::Result<RingReader> {
         // SAFETY: the RingBuf owns its map fd, and the AsyncFd owns the RingBuf, so the fd
         // stays open for as long as it is registered.
-        let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)?;
+        let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
         let mut tick = tokio::time::interval(drain_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ok(RingReader {
-            fd,
-            tick,
-            malformed: 0,
-        })
+        Ok(RingReader { fd, tick, malformed: 0 })
     }
 
     /// Wait until the kernel wakes us or the drain timer fires, then append every pending

@@ -4,8 +4,8 @@
 use std::fmt;
 
 use clockpath_common::limits::{
-    FENTRY_SLOTS, FEXIT_SLOTS, KPROBE_SLOTS, KRETPROBE_SLOTS, RAW_TRACEPOINT_SLOTS, SlotRange,
-    TP_BTF_SLOTS, TRACEPOINT_SLOTS,
+    FENTRY_SLOTS, FEXIT_SLOTS, KPROBE_SLOTS, KRETPROBE_SLOTS, RAW_TRACEPOINT_SLOTS, SlotRange, TP_BTF_SLOTS,
+    TRACEPOINT_SLOTS,
 };
 use serde::{Deserialize, Serialize};
 
@@ -87,10 +87,7 @@ impl AttachKind {
 
     /// Kinds that probe a kernel function (as opposed to a tracepoint).
     pub fn is_function(self) -> bool {
-        matches!(
-            self,
-            AttachKind::Fentry | AttachKind::Kprobe | AttachKind::Kretprobe | AttachKind::Fexit
-        )
+        matches!(self, AttachKind::Fentry | AttachKind::Kprobe | AttachKind::Kretprobe | AttachKind::Fexit)
     }
 }
 
@@ -121,18 +118,14 @@ pub enum TargetParseError {
         "unknown attach kind `{kind}` in `{target}` (known: fentry, kprobe, tp_btf, tracepoint, raw_tracepoint, kretprobe, fexit)"
     )]
     UnknownKind { kind: String, target: String },
-    #[error(
-        "`{0}`: a tracepoint is written tracepoint:<category>:<name>, e.g. tracepoint:sched:sched_switch"
-    )]
+    #[error("`{0}`: a tracepoint is written tracepoint:<category>:<name>, e.g. tracepoint:sched:sched_switch")]
     TracepointNeedsCategory(String),
     #[error("`{0}`: the name is empty or has characters a kernel symbol cannot have")]
     BadName(String),
 }
 
 fn valid_symbol(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
 impl std::str::FromStr for Target {
@@ -140,17 +133,12 @@ impl std::str::FromStr for Target {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let (kind, rest) = s
-            .split_once(':')
-            .ok_or_else(|| TargetParseError::MissingKind(s.to_string()))?;
-        let kind = AttachKind::from_prefix(kind).ok_or_else(|| TargetParseError::UnknownKind {
-            kind: kind.to_string(),
-            target: s.to_string(),
-        })?;
+        let (kind, rest) = s.split_once(':').ok_or_else(|| TargetParseError::MissingKind(s.to_string()))?;
+        let kind = AttachKind::from_prefix(kind)
+            .ok_or_else(|| TargetParseError::UnknownKind { kind: kind.to_string(), target: s.to_string() })?;
         let (category, name) = if kind == AttachKind::Tracepoint {
-            let (cat, name) = rest
-                .split_once(':')
-                .ok_or_else(|| TargetParseError::TracepointNeedsCategory(s.to_string()))?;
+            let (cat, name) =
+                rest.split_once(':').ok_or_else(|| TargetParseError::TracepointNeedsCategory(s.to_string()))?;
             if !valid_symbol(cat) {
                 return Err(TargetParseError::BadName(s.to_string()));
             }
@@ -161,11 +149,7 @@ impl std::str::FromStr for Target {
         if !valid_symbol(name) {
             return Err(TargetParseError::BadName(s.to_string()));
         }
-        Ok(Target {
-            kind,
-            category,
-            name: name.to_string(),
-        })
+        Ok(Target { kind, category, name: name.to_string() })
     }
 }
 
@@ -185,43 +169,13 @@ mod tests {
     #[test]
     fn parses_every_kind() {
         let cases = [
-            (
-                "fentry:change_clocksource",
-                AttachKind::Fentry,
-                None,
-                "change_clocksource",
-            ),
+            ("fentry:change_clocksource", AttachKind::Fentry, None, "change_clocksource"),
             ("kprobe:read_hpet", AttachKind::Kprobe, None, "read_hpet"),
-            (
-                "tp_btf:sched_switch",
-                AttachKind::TpBtf,
-                None,
-                "sched_switch",
-            ),
-            (
-                "tracepoint:sched:sched_switch",
-                AttachKind::Tracepoint,
-                Some("sched"),
-                "sched_switch",
-            ),
-            (
-                "raw_tracepoint:sched_switch",
-                AttachKind::RawTracepoint,
-                None,
-                "sched_switch",
-            ),
-            (
-                "kretprobe:do_nanosleep",
-                AttachKind::Kretprobe,
-                None,
-                "do_nanosleep",
-            ),
-            (
-                "fexit:timekeeping_update",
-                AttachKind::Fexit,
-                None,
-                "timekeeping_update",
-            ),
+            ("tp_btf:sched_switch", AttachKind::TpBtf, None, "sched_switch"),
+            ("tracepoint:sched:sched_switch", AttachKind::Tracepoint, Some("sched"), "sched_switch"),
+            ("raw_tracepoint:sched_switch", AttachKind::RawTracepoint, None, "sched_switch"),
+            ("kretprobe:do_nanosleep", AttachKind::Kretprobe, None, "do_nanosleep"),
+            ("fexit:timekeeping_update", AttachKind::Fexit, None, "timekeeping_update"),
         ];
         for (s, kind, cat, name) in cases {
             let t: Target = s.parse().unwrap();
@@ -234,25 +188,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_targets_with_a_reason() {
-        assert!(matches!(
-            "uprobe:foo".parse::<Target>(),
-            Err(TargetParseError::UnknownKind { .. })
-        ));
-        assert!(matches!(
-            "change_clocksource".parse::<Target>(),
-            Err(TargetParseError::MissingKind(_))
-        ));
+        assert!(matches!("uprobe:foo".parse::<Target>(), Err(TargetParseError::UnknownKind { .. })));
+        assert!(matches!("change_clocksource".parse::<Target>(), Err(TargetParseError::MissingKind(_))));
         assert!(matches!(
             "tracepoint:sched_switch".parse::<Target>(),
             Err(TargetParseError::TracepointNeedsCategory(_))
         ));
-        assert!(matches!(
-            "kprobe:".parse::<Target>(),
-            Err(TargetParseError::BadName(_))
-        ));
-        assert!(matches!(
-            "kprobe:a b".parse::<Target>(),
-            Err(TargetParseError::BadName(_))
-        ));
+        assert!(matches!("kprobe:".parse::<Target>(), Err(TargetParseError::BadName(_))));
+        assert!(matches!("kprobe:a b".parse::<Target>(), Err(TargetParseError::BadName(_))));
     }
 }

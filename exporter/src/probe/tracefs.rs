@@ -22,11 +22,7 @@ pub enum TracefsError {
         source: std::io::Error,
     },
     #[error("{path}: line {line}: cannot parse `{text}`")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        text: String,
-    },
+    Parse { path: PathBuf, line: usize, text: String },
 }
 
 /// A field of a tracepoint record.
@@ -57,11 +53,7 @@ impl Format {
         let mut id = None;
         let mut fields = Vec::new();
         for (n, line) in text.lines().enumerate() {
-            let err = || TracefsError::Parse {
-                path: path.to_path_buf(),
-                line: n + 1,
-                text: line.to_string(),
-            };
+            let err = || TracefsError::Parse { path: path.to_path_buf(), line: n + 1, text: line.to_string() };
             let t = line.trim();
             if let Some(v) = t.strip_prefix("ID:") {
                 id = Some(v.trim().parse().map_err(|_| err())?);
@@ -86,19 +78,10 @@ impl Format {
                     .and_then(|d| d.split_whitespace().last())
                     .map(|n| n.trim_start_matches('*').to_string())
                     .ok_or_else(err)?;
-                fields.push(Field {
-                    name,
-                    decl,
-                    offset: offset.ok_or_else(err)?,
-                    size: size.ok_or_else(err)?,
-                    signed,
-                });
+                fields.push(Field { name, decl, offset: offset.ok_or_else(err)?, size: size.ok_or_else(err)?, signed });
             }
         }
-        Ok(Format {
-            id: id.unwrap_or(0),
-            fields,
-        })
+        Ok(Format { id: id.unwrap_or(0), fields })
     }
 }
 
@@ -115,27 +98,13 @@ impl Tracefs {
             return Ok(Tracefs { root });
         }
         let path = PathBuf::from("/sys/kernel/tracing");
-        let c_path =
-            std::ffi::CString::new("/sys/kernel/tracing").map_err(|e| TracefsError::Mount {
-                path: path.clone(),
-                source: std::io::Error::other(e),
-            })?;
+        let c_path = std::ffi::CString::new("/sys/kernel/tracing")
+            .map_err(|e| TracefsError::Mount { path: path.clone(), source: std::io::Error::other(e) })?;
         let fstype = c"tracefs";
         // SAFETY: valid NUL-terminated strings; no data argument.
-        let rc = unsafe {
-            libc::mount(
-                fstype.as_ptr(),
-                c_path.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
+        let rc = unsafe { libc::mount(fstype.as_ptr(), c_path.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
         if rc != 0 {
-            return Err(TracefsError::Mount {
-                path,
-                source: std::io::Error::last_os_error(),
-            });
+            return Err(TracefsError::Mount { path, source: std::io::Error::last_os_error() });
         }
         Ok(Tracefs { root: path })
     }
@@ -173,10 +142,7 @@ impl Tracefs {
 
     pub fn format(&self, category: &str, name: &str) -> Result<Format, TracefsError> {
         let path = self.event_dir(category, name).join("format");
-        let text = fs::read_to_string(&path).map_err(|source| TracefsError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = fs::read_to_string(&path).map_err(|source| TracefsError::Read { path: path.clone(), source })?;
         Format::parse(&path, &text)
     }
 
@@ -218,13 +184,8 @@ impl Tracefs {
     /// Functions ftrace can attach to; kprobe events and fentry refuse the others ("notrace").
     pub fn traceable_functions(&self) -> Result<HashSet<String>, TracefsError> {
         let path = self.root.join("available_filter_functions");
-        let text =
-            fs::read_to_string(&path).map_err(|source| TracefsError::Read { path, source })?;
-        Ok(text
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .map(|s| s.to_string())
-            .collect())
+        let text = fs::read_to_string(&path).map_err(|source| TracefsError::Read { path, source })?;
+        Ok(text.lines().filter_map(|l| l.split_whitespace().next()).map(|s| s.to_string()).collect())
     }
 }
 
@@ -260,8 +221,7 @@ print fmt: \"prev_comm=%s\", REC->prev_comm
 
     #[test]
     fn reports_the_line_of_a_broken_field() {
-        let err = Format::parse(Path::new("x/format"), "ID: 1\n\tfield:int a;\toffset:zz;\n")
-            .unwrap_err();
+        let err = Format::parse(Path::new("x/format"), "ID: 1\n\tfield:int a;\toffset:zz;\n").unwrap_err();
         assert!(err.to_string().contains("x/format: line 2"), "{err}");
     }
 }

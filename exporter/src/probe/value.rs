@@ -63,10 +63,7 @@ fn ident(s: &str) -> bool {
 impl ValueExpr {
     pub fn parse(s: &str) -> Result<Self, ValueParseError> {
         let expr = s.trim();
-        let err = |why| ValueParseError::Syntax {
-            expr: expr.to_string(),
-            why,
-        };
+        let err = |why| ValueParseError::Syntax { expr: expr.to_string(), why };
         match expr {
             "" => return Err(ValueParseError::Empty),
             "cpu" => return Ok(ValueExpr::Cpu),
@@ -99,18 +96,13 @@ impl ValueExpr {
             None => (rest, None),
         };
         if cast.is_some() && path.is_none() {
-            return Err(err(
-                "a cast needs a member to read: (struct NAME *)argN->member",
-            ));
+            return Err(err("a cast needs a member to read: (struct NAME *)argN->member"));
         }
         let deref = path.map(|path| Deref { cast, path });
         if base == "ret" {
             return Ok(ValueExpr::Ret { deref });
         }
-        if let Some(n) = base
-            .strip_prefix("arg")
-            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-        {
+        if let Some(n) = base.strip_prefix("arg").filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())) {
             let index: u8 = n.parse().map_err(|_| err("argument index out of range"))?;
             if index > 11 {
                 return Err(err("argument index must be 0 to 11"));
@@ -118,14 +110,10 @@ impl ValueExpr {
             return Ok(ValueExpr::Arg { index, deref });
         }
         if !ident(base) {
-            return Err(err(
-                "expected cpu, tid, tgid, global, argN, ret or a tracepoint field name",
-            ));
+            return Err(err("expected cpu, tid, tgid, global, argN, ret or a tracepoint field name"));
         }
         if deref.is_some() {
-            return Err(err(
-                "tracepoint fields cannot be dereferenced; use tp_btf or raw_tracepoint and argN->member",
-            ));
+            return Err(err("tracepoint fields cannot be dereferenced; use tp_btf or raw_tracepoint and argN->member"));
         }
         Ok(ValueExpr::Field(base.to_string()))
     }
@@ -138,11 +126,7 @@ impl KeyExpr {
         if parts.len() > 2 {
             return Err(ValueParseError::TooManyComponents(s.to_string()));
         }
-        parts
-            .into_iter()
-            .map(ValueExpr::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map(KeyExpr)
+        parts.into_iter().map(ValueExpr::parse).collect::<Result<Vec<_>, _>>().map(KeyExpr)
     }
 }
 
@@ -150,10 +134,7 @@ impl fmt::Display for ValueExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let deref = |f: &mut fmt::Formatter<'_>, base: &str, d: &Option<Deref>| match d {
             None => f.write_str(base),
-            Some(Deref {
-                cast: Some(c),
-                path,
-            }) => write!(f, "(struct {c} *){base}->{}", path.join(".")),
+            Some(Deref { cast: Some(c), path }) => write!(f, "(struct {c} *){base}->{}", path.join(".")),
             Some(Deref { cast: None, path }) => write!(f, "{base}->{}", path.join(".")),
         };
         match self {
@@ -199,26 +180,16 @@ mod tests {
             ValueExpr::parse("(struct clocksource*)arg0->read").unwrap(),
             ValueExpr::Arg {
                 index: 0,
-                deref: Some(Deref {
-                    cast: Some("clocksource".into()),
-                    path: vec!["read".into()]
-                })
+                deref: Some(Deref { cast: Some("clocksource".into()), path: vec!["read".into()] })
             }
         );
     }
 
     #[test]
     fn rejects_with_reasons() {
-        for s in [
-            "",
-            "cpu,vec,pid",
-            "arg12",
-            "(clocksource *)arg0->read",
-            "(struct cs *)arg0",
-            "pid->x",
-            "a-b",
-            "arg0->",
-        ] {
+        for s in
+            ["", "cpu,vec,pid", "arg12", "(clocksource *)arg0->read", "(struct cs *)arg0", "pid->x", "a-b", "arg0->"]
+        {
             assert!(KeyExpr::parse(s).is_err(), "{s} should not parse");
         }
     }

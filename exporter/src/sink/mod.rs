@@ -1,0 +1,5 @@
+//! Sinks: where assembled chains go. Each sink owns its config section's runtime and a
+//! snapshot the HTTP side reads.
+
+pub mod hdr;
+pub mod prometheus;

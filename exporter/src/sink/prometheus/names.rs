@@ -1,0 +1,50 @@
+//! Every metric name clockpath exposes, in one place, with its help text. Counter names are
+//! given without `_total` (the encoder appends it), info names without `_info`.
+
+pub const SEGMENT_DURATION: &str = "clockpath_segment_duration_seconds";
+pub const SEGMENT_DURATION_HELP: &str =
+    "Duration of each chain segment (and of the whole chain, segment=\"total\"), exact from the in-kernel histograms.";
+pub const SEGMENT_QUANTILE: &str = "clockpath_segment_duration_quantile_seconds";
+pub const SEGMENT_QUANTILE_HELP: &str = "Quantile q of segment durations over the sliding window (HDR histograms of ring records; a gauge, as the label `quantile` is reserved for summaries).";
+
+pub const CHAINS_OPENED: &str = "clockpath_chains_opened";
+pub const CHAINS_OPENED_HELP: &str = "Chain instances opened by their first stage.";
+pub const CHAINS_COMPLETED: &str = "clockpath_chains_completed";
+pub const CHAINS_COMPLETED_HELP: &str = "Chain instances that reached their last stage.";
+pub const CHAINS_TIMED_OUT: &str = "clockpath_chains_timed_out";
+pub const CHAINS_TIMED_OUT_HELP: &str = "Chain instances closed because they outlived the chain's timeout.";
+pub const CHAINS_REPLACED: &str = "clockpath_chains_replaced";
+pub const CHAINS_REPLACED_HELP: &str = "Chain instances replaced by a new first-stage hit on the same key.";
+pub const CHAINS_ABORTED: &str = "clockpath_chains_aborted";
+pub const CHAINS_ABORTED_HELP: &str = "Chain instances closed by an abort point.";
+pub const RING_LOST: &str = "clockpath_ring_records_lost";
+pub const RING_LOST_HELP: &str =
+    "Records the kernel could not write because the ring buffer was full (histograms stay exact).";
+pub const MAP_FULL: &str = "clockpath_instance_map_full";
+pub const MAP_FULL_HELP: &str = "First-stage hits dropped because the instance map was full.";
+pub const OUT_OF_ORDER: &str = "clockpath_stage_hits_out_of_order";
+pub const OUT_OF_ORDER_HELP: &str = "Stage hits on an open instance that were not its next stage.";
+pub const STAGE_HITS: &str = "clockpath_stage_hits";
+pub const STAGE_HITS_HELP: &str = "Hits of each attached stage program.";
+
+pub const RECORDS_RECEIVED: &str = "clockpath_ring_records_received";
+pub const RECORDS_RECEIVED_HELP: &str = "Records read from the ring buffer.";
+pub const RECORDS_DROPPED: &str = "clockpath_records_dropped";
+pub const RECORDS_DROPPED_HELP: &str = "Records dropped in userspace because chain assembly fell behind.";
+pub const CHAINS_INCOMPLETE: &str = "clockpath_chains_incomplete";
+pub const CHAINS_INCOMPLETE_HELP: &str =
+    "Chain instances assembled with missing segments (records lost, or evicted after the timeout).";
+
+pub const PROBE: &str = "clockpath_probe";
+pub const PROBE_HELP: &str =
+    "Each candidate attach target of each stage: what was attached, and why the others were not.";
+pub const BUILD: &str = "clockpath_build";
+pub const BUILD_HELP: &str = "clockpath build information.";
+pub const ENVIRONMENT: &str = "clockpath_environment";
+pub const ENVIRONMENT_HELP: &str =
+    "The machine clockpath runs on: host or vm, hypervisor, clocksource, cpufreq governor, C-state limit.";
+
+pub const BPF_RUN_TIME: &str = "clockpath_bpf_program_run_time_seconds";
+pub const BPF_RUN_TIME_HELP: &str = "Kernel run time of each attached BPF program (kernel.bpf_stats_enabled).";
+pub const BPF_RUN_COUNT: &str = "clockpath_bpf_program_run_count";
+pub const BPF_RUN_COUNT_HELP: &str = "Runs of each attached BPF program (kernel.bpf_stats_enabled).";

@@ -1,0 +1,181 @@
+//! Bootstrap (pairs) regression: ordinary least squares of a response (the chain's total
+//! delta) on its components (segment deltas, interference time), with an intercept, and
+//! percentile CIs of each coefficient from resampled runs.
+
+use rand::{RngExt as _, SeedableRng as _};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::Serialize;
+
+use super::{Bootstrap, StatsError, check_finite, percentile_sorted};
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Coefficient {
+    pub name: String,
+    pub estimate: f64,
+    pub lower: f64,
+    pub upper: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Regression {
+    /// `intercept` first, then one per predictor.
+    pub coefficients: Vec<Coefficient>,
+    pub runs: usize,
+    /// Fraction of the response's variance the fit explains.
+    pub r_squared: f64,
+    /// Resamples that gave a solvable system (a resample can repeat runs until a predictor is
+    /// constant; those are skipped).
+    pub resamples_used: usize,
+    pub level: f64,
+}
+
+/// Solve the least-squares problem for rows `rows` (indices into the data).
+fn ols(y: &[f64], cols: &[Vec<f64>], scale: &[f64], rows: &mut dyn Iterator<Item = usize>) -> Option<Vec<f64>> {
+    let p = cols.len() + 1;
+    let mut xtx = vec![0.0; p * p];
+    let mut xty = vec![0.0; p];
+    let mut row = vec![0.0; p];
+    for r in rows {
+        row[0] = 1.0;
+        for (j, c) in cols.iter().enumerate() {
+            row[j + 1] = c[r] / scale[j + 1];
+        }
+        for a in 0..p {
+            xty[a] += row[a] * y[r];
+            for b in 0..=a {
+                xtx[a * p + b] += row[a] * row[b];
+            }
+        }
+    }
+    // Cholesky of the (scaled) normal matrix, lower triangle.
+    let mut l = vec![0.0; p * p];
+    for i in 0..p {
+        for j in 0..=i {
+            let mut s = xtx[i * p + j];
+            for k in 0..j {
+                s -= l[i * p + k] * l[j * p + k];
+            }
+            if i == j {
+                if s <= 1e-9 * xtx[i * p + i].abs().max(1e-300) {
+                    return None;
+                }
+                l[i * p + i] = s.sqrt();
+            } else {
+                l[i * p + j] = s / l[j * p + j];
+            }
+        }
+    }
+    let mut z = vec![0.0; p];
+    for i in 0..p {
+        let s: f64 = (0..i).map(|k| l[i * p + k] * z[k]).sum();
+        z[i] = (xty[i] - s) / l[i * p + i];
+    }
+    let mut beta = vec![0.0; p];
+    for i in (0..p).rev() {
+        let s: f64 = (i + 1..p).map(|k| l[k * p + i] * beta[k]).sum();
+        beta[i] = (z[i] - s) / l[i * p + i];
+    }
+    Some(beta.iter().zip(scale).map(|(b, s)| b / s).collect())
+}
+
+/// Regress `y` on the predictor columns `cols` (each as long as `y`), named `names`.
+pub fn bootstrap_regression(
+    y: &[f64],
+    cols: &[Vec<f64>],
+    names: &[String],
+    boot: &Bootstrap,
+) -> Result<Regression, StatsError> {
+    boot.validate()?;
+    check_finite(y)?;
+    for c in cols {
+        check_finite(c)?;
+        assert_eq!(c.len(), y.len(), "predictor columns must be as long as the response");
+    }
+    let n = y.len();
+    let p = cols.len() + 1;
+    if n <= p {
+        return Err(StatsError::Underdetermined { runs: n, coefficients: p });
+    }
+    // Scale predictors to unit max so the normal equations stay well conditioned.
+    let mut scale = vec![1.0];
+    scale.extend(cols.iter().map(|c| c.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE)));
+    let full = ols(y, cols, &scale, &mut (0..n)).ok_or(StatsError::Underdetermined { runs: n, coefficients: p })?;
+    let mean_y = super::mean(y);
+    let (mut ss_res, mut ss_tot) = (0.0, 0.0);
+    for r in 0..n {
+        let fit = full[0] + cols.iter().enumerate().map(|(j, c)| full[j + 1] * c[r]).sum::<f64>();
+        ss_res += (y[r] - fit).powi(2);
+        ss_tot += (y[r] - mean_y).powi(2);
+    }
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(boot.seed);
+    let mut dists: Vec<Vec<f64>> = vec![Vec::with_capacity(boot.resamples); p];
+    let mut idx = vec![0usize; n];
+    for _ in 0..boot.resamples {
+        for i in idx.iter_mut() {
+            *i = rng.random_range(0..n);
+        }
+        if let Some(beta) = ols(y, cols, &scale, &mut idx.iter().copied()) {
+            for (d, b) in dists.iter_mut().zip(beta) {
+                d.push(b);
+            }
+        }
+    }
+    let used = dists[0].len();
+    let alpha = (1.0 - boot.level) / 2.0;
+    let coefficients = std::iter::once("intercept".to_string())
+        .chain(names.iter().cloned())
+        .zip(full.iter())
+        .zip(dists.iter_mut())
+        .map(|((name, &estimate), d)| {
+            d.sort_unstable_by(f64::total_cmp);
+            let (lower, upper) = if d.is_empty() {
+                (f64::NAN, f64::NAN)
+            } else {
+                (percentile_sorted(d, alpha), percentile_sorted(d, 1.0 - alpha))
+            };
+            Coefficient { name, estimate, lower, upper }
+        })
+        .collect();
+    Ok(Regression {
+        coefficients,
+        runs: n,
+        r_squared: if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { 1.0 },
+        resamples_used: used,
+        level: boot.level,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovers_known_coefficients() {
+        // y = 5 + 2 a + 0.5 b + small deterministic noise
+        let n = 300;
+        let a: Vec<f64> = (0..n).map(|i| ((i * 37) % 101) as f64 * 1000.0).collect();
+        let b: Vec<f64> = (0..n).map(|i| ((i * 53) % 89) as f64 * 10_000.0).collect();
+        let y: Vec<f64> = (0..n).map(|i| 5.0 + 2.0 * a[i] + 0.5 * b[i] + ((i * 17) % 7) as f64).collect();
+        let r = bootstrap_regression(&y, &[a, b], &["a".into(), "b".into()], &Bootstrap::default()).unwrap();
+        let c = &r.coefficients;
+        assert_eq!(c[1].name, "a");
+        assert!((c[1].estimate - 2.0).abs() < 1e-3, "{c:?}");
+        assert!((c[2].estimate - 0.5).abs() < 1e-3, "{c:?}");
+        assert!(c[1].lower <= 2.0 && 2.0 <= c[1].upper + 1e-3, "{c:?}");
+        assert!(r.r_squared > 0.999);
+        assert_eq!(r.resamples_used, 500);
+    }
+
+    #[test]
+    fn too_few_runs_is_an_error() {
+        let e = bootstrap_regression(&[1.0, 2.0], &[vec![1.0, 2.0]], &["a".into()], &Bootstrap::default());
+        assert!(matches!(e, Err(StatsError::Underdetermined { .. })));
+    }
+
+    #[test]
+    fn a_constant_predictor_is_refused() {
+        let y: Vec<f64> = (0..50).map(|i| i as f64).collect();
+        let e = bootstrap_regression(&y, &[vec![3.0; 50]], &["c".into()], &Bootstrap::default());
+        assert!(matches!(e, Err(StatsError::Underdetermined { .. })));
+    }
+}

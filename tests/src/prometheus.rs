@@ -1,0 +1,96 @@
+//! A real Prometheus server for tests: Debian's `prometheus` on loopback, scraping given
+//! targets every second, queried through its HTTP API. Stopped (and its data removed) on drop.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{free_port, require_tool};
+
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Start Prometheus scraping `targets` (host:port) as job `clockpath` every second.
+    pub fn start(targets: &[String]) -> Prometheus {
+        let bin = require_tool("prometheus", "prometheus");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: clockpath\n    static_configs:\n      - targets: [{}]\n",
+            list.join(", ")
+        );
+        let cfg: PathBuf = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, config).expect("write prometheus.yml");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        let p = Prometheus { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if ureq::get(&format!("http://127.0.0.1:{port}/-/ready")).call().is_ok() {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("prometheus did not become ready on port {port} within 30 s");
+    }
+
+    /// Run an instant query; returns the `data.result` array.
+    pub fn query(&self, promql: &str) -> Vec<Value> {
+        let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
+        let body = ureq::get(&url)
+            .query("query", promql)
+            .call()
+            .unwrap_or_else(|e| panic!("query `{promql}` failed: {e}"))
+            .into_string()
+            .expect("query body");
+        let v: Value = serde_json::from_str(&body).expect("query JSON");
+        assert_eq!(v["status"], "success", "query `{promql}`: {v}");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The first sample's value of an instant query, if any.
+    pub fn value(&self, promql: &str) -> Option<f64> {
+        let r = self.query(promql);
+        let v = r.first()?["value"][1].as_str()?.to_string();
+        v.parse().ok()
+    }
+
+    /// Wait until `promql` returns a value satisfying `ok`, or panic after `timeout`.
+    pub fn wait_for(&self, promql: &str, timeout: Duration, ok: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = self.value(promql);
+            if let Some(v) = last
+                && ok(v)
+            {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("`{promql}` never satisfied the condition within {timeout:?}; last value {last:?}");
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

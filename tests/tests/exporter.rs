@@ -1,0 +1,218 @@
+//! The Prometheus exporter (issue 3): a real Prometheus scraping it, promtool, concurrent
+//! scrapes under load, and bad HTTP configuration.
+
+use std::{
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use clockpath_tests::{exposition::Scrape, prometheus::Prometheus, *};
+
+const SEG: &str = "wakeup->switch_in";
+
+#[test]
+fn prometheus_scrapes_the_exporter_and_queries_work() {
+    require_root();
+    let exporter = Exporter::start(&["--duration", "120"], &[]);
+    let prom = Prometheus::start(&[exporter.addr()]);
+    prom.wait_for("up{job=\"clockpath\"}", Duration::from_secs(20), |v| v == 1.0);
+    let count = format!("sum(clockpath_segment_duration_seconds_count{{chain=\"sched_wakeup\",segment=\"{SEG}\"}})");
+    let before = prom.wait_for(&count, Duration::from_secs(20), |_| true);
+    wait_ok(sched_messaging(100), "perf bench sched messaging");
+    let after = prom.wait_for(&count, Duration::from_secs(20), |v| v > before + 1000.0);
+    eprintln!("sched_wakeup segments seen by Prometheus: {before} -> {after}");
+    let q = format!(
+        "histogram_quantile(0.5, rate(clockpath_segment_duration_seconds_bucket{{chain=\"sched_wakeup\",segment=\"{SEG}\"}}[1m]))"
+    );
+    let median = prom.wait_for(&q, Duration::from_secs(20), |v| v.is_finite() && v > 0.0);
+    eprintln!("histogram_quantile(0.5) of sched_wakeup: {median} s");
+    // Info metrics, labels from the environment, probe plan.
+    let env = prom.query("clockpath_environment_info");
+    assert_eq!(env.len(), 1, "{env:?}");
+    for l in ["env", "hypervisor", "clocksource", "governor", "cstate_limit"] {
+        assert!(env[0]["metric"][l].is_string(), "environment_info lacks {l}: {env:?}");
+    }
+    assert_eq!(prom.query("clockpath_build_info").len(), 1);
+    let attached = prom.query("clockpath_probe_info{chain=\"sched_wakeup\",state=\"attached\"}");
+    assert!(!attached.is_empty());
+    let unavailable = prom.query("clockpath_probe_info{chain=\"clocksource_switch\",reason!=\"\"}");
+    assert!(!unavailable.is_empty(), "the clocksource chain's reasons should be exported");
+    // Every chain series carries env.
+    let series = prom.query(&format!("clockpath_segment_duration_seconds_count{{segment=\"{SEG}\"}}"));
+    assert!(series.iter().all(|s| s["metric"]["env"].is_string()), "{series:?}");
+
+    // promtool on a plain scrape reports nothing.
+    let text = exporter.scrape();
+    let promtool = require_tool("promtool", "prometheus");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics: {report}");
+    // The OpenMetrics scrape ends with # EOF and parses.
+    let om = exporter.scrape_openmetrics();
+    assert!(om.trim_end().ends_with("# EOF"));
+    assert!(Scrape::parse(&om).unwrap().check_consistency().is_empty());
+    let out = exporter.stop();
+    assert!(out.status.success(), "clockpath exited with {}", out.status);
+}
+
+#[test]
+fn concurrent_scrapes_under_scheduler_load_are_consistent() {
+    require_root();
+    const RATE: u64 = 200;
+    const SECS: u64 = 30;
+    const THREADS: u64 = 8;
+    let exporter = Arc::new(Exporter::start(&["--duration", "120"], &[]));
+    let loading = Arc::new(AtomicBool::new(true));
+    let load = {
+        let loading = loading.clone();
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while loading.load(Ordering::Relaxed) {
+                wait_ok(sched_messaging(20), "perf bench sched messaging");
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let start = Instant::now();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let e = exporter.clone();
+            std::thread::spawn(move || {
+                let per_thread = RATE / THREADS;
+                let period = Duration::from_secs_f64(1.0 / per_thread as f64);
+                let mut latencies = Vec::new();
+                let mut failures = Vec::new();
+                let mut last: Option<std::collections::BTreeMap<_, f64>> = None;
+                let mut next = Instant::now() + period * t as u32 / THREADS as u32;
+                while start.elapsed() < Duration::from_secs(SECS) {
+                    let t0 = Instant::now();
+                    let r = ureq::get(&e.url("/metrics")).call();
+                    let body = match r.map(|r| r.into_string()) {
+                        Ok(Ok(b)) => b,
+                        other => {
+                            failures.push(format!("scrape failed: {other:?}"));
+                            continue;
+                        }
+                    };
+                    latencies.push(t0.elapsed());
+                    match Scrape::parse(&body) {
+                        Ok(s) => {
+                            failures.extend(s.check_consistency());
+                            let c = s.counters();
+                            if let Some(prev) = &last {
+                                for (k, v) in prev {
+                                    if let Some(now) = c.get(k)
+                                        && now < v
+                                    {
+                                        failures.push(format!("counter decreased: {k:?} {v} -> {now}"));
+                                    }
+                                }
+                            }
+                            last = Some(c);
+                        }
+                        Err(e) => failures.push(format!("unparsable scrape: {e}")),
+                    }
+                    next += period;
+                    if let Some(d) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                }
+                (latencies, failures)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut failures = Vec::new();
+    for w in workers {
+        let (l, f) = w.join().expect("scrape thread");
+        latencies.extend(l);
+        failures.extend(f);
+    }
+    loading.store(false, Ordering::Relaxed);
+    let runs = load.join().unwrap();
+    let last = Scrape::parse(&exporter.scrape()).unwrap();
+    let lost: f64 = last.named("clockpath_ring_records_lost_total").map(|s| s.value).sum();
+    let dropped: f64 = last.named("clockpath_records_dropped_total").map(|s| s.value).sum();
+    let segs: f64 = last
+        .named("clockpath_segment_duration_seconds_count")
+        .filter(|s| s.labels["chain"] == "sched_wakeup")
+        .map(|s| s.value)
+        .sum();
+    latencies.sort();
+    let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "{} scrapes in {SECS} s ({:.0}/s) under {runs} perf bench runs ({segs} sched segments): p50 {:?}, p99 {:?}, max {:?}; ring records lost {lost}, dropped in userspace {dropped}",
+        latencies.len(),
+        latencies.len() as f64 / SECS as f64,
+        p(0.5),
+        p(0.99),
+        latencies.last().unwrap()
+    );
+    assert!(failures.is_empty(), "{} problems, first: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(latencies.len() as u64 >= RATE * SECS * 9 / 10, "only {} scrapes", latencies.len());
+    assert!(runs >= 1 && segs > 1000.0);
+    let e = Arc::try_unwrap(exporter).ok().expect("one owner");
+    assert!(e.stop().status.success());
+}
+
+#[test]
+fn healthz_is_ok_while_attached() {
+    require_root();
+    let e = Exporter::start(&["--duration", "60"], &[]);
+    let r = ureq::get(&e.url("/healthz")).call().expect("healthz");
+    assert_eq!(r.status(), 200);
+    let landing = ureq::get(&e.url("/")).call().unwrap().into_string().unwrap();
+    for needle in ["/metrics", "/healthz", "sched_wakeup", "clocksource_switch", "kprobe:change_clocksource"] {
+        assert!(landing.contains(needle), "landing page lacks {needle}");
+    }
+    assert_eq!(ureq::get(&e.url("/nope")).call().unwrap_err().into_response().map(|r| r.status()), Some(404));
+}
+
+#[test]
+fn bad_http_configuration_exits_2() {
+    require_root();
+    // Port already in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(clockpath_bin())
+        .args(["run", "--duration", "2"])
+        .env("CLOCKPATH_HTTP__LISTEN", &addr)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")) && err.contains("in use"), "{err}");
+    assert!(!err.contains("chain running"), "nothing may be attached: {err}");
+    // An invalid listen address.
+    let out =
+        Command::new(clockpath_bin()).args(["run"]).env("CLOCKPATH_HTTP__LISTEN", "not-an-address").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("http.listen") && err.contains("environment"), "{err}");
+    // An unreadable config file (a directory).
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(clockpath_bin()).args(["run", "--config", dir.path().to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(dir.path().to_str().unwrap()), "{err}");
+    // Bucket bounds that are not kernel boundaries.
+    let (_d, cfg) = config_file("[metrics]\nbuckets_seconds = [1e-6, 1e-3]\n");
+    let out = Command::new(clockpath_bin()).args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("metrics.buckets_seconds") && err.contains("nearest"), "{err}");
+}
