@@ -20,6 +20,7 @@ use crate::{
     sink::{
         hdr::{HdrSink, SharedQuantiles},
         prometheus::{self, server},
+        window::{SharedWindows, WindowSink},
     },
 };
 
@@ -208,8 +209,12 @@ fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
             Duration::from_secs(cfg.metrics.quantile_window_secs),
             quantiles.clone(),
         );
-        let daemon =
-            Daemon::start(&loaded, plans, vec![Box::new(tally.clone()), Box::new(hdr)]).map_err(start_error)?;
+        let windows = SharedWindows::default();
+        let window_sink =
+            WindowSink::new(plans.iter().map(|p| Some(p.shape())).collect(), cfg.windows.clone(), windows.clone())
+                .context("starting the statistics window worker")?;
+        let daemon = Daemon::start(&loaded, plans, vec![Box::new(tally.clone()), Box::new(hdr), Box::new(window_sink)])
+            .map_err(start_error)?;
         let le_buckets = cfg
             .metrics
             .buckets_seconds
@@ -230,6 +235,7 @@ fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
                 cstate_limit: environment.cstate_limit.clone(),
             },
             le_buckets,
+            windows: Some(windows),
             program_stats: cfg.probe.bpf_stats.then(|| {
                 Box::new(daemon.program_stats_fn())
                     as Box<dyn Fn() -> Vec<crate::probe::loader::ProgramStats> + Send + Sync>

@@ -216,3 +216,33 @@ fn bad_http_configuration_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("metrics.buckets_seconds") && err.contains("nearest"), "{err}");
 }
+
+#[test]
+fn statistics_windows_are_published_for_live_chains() {
+    require_root();
+    let e = Exporter::start(&["--duration", "60"], &[("CLOCKPATH_WINDOWS__INTERVAL_SECS", "4")]);
+    wait_ok(sched_messaging(60), "perf bench sched messaging");
+    std::thread::sleep(Duration::from_secs(5));
+    let s = Scrape::parse(&e.scrape()).unwrap();
+    let sel = |name: &str| {
+        s.named(name)
+            .find(|x| x.labels["chain"] == "sched_wakeup" && x.labels["segment"] == SEG)
+            .unwrap_or_else(|| panic!("no {name} for sched_wakeup"))
+            .clone()
+    };
+    let median = sel("clockpath_window_median_seconds");
+    let lower = sel("clockpath_window_ci_lower_seconds").value;
+    let upper = sel("clockpath_window_ci_upper_seconds").value;
+    let n = sel("clockpath_window_samples").value;
+    let reliable = sel("clockpath_window_reliable").value;
+    let end = sel("clockpath_window_end_timestamp_seconds").value;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    eprintln!("window: median {} s, CI [{lower}, {upper}], n {n}, reliable {reliable}", median.value);
+    assert!(lower <= median.value && median.value <= upper, "[{lower}, {}, {upper}]", median.value);
+    assert!(n > 0.0 && (reliable == 1.0) == (n >= 100.0));
+    assert!(now - end < 30.0, "window end {end} is not recent");
+    for l in ["env", "governor", "cstate_limit"] {
+        assert!(median.labels.contains_key(l), "window series lacks {l}");
+    }
+    assert!(s.samples.iter().all(|x| x.value.is_finite() || x.name.ends_with("_bucket")), "NaN or infinity published");
+}

@@ -33,6 +33,7 @@ pub struct Config {
     pub probe: ProbeConfig,
     pub http: HttpConfig,
     pub metrics: MetricsConfig,
+    pub windows: WindowsConfig,
     pub environment: EnvironmentConfig,
     /// Chains by name; their index in the kernel follows the name order.
     pub chains: BTreeMap<String, ChainConfig>,
@@ -74,6 +75,23 @@ pub struct MetricsConfig {
     pub quantiles: Vec<f64>,
     /// Length of the HDR quantile window, in seconds (at least 6).
     pub quantile_window_secs: u64,
+}
+
+/// Statistics windows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsConfig {
+    /// Publish every this many seconds (at least 1).
+    pub interval_secs: u64,
+    /// Also close a window after this many completed chains (0: off).
+    pub every_chains: u64,
+    /// Reservoir size in runs (at least 10).
+    pub reservoir: usize,
+    /// Outlier rejection: σ multiple (> 0).
+    pub sigma: f64,
+    /// Reference segment per chain name (`a->b`); default the first segment.
+    pub reference: BTreeMap<String, String>,
+    pub bootstrap: crate::stats::Bootstrap,
 }
 
 /// The `env` label and static labels.
@@ -266,6 +284,38 @@ impl Loaded {
         if m.quantile_window_secs < 6 {
             issues.push(self.issue("metrics.quantile_window_secs", "must be at least 6 seconds"));
         }
+        let w = &self.config.windows;
+        if w.interval_secs == 0 {
+            issues.push(self.issue("windows.interval_secs", "must be at least 1 second"));
+        }
+        if w.reservoir < 10 {
+            issues.push(self.issue("windows.reservoir", "must hold at least 10 runs"));
+        }
+        if let Err(e) = crate::stats::reject_outliers(&[0.0], w.sigma) {
+            issues.push(self.issue("windows.sigma", e.to_string()));
+        }
+        if let Err(e) = w.bootstrap.validate() {
+            let key = match e {
+                crate::stats::StatsError::TooFewResamples(_) => "windows.bootstrap.resamples",
+                _ => "windows.bootstrap.level",
+            };
+            issues.push(self.issue(key, e.to_string()));
+        }
+        for (chain, seg) in &w.reference {
+            match self.config.chains.get(chain) {
+                None => issues.push(self.issue(format!("windows.reference.{chain}"), format!("no chain `{chain}`"))),
+                Some(c) => {
+                    let names: Vec<String> =
+                        c.stages.windows(2).map(|p| format!("{}->{}", p[0].name, p[1].name)).collect();
+                    if !names.contains(seg) {
+                        issues.push(self.issue(
+                            format!("windows.reference.{chain}"),
+                            format!("chain `{chain}` has no segment `{seg}` (segments: {})", names.join(", ")),
+                        ));
+                    }
+                }
+            }
+        }
         let e = &self.config.environment;
         if !["auto", "host", "vm"].contains(&e.env.as_str()) {
             issues.push(self.issue("environment.env", format!("`{}`: expected auto, host or vm", e.env)));
@@ -382,6 +432,19 @@ mod tests {
         let i = issues("[probe]\nraw_hits = \"yes\"\n");
         assert_eq!(i[0].key, "probe.raw_hits");
         assert!(i[0].to_string().contains(".toml") || i[0].to_string().contains("tmp"), "{}", i[0]);
+    }
+
+    #[test]
+    fn bad_window_statistics_settings_are_config_errors() {
+        let i = issues("[windows]\nsigma = 0.0\n[windows.bootstrap]\nresamples = 5\nlevel = 1.2\nseed = 1\n");
+        let keys: Vec<_> = i.iter().map(|i| i.key.as_str()).collect();
+        assert!(keys.contains(&"windows.sigma"), "{i:?}");
+        assert!(keys.contains(&"windows.bootstrap.resamples"), "{i:?}");
+        let i = issues("[windows.bootstrap]\nresamples = 500\nlevel = 0.0\nseed = 1\n");
+        assert_eq!(i[0].key, "windows.bootstrap.level", "{i:?}");
+        assert!(i[0].why.contains("strictly between 0 and 1"), "{i:?}");
+        let i = issues("[windows]\nreference = { sched_wakeup = \"nope\" }\n");
+        assert!(i[0].why.contains("no segment `nope`") && i[0].why.contains("wakeup->switch_in"), "{i:?}");
     }
 
     #[test]

@@ -3,3 +3,4 @@
 
 pub mod hdr;
 pub mod prometheus;
+pub mod window;

@@ -13,6 +13,7 @@ use super::{StatsError, check_finite, median, percentile_sorted, variance};
 
 /// Bootstrap settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Bootstrap {
     /// Number of resamples B (at least 10).
     pub resamples: usize,
@@ -28,7 +29,7 @@ impl Default for Bootstrap {
     }
 }
 
-/// "clockpath" in ASCII.
+/// "clockpat" in ASCII: the default seed.
 pub const DEFAULT_SEED: u64 = 0x636c_6f63_6b70_6174;
 
 impl Bootstrap {

@@ -14,10 +14,12 @@
 mod bootstrap;
 mod outliers;
 mod regression;
+mod runs;
 
 pub use bootstrap::{Bootstrap, Interval, median_ci, median_difference_ci, variance_ratio_ci};
 pub use outliers::{Rejection, reject_outliers};
 pub use regression::{Coefficient, Regression, bootstrap_regression};
+pub use runs::{ColumnStats, RunsAnalysis, analyze_runs};
 
 /// Below this many runs a confidence interval is flagged unreliable.
 pub const RELIABLE_MIN_SAMPLES: usize = 100;

@@ -28,7 +28,7 @@ use crate::{
         loader::{KernelMaps, ProgramStats},
         plan::{ChainPlan, Status},
     },
-    sink::hdr::SharedQuantiles,
+    sink::{hdr::SharedQuantiles, window::SharedWindows},
 };
 
 /// Check histogram bounds: increasing, positive, each a kernel bucket boundary.
@@ -102,6 +102,8 @@ pub struct Exposition {
     pub environment: EnvironmentInfo,
     /// Kernel bucket index of each configured `le`.
     pub le_buckets: Vec<usize>,
+    /// Statistics windows, with the governor and C-state labels they carry.
+    pub windows: Option<SharedWindows>,
     /// Per-program kernel run time and count, when bpf_stats is on.
     pub program_stats: Option<Box<dyn Fn() -> Vec<ProgramStats> + Send + Sync>>,
 }
@@ -162,6 +164,10 @@ fn info(enc: &mut DescriptorEncoder, name: &str, help: &str, series: &[Vec<(Stri
         m.encode_info(labels)?;
     }
     Ok(())
+}
+
+fn e_gov(e: &EnvironmentInfo) -> &str {
+    &e.governor
 }
 
 fn s(v: &str) -> String {
@@ -326,6 +332,55 @@ impl Collector for Exposition {
                 (s("cstate_limit"), e.cstate_limit.clone()),
             ]],
         )?;
+
+        // Statistics windows.
+        if let Some(w) = &self.windows
+            && let Ok(snap) = w.read()
+        {
+            let mut by_metric: [Vec<(Vec<(String, String)>, f64)>; 8] = Default::default();
+            for ((chain, session), segs) in &snap.windows {
+                let Some(plan) = self.plans.iter().find(|p| p.index == *chain) else { continue };
+                for sw in segs {
+                    let mut own = vec![("chain", plan.name.as_str()), ("segment", sw.segment.as_str())];
+                    if let Some(sess) = session {
+                        own.push(("session", sess));
+                    }
+                    own.push(("governor", e_gov(&self.environment)));
+                    own.push(("cstate_limit", self.environment.cstate_limit.as_str()));
+                    let labels = self.labels.with(&own);
+                    let st = &sw.stats;
+                    let mut put = |i: usize, v: f64| {
+                        // NaN or infinities are never published.
+                        if v.is_finite() {
+                            by_metric[i].push((labels.clone(), v));
+                        }
+                    };
+                    put(0, st.median);
+                    if let Some(ci) = &st.ci {
+                        put(1, ci.lower);
+                        put(2, ci.upper);
+                    }
+                    put(3, st.std_dev);
+                    put(4, st.n as f64);
+                    put(5, sw.rejected as f64);
+                    put(6, sw.end_unix);
+                    put(7, if st.reliable { 1.0 } else { 0.0 });
+                }
+            }
+            let defs = [
+                (WINDOW_MEDIAN, WINDOW_MEDIAN_HELP),
+                (WINDOW_CI_LOWER, WINDOW_CI_LOWER_HELP),
+                (WINDOW_CI_UPPER, WINDOW_CI_UPPER_HELP),
+                (WINDOW_STD_DEV, WINDOW_STD_DEV_HELP),
+                (WINDOW_SAMPLES, WINDOW_SAMPLES_HELP),
+                (WINDOW_REJECTED, WINDOW_REJECTED_HELP),
+                (WINDOW_END, WINDOW_END_HELP),
+                (WINDOW_RELIABLE, WINDOW_RELIABLE_HELP),
+            ];
+            for ((name, help), series) in defs.iter().zip(by_metric.iter()) {
+                gauge(&mut enc, name, help, series)?;
+            }
+        }
 
         // BPF self-overhead.
         if let Some(f) = &self.program_stats {

@@ -48,3 +48,21 @@ pub const BPF_RUN_TIME: &str = "clockpath_bpf_program_run_time_seconds";
 pub const BPF_RUN_TIME_HELP: &str = "Kernel run time of each attached BPF program (kernel.bpf_stats_enabled).";
 pub const BPF_RUN_COUNT: &str = "clockpath_bpf_program_run_count";
 pub const BPF_RUN_COUNT_HELP: &str = "Runs of each attached BPF program (kernel.bpf_stats_enabled).";
+
+pub const WINDOW_MEDIAN: &str = "clockpath_window_median_seconds";
+pub const WINDOW_MEDIAN_HELP: &str = "Median of the segment over the last statistics window (outlier runs rejected).";
+pub const WINDOW_CI_LOWER: &str = "clockpath_window_ci_lower_seconds";
+pub const WINDOW_CI_LOWER_HELP: &str = "Lower bound of the bootstrap percentile CI of the window median.";
+pub const WINDOW_CI_UPPER: &str = "clockpath_window_ci_upper_seconds";
+pub const WINDOW_CI_UPPER_HELP: &str = "Upper bound of the bootstrap percentile CI of the window median.";
+pub const WINDOW_STD_DEV: &str = "clockpath_window_std_dev_seconds";
+pub const WINDOW_STD_DEV_HELP: &str =
+    "Sample standard deviation of the segment over the window (outlier runs rejected).";
+pub const WINDOW_SAMPLES: &str = "clockpath_window_samples";
+pub const WINDOW_SAMPLES_HELP: &str = "Runs the window statistics were computed from (after rejection).";
+pub const WINDOW_REJECTED: &str = "clockpath_window_outliers_rejected";
+pub const WINDOW_REJECTED_HELP: &str = "Runs rejected as outliers in the window (beyond sigma standard deviations from the median of the reference segment).";
+pub const WINDOW_END: &str = "clockpath_window_end_timestamp_seconds";
+pub const WINDOW_END_HELP: &str = "When the window closed (UNIX time).";
+pub const WINDOW_RELIABLE: &str = "clockpath_window_reliable";
+pub const WINDOW_RELIABLE_HELP: &str = "1 when the window had at least 100 runs, 0 when its CI is not to be relied on.";

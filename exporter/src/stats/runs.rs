@@ -1,0 +1,79 @@
+//! Analysis of a set of runs (chain instances): reject outlier runs on a reference column,
+//! then describe every column of the runs that are kept and bootstrap its median.
+
+use serde::Serialize;
+
+use super::{Bootstrap, Interval, RELIABLE_MIN_SAMPLES, Rejection, StatsError, median_ci, reject_outliers, std_dev};
+
+/// One column (a segment, or the total) of the kept runs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ColumnStats {
+    pub n: usize,
+    pub median: f64,
+    pub std_dev: f64,
+    /// The bootstrap CI of the median; None when it is not finite.
+    pub ci: Option<Interval>,
+    /// n ≥ RELIABLE_MIN_SAMPLES: below it the CI is shown but flagged unreliable.
+    pub reliable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunsAnalysis {
+    /// Runs given.
+    pub runs: usize,
+    pub rejection: Rejection,
+    pub columns: Vec<ColumnStats>,
+}
+
+/// `columns[c][r]`: value of column `c` in run `r` (all columns equally long). Runs whose
+/// `columns[reference]` lies more than `sigma` standard deviations from its median are
+/// dropped from every column.
+pub fn analyze_runs(
+    columns: &[Vec<f64>],
+    reference: usize,
+    sigma: f64,
+    boot: &Bootstrap,
+) -> Result<RunsAnalysis, StatsError> {
+    boot.validate()?;
+    let reference_col = columns.get(reference).ok_or(StatsError::Empty)?;
+    let rejection = reject_outliers(reference_col, sigma)?;
+    let mut out = Vec::with_capacity(columns.len());
+    for col in columns {
+        let kept: Vec<f64> = rejection.kept(col).collect();
+        let ci = median_ci(&kept, boot)?;
+        out.push(ColumnStats {
+            n: kept.len(),
+            median: ci.estimate,
+            std_dev: std_dev(&kept),
+            ci: ci.is_finite().then_some(ci),
+            reliable: kept.len() >= RELIABLE_MIN_SAMPLES,
+        });
+    }
+    Ok(RunsAnalysis { runs: reference_col.len(), rejection, columns: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejected_run_drops_all_its_segments() {
+        let mut a: Vec<f64> = (0..200).map(|i| 1000.0 + (i % 13) as f64).collect();
+        let mut b: Vec<f64> = (0..200).map(|i| 50.0 + (i % 7) as f64).collect();
+        a.push(1e9);
+        b.push(50.0);
+        let r = analyze_runs(&[a, b], 0, 3.0, &Bootstrap::default()).unwrap();
+        assert_eq!(r.runs, 201);
+        assert_eq!(r.rejection.rejected, 1);
+        assert_eq!(r.columns[0].n, 200);
+        assert_eq!(r.columns[1].n, 200, "the outlier run's other segment goes too");
+        assert!(r.columns.iter().all(|c| c.reliable && c.ci.is_some()));
+    }
+
+    #[test]
+    fn few_runs_are_flagged_unreliable() {
+        let a: Vec<f64> = (0..50).map(|i| i as f64).collect();
+        let r = analyze_runs(&[a], 0, 3.0, &Bootstrap::default()).unwrap();
+        assert!(!r.columns[0].reliable);
+    }
+}
