@@ -337,7 +337,7 @@ impl Collector for Exposition {
         if let Some(w) = &self.windows
             && let Ok(snap) = w.read()
         {
-            let mut by_metric: [Vec<(Vec<(String, String)>, f64)>; 8] = Default::default();
+            let mut by_metric: [Vec<GaugeSample>; 8] = Default::default();
             for ((chain, session), segs) in &snap.windows {
                 let Some(plan) = self.plans.iter().find(|p| p.index == *chain) else { continue };
                 for sw in segs {
