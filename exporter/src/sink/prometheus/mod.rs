@@ -137,6 +137,9 @@ impl Exposition {
     }
 }
 
+/// A label set and a gauge value.
+type GaugeSample = (Vec<(String, String)>, f64);
+
 fn counter(
     enc: &mut DescriptorEncoder,
     name: &str,
