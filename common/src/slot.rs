@@ -64,7 +64,7 @@ pub struct ValueSpec {
     pub offset: u32,
 }
 
-/// A slot's role. 56 bytes, no implicit padding.
+/// A slot's role. 72 bytes, no implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotConfig {
@@ -93,6 +93,9 @@ pub struct SlotConfig {
     pub direct_range0: u32,
     /// With `FLAG_DIRECT`: the second key component is below this (1 without one).
     pub direct_range1: u32,
+    /// A hit counts only when this value equals `filter_value` (`SRC_NONE`: no filter).
+    pub filter: ValueSpec,
+    pub filter_value: u64,
 }
 
 /// Combine two key components into one instance key. Exact (no collision) while both fit in

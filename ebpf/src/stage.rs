@@ -285,6 +285,9 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
         // SAFETY: valid per-CPU map value.
         unsafe { *h += 1 };
     }
+    if cfg.filter.source != SRC_NONE && value(ctx, &cfg.filter) != Some(cfg.filter_value) {
+        return 0;
+    }
     let opens = cfg.role == ROLE_STAGE && cfg.stage == 0;
     let direct = cfg.flags & FLAG_DIRECT != 0;
     // Fast path for hash chains: a later stage (or abort) of a chain with no open instance at

@@ -52,6 +52,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drive clocksource switches and measure each one (root; restores the clocksource).
+    Session(SessionCliArgs),
     /// Print the effective configuration as TOML.
     Config {
         /// Print the built-in defaults, documented, instead of the effective configuration.
@@ -68,6 +70,38 @@ pub struct RunArgs {
     /// Write a JSON summary (kernel counters, histogram totals, records received) here at exit.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SessionCliArgs {
+    /// Switches to make.
+    #[arg(long, default_value_t = 300)]
+    pub runs: usize,
+    /// Clocksources to cycle through, comma-separated (e.g. hpet,acpi_pm).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub clocksources: Vec<String>,
+    /// A label for the session, KEY=VALUE (repeatable), e.g. --label cstate=max1.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Output directory for traces.csv, summary.json and summary.md.
+    #[arg(long, default_value = "clockpath-session")]
+    pub out: PathBuf,
+    /// How long to wait for each switch's chain, in ms.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// Measure in degraded mode even if the clocksource chain can attach.
+    #[arg(long, hide = true)]
+    pub force_degraded: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}`: a label is KEY=VALUE"))?;
+    let valid = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("`{k}`: a label name is [a-zA-Z_][a-zA-Z0-9_]*"));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -117,6 +151,7 @@ pub fn main() -> Result<ExitCode, CliError> {
         }
         Command::Doctor { json } => doctor_cmd(cli.config.as_deref(), json),
         Command::Run(args) => run_cmd(cli.config.as_deref(), args),
+        Command::Session(args) => session_cmd(cli.config.as_deref(), args),
     }
 }
 
@@ -164,7 +199,7 @@ fn doctor_cmd(config: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
             (kinds, std::mem::take(&mut engine.chains))
         }
         Err(e) => {
-            let why = e.to_string();
+            let why = crate::probe::report(&e);
             let kinds = crate::probe::target::AttachKind::ALL
                 .iter()
                 .map(|&kind| doctor::KindSupport { kind, supported: false, detail: why.clone() })
@@ -278,6 +313,36 @@ fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result<ExitCode, CliError> {
+    use std::sync::atomic::AtomicBool;
+    let loaded = load_config(config)?;
+    let _lock = crate::session::lock().map_err(|e| CliError { code: EXIT_FAILURE, error: e.into() })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let env = match loaded.config.environment.env.as_str() {
+        "auto" => Environment::detect().env,
+        e => e.to_string(),
+    };
+    let session_args = crate::session::SessionArgs {
+        runs: args.runs,
+        clocksources: args.clocksources,
+        labels: args.labels,
+        out: args.out,
+        timeout: Duration::from_millis(args.timeout_ms),
+        force_degraded: args.force_degraded,
+    };
+    let report = crate::session::run(&loaded, &session_args, &env, stop).map_err(|e| match e {
+        crate::session::SessionError::Usage(_) => config_error(e),
+        crate::session::SessionError::Start(StartError::Config(_)) => config_error(e),
+        other => other.into(),
+    })?;
+    print!("{}", crate::session::markdown(&report));
+    println!("\nwrote {}", session_args.out.display());
+    Ok(if report.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
 
 async fn wait_for_stop(duration: Option<Duration>) -> Result<(), CliError> {

@@ -13,5 +13,7 @@ pub mod host;
 pub mod ktime;
 pub mod pipeline;
 pub mod probe;
+pub mod session;
 pub mod sink;
 pub mod stats;
+pub mod trace_io;

@@ -5,6 +5,7 @@
 //! missing, so CI fails loudly.
 
 pub mod exposition;
+pub mod guest;
 pub mod prometheus;
 
 use std::{
@@ -39,15 +40,20 @@ pub fn require_root() {
     assert_eq!(euid, 0, "this test loads BPF programs and must run as root (CI runs as root)");
 }
 
-/// Find a program on PATH or in /usr/sbin, panicking with the package to install.
+/// A program on PATH or in the sbin directories.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Find a program, panicking with the package to install.
 pub fn require_tool(name: &str, package: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/usr/bin", "/sbin"]) {
-        let p = Path::new(dir).join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("`{name}` not found: install the Debian package `{package}` (scripts/setup.sh does)");
+    which(name)
+        .unwrap_or_else(|| panic!("`{name}` not found: install the Debian package `{package}` (scripts/setup.sh does)"))
 }
 
 /// Run clockpath with arguments, capturing output.

@@ -42,6 +42,8 @@ pub struct Segment {
     pub end_ns: u64,
     /// CPU the segment ended on.
     pub cpu: u32,
+    /// Slot whose hit ended the segment (tells which probe point fired).
+    pub slot: u8,
 }
 
 impl Segment {
@@ -69,6 +71,8 @@ pub struct ChainRecord {
     pub outcome: Outcome,
     /// Session the instance belongs to, when a session runner or a replayed file says so.
     pub session: Option<Arc<str>>,
+    /// Extra attributes (e.g. `old_clocksource`, `new_clocksource`), for spans and traces.
+    pub labels: Vec<(Arc<str>, Arc<str>)>,
 }
 
 impl ChainRecord {

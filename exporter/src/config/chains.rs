@@ -58,6 +58,10 @@ pub struct StageConfig {
     /// stage 0 (e.g. the new clocksource's read function).
     #[serde(default, skip_serializing_if = "is_false")]
     pub match_capture: bool,
+    /// A hit counts only when `EXPR == VALUE` holds, e.g. `tid == 1234` or `tgid == self`
+    /// (`self`: clockpath's own process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -69,6 +73,9 @@ fn is_false(b: &bool) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct PointConfig {
     pub targets: Vec<TargetConfig>,
+    /// Overrides the stage's filter for this point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     /// Default key for targets that do not give their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -128,11 +135,27 @@ impl StageConfig {
     /// The stage's probe points, whichever way they were written.
     pub fn point_list(&self) -> Vec<PointConfig> {
         if self.points.is_empty() {
-            vec![PointConfig { targets: self.targets.clone(), key: None }]
+            vec![PointConfig { targets: self.targets.clone(), key: None, filter: None }]
         } else {
             self.points.clone()
         }
     }
+}
+
+/// Parse a filter `EXPR == VALUE`; VALUE is an integer or `self` (clockpath's pid).
+pub fn parse_filter(s: &str) -> Result<(ValueExpr, u64), String> {
+    let (lhs, rhs) =
+        s.split_once("==").ok_or_else(|| format!("filter `{s}`: expected EXPR == VALUE, e.g. tid == 1234"))?;
+    let expr = ValueExpr::parse(lhs).map_err(|e| format!("filter `{s}`: {e}"))?;
+    let rhs = rhs.trim();
+    let value = if rhs == "self" {
+        std::process::id() as u64
+    } else if let Some(h) = rhs.strip_prefix("0x") {
+        u64::from_str_radix(h, 16).map_err(|_| format!("filter `{s}`: `{rhs}` is not a number"))?
+    } else {
+        rhs.parse().map_err(|_| format!("filter `{s}`: `{rhs}` is not a number or `self`"))?
+    };
+    Ok((expr, value))
 }
 
 /// Template variables a target name may contain, expanded per kernel by `probe::plan`.
@@ -208,6 +231,11 @@ pub(super) fn validate(loaded: &Loaded, issues: &mut Vec<ConfigIssue>) {
                 issues.push(
                     loaded.issue(format!("{sat}.capture"), format!("stage `{sname}`: only stage 0 captures a value")),
                 );
+            }
+            if let Some(f) = &stage.filter
+                && let Err(e) = parse_filter(f)
+            {
+                issues.push(loaded.issue(format!("{sat}.filter"), format!("stage `{sname}`: {e}")));
             }
             if let Some(c) = &stage.capture
                 && let Err(e) = ValueExpr::parse(c)

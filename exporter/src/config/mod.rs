@@ -5,7 +5,7 @@
 //! config struct lives here because the whole tree is one serde type; the kernel-dependent
 //! checks (does the tracepoint exist, is the field in its format) are in `probe::plan`.
 
-mod chains;
+pub mod chains;
 
 use std::{
     collections::BTreeMap,
@@ -152,7 +152,7 @@ impl fmt::Display for ConfigIssue {
 /// Every problem found in a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Unreadable {
         path: PathBuf,
         #[source]
@@ -181,6 +181,11 @@ impl Loaded {
     /// Where `key` (dotted path) was set, as precisely as the figment knows.
     pub fn origin(&self, key: &str) -> Origin {
         origin_of(&self.figment, key)
+    }
+
+    /// The same sources with a modified configuration (e.g. a session enabling one chain).
+    pub fn with_config(&self, config: Config) -> Loaded {
+        Loaded { config, figment: self.figment.clone() }
     }
 
     /// A `ConfigIssue` located at `key`.

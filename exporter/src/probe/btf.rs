@@ -10,7 +10,7 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read BTF from {path}: {source}")]
+    #[error("cannot read BTF from {path}")]
     Load {
         path: String,
         #[source]

@@ -44,7 +44,7 @@ impl Kernel {
     /// Probe the running kernel (mounting tracefs if needed).
     pub fn open() -> Kernel {
         Kernel {
-            tracefs: Tracefs::open().map_err(|e| e.to_string()),
+            tracefs: Tracefs::open().map_err(|e| super::report(&e)),
             btf_path: PathBuf::from(VMLINUX_BTF),
             btf: OnceCell::new(),
             kallsyms: OnceCell::new(),
@@ -59,7 +59,7 @@ impl Kernel {
 
     pub fn btf(&self) -> Result<&KernelBtf, &str> {
         self.btf
-            .get_or_init(|| KernelBtf::load(&self.btf_path).map_err(|e| e.to_string()))
+            .get_or_init(|| KernelBtf::load(&self.btf_path).map_err(|e| super::report(&e)))
             .as_ref()
             .map_err(String::as_str)
     }

@@ -33,17 +33,17 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cl
 pub enum LoadError {
     #[error("this binary was built without its BPF object (AYA_BUILD_SKIP?); rebuild with bpf-linker installed")]
     NoObject,
-    #[error("loading the BPF object failed (root or CAP_BPF+CAP_PERFMON needed): {0}")]
+    #[error("loading the BPF object failed (root or CAP_BPF+CAP_PERFMON needed)")]
     Object(#[source] aya::EbpfError),
     #[error("BPF map `{name}` is missing from the object")]
     NoMap { name: &'static str },
-    #[error("BPF map `{name}`: {source}")]
+    #[error("BPF map `{name}`")]
     Map {
         name: &'static str,
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("enabling kernel BPF run-time statistics failed: {0}")]
+    #[error("enabling kernel BPF run-time statistics failed")]
     Stats(#[source] aya::sys::SyscallError),
 }
 
@@ -73,18 +73,8 @@ pub struct Engine {
 }
 
 fn chain_msg(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        cur = c.source();
-    }
     // Verifier logs are long; the first line says what failed.
-    s.lines().next().unwrap_or_default().to_string()
+    super::report(e).lines().next().unwrap_or_default().to_string()
 }
 
 impl Engine {

@@ -11,3 +11,19 @@ pub mod ring;
 pub mod target;
 pub mod tracefs;
 pub mod value;
+
+/// An error and its causes on one line (`outer: cause: root cause`), for reasons reported as
+/// text (plan statuses, doctor, metrics labels).
+pub fn report(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
+}

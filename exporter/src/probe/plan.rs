@@ -20,7 +20,7 @@ use super::{
     target::{AttachKind, Target},
     value::{KeyExpr, ValueExpr},
 };
-use crate::config::{ChainConfig, ConfigIssue, Loaded, PointConfig, suggest};
+use crate::config::{ChainConfig, ConfigIssue, Loaded, PointConfig, chains::parse_filter, suggest};
 
 /// One attach target of a probe point and what became of it.
 #[derive(Clone, Debug, Serialize)]
@@ -43,6 +43,11 @@ pub struct Candidate {
     /// direct-load window fits.
     #[serde(skip)]
     pub record_size: u32,
+    /// A hit counts only when `filter` evaluates to `filter_value`.
+    #[serde(skip)]
+    pub filter: ValueSpec,
+    #[serde(skip)]
+    pub filter_value: u64,
     /// Key space of each key component, when every one is bounded.
     #[serde(skip)]
     pub key_bounds: Option<Vec<KeyBound>>,
@@ -113,6 +118,8 @@ impl Candidate {
             func_addr: 0,
             record_size: 0,
             key_bounds: None,
+            filter: ValueSpec::default(),
+            filter_value: 0,
         }
     }
 
@@ -146,8 +153,8 @@ fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, 
     s.collect_str(v)
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+/// Serialized as `{"state": "...", "reason": "..."}` (`"slot": n` when attached).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
     /// Exists and resolves; not attached yet.
     Ready,
@@ -161,6 +168,20 @@ pub enum Status {
     Failed(String),
     /// A preferred candidate was attached; this one was not needed.
     Standby,
+}
+
+impl Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("state", self.label())?;
+        match self {
+            Status::Attached(slot) => m.serialize_entry("slot", slot)?,
+            Status::Missing(r) | Status::Unusable(r) | Status::Failed(r) => m.serialize_entry("reason", r)?,
+            Status::Ready | Status::Standby => {}
+        }
+        m.end()
+    }
 }
 
 impl Status {
@@ -362,7 +383,9 @@ impl Resolver<'_> {
                     ));
                 }
                 for (label, point) in expanded {
-                    points.push(self.point(&pat, &stage.name, label, &point, stage.key.as_deref(), capture));
+                    let filter = point.filter.clone().or_else(|| stage.filter.clone());
+                    let ctx = PointCtx { stage_key: stage.key.as_deref(), capture, filter: filter.as_deref() };
+                    points.push(self.point(&pat, &stage.name, label, &point, ctx));
                 }
             }
             stages.push(StagePlan {
@@ -377,7 +400,10 @@ impl Resolver<'_> {
             .abort
             .iter()
             .enumerate()
-            .map(|(j, p)| self.point(&format!("{at}.abort[{j}]"), "abort", None, p, None, None))
+            .map(|(j, p)| {
+                let ctx = PointCtx { stage_key: None, capture: None, filter: p.filter.as_deref() };
+                self.point(&format!("{at}.abort[{j}]"), "abort", None, p, ctx)
+            })
             .collect();
         ChainPlan {
             name: self.chain_name.to_string(),
@@ -414,15 +440,8 @@ impl Resolver<'_> {
         out
     }
 
-    fn point(
-        &mut self,
-        at: &str,
-        stage: &str,
-        label: Option<String>,
-        point: &PointConfig,
-        stage_key: Option<&str>,
-        capture: Option<&str>,
-    ) -> PointPlan {
+    fn point(&mut self, at: &str, stage: &str, label: Option<String>, point: &PointConfig, ctx: PointCtx) -> PointPlan {
+        let PointCtx { stage_key, capture, filter } = ctx;
         let mut candidates = Vec::new();
         for (k, t) in point.targets.iter().enumerate() {
             let tat = format!("{at}.targets[{k}]");
@@ -490,6 +509,22 @@ impl Resolver<'_> {
                         format!("{at}.capture"),
                         format!("stage `{stage}`: target `{target}`: capture `{cap}`: {why}"),
                     )),
+                    Err(KeyError::Unusable(why)) => cand.status = Status::Unusable(why),
+                }
+            }
+            if let Some(f) = filter {
+                match parse_filter(f)
+                    .map_err(KeyError::Config)
+                    .and_then(|(v, value)| Ok((self.value(&target, &v)?, value)))
+                {
+                    Ok((Some(spec), value)) => {
+                        cand.filter = spec;
+                        cand.filter_value = value;
+                    }
+                    Ok((None, _)) => {}
+                    Err(KeyError::Config(why)) => self.issues.push(
+                        self.loaded.issue(format!("{at}.filter"), format!("stage `{stage}`: target `{target}`: {why}")),
+                    ),
                     Err(KeyError::Unusable(why)) => cand.status = Status::Unusable(why),
                 }
             }
@@ -724,6 +759,13 @@ impl Resolver<'_> {
     }
 }
 
+/// What a probe point inherits from its stage.
+struct PointCtx<'a> {
+    stage_key: Option<&'a str>,
+    capture: Option<&'a str>,
+    filter: Option<&'a str>,
+}
+
 enum KeyError {
     /// The expression is wrong for this target: a configuration error.
     Config(String),
@@ -773,5 +815,7 @@ pub fn slot_config(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, ra
         capture: if stage == Some(0) { cand.capture } else { ValueSpec::default() },
         timeout_ns: chain.timeout_ns,
         match_value: cand.func_addr,
+        filter: cand.filter,
+        filter_value: cand.filter_value,
     }
 }

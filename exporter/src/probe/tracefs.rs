@@ -9,13 +9,13 @@ use std::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
-    #[error("tracefs is not mounted and mounting it on {path} failed: {source}")]
+    #[error("tracefs is not mounted and mounting it on {path} failed")]
     Mount {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]

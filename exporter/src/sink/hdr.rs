@@ -154,9 +154,10 @@ mod tests {
                 cpu: 0,
                 start_ns: 0,
                 end_ns: i * 1000,
-                segments: vec![Segment { index: 1, start_ns: 0, end_ns: i * 1000, cpu: 0 }],
+                segments: vec![Segment { index: 1, start_ns: 0, end_ns: i * 1000, cpu: 0, slot: 0 }],
                 outcome: Outcome::Completed,
                 session: None,
+                labels: Vec::new(),
             };
             s.on_chain(&rec);
         }

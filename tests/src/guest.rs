@@ -1,0 +1,408 @@
+//! A stock Debian kernel booted under qemu (TCG) for tests that need what the development
+//! kernel lacks (kprobes, fentry, real clocksource switches).
+//!
+//! - Assets are prepared once and cached under `target/guest/`: Debian's `linux-image-amd64`
+//!   kernel (the .deb from the archive), its uncompressed ELF `vmlinux` (PVH boot skips the
+//!   slow decompressor under TCG), and the virtio / 9p modules.
+//! - Each boot builds a small initramfs (busybox, the `clockpath` binary's shared libraries,
+//!   the modules, an init) and shares a work directory over 9p as `/mnt/host`: the test's
+//!   script runs from there as `/mnt/host/test.sh`, with the freshly built `clockpath` next to
+//!   it, and leaves results there. The console goes to `serial.log`; `results.txt` is also
+//!   written through a virtio-serial port.
+//! - User-mode networking forwards a host loopback port to the guest, so the host can scrape
+//!   a `clockpath run` inside the guest.
+//!
+//! KVM on these machines cannot run a stock kernel, so the guest always uses TCG (about 2-3 s
+//! to boot). Everything that is missing is installed (apt) or downloaded; a failure panics with
+//! what to fix.
+
+use std::{
+    fs,
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use crate::{clockpath_bin, free_port, workspace};
+
+/// Modules the init loads, in dependency order.
+const MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+    "virtio_console",
+    "netfs",
+    "fscache",
+    "9pnet",
+    "9pnet_virtio",
+    "9p",
+];
+
+const INIT: &str = r#"#!/bin/sh
+# PID 1 of the clockpath test guest.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf
+echo "GUEST_INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
+for m in __MODULES__; do
+  f=$(find /lib/modules -name "$m.ko" | head -1)
+  [ -n "$f" ] && insmod "$f" 2>/dev/null
+done
+mkdir -p /mnt/host /tmp
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 hostshare /mnt/host || echo "GUEST_9P_FAILED"
+ip link set lo up
+ip link set eth0 up 2>/dev/null && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
+cd /mnt/host
+sh /mnt/host/test.sh > /mnt/host/results.txt 2>&1
+echo "GUEST_TEST_EXIT $?" >> /mnt/host/results.txt
+for p in /sys/class/virtio-ports/*; do
+  [ "$(cat $p/name 2>/dev/null)" = results ] && cat /mnt/host/results.txt > /dev/$(basename $p)
+done
+sync
+echo "GUEST_DONE"
+poweroff -f
+"#;
+
+/// The cached kernel and modules.
+pub struct Assets {
+    pub vmlinux: PathBuf,
+    pub modules: Vec<PathBuf>,
+    /// e.g. `6.1.0-56-amd64`.
+    pub release: String,
+}
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(out.status.success(), "{what} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ensure_packages() {
+    let need: Vec<&str> = [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("cpio", "cpio"),
+        ("xz", "xz-utils"),
+        ("zstd", "zstd"),
+        ("lz4", "lz4"),
+    ]
+    .iter()
+    .filter(|(bin, _)| crate::which(bin).is_none())
+    .map(|(_, pkg)| *pkg)
+    .chain((!Path::new("/bin/busybox").exists()).then_some("busybox-static"))
+    .collect();
+    if !need.is_empty() {
+        let _ = Command::new("apt-get").arg("update").arg("-qq").status();
+        run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&need)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            "apt-get install guest packages",
+        );
+    }
+}
+
+/// Prepare (once per process; cached on disk across runs) the guest kernel.
+pub fn assets() -> &'static Assets {
+    static ASSETS: OnceLock<Assets> = OnceLock::new();
+    ASSETS.get_or_init(prepare_assets)
+}
+
+fn prepare_assets() -> Assets {
+    ensure_packages();
+    let dir = workspace().join("target/guest");
+    fs::create_dir_all(&dir).expect("create target/guest");
+    let kdir = dir.join("kernel");
+    if !kdir.join("boot").is_dir() {
+        let depends = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]), "apt-cache depends");
+        let pkg = depends
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|p| p.starts_with("linux-image-")))
+            .unwrap_or_else(|| panic!("cannot find the kernel package behind linux-image-amd64:\n{depends}"))
+            .to_string();
+        let debs = dir.join("debs");
+        fs::create_dir_all(&debs).unwrap();
+        run(Command::new("apt-get").args(["download", &pkg]).current_dir(&debs), "apt-get download kernel");
+        let deb = fs::read_dir(&debs)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}_"))))
+            .expect("downloaded kernel .deb");
+        let tmp = dir.join("kernel.tmp");
+        let _ = fs::remove_dir_all(&tmp);
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp), "dpkg-deb -x");
+        fs::rename(&tmp, &kdir).unwrap();
+    }
+    let vmlinuz = fs::read_dir(kdir.join("boot"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .expect("vmlinuz in the kernel package");
+    let release = vmlinuz.file_name().unwrap().to_string_lossy().trim_start_matches("vmlinuz-").to_string();
+    let vmlinux = dir.join(format!("vmlinux-{release}"));
+    if !is_elf(&vmlinux) {
+        extract_vmlinux(&vmlinuz, &vmlinux);
+    }
+    let mdir = kdir.join("lib/modules").join(&release);
+    let mut modules = Vec::new();
+    for m in MODULES {
+        let found = find_file(&mdir, &format!("{m}.ko"));
+        match found {
+            Some(p) => modules.push(p),
+            None => panic!("module {m}.ko not found under {}", mdir.display()),
+        }
+    }
+    Assets { vmlinux, modules, release }
+}
+
+fn is_elf(p: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    fs::File::open(p).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
+}
+
+/// Find the compressed payload in a bzImage and decompress it to an ELF vmlinux.
+fn extract_vmlinux(vmlinuz: &Path, out: &Path) {
+    let data = fs::read(vmlinuz).expect("read vmlinuz");
+    let formats: [(&[u8], &str); 3] =
+        [(b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x02\x21\x4c\x18", "lz4")];
+    for (magic, tool) in formats {
+        let mut start = 0;
+        while let Some(pos) = data[start..].windows(magic.len()).position(|w| w == magic) {
+            let off = start + pos;
+            start = off + 1;
+            let mut child = Command::new(tool)
+                .arg("-dc")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{tool}: {e}"));
+            let mut stdin = child.stdin.take().unwrap();
+            let payload = data[off..].to_vec();
+            let writer = std::thread::spawn(move || {
+                use std::io::Write as _;
+                let _ = stdin.write_all(&payload);
+            });
+            let output = child.wait_with_output().unwrap();
+            let _ = writer.join();
+            if output.stdout.starts_with(b"\x7fELF") {
+                fs::write(out, &output.stdout).expect("write vmlinux");
+                return;
+            }
+        }
+    }
+    panic!("no ELF kernel found inside {}", vmlinuz.display());
+}
+
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(f) = find_file(&p, name) {
+                return Some(f);
+            }
+        } else if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// Shared libraries a dynamically linked binary needs (from ldd).
+fn shared_libs(bin: &Path) -> Vec<PathBuf> {
+    let out = run(Command::new("ldd").arg(bin), "ldd");
+    out.lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+fn build_initramfs(assets: &Assets, out: &Path) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let r = root.path();
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "mnt", "etc", "lib/modules"] {
+        fs::create_dir_all(r.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", r.join("bin/busybox")).expect("copy busybox (busybox-static)");
+    let applets = run(Command::new("/bin/busybox").arg("--list"), "busybox --list");
+    for a in applets.lines() {
+        let link = r.join("bin").join(a);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link).unwrap();
+        }
+    }
+    for lib in shared_libs(&clockpath_bin()) {
+        let dst = r.join(lib.strip_prefix("/").unwrap());
+        fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        fs::copy(&lib, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", lib.display()));
+    }
+    for m in &assets.modules {
+        fs::copy(m, r.join("lib/modules").join(m.file_name().unwrap())).unwrap();
+    }
+    let init = INIT.replace("__MODULES__", &MODULES.join(" "));
+    fs::write(r.join("init"), init).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(r.join("init"), fs::Permissions::from_mode(0o755)).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}", r.display(), out.display()))
+        .status()
+        .expect("cpio");
+    assert!(status.success(), "building the initramfs failed");
+}
+
+/// Options for one boot.
+pub struct GuestOptions {
+    pub cpus: u32,
+    pub memory_mb: u32,
+    /// Extra kernel command line (e.g. `tsc=reliable` to offer tsc as a clocksource).
+    pub cmdline: String,
+    /// Guest TCP port to forward from a host loopback port.
+    pub forward: Option<u16>,
+    /// Kill the guest after this long.
+    pub timeout: Duration,
+}
+
+impl Default for GuestOptions {
+    fn default() -> Self {
+        GuestOptions {
+            cpus: 2,
+            memory_mb: 1024,
+            cmdline: String::new(),
+            forward: None,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A running guest.
+pub struct Guest {
+    child: Child,
+    dir: Option<tempfile::TempDir>,
+    /// Host loopback port forwarded to `GuestOptions::forward`.
+    pub host_port: Option<u16>,
+    started: Instant,
+    timeout: Duration,
+}
+
+/// What a finished guest left.
+pub struct GuestOutput {
+    pub serial: String,
+    /// The script's output (from the 9p share, or the virtio-serial copy).
+    pub results: String,
+    /// The share directory, for files the script wrote.
+    pub dir: tempfile::TempDir,
+    pub elapsed: Duration,
+}
+
+impl GuestOutput {
+    /// The script's exit status, as reported by the init.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.results.lines().rev().find_map(|l| l.strip_prefix("GUEST_TEST_EXIT ")).and_then(|c| c.trim().parse().ok())
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        fs::read_to_string(self.dir.path().join(name)).unwrap_or_else(|e| panic!("guest file {name}: {e}"))
+    }
+}
+
+impl Guest {
+    /// Boot the guest running `script` (sh) with the built `clockpath` at `/mnt/host/clockpath`
+    /// and `files` (name, contents) next to it.
+    pub fn start(script: &str, files: &[(&str, &str)], opts: GuestOptions) -> Guest {
+        let assets = assets();
+        let dir = tempfile::tempdir().expect("guest share dir");
+        let share = dir.path();
+        fs::write(share.join("test.sh"), script).unwrap();
+        fs::copy(clockpath_bin(), share.join("clockpath")).expect("copy clockpath into the share");
+        for (name, contents) in files {
+            fs::write(share.join(name), contents).unwrap();
+        }
+        let initrd = share.join("initramfs.cpio.gz");
+        build_initramfs(assets, &initrd);
+        let host_port = opts.forward.map(|_| free_port());
+        let netdev = match (opts.forward, host_port) {
+            (Some(g), Some(h)) => format!("user,id=n0,hostfwd=tcp:127.0.0.1:{h}-:{g}"),
+            _ => "user,id=n0".to_string(),
+        };
+        let serial = fs::File::create(share.join("serial.log")).unwrap();
+        let child = Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-cpu", "max", "-m", &opts.memory_mb.to_string(), "-smp", &opts.cpus.to_string()])
+            .args(["-no-reboot", "-nodefaults", "-display", "none", "-serial", "stdio"])
+            .arg("-kernel")
+            .arg(&assets.vmlinux)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", &format!("console=ttyS0 quiet panic=-1 {}", opts.cmdline)])
+            .arg("-virtfs")
+            .arg(format!("local,path={},mount_tag=hostshare,security_model=none,id=hs", share.display()))
+            .args(["-device", "virtio-serial-pci"])
+            .arg("-chardev")
+            .arg(format!("file,id=res,path={}", share.join("results-vport.txt").display()))
+            .args(["-device", "virtserialport,chardev=res,name=results"])
+            .args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0,romfile="])
+            .stdin(Stdio::null())
+            .stdout(serial)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start qemu-system-x86_64");
+        Guest { child, dir: Some(dir), host_port, started: Instant::now(), timeout: opts.timeout }
+    }
+
+    /// The share directory (`/mnt/host` in the guest).
+    pub fn share(&self) -> &Path {
+        self.dir.as_ref().expect("guest share dir").path()
+    }
+
+    /// `http://127.0.0.1:PORT` of the forwarded guest port.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.host_port.expect("no forwarded port"))
+    }
+
+    /// Wait for the guest to power off (or the timeout), and collect its output.
+    pub fn wait(mut self) -> GuestOutput {
+        let dir = self.dir.take().expect("guest share dir");
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            if self.started.elapsed() > self.timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let serial = fs::read_to_string(dir.path().join("serial.log")).unwrap_or_default();
+                panic!("guest did not finish within {:?}; serial console:\n{serial}", self.timeout);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let share = dir.path();
+        let serial = fs::read_to_string(share.join("serial.log")).unwrap_or_default();
+        let results = fs::read_to_string(share.join("results.txt"))
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| fs::read_to_string(share.join("results-vport.txt")).ok())
+            .unwrap_or_default();
+        GuestOutput { serial, results, elapsed: self.started.elapsed(), dir }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

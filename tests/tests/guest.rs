@@ -1,0 +1,186 @@
+//! The clocksource chain on a real kernel (issue 6): a stock Debian kernel under qemu (TCG),
+//! where kprobes and fentry work and clocksources can really be switched.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use clockpath_tests::{
+    exposition::Scrape,
+    guest::{Guest, GuestOptions},
+    *,
+};
+use serde_json::Value;
+
+const CS: &str = "/sys/devices/system/clocksource/clocksource0/current_clocksource";
+
+/// The clocksource chain with kprobe targets only (to compare with fentry).
+const KPROBE_ONLY: &str = r#"
+[[chains.clocksource_switch.stages]]
+name = "switch_entry"
+key = "global"
+capture = "(struct clocksource *)arg0->read"
+targets = ["kprobe:change_clocksource"]
+
+[[chains.clocksource_switch.stages]]
+name = "first_read"
+key = "global"
+match_capture = true
+targets = ["kprobe:{clocksource_read}"]
+
+[[chains.clocksource_switch.stages]]
+name = "baseline_recalc"
+key = "global"
+targets = ["kprobe:timekeeping_update_from_shadow", "kprobe:timekeeping_update"]
+"#;
+
+fn read_fn(cs: &str) -> &'static str {
+    match cs {
+        "hpet" => "read_hpet",
+        "acpi_pm" => "acpi_pm_read",
+        "tsc" => "read_tsc",
+        other => panic!("unexpected clocksource {other}"),
+    }
+}
+
+fn session(dir: &std::path::Path, name: &str) -> Value {
+    let text = std::fs::read_to_string(dir.join(name).join("summary.json"))
+        .unwrap_or_else(|e| panic!("{name}/summary.json: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn distribution(s: &Value) -> String {
+    let segs = s["segments"].as_array().unwrap();
+    let mut out = String::new();
+    let cols = s["analysis"]["columns"].as_array().unwrap();
+    for (i, c) in cols.iter().enumerate() {
+        let name = segs.get(i).and_then(|v| v.as_str()).unwrap_or("total");
+        out.push_str(&format!(
+            "\n    {name:<32} n={} median={:.2} µs CI=[{:.2}, {:.2}] SD={:.2} µs",
+            c["n"],
+            c["median"].as_f64().unwrap() / 1e3,
+            c["ci"]["lower"].as_f64().unwrap_or(f64::NAN) / 1e3,
+            c["ci"]["upper"].as_f64().unwrap_or(f64::NAN) / 1e3,
+            c["std_dev"].as_f64().unwrap() / 1e3
+        ));
+    }
+    out
+}
+
+#[test]
+fn clocksource_chain_in_a_stock_kernel() {
+    require_root();
+    let script = format!(
+        r#"
+./clockpath doctor --json > doctor.json; echo "doctor=$?"
+echo "original=$(cat {CS})"
+./clockpath run --duration 900 > run.log 2>&1 &
+RUN=$!
+for i in $(seq 1 150); do wget -q -O /dev/null http://127.0.0.1:39111/healthz 2>/dev/null && break; sleep 0.2; done
+./clockpath session --runs 300 --clocksources hpet,acpi_pm --label probe=fentry --out s-fentry > s-fentry.log 2>&1; echo "session_fentry=$?"
+./clockpath --config kprobe.toml session --runs 300 --clocksources hpet,acpi_pm --label probe=kprobe --out s-kprobe > s-kprobe.log 2>&1; echo "session_kprobe=$?"
+./clockpath session --runs 30 --clocksources hpet,acpi_pm,tsc --out s-tsc > s-tsc.log 2>&1; echo "session_tsc=$?"
+touch sessions-done
+for i in $(seq 1 600); do [ -e scraped ] && break; sleep 0.2; done
+kill -TERM $RUN; wait $RUN; echo "run_exit=$?"
+echo "final=$(cat {CS})"
+"#
+    );
+    let guest = Guest::start(
+        &script,
+        &[("kprobe.toml", KPROBE_ONLY)],
+        GuestOptions {
+            cmdline: "tsc=reliable".into(),
+            forward: Some(39111),
+            timeout: Duration::from_secs(900),
+            ..Default::default()
+        },
+    );
+    // Scrape the guest's exporter from the host once the sessions are done.
+    let share = guest.share().to_path_buf();
+    let deadline = std::time::Instant::now() + Duration::from_secs(800);
+    while !share.join("sessions-done").exists()
+        && !share.join("results.txt").metadata().is_ok_and(|m| {
+            m.len() > 0
+                && std::fs::read_to_string(share.join("results.txt")).unwrap_or_default().contains("GUEST_TEST_EXIT")
+        })
+    {
+        assert!(std::time::Instant::now() < deadline, "guest sessions did not finish");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let scrape = ureq::get(&guest.url("/metrics")).call().map(|r| r.into_string().unwrap_or_default());
+    std::fs::write(share.join("scraped"), "").unwrap();
+    let out = guest.wait();
+    eprintln!("guest finished in {:?}:\n{}", out.elapsed, out.results);
+    let dir = out.dir.path();
+    let results: BTreeMap<String, String> =
+        out.results.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    assert_eq!(results.get("doctor").map(String::as_str), Some("0"), "{}", out.serial);
+
+    // doctor: kprobes and fentry available in the stock kernel.
+    let doctor: Value = serde_json::from_str(&out.file("doctor.json")).unwrap();
+    for k in doctor["attach_kinds"].as_array().unwrap() {
+        if ["fentry", "kprobe"].contains(&k["kind"].as_str().unwrap()) {
+            assert_eq!(k["supported"], true, "{k}");
+        }
+    }
+
+    // 300 switches, every one accounted for, first reads of the new clocksource, exact counts.
+    for (name, probe) in [("s-fentry", "fentry"), ("s-kprobe", "kprobe")] {
+        assert_eq!(
+            results.get(&format!("session_{probe}")).map(String::as_str),
+            Some("0"),
+            "{}",
+            std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+        );
+        let s = session(dir, name);
+        assert_eq!(s["mode"], "kernel", "{name}");
+        assert_eq!(s["runs_done"], 300);
+        let missing: u64 = s["missing"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(
+            s["completed"].as_u64().unwrap() + missing,
+            300,
+            "{name}: every switch is complete or counted: {}",
+            s["missing"]
+        );
+        assert!(s["completed"].as_u64().unwrap() >= 290, "{name}: too many missing: {}", s["missing"]);
+        assert_eq!(s["original_clocksource"], s["restored_clocksource"]);
+        for run in s["runs"].as_array().unwrap() {
+            if run["missing"].is_null() {
+                let first = run["points"][0].as_str().unwrap();
+                let new = run["new"].as_str().unwrap();
+                assert!(
+                    first.ends_with(&format!(":{}", read_fn(new))),
+                    "{name}: run {} switched to {new} but its first read was {first}",
+                    run["index"]
+                );
+                assert!(first.starts_with(probe), "{name}: {first} should be a {probe} target");
+            }
+        }
+        let k = &s["kernel"];
+        assert_eq!(
+            k["hist_segments"].as_u64().unwrap(),
+            k["segments_received"].as_u64().unwrap() + k["ring_lost_segments"].as_u64().unwrap(),
+            "{name}: {k}"
+        );
+        eprintln!("{name} ({} complete): {}", s["completed"], distribution(&s));
+    }
+
+    // Switching to tsc (read_tsc is notrace): each such run is counted with its reason.
+    let s = session(dir, "s-tsc");
+    let missing = s["missing"].as_object().unwrap();
+    assert!(missing.keys().any(|k| k.contains("read_tsc") && k.contains("notrace")), "{missing:?}");
+    assert_eq!(s["restored_clocksource"], s["original_clocksource"]);
+
+    // The host scraped the guest's /metrics and saw all three segments.
+    let text = scrape.expect("scrape the guest through the forwarded port");
+    let sc = Scrape::parse(&text).unwrap();
+    for seg in ["switch_entry->first_read", "first_read->baseline_recalc", "total"] {
+        let n: f64 = sc
+            .named("clockpath_segment_duration_seconds_count")
+            .filter(|x| x.labels["chain"] == "clocksource_switch" && x.labels["segment"] == seg)
+            .map(|x| x.value)
+            .sum();
+        assert!(n >= 600.0, "guest /metrics: {seg} count {n}");
+    }
+    assert_eq!(results.get("run_exit").map(String::as_str), Some("0"));
+    assert_eq!(results.get("final"), results.get("original"), "the original clocksource is back");
+}
