@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod hist;
+pub mod interference;
 pub mod limits;
 pub mod record;
 pub mod slot;
@@ -22,4 +23,5 @@ mod pod {
     unsafe impl aya::Pod for crate::hist::HistRow {}
     unsafe impl aya::Pod for crate::slot::ChainCounters {}
     unsafe impl aya::Pod for crate::slot::Active {}
+    unsafe impl aya::Pod for crate::interference::CpuInterference {}
 }

@@ -34,13 +34,13 @@ pub const TRACEPOINT_WINDOWS: [(u32, SlotRange); 4] = [
     (7, SlotRange { base: 18, count: 6 }),
 ];
 pub const RAW_TRACEPOINT_SLOTS: SlotRange = SlotRange { base: 24, count: 12 };
-pub const TP_BTF_SLOTS: SlotRange = SlotRange { base: 36, count: 16 };
-pub const KPROBE_SLOTS: SlotRange = SlotRange { base: 52, count: 12 };
-pub const KRETPROBE_SLOTS: SlotRange = SlotRange { base: 64, count: 8 };
-pub const FENTRY_SLOTS: SlotRange = SlotRange { base: 72, count: 12 };
-pub const FEXIT_SLOTS: SlotRange = SlotRange { base: 84, count: 8 };
+pub const TP_BTF_SLOTS: SlotRange = SlotRange { base: 36, count: 24 };
+pub const KPROBE_SLOTS: SlotRange = SlotRange { base: 60, count: 16 };
+pub const KRETPROBE_SLOTS: SlotRange = SlotRange { base: 76, count: 8 };
+pub const FENTRY_SLOTS: SlotRange = SlotRange { base: 84, count: 16 };
+pub const FEXIT_SLOTS: SlotRange = SlotRange { base: 100, count: 8 };
 /// Total number of slots; size of the slot config and slot counter maps.
-pub const NUM_SLOTS: u32 = 96;
+pub const NUM_SLOTS: u32 = 108;
 
 /// Open chain instances the kernel tracks at once (all chains together).
 pub const DEFAULT_MAX_INSTANCES: u32 = 65536;

@@ -14,7 +14,7 @@ pub const CLOSE_TIMEOUT: u8 = 1;
 pub const CLOSE_REPLACED: u8 = 2;
 pub const CLOSE_ABORTED: u8 = 3;
 
-/// 48 bytes, no implicit padding.
+/// 88 bytes, no implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Record {
@@ -37,6 +37,13 @@ pub struct Record {
     pub end_ns: u64,
     /// The value captured at stage 0 (hits: only on stage-0 slots).
     pub aux: u64,
+    /// Segments of interference-charged chains: time (ns) spent in each interference source
+    /// (`crate::interference`) on the segment's CPU while it was open; `UNKNOWN_INTERFERENCE`
+    /// when the segment ended on another CPU than it started on. Zero otherwise.
+    pub interference_ns: [u64; crate::interference::SOURCES],
 }
+
+/// Interference of a segment that started and ended on different CPUs.
+pub const UNKNOWN_INTERFERENCE: u64 = u64::MAX;
 
 pub const RECORD_BYTES: usize = core::mem::size_of::<Record>();

@@ -44,6 +44,9 @@ pub const SRC_ARG: u8 = 6;
 /// The probed function's return value (kretprobe, fexit).
 pub const SRC_RET: u8 = 7;
 
+/// Stage slots of chains that charge interference to their segments.
+pub const FLAG_INTERFERENCE: u8 = 1 << 5;
+
 /// `ValueSpec::flags`: treat the argument as a pointer and read `size` bytes at `offset`
 /// from it (the offset is resolved from the running kernel's BTF).
 pub const VALUE_DEREF: u8 = 1 << 0;
@@ -63,6 +66,15 @@ pub struct ValueSpec {
     /// Field offset (`SRC_FIELD`) or dereference offset (`VALUE_DEREF`).
     pub offset: u32,
 }
+
+/// The slot times an interference source: `stage` holds the source (`crate::interference`);
+/// the slot begins it.
+pub const ROLE_INTERFERENCE_BEGIN: u8 = 3;
+/// The slot ends the interference source in `stage`.
+pub const ROLE_INTERFERENCE_END: u8 = 4;
+/// sched_switch for the `SCHED` interference source: `key0` is the previous task's pid,
+/// `key1` the next one's.
+pub const ROLE_INTERFERENCE_SWITCH: u8 = 5;
 
 /// A slot's role. 72 bytes, no implicit padding.
 #[repr(C)]
@@ -132,6 +144,11 @@ pub struct Instance {
     pub next_stage: u32,
     /// CPU that opened the instance.
     pub cpu: u32,
+    /// Interference-charged chains: the CPU the open segment started on, and that CPU's
+    /// interference totals then.
+    pub seg_cpu: u32,
+    pub _pad: u32,
+    pub interference_snap: [u64; crate::interference::SOURCES],
 }
 
 /// Per-chain counters, one copy per CPU (`CHAIN_COUNTERS[chain]`). Completed instances and

@@ -75,13 +75,15 @@ raw_slots!(
 arg_slots!(btf_tracepoint, BtfTracePointContext, TP_BTF_SLOTS:
     cp_btf_0 = 0, cp_btf_1 = 1, cp_btf_2 = 2, cp_btf_3 = 3, cp_btf_4 = 4, cp_btf_5 = 5,
     cp_btf_6 = 6, cp_btf_7 = 7, cp_btf_8 = 8, cp_btf_9 = 9, cp_btf_10 = 10, cp_btf_11 = 11,
-    cp_btf_12 = 12, cp_btf_13 = 13, cp_btf_14 = 14, cp_btf_15 = 15,
+    cp_btf_12 = 12, cp_btf_13 = 13, cp_btf_14 = 14, cp_btf_15 = 15, cp_btf_16 = 16, cp_btf_17 = 17,
+    cp_btf_18 = 18, cp_btf_19 = 19, cp_btf_20 = 20, cp_btf_21 = 21, cp_btf_22 = 22, cp_btf_23 = 23,
 );
 
 arg_slots!(fentry, FEntryContext, FENTRY_SLOTS:
     cp_fentry_0 = 0, cp_fentry_1 = 1, cp_fentry_2 = 2, cp_fentry_3 = 3, cp_fentry_4 = 4,
     cp_fentry_5 = 5, cp_fentry_6 = 6, cp_fentry_7 = 7, cp_fentry_8 = 8, cp_fentry_9 = 9,
-    cp_fentry_10 = 10, cp_fentry_11 = 11,
+    cp_fentry_10 = 10, cp_fentry_11 = 11, cp_fentry_12 = 12, cp_fentry_13 = 13, cp_fentry_14 = 14,
+    cp_fentry_15 = 15,
 );
 
 arg_slots!(fexit, FExitContext, FEXIT_SLOTS:

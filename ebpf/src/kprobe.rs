@@ -86,6 +86,7 @@ macro_rules! probe_slots {
 probe_slots!(kprobe, ProbeContext, Entry, KPROBE_SLOTS:
     cp_kp_0 = 0, cp_kp_1 = 1, cp_kp_2 = 2, cp_kp_3 = 3, cp_kp_4 = 4, cp_kp_5 = 5,
     cp_kp_6 = 6, cp_kp_7 = 7, cp_kp_8 = 8, cp_kp_9 = 9, cp_kp_10 = 10, cp_kp_11 = 11,
+    cp_kp_12 = 12, cp_kp_13 = 13, cp_kp_14 = 14, cp_kp_15 = 15,
 );
 
 probe_slots!(kretprobe, RetProbeContext, Return, KRETPROBE_SLOTS:

@@ -8,6 +8,7 @@ use aya_ebpf::{
 };
 use clockpath_common::{
     hist::HistRow,
+    interference::CpuInterference,
     limits::{DEFAULT_MAX_INSTANCES, DEFAULT_RING_BYTES, HIST_ROWS_PER_CHAIN, MAX_CHAINS, NUM_SLOTS},
     slot::{Active, ChainCounters, Instance, InstanceKey, SlotConfig},
 };
@@ -39,6 +40,10 @@ pub static CHAIN_COUNTERS: PerCpuArray<ChainCounters> = PerCpuArray::with_max_en
 /// Open-instance pre-filter: `[chain]` kernel-written, `[MAX_CHAINS + chain]` sweeper-written.
 #[map]
 pub static ACTIVE: Array<Active> = Array::with_max_entries(2 * MAX_CHAINS, 0);
+
+/// Per-CPU interference timing (`clockpath_common::interference`).
+#[map]
+pub static INTERFERENCE: PerCpuArray<CpuInterference> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU sequence for instance ids.
 #[map]

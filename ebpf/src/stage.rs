@@ -16,13 +16,15 @@ use aya_ebpf::{
 };
 use clockpath_common::{
     hist::{NUM_BUCKETS, bucket_of},
+    interference::{SCHED, SOURCES},
     limits::{HIST_ROWS_PER_CHAIN, MAX_CHAINS, TOTAL_ROW},
+    record::UNKNOWN_INTERFERENCE,
     record::{CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_HIT, RECORD_SEGMENT, Record},
     slot::*,
 };
 
 use crate::maps::{
-    ACTIVE, CHAIN_COUNTERS, DIRECT, HIST, INSTANCES, NEXT_SEQ, RING, SLOT_CONFIG, SLOT_HITS, WAKEUP_BYTES,
+    ACTIVE, CHAIN_COUNTERS, DIRECT, HIST, INSTANCES, INTERFERENCE, NEXT_SEQ, RING, SLOT_CONFIG, SLOT_HITS, WAKEUP_BYTES,
 };
 
 /// What a slot program can read from its context, per attach kind.
@@ -109,6 +111,23 @@ fn wake_flags() -> u64 {
 #[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "a record is written from many parts")]
 fn emit(kind: u8, cfg: &SlotConfig, slot: u32, stage: u8, id: u64, key: u64, start: u64, end: u64, aux: u64) {
+    emit_with(kind, cfg, slot, stage, id, key, start, end, aux, &[0; SOURCES]);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "a record is written from many parts")]
+fn emit_with(
+    kind: u8,
+    cfg: &SlotConfig,
+    slot: u32,
+    stage: u8,
+    id: u64,
+    key: u64,
+    start: u64,
+    end: u64,
+    aux: u64,
+    interference: &[u64; SOURCES],
+) {
     match RING.reserve::<Record>(0) {
         Some(mut entry) => {
             entry.write(Record {
@@ -122,6 +141,7 @@ fn emit(kind: u8, cfg: &SlotConfig, slot: u32, stage: u8, id: u64, key: u64, sta
                 start_ns: start,
                 end_ns: end,
                 aux,
+                interference_ns: *interference,
             });
             entry.submit(wake_flags());
         }
@@ -261,6 +281,8 @@ fn store(cfg: &SlotConfig, place: &Place, inst: &Instance, existed: bool) -> boo
                     (*p).last_ns = inst.last_ns;
                     (*p).capture = inst.capture;
                     (*p).cpu = inst.cpu;
+                    (*p).seg_cpu = inst.seg_cpu;
+                    (*p).interference_snap = inst.interference_snap;
                     core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).next_stage), inst.next_stage);
                 }
                 true
@@ -286,6 +308,10 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
         unsafe { *h += 1 };
     }
     if cfg.filter.source != SRC_NONE && value(ctx, &cfg.filter) != Some(cfg.filter_value) {
+        return 0;
+    }
+    if cfg.role >= ROLE_INTERFERENCE_BEGIN {
+        interference(ctx, cfg);
         return 0;
     }
     let opens = cfg.role == ROLE_STAGE && cfg.stage == 0;
@@ -371,7 +397,21 @@ fn open<C: HitSource>(ctx: &C, cfg: &SlotConfig, slot: u32, place: &Place, key: 
             close(cfg, slot, key, &inst, CLOSE_REPLACED, now);
         }
     }
-    let inst = Instance { id: next_instance_id(), start_ns: now, last_ns: now, capture, next_stage: 1, cpu: cpu() };
+    let cpu = cpu();
+    let mut inst = Instance {
+        id: next_instance_id(),
+        start_ns: now,
+        last_ns: now,
+        capture,
+        next_stage: 1,
+        cpu,
+        seg_cpu: cpu,
+        _pad: 0,
+        interference_snap: [0; SOURCES],
+    };
+    if cfg.flags & FLAG_INTERFERENCE != 0 {
+        inst.interference_snap = segment_start(cpu);
+    }
     if !store(cfg, place, &inst, existed) {
         count(cfg.chain, counter!(map_full));
         return;
@@ -407,7 +447,22 @@ fn advance(cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
     }
     let delta = now.wrapping_sub(inst.last_ns);
     hist_add(cfg.chain, cfg.stage as u32 - 1, delta);
-    emit(RECORD_SEGMENT, cfg, slot, cfg.stage, inst.id, key, inst.last_ns, now, inst.capture);
+    let mut charged = [0u64; SOURCES];
+    let mut snap = [0u64; SOURCES];
+    let cpu = cpu();
+    if cfg.flags & FLAG_INTERFERENCE != 0 {
+        snap = segment_start(cpu);
+        if cpu == inst.seg_cpu {
+            let mut i = 0;
+            while i < SOURCES {
+                charged[i] = snap[i].wrapping_sub(inst.interference_snap[i]);
+                i += 1;
+            }
+        } else {
+            charged = [UNKNOWN_INTERFERENCE; SOURCES];
+        }
+    }
+    emit_with(RECORD_SEGMENT, cfg, slot, cfg.stage, inst.id, key, inst.last_ns, now, inst.capture, &charged);
     if cfg.flags & FLAG_LAST_STAGE != 0 {
         if cfg.stage > 1 {
             hist_add(cfg.chain, TOTAL_ROW, now.wrapping_sub(inst.start_ns));
@@ -418,6 +473,10 @@ fn advance(cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
         unsafe {
             (*p).last_ns = now;
             (*p).next_stage = cfg.stage as u32 + 1;
+            if cfg.flags & FLAG_INTERFERENCE != 0 {
+                (*p).seg_cpu = cpu;
+                (*p).interference_snap = snap;
+            }
         }
     }
 }
@@ -437,4 +496,56 @@ fn abort(cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
     count(cfg.chain, counter!(aborted));
     close(cfg, slot, key, &inst, CLOSE_ABORTED, now);
     remove(cfg, place);
+}
+
+/// A segment of an interference-charged chain starts on `cpu`: watch the current task for the
+/// `SCHED` source and return the CPU's interference totals.
+#[inline(always)]
+fn segment_start(cpu: u32) -> [u64; SOURCES] {
+    let _ = cpu;
+    match INTERFERENCE.get_ptr_mut(0) {
+        // SAFETY: valid per-CPU map value.
+        Some(st) => unsafe {
+            (*st).watched_pid = bpf_get_current_pid_tgid() & 0xffff_ffff;
+            (*st).total_ns
+        },
+        None => [0; SOURCES],
+    }
+}
+
+/// An interference slot was hit: begin or end timing its source on this CPU.
+#[inline(always)]
+fn interference<C: HitSource>(ctx: &C, cfg: &SlotConfig) {
+    let Some(st) = INTERFERENCE.get_ptr_mut(0) else { return };
+    let now = now_ns();
+    let k = cfg.stage as usize;
+    // SAFETY: valid per-CPU map value; `k < SOURCES` is checked before indexing.
+    unsafe {
+        match cfg.role {
+            ROLE_INTERFERENCE_BEGIN if k < SOURCES => (*st).begin_ns[k] = now,
+            ROLE_INTERFERENCE_END if k < SOURCES => {
+                let b = (*st).begin_ns[k];
+                if b != 0 {
+                    (*st).total_ns[k] += now.wrapping_sub(b);
+                    (*st).begin_ns[k] = 0;
+                }
+            }
+            ROLE_INTERFERENCE_SWITCH => {
+                let watched = (*st).watched_pid;
+                if watched == 0 {
+                    return;
+                }
+                if value(ctx, &cfg.key0) == Some(watched) {
+                    (*st).begin_ns[SCHED] = now;
+                } else if value(ctx, &cfg.key1) == Some(watched) {
+                    let b = (*st).begin_ns[SCHED];
+                    if b != 0 {
+                        (*st).total_ns[SCHED] += now.wrapping_sub(b);
+                        (*st).begin_ns[SCHED] = 0;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }

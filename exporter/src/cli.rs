@@ -19,6 +19,7 @@ use crate::{
     probe::{kernel::Kernel, loader::Engine},
     sink::{
         hdr::{HdrSink, SharedQuantiles},
+        interference::{InterferenceSink, SharedInterference},
         prometheus::{self, server},
         window::{SharedWindows, WindowSink},
     },
@@ -239,17 +240,26 @@ fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
         let quantiles = SharedQuantiles::default();
         let tally = TallySink::default();
         let hdr = HdrSink::new(
-            plans.iter().map(|p| Some(p.shape())).collect(),
+            daemon::all_shapes(&plans),
             cfg.metrics.quantiles.clone(),
             Duration::from_secs(cfg.metrics.quantile_window_secs),
             quantiles.clone(),
         );
         let windows = SharedWindows::default();
-        let window_sink =
-            WindowSink::new(plans.iter().map(|p| Some(p.shape())).collect(), cfg.windows.clone(), windows.clone())
-                .context("starting the statistics window worker")?;
-        let daemon = Daemon::start(&loaded, plans, vec![Box::new(tally.clone()), Box::new(hdr), Box::new(window_sink)])
-            .map_err(start_error)?;
+        let window_sink = WindowSink::new(daemon::all_shapes(&plans), cfg.windows.clone(), windows.clone())
+            .context("starting the statistics window worker")?;
+        let interference = SharedInterference::default();
+        let charging: Vec<bool> = {
+            let mut v = vec![false; daemon::all_shapes(&plans).len()];
+            for p in plans.iter().filter(|p| p.is_chain()) {
+                v[p.index as usize] = p.charges_interference;
+            }
+            v
+        };
+        let interference_sink = InterferenceSink::new(charging, interference.clone());
+        let sinks: Vec<Box<dyn crate::pipeline::Sink>> =
+            vec![Box::new(tally.clone()), Box::new(hdr), Box::new(window_sink), Box::new(interference_sink)];
+        let daemon = Daemon::start(&loaded, plans, sinks).map_err(start_error)?;
         let le_buckets = cfg
             .metrics
             .buckets_seconds
@@ -271,6 +281,7 @@ fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
             },
             le_buckets,
             windows: Some(windows),
+            interference: Some(interference),
             program_stats: cfg.probe.bpf_stats.then(|| {
                 Box::new(daemon.program_stats_fn())
                     as Box<dyn Fn() -> Vec<crate::probe::loader::ProgramStats> + Send + Sync>

@@ -59,9 +59,19 @@ pub fn plan(loaded: &Loaded, kernel: &Kernel) -> Result<Vec<ChainPlan>, StartErr
 
 /// Chain shapes indexed by kernel chain index (None for chains that are not running).
 pub fn shapes(plans: &[ChainPlan]) -> Vec<Option<ChainShape>> {
-    let n = plans.iter().map(|p| p.index as usize + 1).max().unwrap_or(0);
+    shapes_where(plans, ChainPlan::is_running)
+}
+
+/// Shapes of every chain (running or not), indexed by chain index.
+pub fn all_shapes(plans: &[ChainPlan]) -> Vec<Option<ChainShape>> {
+    shapes_where(plans, |_| true)
+}
+
+fn shapes_where(plans: &[ChainPlan], keep: impl Fn(&ChainPlan) -> bool) -> Vec<Option<ChainShape>> {
+    let chains: Vec<&ChainPlan> = plans.iter().filter(|p| p.is_chain()).collect();
+    let n = chains.iter().map(|p| p.index as usize + 1).max().unwrap_or(0);
     let mut v = vec![None; n];
-    for p in plans.iter().filter(|p| p.is_running()) {
+    for p in chains.into_iter().filter(|p| keep(p)) {
         v[p.index as usize] = Some(p.shape());
     }
     v
@@ -129,8 +139,8 @@ impl Daemon {
         let maps = Arc::new(Mutex::new(maps));
         let (stop_tx, stop_rx) = watch::channel(false);
         let timeouts: Vec<u64> = {
-            let mut t = vec![0; plans.iter().map(|p| p.index as usize + 1).max().unwrap_or(0)];
-            for p in plans.iter() {
+            let mut t = vec![0; plans.iter().filter(|p| p.is_chain()).map(|p| p.index as usize + 1).max().unwrap_or(0)];
+            for p in plans.iter().filter(|p| p.is_chain()) {
                 t[p.index as usize] = p.timeout_ns;
             }
             t
@@ -254,6 +264,7 @@ impl ReadLoop {
                                 start_ns: inst.start_ns,
                                 end_ns: now,
                                 aux: inst.capture,
+                                ..Default::default()
                             })
                             .collect();
                         assembly.send(closes);
@@ -350,6 +361,7 @@ pub fn summarize(
 ) -> Summary {
     let chains = plans
         .iter()
+        .filter(|p| p.is_chain())
         .map(|p| {
             let c = maps.chain_counters(p.index).unwrap_or_default();
             let t = tally.get(&p.index).cloned().unwrap_or_default();

@@ -24,6 +24,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clockpath_common::{
+    interference::{NAMES, SOURCES},
+    record::UNKNOWN_INTERFERENCE,
+};
 use serde::Serialize;
 
 use crate::{
@@ -136,6 +140,9 @@ pub struct Run {
     pub missing: Option<String>,
     /// The probe point that ended each segment (target), to show which read was first.
     pub points: Vec<String>,
+    /// Per segment, time (ns) charged to each interference source
+    /// (irq, softirq, sched, hrtimer, kvm); None when the segment changed CPU.
+    pub interference_ns: Vec<Option<[u64; SOURCES]>>,
 }
 
 /// The session's result.
@@ -155,6 +162,8 @@ pub struct SessionReport {
     pub segments: Vec<String>,
     pub analysis: Option<RunsAnalysis>,
     pub kernel: Option<ChainSummary>,
+    /// Median time charged to each interference source, per segment (ns), over complete runs.
+    pub interference_median_ns: BTreeMap<String, BTreeMap<String, f64>>,
     pub interrupted: bool,
     pub runs: Vec<Run>,
 }
@@ -181,6 +190,7 @@ fn degraded_chain(tid: u64) -> ChainConfig {
         enabled: true,
         description: "Degraded mode: the session runner's write to current_clocksource (syscall entry → exit), on kernels where the clocksource chain cannot attach".into(),
         timeout_ms: 5000,
+        interference: false,
         stages: vec![stage("write_enter", "tracepoint:syscalls:sys_enter_write"), stage("write_exit", "tracepoint:syscalls:sys_exit_write")],
         abort: Vec::new(),
     }
@@ -305,6 +315,7 @@ pub fn run(
             cpu: None,
             missing: None,
             points: Vec::new(),
+            interference_ns: Vec::new(),
         };
         if let Err(e) = result {
             run.missing = Some(format!("write failed: {e}"));
@@ -328,6 +339,11 @@ pub fn run(
                             .segments
                             .iter()
                             .map(|s| points.get(&(s.slot as u32)).cloned().unwrap_or_default())
+                            .collect();
+                        run.interference_ns = rec
+                            .segments
+                            .iter()
+                            .map(|s| (s.interference_ns[0] != UNKNOWN_INTERFERENCE).then_some(s.interference_ns))
                             .collect();
                         if rec.outcome == Outcome::Completed {
                             run.segments_ns = rec.segments.iter().map(|s| s.duration_ns()).collect();
@@ -381,6 +397,23 @@ pub fn run(
         let w = &loaded.config.windows;
         stats::analyze_runs(&columns, 0, w.sigma, &w.bootstrap).ok()
     };
+    let mut interference_median_ns = BTreeMap::new();
+    if plan.charges_interference {
+        for (i, seg) in segments.iter().enumerate() {
+            let mut per = BTreeMap::new();
+            for (k, name) in NAMES.iter().enumerate() {
+                let vals: Vec<f64> = complete
+                    .iter()
+                    .filter_map(|r| r.interference_ns.get(i).copied().flatten())
+                    .map(|v| v[k] as f64)
+                    .collect();
+                if !vals.is_empty() {
+                    per.insert(name.to_string(), stats::median(&vals));
+                }
+            }
+            interference_median_ns.insert(seg.clone(), per);
+        }
+    }
     let mut missing: BTreeMap<String, usize> = BTreeMap::new();
     for r in &runs {
         if let Some(m) = &r.missing {
@@ -402,6 +435,7 @@ pub fn run(
         segments,
         analysis,
         kernel: kernel_summary,
+        interference_median_ns,
         interrupted,
         runs,
     };
@@ -515,6 +549,10 @@ pub fn markdown(r: &SessionReport) -> String {
                 if c.reliable { "yes" } else { "no (n < 100)" }
             );
         }
+    }
+    for (seg, per) in &r.interference_median_ns {
+        let parts: Vec<String> = per.iter().map(|(k, v)| format!("{k} {:.3}", v / 1e3)).collect();
+        let _ = writeln!(s, "\nInterference charged to `{seg}` (median µs): {}", parts.join(", "));
     }
     if let Some(k) = &r.kernel {
         let _ = writeln!(

@@ -162,6 +162,12 @@ echo "final=$(cat {CS})"
             "{name}: {k}"
         );
         eprintln!("{name} ({} complete): {}", s["completed"], distribution(&s));
+        // Inside stop_machine, with interrupts off, nothing can interfere with the switch.
+        let charged = &s["interference_median_ns"]["switch_entry->first_read"];
+        eprintln!("    interference charged to switch_entry->first_read (median ns): {charged}");
+        for src in ["irq", "softirq", "hrtimer"] {
+            assert_eq!(charged[src].as_f64(), Some(0.0), "{name}: {src} charged inside stop_machine: {charged}");
+        }
     }
 
     // Switching to tsc (read_tsc is notrace): each such run is counted with its reason.

@@ -64,7 +64,14 @@ impl RecordAssembler {
         match r.kind {
             RECORD_SEGMENT => {
                 self.stats.segments += 1;
-                let seg = Segment { index: r.stage, start_ns: r.start_ns, end_ns: r.end_ns, cpu: r.cpu, slot: r.slot };
+                let seg = Segment {
+                    index: r.stage,
+                    start_ns: r.start_ns,
+                    end_ns: r.end_ns,
+                    cpu: r.cpu,
+                    slot: r.slot,
+                    interference_ns: r.interference_ns,
+                };
                 let p = self.open.entry((r.chain, r.instance_id)).or_insert_with(|| Partial {
                     key: r.key,
                     capture: r.aux,

@@ -102,6 +102,7 @@ impl HitAssembler {
             start_ns: inst.start_ns,
             end_ns: now,
             aux: inst.capture,
+            ..Default::default()
         };
         let timed_out = |inst: &Inst| role.timeout_ns != 0 && now.wrapping_sub(inst.start_ns) > role.timeout_ns;
 
@@ -160,6 +161,7 @@ impl HitAssembler {
             start_ns: inst.last_ns,
             end_ns: now,
             aux: inst.capture,
+            ..Default::default()
         });
         if role.last {
             self.stats.completed += 1;

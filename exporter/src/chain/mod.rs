@@ -44,6 +44,10 @@ pub struct Segment {
     pub cpu: u32,
     /// Slot whose hit ended the segment (tells which probe point fired).
     pub slot: u8,
+    /// Time charged to each interference source (`clockpath_common::interference`) while the
+    /// segment was open on its CPU; `UNKNOWN_INTERFERENCE` when it changed CPU; zeros for
+    /// chains that do not charge interference.
+    pub interference_ns: [u64; clockpath_common::interference::SOURCES],
 }
 
 impl Segment {

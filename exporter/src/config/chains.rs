@@ -21,6 +21,10 @@ pub struct ChainConfig {
     pub timeout_ms: u64,
     /// At least two stages, at most 8.
     pub stages: Vec<StageConfig>,
+    /// Charge interference (IRQs, softirqs, the task switched out, hrtimer handlers, VM exits)
+    /// on a segment's CPU to the segment (default false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub interference: bool,
     /// Points that close an open instance without completing it (e.g. hrtimer_cancel).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub abort: Vec<PointConfig>,

@@ -106,7 +106,22 @@ pub struct EnvironmentConfig {
 
 /// Labels clockpath sets itself; a static label may not reuse them.
 pub const RESERVED_LABELS: &[&str] = &[
-    "chain", "segment", "stage", "env", "q", "quantile", "le", "target", "attach", "state", "reason", "program",
+    "chain",
+    "segment",
+    "stage",
+    "env",
+    "q",
+    "quantile",
+    "le",
+    "source",
+    "session",
+    "governor",
+    "cstate_limit",
+    "target",
+    "attach",
+    "state",
+    "reason",
+    "program",
     "outcome",
 ];
 

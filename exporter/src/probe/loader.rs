@@ -21,7 +21,7 @@ use clockpath_common::slot::{Active, ChainCounters, Instance, InstanceKey, SlotC
 
 use super::{
     kernel::{self, Kernel},
-    plan::{Candidate, ChainPlan, ChainState, Status, slot_config},
+    plan::{Candidate, ChainPlan, ChainState, PlanKind, Status, interference_slot_config, slot_config},
     target::{AttachKind, Target},
 };
 use crate::config::ProbeConfig;
@@ -130,18 +130,34 @@ impl Engine {
 
     /// Attach every chain of the plan; chains that cannot run are disabled with a reason.
     pub fn attach(&mut self, plans: Vec<ChainPlan>) {
-        for mut chain in plans {
+        // Chains first: the interference sources are only worth their cost (they fire on
+        // every IRQ, softirq and context switch) when a running chain charges interference.
+        let (chains, sources): (Vec<ChainPlan>, Vec<ChainPlan>) = plans.into_iter().partition(ChainPlan::is_chain);
+        for mut chain in chains {
             self.attach_chain(&mut chain);
             self.chains.push(chain);
+        }
+        let needed = self.chains.iter().any(|c| c.is_running() && c.charges_interference);
+        for mut plan in sources {
+            if needed {
+                self.attach_chain(&mut plan);
+            } else {
+                plan.state = ChainState::Disabled("no running chain charges interference".into());
+            }
+            self.chains.push(plan);
         }
     }
 
     fn attach_chain(&mut self, chain: &mut ChainPlan) {
+        if chain.kind == PlanKind::InterferenceSources {
+            return self.attach_interference(chain);
+        }
         let snapshot = chain.clone();
+        let raw = self.raw_hits;
         let mut missing_stage = None;
         for (i, stage) in chain.stages.iter_mut().enumerate() {
             for point in &mut stage.points {
-                self.attach_point(&snapshot, Some(i), &mut point.candidates);
+                self.attach_point(&|c| slot_config(&snapshot, Some(i), c, raw), &mut point.candidates);
             }
             if missing_stage.is_none() && !stage.points.iter().any(|p| p.attached().is_some()) {
                 missing_stage = Some(i);
@@ -149,7 +165,7 @@ impl Engine {
         }
         if missing_stage.is_none() {
             for point in &mut chain.aborts {
-                self.attach_point(&snapshot, None, &mut point.candidates);
+                self.attach_point(&|c| slot_config(&snapshot, None, c, raw), &mut point.candidates);
             }
         }
         match missing_stage {
@@ -188,7 +204,29 @@ impl Engine {
         }
     }
 
-    fn attach_point(&mut self, chain: &ChainPlan, stage: Option<usize>, candidates: &mut [Candidate]) {
+    /// Attach every interference source that can be; the others stay unavailable.
+    fn attach_interference(&mut self, plan: &mut ChainPlan) {
+        for (source, stage) in plan.stages.iter_mut().enumerate() {
+            for point in &mut stage.points {
+                let label = point.label.clone().unwrap_or_default();
+                self.attach_point(&|c| interference_slot_config(source, &label, c), &mut point.candidates);
+            }
+        }
+        let attached: Vec<&str> = plan
+            .stages
+            .iter()
+            .filter(|s| !s.points.is_empty() && s.points.iter().all(|p| p.attached().is_some()))
+            .map(|s| s.name.as_str())
+            .collect();
+        plan.state = if attached.is_empty() {
+            ChainState::Disabled("no interference source could attach".into())
+        } else {
+            ChainState::Running
+        };
+        tracing::info!(sources = %attached.join(" "), "interference sources attached");
+    }
+
+    fn attach_point(&mut self, slot_cfg: &dyn Fn(&Candidate) -> SlotConfig, candidates: &mut [Candidate]) {
         let mut attached = false;
         for cand in candidates.iter_mut() {
             if attached {
@@ -204,7 +242,7 @@ impl Engine {
                 cand.status = Status::Unusable(why.clone());
                 continue;
             }
-            match self.attach_candidate(chain, stage, cand) {
+            match self.attach_candidate(slot_cfg(cand), cand) {
                 Ok(slot) => {
                     cand.status = Status::Attached(slot);
                     attached = true;
@@ -214,14 +252,13 @@ impl Engine {
         }
     }
 
-    fn attach_candidate(&mut self, chain: &ChainPlan, stage: Option<usize>, cand: &Candidate) -> Result<u32, Status> {
+    fn attach_candidate(&mut self, cfg: SlotConfig, cand: &Candidate) -> Result<u32, Status> {
         let kind = cand.target.kind;
         let free =
             cand.slot_ranges().into_iter().find_map(|r| (r.base..r.base + r.count).find(|s| !self.used.contains(s)));
         let Some(slot) = free else {
             return Err(Status::Unusable(format!("no free {kind} slot (the object has {})", kind.slots().count)));
         };
-        let cfg = slot_config(chain, stage, cand, self.raw_hits);
         self.slot_config.set(slot, cfg, 0).map_err(|e| Status::Failed(format!("writing SLOT_CONFIG[{slot}]: {e}")))?;
         let name = kind.program_name(slot - kind.slots().base);
         match self.load_and_attach(&name, cand) {

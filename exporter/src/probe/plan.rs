@@ -20,7 +20,7 @@ use super::{
     target::{AttachKind, Target},
     value::{KeyExpr, ValueExpr},
 };
-use crate::config::{ChainConfig, ConfigIssue, Loaded, PointConfig, chains::parse_filter, suggest};
+use crate::config::{ChainConfig, ConfigIssue, Loaded, PointConfig, TargetConfig, chains::parse_filter, suggest};
 
 /// One attach target of a probe point and what became of it.
 #[derive(Clone, Debug, Serialize)]
@@ -252,9 +252,73 @@ pub struct ChainPlan {
     pub aborts: Vec<PointPlan>,
     pub state: ChainState,
     pub store: Store,
+    /// This plan's stages are the interference sources, not a chain.
+    pub kind: PlanKind,
+    /// Stage slots charge interference to segments.
+    pub charges_interference: bool,
 }
 
+/// What a plan describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKind {
+    Chain,
+    /// The interference sources (one "stage" per source, points labelled begin/end/switch).
+    InterferenceSources,
+}
+
+/// Name of the interference-sources plan.
+pub const INTERFERENCE_PLAN: &str = "interference";
+
+/// Interference sources and their targets in preference order, as (begin, end) or switch
+/// points: (label, [(target, key)]).
+type SourcePoints = &'static [(&'static str, &'static [(&'static str, &'static str)])];
+const SOURCES: [(&str, SourcePoints); clockpath_common::interference::SOURCES] = [
+    (
+        "irq",
+        &[
+            ("begin", &[("tp_btf:irq_handler_entry", "global"), ("tracepoint:irq:irq_handler_entry", "global")]),
+            ("end", &[("tp_btf:irq_handler_exit", "global"), ("tracepoint:irq:irq_handler_exit", "global")]),
+        ],
+    ),
+    (
+        "softirq",
+        &[
+            ("begin", &[("tp_btf:softirq_entry", "global"), ("tracepoint:irq:softirq_entry", "global")]),
+            ("end", &[("tp_btf:softirq_exit", "global"), ("tracepoint:irq:softirq_exit", "global")]),
+        ],
+    ),
+    (
+        "sched",
+        &[(
+            "switch",
+            &[("tp_btf:sched_switch", "arg1->pid,arg2->pid"), ("tracepoint:sched:sched_switch", "prev_pid,next_pid")],
+        )],
+    ),
+    (
+        "hrtimer",
+        &[
+            (
+                "begin",
+                &[("tp_btf:hrtimer_expire_entry", "global"), ("tracepoint:timer:hrtimer_expire_entry", "global")],
+            ),
+            ("end", &[("tp_btf:hrtimer_expire_exit", "global"), ("tracepoint:timer:hrtimer_expire_exit", "global")]),
+        ],
+    ),
+    (
+        "kvm",
+        &[
+            ("begin", &[("tp_btf:kvm_exit", "global"), ("tracepoint:kvm:kvm_exit", "global")]),
+            ("end", &[("tp_btf:kvm_entry", "global"), ("tracepoint:kvm:kvm_entry", "global")]),
+        ],
+    ),
+];
+
 impl ChainPlan {
+    pub fn is_chain(&self) -> bool {
+        self.kind == PlanKind::Chain
+    }
+
     /// What chain assembly needs to know about this chain.
     pub fn shape(&self) -> crate::chain::ChainShape {
         crate::chain::ChainShape {
@@ -306,6 +370,10 @@ pub fn resolve(loaded: &Loaded, kernel: &Kernel) -> Result<Vec<ChainPlan>, Vec<C
         plans.push(r.chain(index as u8, chain));
     }
     assign_stores(&mut plans);
+    if loaded.config.enabled_chains().any(|(_, c)| c.interference) {
+        let r = Resolver { loaded, kernel, chain_name: INTERFERENCE_PLAN, issues: &mut issues };
+        plans.push(r.interference_sources());
+    }
     if issues.is_empty() { Ok(plans) } else { Err(issues) }
 }
 
@@ -365,6 +433,46 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// The interference sources, as a plan whose stages are the sources. Missing targets (no
+    /// kvm module, say) only leave a source unavailable.
+    fn interference_sources(mut self) -> ChainPlan {
+        let mut stages = Vec::new();
+        for (name, points) in SOURCES {
+            let mut pts = Vec::new();
+            for (label, targets) in points {
+                let pc = PointConfig {
+                    targets: targets
+                        .iter()
+                        .map(|(t, k)| TargetConfig { attach: t.to_string(), key: Some(k.to_string()) })
+                        .collect(),
+                    key: None,
+                    filter: None,
+                };
+                let ctx = PointCtx { stage_key: None, capture: None, filter: None, optional: true };
+                pts.push(self.point(&format!("interference.{name}"), name, Some(label.to_string()), &pc, ctx));
+            }
+            stages.push(StagePlan {
+                name: name.to_string(),
+                points: pts,
+                first_hit_only: false,
+                match_capture: false,
+                empty_reason: None,
+            });
+        }
+        ChainPlan {
+            name: INTERFERENCE_PLAN.into(),
+            index: u8::MAX,
+            description: "Interference sources charged to the segments of chains with `interference = true`".into(),
+            timeout_ns: 0,
+            stages,
+            aborts: Vec::new(),
+            state: ChainState::Ready,
+            store: Store::Hash,
+            kind: PlanKind::InterferenceSources,
+            charges_interference: false,
+        }
+    }
+
     fn chain(mut self, index: u8, chain: &ChainConfig) -> ChainPlan {
         let at = format!("chains.{}", self.chain_name);
         let mut stages = Vec::new();
@@ -384,7 +492,12 @@ impl Resolver<'_> {
                 }
                 for (label, point) in expanded {
                     let filter = point.filter.clone().or_else(|| stage.filter.clone());
-                    let ctx = PointCtx { stage_key: stage.key.as_deref(), capture, filter: filter.as_deref() };
+                    let ctx = PointCtx {
+                        stage_key: stage.key.as_deref(),
+                        capture,
+                        filter: filter.as_deref(),
+                        optional: false,
+                    };
                     points.push(self.point(&pat, &stage.name, label, &point, ctx));
                 }
             }
@@ -401,7 +514,7 @@ impl Resolver<'_> {
             .iter()
             .enumerate()
             .map(|(j, p)| {
-                let ctx = PointCtx { stage_key: None, capture: None, filter: p.filter.as_deref() };
+                let ctx = PointCtx { stage_key: None, capture: None, filter: p.filter.as_deref(), optional: false };
                 self.point(&format!("{at}.abort[{j}]"), "abort", None, p, ctx)
             })
             .collect();
@@ -414,6 +527,8 @@ impl Resolver<'_> {
             aborts,
             state: ChainState::Ready,
             store: Store::Hash,
+            kind: PlanKind::Chain,
+            charges_interference: chain.interference,
         }
     }
 
@@ -441,7 +556,7 @@ impl Resolver<'_> {
     }
 
     fn point(&mut self, at: &str, stage: &str, label: Option<String>, point: &PointConfig, ctx: PointCtx) -> PointPlan {
-        let PointCtx { stage_key, capture, filter } = ctx;
+        let PointCtx { stage_key, capture, filter, optional } = ctx;
         let mut candidates = Vec::new();
         for (k, t) in point.targets.iter().enumerate() {
             let tat = format!("{at}.targets[{k}]");
@@ -538,7 +653,8 @@ impl Resolver<'_> {
         // Tracepoints are a stable kernel interface: a point whose every target is a missing
         // tracepoint is almost surely a typo, so it stops the run. Functions come and go with
         // inlining and kernel versions, so a missing function only makes its point unusable.
-        if !candidates.is_empty()
+        if !optional
+            && !candidates.is_empty()
             && candidates.iter().all(|c| matches!(c.status, Status::Missing(_)) && !c.target.kind.is_function())
         {
             let reasons: Vec<String> =
@@ -764,6 +880,8 @@ struct PointCtx<'a> {
     stage_key: Option<&'a str>,
     capture: Option<&'a str>,
     filter: Option<&'a str>,
+    /// A point that may be missing entirely (interference sources).
+    optional: bool,
 }
 
 enum KeyError {
@@ -778,6 +896,9 @@ pub fn slot_config(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, ra
     let mut flags = 0;
     if raw_hits {
         flags |= FLAG_RAW;
+    }
+    if chain.charges_interference {
+        flags |= FLAG_INTERFERENCE;
     }
     let (role, stage_idx) = match stage {
         Some(i) => {
@@ -818,4 +939,15 @@ pub fn slot_config(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, ra
         filter: cand.filter,
         filter_value: cand.filter_value,
     }
+}
+
+/// The slot configuration of an interference point: `source` is the source index, `label` the
+/// point's role (begin, end or switch).
+pub fn interference_slot_config(source: usize, label: &str, cand: &Candidate) -> SlotConfig {
+    let role = match label {
+        "begin" => ROLE_INTERFERENCE_BEGIN,
+        "end" => ROLE_INTERFERENCE_END,
+        _ => ROLE_INTERFERENCE_SWITCH,
+    };
+    SlotConfig { role, stage: source as u8, key0: cand.key0, key1: cand.key1, ..SlotConfig::default() }
 }

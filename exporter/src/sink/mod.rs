@@ -2,5 +2,6 @@
 //! snapshot the HTTP side reads.
 
 pub mod hdr;
+pub mod interference;
 pub mod prometheus;
 pub mod window;

@@ -261,8 +261,15 @@ mod tests {
             start_ns: 0,
             end_ns: 3000 + i % 100,
             segments: vec![
-                Segment { index: 1, start_ns: 0, end_ns: 1000 + i % 50, cpu: 0, slot: 0 },
-                Segment { index: 2, start_ns: 1000 + i % 50, end_ns: 3000 + i % 100, cpu: 0, slot: 0 },
+                Segment { index: 1, start_ns: 0, end_ns: 1000 + i % 50, cpu: 0, slot: 0, interference_ns: [0; 5] },
+                Segment {
+                    index: 2,
+                    start_ns: 1000 + i % 50,
+                    end_ns: 3000 + i % 100,
+                    cpu: 0,
+                    slot: 0,
+                    interference_ns: [0; 5],
+                },
             ],
             outcome: Outcome::Completed,
             session: session.map(Arc::from),

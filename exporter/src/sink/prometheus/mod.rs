@@ -28,7 +28,7 @@ use crate::{
         loader::{KernelMaps, ProgramStats},
         plan::{ChainPlan, Status},
     },
-    sink::{hdr::SharedQuantiles, window::SharedWindows},
+    sink::{hdr::SharedQuantiles, interference::SharedInterference, window::SharedWindows},
 };
 
 /// Check histogram bounds: increasing, positive, each a kernel bucket boundary.
@@ -102,6 +102,8 @@ pub struct Exposition {
     pub environment: EnvironmentInfo,
     /// Kernel bucket index of each configured `le`.
     pub le_buckets: Vec<usize>,
+    /// Interference charged to segments.
+    pub interference: Option<SharedInterference>,
     /// Statistics windows, with the governor and C-state labels they carry.
     pub windows: Option<SharedWindows>,
     /// Per-program kernel run time and count, when bpf_stats is on.
@@ -180,7 +182,7 @@ fn s(v: &str) -> String {
 impl Collector for Exposition {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         use names::*;
-        let running: Vec<&ChainPlan> = self.plans.iter().filter(|p| p.is_running()).collect();
+        let running: Vec<&ChainPlan> = self.plans.iter().filter(|p| p.is_running() && p.is_chain()).collect();
         // One consistent read of the kernel maps per scrape.
         let (rows, counters, hits, swept) = {
             let Ok(maps) = self.maps.lock() else { return Err(fmt::Error) };
@@ -335,6 +337,30 @@ impl Collector for Exposition {
                 (s("cstate_limit"), e.cstate_limit.clone()),
             ]],
         )?;
+
+        // Interference charged to segments.
+        if let Some(i) = &self.interference
+            && let Ok(m) = i.lock()
+        {
+            let mut secs = Vec::new();
+            let mut unknown = Vec::new();
+            for ((chain, seg), c) in m.iter() {
+                let Some(plan) = running.iter().find(|p| p.index == *chain) else { continue };
+                let seg_name = plan.shape().segment_name(*seg);
+                for (name, ns) in clockpath_common::interference::NAMES.iter().zip(c.ns) {
+                    secs.push((
+                        self.labels.with(&[("chain", &plan.name), ("segment", &seg_name), ("source", name)]),
+                        ns as f64 / 1e9,
+                    ));
+                }
+                unknown.push((self.labels.with(&[("chain", &plan.name), ("segment", &seg_name)]), c.unknown));
+            }
+            let mut m = enc.encode_descriptor(INTERFERENCE, INTERFERENCE_HELP, None, MetricType::Counter)?;
+            for (labels, v) in &secs {
+                ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+            }
+            counter(&mut enc, INTERFERENCE_UNKNOWN, INTERFERENCE_UNKNOWN_HELP, &unknown)?;
+        }
 
         // Statistics windows.
         if let Some(w) = &self.windows

@@ -66,3 +66,8 @@ pub const WINDOW_END: &str = "clockpath_window_end_timestamp_seconds";
 pub const WINDOW_END_HELP: &str = "When the window closed (UNIX time).";
 pub const WINDOW_RELIABLE: &str = "clockpath_window_reliable";
 pub const WINDOW_RELIABLE_HELP: &str = "1 when the window had at least 100 runs, 0 when its CI is not to be relied on.";
+
+pub const INTERFERENCE: &str = "clockpath_segment_interference_seconds";
+pub const INTERFERENCE_HELP: &str = "Time charged to segments by each interference source (IRQs, softirqs, the task switched out, hrtimer handlers, VM exits) on the segment's CPU.";
+pub const INTERFERENCE_UNKNOWN: &str = "clockpath_segment_interference_unknown";
+pub const INTERFERENCE_UNKNOWN_HELP: &str = "Segments of interference-charged chains that ended on another CPU than they started on (their interference is unknown).";
