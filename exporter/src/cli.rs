@@ -55,6 +55,16 @@ pub enum Command {
     },
     /// Drive clocksource switches and measure each one (root; restores the clocksource).
     Session(SessionCliArgs),
+    /// Analyse trace files: chains, outliers, medians with bootstrap CIs per session and
+    /// group, histograms, plots.
+    Analyze(AnalyzeArgs),
+    /// Compare two inputs (or the groups of one input): difference of medians and variance
+    /// ratio, with bootstrap CIs.
+    Compare(CompareArgs),
+    /// Bootstrap regression of each chain's total on its segments (and interference).
+    Regress(RegressArgs),
+    /// Generate synthetic clocksource-switch sessions (host and VM) from a documented model.
+    Simulate(SimulateArgs),
     /// Print the effective configuration as TOML.
     Config {
         /// Print the built-in defaults, documented, instead of the effective configuration.
@@ -93,6 +103,103 @@ pub struct SessionCliArgs {
     /// Measure in degraded mode even if the clocksource chain can attach.
     #[arg(long, hide = true)]
     pub force_degraded: bool,
+}
+
+/// Statistics options shared by the offline commands (defaults from `[windows]`).
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Count malformed lines and go on, instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+    /// Outlier rejection: σ multiple.
+    #[arg(long)]
+    pub sigma: Option<f64>,
+    /// Bootstrap resamples.
+    #[arg(long)]
+    pub resamples: Option<usize>,
+    /// Confidence level.
+    #[arg(long)]
+    pub level: Option<f64>,
+    /// RNG seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Runs kept per chain and session for the statistics (a uniform sample beyond).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub reservoir: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AnalyzeArgs {
+    /// Trace files: CSV, JSON Lines or `seconds.nanoseconds probe_name` lines, plain or .gz.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Directory for report.md, report.json, histograms.{csv,json} and plots/.
+    #[arg(long, default_value = "clockpath-analysis")]
+    pub out: PathBuf,
+    /// Do not draw SVG plots.
+    #[arg(long)]
+    pub no_plots: bool,
+    #[command(flatten)]
+    pub stats: StatsArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// One input (with --group-by) or two (A then B).
+    #[arg(required = true, num_args = 1..=2)]
+    pub inputs: Vec<PathBuf>,
+    /// Compare the groups of one input by this label.
+    #[arg(long, value_parser = ["env", "governor", "cstate"])]
+    pub group_by: Option<String>,
+    /// Only this chain.
+    #[arg(long)]
+    pub chain: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub stats: StatsArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RegressArgs {
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Only this chain.
+    #[arg(long)]
+    pub chain: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub stats: StatsArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Output directory.
+    #[arg(long, default_value = "clockpath-simulation")]
+    pub out: PathBuf,
+    /// Runs per session.
+    #[arg(long, default_value_t = 300)]
+    pub runs: usize,
+    /// Environments, one session each (host, vm).
+    #[arg(long, value_delimiter = ',', default_value = "host,vm")]
+    pub envs: Vec<String>,
+    /// C-state policies, one session each per environment (default, max_cstate=1).
+    #[arg(long, value_delimiter = ',', default_value = "default")]
+    pub cstates: Vec<String>,
+    /// Constant added to switch_entry→first_read, in seconds (e.g. 1.111).
+    #[arg(long, default_value_t = 0.0)]
+    pub offset: f64,
+    /// Fraction of outlier runs (first segment ×20).
+    #[arg(long, default_value_t = 0.01)]
+    pub outliers: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// csv, jsonl, or plain (`seconds.nanoseconds probe_name`, one file per session).
+    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl", "plain"])]
+    pub format: String,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -153,6 +260,10 @@ pub fn main() -> Result<ExitCode, CliError> {
         Command::Doctor { json } => doctor_cmd(cli.config.as_deref(), json),
         Command::Run(args) => run_cmd(cli.config.as_deref(), args),
         Command::Session(args) => session_cmd(cli.config.as_deref(), args),
+        Command::Analyze(args) => analyze_cmd(cli.config.as_deref(), args),
+        Command::Compare(args) => compare_cmd(cli.config.as_deref(), args),
+        Command::Regress(args) => regress_cmd(cli.config.as_deref(), args),
+        Command::Simulate(args) => simulate_cmd(args),
     }
 }
 
@@ -354,6 +465,197 @@ fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result<ExitCode, 
     print!("{}", crate::session::markdown(&report));
     println!("\nwrote {}", session_args.out.display());
     Ok(if report.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+fn analyze_options(loaded: &Loaded, a: &StatsArgs) -> Result<crate::analysis::AnalyzeOptions, CliError> {
+    let w = &loaded.config.windows;
+    let mut boot = w.bootstrap;
+    boot.resamples = a.resamples.unwrap_or(boot.resamples);
+    boot.level = a.level.unwrap_or(boot.level);
+    boot.seed = a.seed.unwrap_or(boot.seed);
+    boot.validate().map_err(|e| config_error(anyhow::anyhow!("{e}")))?;
+    let sigma = a.sigma.unwrap_or(w.sigma);
+    crate::stats::reject_outliers(&[0.0], sigma).map_err(|e| config_error(anyhow::anyhow!("--sigma: {e}")))?;
+    if a.reservoir < 10 {
+        return Err(config_error(anyhow::anyhow!("--reservoir must keep at least 10 runs")));
+    }
+    Ok(crate::analysis::AnalyzeOptions {
+        read: crate::trace_io::read::ReadOptions { skip_bad_lines: a.skip_bad_lines },
+        reservoir: a.reservoir,
+        sigma,
+        bootstrap: boot,
+        progress: true,
+    })
+}
+
+fn collect(
+    loaded: &Loaded,
+    files: &[PathBuf],
+    opts: &crate::analysis::AnalyzeOptions,
+) -> Result<crate::analysis::Collected, CliError> {
+    let c = crate::analysis::collect(files, &loaded.config, opts).map_err(|e| match e {
+        crate::analysis::AnalyzeError::Read(crate::trace_io::read::ReadError::Io { .. }) => config_error(e),
+        other => config_error(other),
+    })?;
+    if c.read.bad_lines > 0 {
+        eprintln!(
+            "clockpath: skipped {} malformed line(s); first: {}",
+            c.read.bad_lines,
+            c.read.bad_examples.join("; ")
+        );
+    }
+    if c.read.partial_lines > 0 {
+        eprintln!(
+            "clockpath: {} file(s) ended with a partial line (a writer stopped mid-line); it was skipped",
+            c.read.partial_lines
+        );
+    }
+    if !c.unknown_probes.is_empty() {
+        let u: Vec<String> = c.unknown_probes.iter().map(|(k, v)| format!("{k} ({v})")).collect();
+        eprintln!("clockpath: unknown probe names, ignored: {}", u.join(", "));
+    }
+    Ok(c)
+}
+
+fn analyze_cmd(config: Option<&Path>, args: AnalyzeArgs) -> Result<ExitCode, CliError> {
+    let loaded = load_config(config)?;
+    let opts = analyze_options(&loaded, &args.stats)?;
+    let c = collect(&loaded, &args.files, &opts)?;
+    let report = crate::analysis::report::build(&c, &opts);
+    crate::analysis::report::write(&args.out, &report, &c)
+        .with_context(|| format!("writing the report to {}", args.out.display()))?;
+    if !args.no_plots {
+        let plots = crate::analysis::plot::write(&args.out.join("plots"), &report, &c)?;
+        tracing::info!(count = plots.len(), "plots written");
+    }
+    print!("{}", crate::analysis::report::markdown(&report));
+    println!("\nwrote {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<ExitCode, CliError> {
+    use crate::analysis::{Run, column_names, compare::compare, label_value};
+    let loaded = load_config(config)?;
+    let opts = analyze_options(&loaded, &args.stats)?;
+    let mut results = Vec::new();
+    match (args.inputs.as_slice(), &args.group_by) {
+        ([a, b], None) => {
+            let ca = collect(&loaded, std::slice::from_ref(a), &opts)?;
+            let cb = collect(&loaded, std::slice::from_ref(b), &opts)?;
+            for (name, da) in &ca.chains {
+                if args.chain.as_ref().is_some_and(|c| c != name) {
+                    continue;
+                }
+                let (Some(db), Some(shape)) = (cb.chains.get(name), &da.shape) else { continue };
+                let ra: Vec<&Run> = da.sessions.values().flat_map(|s| s.runs.iter()).collect();
+                let rb: Vec<&Run> = db.sessions.values().flat_map(|s| s.runs.iter()).collect();
+                let (na, nb) = (a.display().to_string(), b.display().to_string());
+                results.extend(compare(name, &column_names(shape), (&na, &ra), (&nb, &rb), &opts));
+            }
+        }
+        ([one], Some(dim)) => {
+            let c = collect(&loaded, std::slice::from_ref(one), &opts)?;
+            for (name, d) in &c.chains {
+                if args.chain.as_ref().is_some_and(|x| x != name) {
+                    continue;
+                }
+                let Some(shape) = &d.shape else { continue };
+                let mut by: std::collections::BTreeMap<String, Vec<&Run>> = Default::default();
+                for r in d.sessions.values().flat_map(|s| s.runs.iter()) {
+                    if let Some(v) = label_value(&c.labels(r.labels), dim) {
+                        by.entry(v).or_default().push(r);
+                    }
+                }
+                let groups: Vec<(String, Vec<&Run>)> = by.into_iter().collect();
+                if groups.len() < 2 {
+                    return Err(config_error(anyhow::anyhow!(
+                        "chain {name}: --group-by {dim} needs two values of `{dim}` in the input, found {}",
+                        groups.len()
+                    )));
+                }
+                let (ref_name, ref_runs) = &groups[0];
+                for (g, runs) in &groups[1..] {
+                    results.extend(compare(name, &column_names(shape), (ref_name, ref_runs), (g, runs), &opts));
+                }
+            }
+        }
+        ([_], None) => {
+            return Err(config_error(anyhow::anyhow!(
+                "give two inputs, or one input and --group-by env|governor|cstate"
+            )));
+        }
+        _ => return Err(config_error(anyhow::anyhow!("--group-by compares the groups of a single input"))),
+    }
+    if results.is_empty() {
+        return Err(config_error(anyhow::anyhow!("nothing to compare: no chain has complete runs on both sides")));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results).context("serializing")?);
+    } else {
+        for r in &results {
+            println!("{} {} ({} vs {}, n = {} / {}): {}", r.chain, r.segment, r.b, r.a, r.b_runs, r.a_runs, r.verdict);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn regress_cmd(config: Option<&Path>, args: RegressArgs) -> Result<ExitCode, CliError> {
+    let loaded = load_config(config)?;
+    let opts = analyze_options(&loaded, &args.stats)?;
+    let c = collect(&loaded, &args.files, &opts)?;
+    let chains: Vec<String> = match &args.chain {
+        Some(ch) => vec![ch.clone()],
+        None => c.chains.keys().cloned().collect(),
+    };
+    let mut all = Vec::new();
+    for ch in chains {
+        let r = crate::analysis::regress::regress(&c, &ch, &opts)
+            .map_err(|e| config_error(anyhow::anyhow!("chain {ch}: {e}")))?;
+        if !args.json {
+            println!(
+                "## {ch}: total on components ({} runs, R² = {:.4}, {} of {} resamples solvable)\n",
+                r.runs, r.r_squared, r.resamples_used, opts.bootstrap.resamples
+            );
+            println!("| coefficient | estimate | {:.0} % CI |\n| --- | ---: | --- |", r.level * 100.0);
+            for co in &r.coefficients {
+                println!("| {} | {:.4} | [{:.4}, {:.4}] |", co.name, co.estimate, co.lower, co.upper);
+            }
+            println!();
+        }
+        all.push((ch, r));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all).context("serializing")?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn simulate_cmd(args: SimulateArgs) -> Result<ExitCode, CliError> {
+    use crate::analysis::simulate::{SimulateOptions, simulate};
+    if args.runs == 0 || !(0.0..=1.0).contains(&args.outliers) || !args.offset.is_finite() || args.offset < 0.0 {
+        return Err(config_error(anyhow::anyhow!(
+            "--runs must be positive, --outliers within [0, 1], --offset a non-negative number of seconds"
+        )));
+    }
+    let format = match args.format.as_str() {
+        "csv" => Some(crate::trace_io::Format::Csv),
+        "jsonl" => Some(crate::trace_io::Format::Jsonl),
+        _ => None,
+    };
+    let o = SimulateOptions {
+        runs: args.runs,
+        envs: args.envs,
+        cstates: args.cstates,
+        offset_s: args.offset,
+        outliers: args.outliers,
+        seed: args.seed,
+        format,
+    };
+    let files = simulate(&args.out, &o).with_context(|| format!("writing to {}", args.out.display()))?;
+    for f in files {
+        println!("{f}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn wait_for_stop(duration: Option<Duration>) -> Result<(), CliError> {

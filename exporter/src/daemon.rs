@@ -77,6 +77,27 @@ fn shapes_where(plans: &[ChainPlan], keep: impl Fn(&ChainPlan) -> bool) -> Vec<O
     v
 }
 
+/// Clocksource names for the capture values of chains with `{clocksource_read}` points.
+fn capture_names(plans: &[ChainPlan]) -> crate::pipeline::CaptureNames {
+    let mut out = crate::pipeline::CaptureNames::default();
+    for p in plans.iter().filter(|p| p.is_chain() && p.is_running()) {
+        let Some(stage) = p.stages.iter().find(|s| s.match_capture) else { continue };
+        let names: std::collections::HashMap<u64, Arc<str>> = stage
+            .points
+            .iter()
+            .filter_map(|pt| Some((pt.candidates.first()?.func_addr, Arc::from(pt.label.clone()?.as_str()))))
+            .filter(|(addr, _)| *addr != 0)
+            .collect();
+        if !names.is_empty() {
+            let current = std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+                .ok()
+                .map(|s| Arc::from(s.trim()));
+            out.add(p.index, "clocksource", names, current);
+        }
+    }
+    out
+}
+
 /// Role of every attached slot, for consumers of raw hits.
 pub fn slot_roles(plans: &[ChainPlan], raw_hits: bool) -> BTreeMap<u32, HitRole> {
     let mut roles = BTreeMap::new();
@@ -134,7 +155,7 @@ impl Daemon {
         }
         let plans = Arc::new(engine.chains.clone());
         let stats = Arc::new(PipelineStats::default());
-        let assembly = Assembly::start(shapes(&plans), sinks, stats.clone())?;
+        let assembly = Assembly::start(shapes(&plans), capture_names(&plans), sinks, stats.clone())?;
         let reader = RingReader::new(ring, Duration::from_millis(probe.drain_interval_ms))?;
         let maps = Arc::new(Mutex::new(maps));
         let (stop_tx, stop_rx) = watch::channel(false);

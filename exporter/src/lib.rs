@@ -4,6 +4,7 @@
 //! `ChainRecord`s) → `pipeline` sinks. `config` holds the configuration stack, `host` the
 //! machine's environment, `daemon` ties a running exporter together, `cli` the commands.
 
+pub mod analysis;
 pub mod chain;
 pub mod cli;
 pub mod config;

@@ -66,6 +66,7 @@ impl Assembly {
     /// Start the assembly thread. `shapes[i]` describes chain index `i`.
     pub fn start(
         shapes: Vec<Option<ChainShape>>,
+        mut labels: CaptureNames,
         mut sinks: Vec<Box<dyn Sink>>,
         stats: Arc<PipelineStats>,
     ) -> std::io::Result<Assembly> {
@@ -81,18 +82,18 @@ impl Assembly {
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 };
                 if let Some(batch) = batch {
-                    process(&mut asm, &mut sinks, &st, &batch);
+                    process(&mut asm, &mut labels, &mut sinks, &st, &batch);
                 }
                 let now = ktime::monotonic_now_ns();
                 if now.saturating_sub(last_evict) > 1_000_000_000 {
                     last_evict = now;
-                    asm.evict(now, &mut |rec| deliver(&mut sinks, &st, &rec));
+                    asm.evict(now, &mut |rec| deliver(&mut labels, &mut sinks, &st, rec));
                 }
                 for s in &mut sinks {
                     s.tick();
                 }
             }
-            asm.flush(&mut |rec| deliver(&mut sinks, &st, &rec));
+            asm.flush(&mut |rec| deliver(&mut labels, &mut sinks, &st, rec));
             for s in &mut sinks {
                 s.finish();
             }
@@ -133,7 +134,9 @@ impl Assembly {
     }
 }
 
-fn deliver(sinks: &mut [Box<dyn Sink>], stats: &PipelineStats, rec: &ChainRecord) {
+fn deliver(labels: &mut CaptureNames, sinks: &mut [Box<dyn Sink>], stats: &PipelineStats, mut rec: ChainRecord) {
+    labels.apply(&mut rec);
+    let rec = &rec;
     stats.chains.fetch_add(1, Ordering::Relaxed);
     if rec.outcome == crate::chain::Outcome::Incomplete {
         stats.incomplete.fetch_add(1, Ordering::Relaxed);
@@ -143,7 +146,13 @@ fn deliver(sinks: &mut [Box<dyn Sink>], stats: &PipelineStats, rec: &ChainRecord
     }
 }
 
-fn process(asm: &mut RecordAssembler, sinks: &mut [Box<dyn Sink>], stats: &PipelineStats, batch: &[Record]) {
+fn process(
+    asm: &mut RecordAssembler,
+    labels: &mut CaptureNames,
+    sinks: &mut [Box<dyn Sink>],
+    stats: &PipelineStats,
+    batch: &[Record],
+) {
     stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
     for r in batch {
         match r.kind {
@@ -159,9 +168,47 @@ fn process(asm: &mut RecordAssembler, sinks: &mut [Box<dyn Sink>], stats: &Pipel
                 } else {
                     stats.close_records.fetch_add(1, Ordering::Relaxed);
                 }
-                asm.push(r, &mut |c| deliver(sinks, stats, &c));
+                asm.push(r, &mut |c| deliver(labels, sinks, stats, c));
             }
             _ => {}
         }
+    }
+}
+
+/// Names for values captured at stage 0: for chains whose later stage matches the captured
+/// value against probe points expanded from a template (`{clocksource_read}`), the point's
+/// label (the clocksource) becomes `new_<what>`, and the previous one `old_<what>`.
+#[derive(Default)]
+pub struct CaptureNames {
+    chains: std::collections::HashMap<u8, NamedCapture>,
+}
+
+/// What a chain's capture names, the names by capture value, and the last name seen.
+struct NamedCapture {
+    what: String,
+    names: std::collections::HashMap<u64, Arc<str>>,
+    last: Option<Arc<str>>,
+}
+
+impl CaptureNames {
+    /// Add a chain: records whose capture is a key of `names` get `old_<what>`/`new_<what>`;
+    /// `initial` is the name in effect before the first record (e.g. the current clocksource).
+    pub fn add(
+        &mut self,
+        chain: u8,
+        what: &str,
+        names: std::collections::HashMap<u64, Arc<str>>,
+        initial: Option<Arc<str>>,
+    ) {
+        self.chains.insert(chain, NamedCapture { what: what.to_string(), names, last: initial });
+    }
+
+    fn apply(&mut self, rec: &mut ChainRecord) {
+        let Some(NamedCapture { what, names, last }) = self.chains.get_mut(&rec.chain) else { return };
+        let Some(new) = names.get(&rec.capture).cloned() else { return };
+        if let Some(old) = last.replace(new.clone()) {
+            rec.labels.push((Arc::from(format!("old_{what}")), old));
+        }
+        rec.labels.push((Arc::from(format!("new_{what}")), new));
     }
 }

@@ -172,6 +172,24 @@ impl HitAssembler {
         }
     }
 
+    /// Drop instances older than their chain's timeout at `now_ns` (for streams where a key
+    /// is never hit again, such as per-instance ids in recorded traces). Returns how many.
+    pub fn evict(&mut self, now_ns: u64, timeout_of: impl Fn(u8) -> u64) -> usize {
+        let before = self.open.len();
+        self.open.retain(|(chain, _), inst| {
+            let t = timeout_of(*chain);
+            t == 0 || now_ns.saturating_sub(inst.start_ns) <= t
+        });
+        let n = before - self.open.len();
+        self.stats.timed_out += n as u64;
+        n
+    }
+
+    /// Id of the instance opened last.
+    pub fn last_id(&self) -> u64 {
+        self.next_id
+    }
+
     /// Instances open right now.
     pub fn open_instances(&self) -> usize {
         self.open.len()

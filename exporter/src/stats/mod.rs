@@ -38,6 +38,8 @@ pub enum StatsError {
     NotFinite(f64),
     #[error("regression needs more runs ({runs}) than coefficients ({coefficients})")]
     Underdetermined { runs: usize, coefficients: usize },
+    #[error("regression: {0}")]
+    Collinear(String),
 }
 
 /// Reject NaN and infinities up front: nothing downstream has to think about them.

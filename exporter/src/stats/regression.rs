@@ -29,8 +29,19 @@ pub struct Regression {
     pub level: f64,
 }
 
-/// Solve the least-squares problem for rows `rows` (indices into the data).
-fn ols(y: &[f64], cols: &[Vec<f64>], scale: &[f64], rows: &mut dyn Iterator<Item = usize>) -> Option<Vec<f64>> {
+/// Centre and scale of each predictor: the system is solved on standardized columns, which
+/// keeps it well conditioned when a predictor varies little around a large value (a constant
+/// 1.111 s offset, say), then mapped back.
+struct Standardize {
+    mean: Vec<f64>,
+    scale: Vec<f64>,
+    /// The response is centred too.
+    y_mean: f64,
+}
+
+/// Solve the least-squares problem for rows `rows` (indices into the data); coefficients are
+/// returned in the original units, intercept first.
+fn ols(y: &[f64], cols: &[Vec<f64>], std: &Standardize, rows: &mut dyn Iterator<Item = usize>) -> Option<Vec<f64>> {
     let p = cols.len() + 1;
     let mut xtx = vec![0.0; p * p];
     let mut xty = vec![0.0; p];
@@ -38,10 +49,10 @@ fn ols(y: &[f64], cols: &[Vec<f64>], scale: &[f64], rows: &mut dyn Iterator<Item
     for r in rows {
         row[0] = 1.0;
         for (j, c) in cols.iter().enumerate() {
-            row[j + 1] = c[r] / scale[j + 1];
+            row[j + 1] = (c[r] - std.mean[j]) / std.scale[j];
         }
         for a in 0..p {
-            xty[a] += row[a] * y[r];
+            xty[a] += row[a] * (y[r] - std.y_mean);
             for b in 0..=a {
                 xtx[a * p + b] += row[a] * row[b];
             }
@@ -75,7 +86,13 @@ fn ols(y: &[f64], cols: &[Vec<f64>], scale: &[f64], rows: &mut dyn Iterator<Item
         let s: f64 = (i + 1..p).map(|k| l[k * p + i] * beta[k]).sum();
         beta[i] = (z[i] - s) / l[i * p + i];
     }
-    Some(beta.iter().zip(scale).map(|(b, s)| b / s).collect())
+    let mut out = vec![0.0; p];
+    out[0] = beta[0] + std.y_mean;
+    for j in 0..cols.len() {
+        out[j + 1] = beta[j + 1] / std.scale[j];
+        out[0] -= out[j + 1] * std.mean[j];
+    }
+    Some(out)
 }
 
 /// Regress `y` on the predictor columns `cols` (each as long as `y`), named `names`.
@@ -96,10 +113,19 @@ pub fn bootstrap_regression(
     if n <= p {
         return Err(StatsError::Underdetermined { runs: n, coefficients: p });
     }
-    // Scale predictors to unit max so the normal equations stay well conditioned.
-    let mut scale = vec![1.0];
-    scale.extend(cols.iter().map(|c| c.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(f64::MIN_POSITIVE)));
-    let full = ols(y, cols, &scale, &mut (0..n)).ok_or(StatsError::Underdetermined { runs: n, coefficients: p })?;
+    let std = Standardize {
+        mean: cols.iter().map(|c| super::mean(c)).collect(),
+        scale: cols.iter().map(|c| super::std_dev(c)).collect(),
+        y_mean: super::mean(y),
+    };
+    if let Some(j) = std.scale.iter().position(|s| *s == 0.0) {
+        return Err(StatsError::Collinear(format!(
+            "predictor {} is constant",
+            names.get(j).map_or("?", String::as_str)
+        )));
+    }
+    let full = ols(y, cols, &std, &mut (0..n))
+        .ok_or_else(|| StatsError::Collinear("the predictors are linearly dependent".into()))?;
     let mean_y = super::mean(y);
     let (mut ss_res, mut ss_tot) = (0.0, 0.0);
     for r in 0..n {
@@ -114,7 +140,7 @@ pub fn bootstrap_regression(
         for i in idx.iter_mut() {
             *i = rng.random_range(0..n);
         }
-        if let Some(beta) = ols(y, cols, &scale, &mut idx.iter().copied()) {
+        if let Some(beta) = ols(y, cols, &std, &mut idx.iter().copied()) {
             for (d, b) in dists.iter_mut().zip(beta) {
                 d.push(b);
             }
@@ -176,6 +202,18 @@ mod tests {
     fn a_constant_predictor_is_refused() {
         let y: Vec<f64> = (0..50).map(|i| i as f64).collect();
         let e = bootstrap_regression(&y, &[vec![3.0; 50]], &["c".into()], &Bootstrap::default());
-        assert!(matches!(e, Err(StatsError::Underdetermined { .. })));
+        assert!(matches!(e, Err(StatsError::Collinear(_))));
+    }
+
+    #[test]
+    fn a_large_constant_offset_does_not_break_the_fit() {
+        // total = (1.111 s + small a) + b: the offset sits on the first component.
+        let n = 300;
+        let a: Vec<f64> = (0..n).map(|i| 1.111e9 + ((i * 37) % 101) as f64 * 100.0).collect();
+        let b: Vec<f64> = (0..n).map(|i| ((i * 53) % 89) as f64 * 50.0).collect();
+        let y: Vec<f64> = (0..n).map(|i| a[i] + b[i]).collect();
+        let r = bootstrap_regression(&y, &[a, b], &["a".into(), "b".into()], &Bootstrap::default()).unwrap();
+        assert!((r.coefficients[1].estimate - 1.0).abs() < 1e-6, "{:?}", r.coefficients);
+        assert!((r.coefficients[2].estimate - 1.0).abs() < 1e-6, "{:?}", r.coefficients);
     }
 }

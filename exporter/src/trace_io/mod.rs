@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::{ChainRecord, ChainShape};
 
+pub mod read;
+
 /// File format of a trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
