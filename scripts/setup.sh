@@ -14,7 +14,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 # Packages needed to build and run the exporter.
-BUILD_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev pkg-config)
+BUILD_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev pkg-config fonts-dejavu-core)
 # Packages the test suite uses: peers (runqlat, bpftrace), load generators (perf, hackbench),
 # a real Prometheus, and the guest kernel harness (qemu, busybox, cpio, kernel image tools).
 TEST_PKGS=(libbpf-tools bpftrace linux-perf rt-tests prometheus wrk curl

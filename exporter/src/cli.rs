@@ -370,7 +370,26 @@ fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
         let interference_sink = InterferenceSink::new(charging, interference.clone());
         let sinks: Vec<Box<dyn crate::pipeline::Sink>> =
             vec![Box::new(tally.clone()), Box::new(hdr), Box::new(window_sink), Box::new(interference_sink)];
-        let daemon = Daemon::start(&loaded, plans, sinks).map_err(start_error)?;
+        let recorder = cfg.recorder.clone();
+        let raw = cfg.probe.raw_hits;
+        let rec_env = env.clone();
+        let daemon = Daemon::start_with(&loaded, plans, move |attached| {
+            let mut sinks = sinks;
+            if recorder.enabled {
+                // Raw hits name their stage through the slot that wrote them.
+                let slots = if raw { daemon::slot_stages(attached) } else { Default::default() };
+                let dir = recorder.dir.clone();
+                let rec =
+                    crate::trace_io::recorder::Recorder::new(recorder, rec_env, daemon::all_shapes(attached), slots)
+                        .map_err(|source| StartError::Sink {
+                            what: format!("recorder: cannot write to {}", dir.display()),
+                            source,
+                        })?;
+                sinks.push(Box::new(rec));
+            }
+            Ok(sinks)
+        })
+        .map_err(start_error)?;
         let le_buckets = cfg
             .metrics
             .buckets_seconds
@@ -534,7 +553,7 @@ fn analyze_cmd(config: Option<&Path>, args: AnalyzeArgs) -> Result<ExitCode, Cli
 }
 
 fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<ExitCode, CliError> {
-    use crate::analysis::{Run, column_names, compare::compare, label_value};
+    use crate::analysis::{RunRef, column_names, compare::compare, label_value};
     let loaded = load_config(config)?;
     let opts = analyze_options(&loaded, &args.stats)?;
     let mut results = Vec::new();
@@ -547,8 +566,8 @@ fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<ExitCode, Cli
                     continue;
                 }
                 let (Some(db), Some(shape)) = (cb.chains.get(name), &da.shape) else { continue };
-                let ra: Vec<&Run> = da.sessions.values().flat_map(|s| s.runs.iter()).collect();
-                let rb: Vec<&Run> = db.sessions.values().flat_map(|s| s.runs.iter()).collect();
+                let ra: Vec<RunRef> = da.sessions.values().flat_map(|s| s.iter()).collect();
+                let rb: Vec<RunRef> = db.sessions.values().flat_map(|s| s.iter()).collect();
                 let (na, nb) = (a.display().to_string(), b.display().to_string());
                 results.extend(compare(name, &column_names(shape), (&na, &ra), (&nb, &rb), &opts));
             }
@@ -560,13 +579,13 @@ fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<ExitCode, Cli
                     continue;
                 }
                 let Some(shape) = &d.shape else { continue };
-                let mut by: std::collections::BTreeMap<String, Vec<&Run>> = Default::default();
-                for r in d.sessions.values().flat_map(|s| s.runs.iter()) {
+                let mut by: std::collections::BTreeMap<String, Vec<RunRef>> = Default::default();
+                for r in d.sessions.values().flat_map(|s| s.iter()) {
                     if let Some(v) = label_value(&c.labels(r.labels), dim) {
                         by.entry(v).or_default().push(r);
                     }
                 }
-                let groups: Vec<(String, Vec<&Run>)> = by.into_iter().collect();
+                let groups: Vec<(String, Vec<RunRef>)> = by.into_iter().collect();
                 if groups.len() < 2 {
                     return Err(config_error(anyhow::anyhow!(
                         "chain {name}: --group-by {dim} needs two values of `{dim}` in the input, found {}",

@@ -38,8 +38,14 @@ pub enum StartError {
     Load(#[from] LoadError),
     #[error("no chain can run on this kernel:\n{0}")]
     NothingRuns(String),
-    #[error("starting the ring reader: {0}")]
+    #[error("starting the ring reader")]
     Io(#[from] std::io::Error),
+    #[error("{what}")]
+    Sink {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub struct Daemon {
@@ -98,6 +104,23 @@ fn capture_names(plans: &[ChainPlan]) -> crate::pipeline::CaptureNames {
     out
 }
 
+/// Slot → (chain index, stage name) of every resolved stage candidate (raw-hit recording).
+/// Slots are only known after attach, so this lists every candidate that could be attached;
+/// the recorder keys on the slot of each record.
+pub fn slot_stages(plans: &[ChainPlan]) -> BTreeMap<u32, (u8, String)> {
+    let mut out = BTreeMap::new();
+    for p in plans.iter().filter(|p| p.is_chain()) {
+        for s in &p.stages {
+            for c in s.points.iter().flat_map(|pt| &pt.candidates) {
+                if let Status::Attached(slot) = c.status {
+                    out.insert(slot, (p.index, s.name.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Role of every attached slot, for consumers of raw hits.
 pub fn slot_roles(plans: &[ChainPlan], raw_hits: bool) -> BTreeMap<u32, HitRole> {
     let mut roles = BTreeMap::new();
@@ -119,6 +142,16 @@ pub fn slot_roles(plans: &[ChainPlan], raw_hits: bool) -> BTreeMap<u32, HitRole>
 impl Daemon {
     /// Load, attach and start reading. Must run inside a Tokio runtime.
     pub fn start(loaded: &Loaded, plans: Vec<ChainPlan>, sinks: Vec<Box<dyn Sink>>) -> Result<Daemon, StartError> {
+        Self::start_with(loaded, plans, |_| Ok(sinks))
+    }
+
+    /// Like `start`, with sinks built once the plan is attached (they can see which slot
+    /// implements which stage).
+    pub fn start_with(
+        loaded: &Loaded,
+        plans: Vec<ChainPlan>,
+        make_sinks: impl FnOnce(&[ChainPlan]) -> Result<Vec<Box<dyn Sink>>, StartError>,
+    ) -> Result<Daemon, StartError> {
         let probe = &loaded.config.probe;
         let mut engine = Engine::load(probe, plan::direct_entries(&plans))?;
         let ring = engine.take_ring()?;
@@ -155,6 +188,7 @@ impl Daemon {
         }
         let plans = Arc::new(engine.chains.clone());
         let stats = Arc::new(PipelineStats::default());
+        let sinks = make_sinks(&plans)?;
         let assembly = Assembly::start(shapes(&plans), capture_names(&plans), sinks, stats.clone())?;
         let reader = RingReader::new(ring, Duration::from_millis(probe.drain_interval_ms))?;
         let maps = Arc::new(Mutex::new(maps));

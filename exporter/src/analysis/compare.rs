@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{AnalyzeOptions, Run};
+use super::{AnalyzeOptions, RunRef};
 use crate::stats::{self, Interval};
 
 #[derive(Clone, Debug, Serialize)]
@@ -21,7 +21,7 @@ pub struct Comparison {
     pub verdict: String,
 }
 
-fn kept(runs: &[&Run], opts: &AnalyzeOptions) -> Vec<Vec<f64>> {
+fn kept(runs: &[RunRef], opts: &AnalyzeOptions) -> Vec<Vec<f64>> {
     let ncol = runs.first().map_or(0, |r| r.values.len());
     let cols: Vec<Vec<f64>> = (0..ncol).map(|c| runs.iter().map(|r| r.values[c]).collect()).collect();
     match cols.first().map(|c| stats::reject_outliers(c, opts.sigma)) {
@@ -56,8 +56,8 @@ pub fn verdict(a: &str, b: &str, d: &Interval, r: &Interval) -> String {
 pub fn compare(
     chain: &str,
     columns: &[String],
-    a: (&str, &[&Run]),
-    b: (&str, &[&Run]),
+    a: (&str, &[RunRef]),
+    b: (&str, &[RunRef]),
     opts: &AnalyzeOptions,
 ) -> Vec<Comparison> {
     let (ka, kb) = (kept(a.1, opts), kept(b.1, opts));

@@ -17,6 +17,8 @@ use std::{
     path::PathBuf,
 };
 
+use rustc_hash::FxHashMap;
+
 use clockpath_common::{
     hist::{NUM_BUCKETS, bucket_of},
     record::{RECORD_SEGMENT, Record, UNKNOWN_INTERFERENCE},
@@ -57,21 +59,93 @@ pub struct AnalyzeOptions {
     pub progress: bool,
 }
 
-/// One complete run: segment durations (ns), then the total, and interference if known.
-#[derive(Clone, Debug)]
-pub struct Run {
-    pub values: Vec<f64>,
-    pub interference: Option<Vec<[u64; 5]>>,
+/// One complete run, borrowed from its session: segment durations (ns), then the total when
+/// the chain has more than one segment; interference per segment when the trace had it.
+#[derive(Clone, Copy, Debug)]
+pub struct RunRef<'a> {
+    pub values: &'a [f64],
+    pub interference: Option<&'a [[u64; 5]]>,
     pub labels: u32,
 }
 
-/// Runs of one chain in one session.
+/// Runs of one chain in one session, stored flat (a few bytes per run).
 #[derive(Debug, Default)]
 pub struct SessionRuns {
-    pub runs: Vec<Run>,
-    /// Complete runs seen (more than `runs.len()` once the reservoir is full).
+    /// Values per run.
+    pub cols: usize,
+    /// Segments per run.
+    pub nseg: usize,
+    /// Run-major values.
+    pub values: Vec<f64>,
+    pub labels: Vec<u32>,
+    /// Run-major interference per segment; empty once a run without it is kept.
+    pub interference: Vec<[u64; 5]>,
+    /// Complete runs seen (more than kept once the reservoir is full).
     pub seen: u64,
     pub outcomes: BTreeMap<&'static str, u64>,
+}
+
+impl SessionRuns {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn run(&self, i: usize) -> RunRef<'_> {
+        let has = !self.interference.is_empty();
+        RunRef {
+            values: &self.values[i * self.cols..(i + 1) * self.cols],
+            interference: has.then(|| &self.interference[i * self.nseg..(i + 1) * self.nseg]),
+            labels: self.labels[i],
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = RunRef<'_>> + '_ {
+        (0..self.len()).map(|i| self.run(i))
+    }
+
+    /// Keep a run (uniform reservoir of `cap` runs).
+    fn keep(
+        &mut self,
+        values: &[f64],
+        interference: Option<&[[u64; 5]]>,
+        labels: u32,
+        cap: usize,
+        rng: &mut Xoshiro256PlusPlus,
+    ) {
+        self.seen += 1;
+        let first = self.seen == 1;
+        if first {
+            self.cols = values.len();
+            self.nseg = interference.map_or(0, <[_]>::len);
+        }
+        if values.len() != self.cols {
+            return;
+        }
+        let slot = if self.len() < cap {
+            self.values.extend_from_slice(values);
+            self.labels.push(labels);
+            None
+        } else {
+            let j = rng.random_range(0..self.seen) as usize;
+            if j >= cap {
+                return;
+            }
+            self.values[j * self.cols..(j + 1) * self.cols].copy_from_slice(values);
+            self.labels[j] = labels;
+            Some(j)
+        };
+        match (interference, first || !self.interference.is_empty()) {
+            (Some(i), true) if i.len() == self.nseg => match slot {
+                None => self.interference.extend_from_slice(i),
+                Some(j) => self.interference[j * self.nseg..(j + 1) * self.nseg].copy_from_slice(i),
+            },
+            _ => self.interference = Vec::new(),
+        }
+    }
 }
 
 /// Everything read, per chain.
@@ -184,11 +258,12 @@ impl ProbeMap {
     }
 }
 
+/// Per-session assembly state.
 struct SessionState {
     hits: HitAssembler,
     records: RecordAssembler,
     /// instance id → label set of its stage-0 hit
-    labels: HashMap<u64, u32>,
+    labels: FxHashMap<u64, u32>,
 }
 
 /// Read and assemble `files`.
@@ -199,13 +274,14 @@ pub fn collect(files: &[PathBuf], config: &Config, opts: &AnalyzeOptions) -> Res
     let map = ProbeMap::new(config);
     let shapes_opt: Vec<Option<ChainShape>> = map.shapes.iter().cloned().map(Some).collect();
     let mut out = Collected { files: files.to_vec(), names: Interner::new(), ..Default::default() };
-    for s in &map.shapes {
-        out.chains.insert(s.name.clone(), ChainData { shape: Some(s.clone()), ..Default::default() });
-    }
-    let mut sessions: HashMap<u32, SessionState> = HashMap::new();
+    // Per chain index, per session id: kept runs and histograms (converted to names at the end).
+    let mut runs: Vec<FxHashMap<u32, SessionRuns>> = map.shapes.iter().map(|_| FxHashMap::default()).collect();
+    let mut hists: Vec<Vec<Box<[u64; NUM_BUCKETS]>>> = map.shapes.iter().map(|_| Vec::new()).collect();
+    let mut sessions: FxHashMap<u32, SessionState> = FxHashMap::default();
+    let mut lookups: FxHashMap<(u32, u32), Result<(u8, u8), bool>> = FxHashMap::default();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(opts.bootstrap.seed);
-    let mut unknown: HashMap<u32, u64> = HashMap::new();
-    let mut ambiguous: HashMap<u32, u64> = HashMap::new();
+    let mut unknown: FxHashMap<u32, u64> = FxHashMap::default();
+    let mut ambiguous: FxHashMap<u32, u64> = FxHashMap::default();
     let total_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let bar =
         (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) && total_bytes > 32 << 20).then(|| {
@@ -221,6 +297,9 @@ pub fn collect(files: &[PathBuf], config: &Config, opts: &AnalyzeOptions) -> Res
     let mut read_before = 0u64;
     let mut since_evict = 0u32;
     let timeouts: Vec<u64> = map.shapes.iter().map(|s| s.timeout_ns).collect();
+    let mut recs: Vec<Record> = Vec::with_capacity(4);
+    let mut values: Vec<f64> = Vec::with_capacity(8);
+    let mut interf: Vec<[u64; 5]> = Vec::with_capacity(8);
     for f in files {
         let mut names = std::mem::take(&mut out.names);
         let mut stats = std::mem::take(&mut out.read);
@@ -231,7 +310,10 @@ pub fn collect(files: &[PathBuf], config: &Config, opts: &AnalyzeOptions) -> Res
             &mut names,
             &mut stats,
             &mut |hit: Hit, names: &Interner| {
-                let (chain, stage) = match map.lookup(names.name(hit.chain), names.name(hit.probe)) {
+                let looked = *lookups
+                    .entry((hit.chain, hit.probe))
+                    .or_insert_with(|| map.lookup(names.name(hit.chain), names.name(hit.probe)));
+                let (chain, stage) = match looked {
                     Ok(v) => v,
                     Err(amb) => {
                         *(if amb { ambiguous.entry(hit.probe) } else { unknown.entry(hit.probe) }).or_default() += 1;
@@ -241,12 +323,11 @@ pub fn collect(files: &[PathBuf], config: &Config, opts: &AnalyzeOptions) -> Res
                 let st = sessions.entry(hit.session).or_insert_with(|| SessionState {
                     hits: HitAssembler::new(),
                     records: RecordAssembler::new(shapes_opt.clone()),
-                    labels: HashMap::new(),
+                    labels: FxHashMap::default(),
                 });
                 let role = map.role(chain, stage);
-                let key = hit.chain_id;
-                let h = StageHit { role, key, ts_ns: hit.timestamp_ns, cpu: hit.cpu, capture: 0 };
-                let mut recs: Vec<Record> = Vec::new();
+                let h = StageHit { role, key: hit.chain_id, ts_ns: hit.timestamp_ns, cpu: hit.cpu, capture: 0 };
+                recs.clear();
                 st.hits.push(&h, &mut |mut r: Record| {
                     if r.kind == RECORD_SEGMENT
                         && let Some(i) = hit.interference_ns
@@ -255,49 +336,44 @@ pub fn collect(files: &[PathBuf], config: &Config, opts: &AnalyzeOptions) -> Res
                     }
                     recs.push(r);
                 });
-                if stage == 0 {
+                if stage == 0 && hit.labels != 0 {
                     // The instance just opened (ids are sequential per assembler).
                     st.labels.insert(st.hits.last_id(), hit.labels);
                 }
-                let session_name = names.name(hit.session).to_string();
-                let data = out.chains.get_mut(&map.shapes[chain as usize].name).expect("chain registered");
-                for r in recs {
-                    let labels = st.labels.get(&r.instance_id).copied().unwrap_or(0);
-                    st.records.push(&r, &mut |rec| {
+                let chain_runs = &mut runs[chain as usize];
+                let chain_hists = &mut hists[chain as usize];
+                for r in &recs {
+                    let labels = if hit.labels == 0 && st.labels.is_empty() {
+                        0
+                    } else {
+                        st.labels.get(&r.instance_id).copied().unwrap_or(0)
+                    };
+                    st.records.push(r, &mut |rec| {
                         st.labels.remove(&rec.instance_id);
-                        let sess = data.sessions.entry(session_name.clone()).or_default();
+                        let sess = chain_runs.entry(hit.session).or_default();
                         *sess.outcomes.entry(rec.outcome.as_str()).or_default() += 1;
                         if rec.outcome != Outcome::Completed {
                             return;
                         }
-                        let mut values: Vec<f64> = rec.segments.iter().map(|s| s.duration_ns() as f64).collect();
+                        values.clear();
+                        values.extend(rec.segments.iter().map(|s| s.duration_ns() as f64));
                         if values.len() > 1 {
                             values.push(rec.total_ns() as f64);
                         }
-                        if data.histograms.is_empty() {
-                            data.histograms = (0..values.len()).map(|_| Box::new([0u64; NUM_BUCKETS])).collect();
+                        if chain_hists.is_empty() {
+                            *chain_hists = (0..values.len()).map(|_| Box::new([0u64; NUM_BUCKETS])).collect();
                         }
-                        for (h, v) in data.histograms.iter_mut().zip(&values) {
+                        for (h, v) in chain_hists.iter_mut().zip(&values) {
                             h[bucket_of(*v as u64) as usize] += 1;
                         }
-                        let interference = rec
-                            .segments
-                            .iter()
-                            .all(|s| {
-                                s.interference_ns.iter().any(|v| *v != 0)
-                                    && s.interference_ns[0] != UNKNOWN_INTERFERENCE
-                            })
-                            .then(|| rec.segments.iter().map(|s| s.interference_ns).collect());
-                        let run = Run { values, interference, labels };
-                        sess.seen += 1;
-                        if sess.runs.len() < opts.reservoir {
-                            sess.runs.push(run);
-                        } else {
-                            let j = rng.random_range(0..sess.seen) as usize;
-                            if j < opts.reservoir {
-                                sess.runs[j] = run;
-                            }
+                        interf.clear();
+                        let known = rec.segments.iter().all(|s| {
+                            s.interference_ns.iter().any(|v| *v != 0) && s.interference_ns[0] != UNKNOWN_INTERFERENCE
+                        });
+                        if known {
+                            interf.extend(rec.segments.iter().map(|s| s.interference_ns));
                         }
+                        sess.keep(&values, known.then_some(interf.as_slice()), labels, opts.reservoir, &mut rng);
                     });
                 }
                 since_evict += 1;
@@ -325,23 +401,22 @@ pub fn collect(files: &[PathBuf], config: &Config, opts: &AnalyzeOptions) -> Res
     }
     // What is still open at the end of the input is incomplete.
     for (sid, st) in sessions.iter_mut() {
-        let session_name = out.names.name(*sid).to_string();
         st.records.flush(&mut |rec| {
-            if let Some(d) = out.chains.values_mut().find(|d| {
-                d.shape.as_ref().is_some_and(|s| map.shapes.get(rec.chain as usize).is_some_and(|m| m.name == s.name))
-            }) {
-                *d.sessions
-                    .entry(session_name.clone())
-                    .or_default()
-                    .outcomes
-                    .entry(rec.outcome.as_str())
-                    .or_default() += 1;
+            if let Some(r) = runs.get_mut(rec.chain as usize) {
+                *r.entry(*sid).or_default().outcomes.entry(rec.outcome.as_str()).or_default() += 1;
             }
         });
     }
+    for (ci, shape) in map.shapes.iter().enumerate() {
+        let sessions: BTreeMap<String, SessionRuns> =
+            std::mem::take(&mut runs[ci]).into_iter().map(|(sid, r)| (out.names.name(sid).to_string(), r)).collect();
+        if !sessions.is_empty() {
+            let histograms = std::mem::take(&mut hists[ci]);
+            out.chains.insert(shape.name.clone(), ChainData { shape: Some(shape.clone()), sessions, histograms });
+        }
+    }
     out.unknown_probes = unknown.into_iter().map(|(k, v)| (out.names.name(k).to_string(), v)).collect();
     out.ambiguous_probes = ambiguous.into_iter().map(|(k, v)| (out.names.name(k).to_string(), v)).collect();
-    out.chains.retain(|_, d| !d.sessions.is_empty());
     if out.read.lines == 0 {
         return Err(AnalyzeError::Empty(format!(
             "{}: no trace lines",
@@ -380,7 +455,7 @@ pub fn label_value(labels: &[(String, String)], dim: &str) -> Option<String> {
 pub fn group_stats(
     name: String,
     labels: BTreeMap<String, String>,
-    runs: &[&Run],
+    runs: &[RunRef],
     seen: u64,
     outcomes: BTreeMap<&'static str, u64>,
     opts: &AnalyzeOptions,
@@ -404,7 +479,7 @@ pub fn sessions_of(c: &Collected, data: &ChainData, opts: &AnalyzeOptions) -> Ve
     data.sessions
         .iter()
         .filter_map(|(sid, s)| {
-            let runs: Vec<&Run> = s.runs.iter().collect();
+            let runs: Vec<RunRef> = s.iter().collect();
             let labels = runs.first().map(|r| c.labels(r.labels).into_iter().collect()).unwrap_or_default();
             group_stats(
                 if sid.is_empty() { "(no session)".into() } else { sid.clone() },
@@ -420,9 +495,9 @@ pub fn sessions_of(c: &Collected, data: &ChainData, opts: &AnalyzeOptions) -> Ve
 
 /// Statistics per value of a label dimension (env, governor, cstate) over all sessions.
 pub fn groups_of(c: &Collected, data: &ChainData, dim: &str, opts: &AnalyzeOptions) -> Vec<GroupStats> {
-    let mut by: BTreeMap<String, Vec<&Run>> = BTreeMap::new();
+    let mut by: BTreeMap<String, Vec<RunRef>> = BTreeMap::new();
     for s in data.sessions.values() {
-        for r in &s.runs {
+        for r in s.iter() {
             if let Some(v) = label_value(&c.labels(r.labels), dim) {
                 by.entry(v).or_default().push(r);
             }

@@ -15,10 +15,10 @@ pub fn regress(c: &Collected, chain: &str, opts: &AnalyzeOptions) -> Result<Regr
     if nseg < 1 {
         return Err("the chain has no segment".into());
     }
-    let runs: Vec<&super::Run> = data.sessions.values().flat_map(|s| s.runs.iter()).collect();
+    let runs: Vec<super::RunRef> = data.sessions.values().flat_map(|s| s.iter()).collect();
     let reference: Vec<f64> = runs.iter().map(|r| r.values[0]).collect();
     let rej = stats::reject_outliers(&reference, opts.sigma).map_err(|e| e.to_string())?;
-    let runs: Vec<&super::Run> = rej.kept(&runs).collect();
+    let runs: Vec<super::RunRef> = rej.kept(&runs).collect();
     let total_idx = if nseg > 1 { nseg } else { 0 };
     let y: Vec<f64> = runs.iter().map(|r| r.values[total_idx]).collect();
     let mut names: Vec<String> = cols[..nseg].to_vec();

@@ -98,6 +98,7 @@ pub fn simulate(dir: &Path, o: &SimulateOptions) -> io::Result<Vec<String>> {
                         delta_chain_id: id,
                         chain: "clocksource_switch".into(),
                         env: env.clone(),
+                        interference_ns: None,
                     };
                     lines.push(match o.format {
                         Some(Format::Csv) => {

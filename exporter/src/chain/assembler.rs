@@ -6,8 +6,6 @@
 //! are evicted as `Incomplete` after their chain's timeout, so memory is bounded by the number
 //! of open instances.
 
-use std::collections::HashMap;
-
 use clockpath_common::record::{CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_SEGMENT, Record};
 
 use super::{ChainRecord, ChainShape, Outcome, Segment};
@@ -34,7 +32,7 @@ pub struct AssemblerStats {
 
 pub struct RecordAssembler {
     shapes: Vec<Option<ChainShape>>,
-    open: HashMap<(u8, u64), Partial>,
+    open: rustc_hash::FxHashMap<(u8, u64), Partial>,
     latest_ns: u64,
     pub stats: AssemblerStats,
 }
@@ -42,7 +40,7 @@ pub struct RecordAssembler {
 impl RecordAssembler {
     /// `shapes[i]` describes chain index `i` (None: not running).
     pub fn new(shapes: Vec<Option<ChainShape>>) -> Self {
-        RecordAssembler { shapes, open: HashMap::new(), latest_ns: 0, stats: AssemblerStats::default() }
+        RecordAssembler { shapes, open: Default::default(), latest_ns: 0, stats: AssemblerStats::default() }
     }
 
     pub fn shape(&self, chain: u8) -> Option<&ChainShape> {

@@ -2,8 +2,6 @@
 //! (`ebpf/src/stage.rs`). Used for raw mode, for replayed trace files and for the simulator;
 //! the kernel-vs-userspace test feeds both the same hits and compares segments.
 
-use std::collections::HashMap;
-
 use clockpath_common::{
     record::{CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_SEGMENT, Record},
     slot::{FLAG_FIRST_HIT_ONLY, FLAG_LAST_STAGE, FLAG_MATCH_CAPTURE, ROLE_ABORT, ROLE_STAGE, SlotConfig},
@@ -76,7 +74,7 @@ pub struct HitStats {
 
 #[derive(Default)]
 pub struct HitAssembler {
-    open: HashMap<(u8, u64), Inst>,
+    open: rustc_hash::FxHashMap<(u8, u64), Inst>,
     next_id: u64,
     pub stats: HitStats,
 }

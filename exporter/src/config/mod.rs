@@ -34,6 +34,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub metrics: MetricsConfig,
     pub windows: WindowsConfig,
+    pub recorder: crate::trace_io::recorder::RecorderConfig,
     pub environment: EnvironmentConfig,
     /// Chains by name; their index in the kernel follows the name order.
     pub chains: BTreeMap<String, ChainConfig>,
@@ -465,6 +466,19 @@ mod tests {
         assert!(i[0].why.contains("strictly between 0 and 1"), "{i:?}");
         let i = issues("[windows]\nreference = { sched_wakeup = \"nope\" }\n");
         assert!(i[0].why.contains("no segment `nope`") && i[0].why.contains("wakeup->switch_in"), "{i:?}");
+    }
+
+    #[test]
+    fn example_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            Config::load_with_env(Some(&p), Env::prefixed("CLOCKPATH_TEST_NONE_"))
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+        assert!(n >= 3);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::chain::{ChainRecord, ChainShape};
 
 pub mod read;
+pub mod recorder;
 
 /// File format of a trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +53,9 @@ pub struct TraceHit {
     pub chain: String,
     #[serde(default)]
     pub env: String,
+    /// Interference charged to the segment this hit ends (JSON Lines only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interference_ns: Option<[u64; clockpath_common::interference::SOURCES]>,
 }
 
 fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
@@ -85,7 +89,7 @@ impl TraceHit {
 /// Stage hits of an assembled chain: stage 0 at its start, stage k at the end of segment k.
 pub fn hits_of(rec: &ChainRecord, shape: &ChainShape, env: &str) -> Vec<TraceHit> {
     let session = rec.session.as_deref().unwrap_or("").to_string();
-    let hit = |ts: u64, stage: usize, cpu: u32| TraceHit {
+    let hit = |ts: u64, stage: usize, cpu: u32, interference: Option<[u64; 5]>| TraceHit {
         timestamp_ns: ts,
         probe_name: shape.stages.get(stage).cloned().unwrap_or_else(|| format!("stage_{stage}")),
         session_id: session.clone(),
@@ -93,12 +97,15 @@ pub fn hits_of(rec: &ChainRecord, shape: &ChainShape, env: &str) -> Vec<TraceHit
         delta_chain_id: rec.instance_id,
         chain: shape.name.clone(),
         env: env.to_string(),
+        interference_ns: interference,
     };
     let mut out = Vec::with_capacity(rec.segments.len() + 1);
     let first_cpu = rec.segments.first().map_or(rec.cpu, |_| rec.cpu);
-    out.push(hit(rec.start_ns, 0, first_cpu));
+    out.push(hit(rec.start_ns, 0, first_cpu, None));
     for s in &rec.segments {
-        out.push(hit(s.end_ns, s.index as usize, s.cpu));
+        let known = s.interference_ns.iter().any(|v| *v != 0)
+            && s.interference_ns[0] != clockpath_common::record::UNKNOWN_INTERFERENCE;
+        out.push(hit(s.end_ns, s.index as usize, s.cpu, known.then_some(s.interference_ns)));
     }
     out
 }
@@ -170,6 +177,7 @@ mod tests {
             delta_chain_id: 42,
             chain: "clocksource_switch".into(),
             env: "vm".into(),
+            interference_ns: None,
         };
         assert_eq!(h.line(Format::Csv), "171223534912180,first_read,\"s,1\",3,42,clocksource_switch,vm\n");
         let j = h.line(Format::Jsonl);

@@ -8,7 +8,6 @@
 //! writer that crashed mid-line) is reported and skipped.
 
 use std::{
-    collections::HashMap,
     fs,
     io::{self, BufRead as _, BufReader, Read},
     path::{Path, PathBuf},
@@ -66,11 +65,15 @@ pub struct Hit {
     pub interference_ns: Option<[u64; 5]>,
 }
 
-/// Interned strings: probe names, sessions, chains, label sets.
+/// Interned strings: probe names, sessions, chains, label sets. Consecutive lines mostly
+/// repeat the same strings, so the last id of each field is cached before the hash lookup.
 #[derive(Debug, Default)]
 pub struct Interner {
-    map: HashMap<Vec<u8>, u32>,
+    map: rustc_hash::FxHashMap<Vec<u8>, u32>,
     names: Vec<String>,
+    /// (bytes, id) of the last few lookups per field slot (probe names alternate).
+    last: [[(Vec<u8>, u32); 4]; 4],
+    next: [usize; 4],
 }
 
 impl Interner {
@@ -78,6 +81,23 @@ impl Interner {
         let mut i = Interner::default();
         i.id(b"");
         i
+    }
+
+    /// The id of `s`, checking the cache of field `slot` (0..4) first.
+    pub fn id_in(&mut self, slot: usize, s: &[u8]) -> u32 {
+        for (bytes, id) in &self.last[slot] {
+            if !bytes.is_empty() && bytes.as_slice() == s {
+                return *id;
+            }
+        }
+        let id = self.id(s);
+        let k = self.next[slot];
+        self.next[slot] = (k + 1) % 4;
+        let l = &mut self.last[slot][k];
+        l.0.clear();
+        l.0.extend_from_slice(s);
+        l.1 = id;
+        id
     }
 
     pub fn id(&mut self, s: &[u8]) -> u32 {
@@ -269,67 +289,136 @@ pub fn read_file(
     on_hit: &mut dyn FnMut(Hit, &Interner),
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), ReadError> {
+    let input = open(path)?;
+    read_stream(path, input, opts, names, stats, on_hit, progress)
+}
+
+/// Parse a stream as if it were the file `path` (fuzzing and tests use in-memory input).
+pub fn read_stream(
+    path: &Path,
+    input: impl Read,
+    opts: ReadOptions,
+    names: &mut Interner,
+    stats: &mut ReadStats,
+    on_hit: &mut dyn FnMut(Hit, &Interner),
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), ReadError> {
     let io_err = |source| ReadError::Io { path: path.to_path_buf(), source };
-    let mut reader = BufReader::with_capacity(1 << 20, open(path)?);
+    let mut reader = BufReader::with_capacity(1 << 20, input);
     stats.files += 1;
     let file_session = path
         .file_stem()
         .map(|s| s.to_string_lossy().trim_end_matches(".csv").trim_end_matches(".txt").to_string())
         .unwrap_or_default();
-    let mut format: Option<InputFormat> = None;
-    let mut columns: Option<Columns> = None;
-    let mut line_no = 0u64;
-    let mut line = Vec::with_capacity(256);
-    let mut label_key = Vec::with_capacity(64);
+    let mut st = LineState {
+        path,
+        opts,
+        format: None,
+        columns: None,
+        line_no: 0,
+        label_key: Vec::with_capacity(64),
+        file_session,
+    };
+    // Lines are parsed in place in the reader's buffer; only a line that spans two buffer
+    // fills is copied (into `carry`).
+    let mut carry: Vec<u8> = Vec::new();
     loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(io_err)?;
-        if n == 0 {
+        let buf = reader.fill_buf().map_err(io_err)?;
+        if buf.is_empty() {
             break;
         }
-        stats.bytes += n as u64;
-        if line_no.is_multiple_of(4096) {
-            progress(stats.bytes);
+        let len = buf.len();
+        let mut pos = 0;
+        if !carry.is_empty() {
+            match memchr::memchr(b'\n', buf) {
+                Some(nl) => {
+                    carry.extend_from_slice(&buf[..=nl]);
+                    pos = nl + 1;
+                    let line = std::mem::take(&mut carry);
+                    st.line(&line, names, stats, on_hit)?;
+                }
+                None => {
+                    carry.extend_from_slice(buf);
+                    reader.consume(len);
+                    continue;
+                }
+            }
         }
-        line_no += 1;
-        if line.last() != Some(&b'\n') {
-            // The writer died mid-line; everything before it is whole.
-            stats.partial_lines += 1;
-            tracing::warn!(file = %path.display(), line = line_no, "partial last line (no newline): skipped");
-            break;
+        while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
+            st.line(&buf[pos..pos + nl + 1], names, stats, on_hit)?;
+            pos += nl + 1;
+            if st.line_no.is_multiple_of(8192) {
+                progress(stats.bytes);
+            }
         }
-        let l = line.trim_ascii_end();
+        carry.extend_from_slice(&buf[pos..]);
+        reader.consume(len);
+    }
+    if !carry.is_empty() {
+        // The writer died mid-line; everything before it is whole.
+        stats.bytes += carry.len() as u64;
+        stats.partial_lines += 1;
+        tracing::warn!(file = %path.display(), line = st.line_no + 1, "partial last line (no newline): skipped");
+    }
+    progress(stats.bytes);
+    Ok(())
+}
+
+/// Parsing state of one file.
+struct LineState<'a> {
+    path: &'a Path,
+    opts: ReadOptions,
+    format: Option<InputFormat>,
+    columns: Option<Columns>,
+    line_no: u64,
+    label_key: Vec<u8>,
+    file_session: String,
+}
+
+impl LineState<'_> {
+    /// One complete line, newline included.
+    fn line(
+        &mut self,
+        raw: &[u8],
+        names: &mut Interner,
+        stats: &mut ReadStats,
+        on_hit: &mut dyn FnMut(Hit, &Interner),
+    ) -> Result<(), ReadError> {
+        stats.bytes += raw.len() as u64;
+        self.line_no += 1;
+        let l = raw.trim_ascii_end();
         if l.is_empty() || l.starts_with(b"#") {
-            continue;
+            return Ok(());
         }
         stats.lines += 1;
-        let fmt = match format {
+        let fmt = match self.format {
             Some(f) => f,
             None => {
-                let f = detect(l).ok_or_else(|| ReadError::UnknownFormat { path: path.to_path_buf() })?;
-                format = Some(f);
+                let f = detect(l).ok_or_else(|| ReadError::UnknownFormat { path: self.path.to_path_buf() })?;
+                self.format = Some(f);
                 if f == InputFormat::Csv {
-                    columns = Some(Columns::from_header(l).map_err(|why| ReadError::Malformed {
-                        path: path.to_path_buf(),
-                        line: line_no,
+                    self.columns = Some(Columns::from_header(l).map_err(|why| ReadError::Malformed {
+                        path: self.path.to_path_buf(),
+                        line: self.line_no,
                         why,
                     })?);
                     stats.lines -= 1;
-                    continue;
+                    return Ok(());
                 }
                 f
             }
         };
-        let parsed = match fmt {
-            InputFormat::Csv => parse_csv_line(l, columns.as_ref().expect("header read first"), names, &mut label_key),
-            InputFormat::Jsonl => parse_json_line(l, names, &mut label_key),
-            InputFormat::Plain => parse_plain_line(l, names, &file_session),
+        let parsed = match (fmt, &self.columns) {
+            (InputFormat::Csv, Some(c)) => parse_csv_line(l, c, names, &mut self.label_key),
+            (InputFormat::Csv, None) => Err("no CSV header".into()),
+            (InputFormat::Jsonl, _) => parse_json_line(l, names, &mut self.label_key),
+            (InputFormat::Plain, _) => parse_plain_line(l, names, &self.file_session),
         };
         match parsed {
             Ok(hit) => on_hit(hit, names),
             Err(why) => {
-                let e = ReadError::Malformed { path: path.to_path_buf(), line: line_no, why };
-                if !opts.skip_bad_lines {
+                let e = ReadError::Malformed { path: self.path.to_path_buf(), line: self.line_no, why };
+                if !self.opts.skip_bad_lines {
                     return Err(e);
                 }
                 stats.bad_lines += 1;
@@ -338,13 +427,37 @@ pub fn read_file(
                 }
             }
         }
+        Ok(())
     }
-    progress(stats.bytes);
-    Ok(())
 }
 
 fn parse_csv_line(l: &[u8], c: &Columns, names: &mut Interner, label_key: &mut Vec<u8>) -> Result<Hit, String> {
-    let f = split_csv(l);
+    // Fast path: no quotes, fields borrowed in place.
+    if memchr::memchr(b'"', l).is_none() {
+        let mut f: [&[u8]; 32] = [&[]; 32];
+        let mut n = 0;
+        let mut start = 0;
+        for i in memchr::memchr_iter(b',', l) {
+            if n < 32 {
+                f[n] = &l[start..i];
+            }
+            n += 1;
+            start = i + 1;
+        }
+        if n < 32 {
+            f[n] = &l[start..];
+        }
+        n += 1;
+        if n <= 32 {
+            return csv_fields(&f[..n], c, names, label_key);
+        }
+    }
+    let owned = split_csv(l);
+    let f: Vec<&[u8]> = owned.iter().map(|c| c.as_ref()).collect();
+    csv_fields(&f, c, names, label_key)
+}
+
+fn csv_fields(f: &[&[u8]], c: &Columns, names: &mut Interner, label_key: &mut Vec<u8>) -> Result<Hit, String> {
     if f.len() != c.n {
         return Err(format!("expected {} comma-separated fields (as in the header), found {}", c.n, f.len()));
     }
@@ -383,12 +496,12 @@ fn parse_csv_line(l: &[u8], c: &Columns, names: &mut Interner, label_key: &mut V
     }
     Ok(Hit {
         timestamp_ns,
-        probe: names.id(probe),
-        session: c.session.map_or(0, |i| names.id(f[i].trim_ascii())),
+        probe: names.id_in(0, probe),
+        session: c.session.map_or(0, |i| names.id_in(1, f[i].trim_ascii())),
         cpu: num(c.cpu, "cpu_id")? as u32,
         chain_id: num(c.chain_id, "delta_chain_id")?,
-        chain: c.chain.map_or(0, |i| names.id(f[i].trim_ascii())),
-        labels: names.id(label_key),
+        chain: c.chain.map_or(0, |i| names.id_in(2, f[i].trim_ascii())),
+        labels: if c.labels.is_empty() { 0 } else { names.id_in(3, label_key) },
         interference_ns: any.then_some(interference),
     })
 }

@@ -1,0 +1,75 @@
+//! The recorder sink (issue 5): stage hits to rotated trace files while the exporter runs;
+//! every file complete at SIGTERM; the files analyse.
+
+use std::time::Duration;
+
+use clockpath_tests::*;
+
+fn recorded(extra_env: &[(&str, &str)]) -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("traces");
+    let mut env = vec![
+        ("CLOCKPATH_RECORDER__ENABLED", "true"),
+        ("CLOCKPATH_RECORDER__DIR", rec.to_str().unwrap()),
+        ("CLOCKPATH_RECORDER__ROTATE_BYTES", "262144"),
+    ];
+    env.extend_from_slice(extra_env);
+    let e = Exporter::start(&["--duration", "60"], &env);
+    wait_ok(sched_messaging(40), "perf bench sched messaging");
+    sleep(Duration::from_millis(500));
+    let out = e.stop();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut files: Vec<_> = std::fs::read_dir(&rec).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    (dir, files)
+}
+
+#[test]
+fn recorded_traces_rotate_end_with_whole_lines_and_analyse() {
+    require_root();
+    let (dir, files) = recorded(&[]);
+    assert!(files.len() >= 2, "rotation at 256 KiB should give several files: {files:?}");
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(
+            text.starts_with("timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id,chain,env\n"),
+            "{}",
+            f.display()
+        );
+        assert!(text.ends_with('\n'), "{} ends mid-line", f.display());
+    }
+    let out = dir.path().join("report");
+    let mut args = vec!["analyze".to_string(), "--no-plots".into(), "--out".into(), out.display().to_string()];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = clockpath(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let sched = r["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["chain"] == "sched_wakeup")
+        .expect("sched_wakeup in the recorded traces");
+    let seen: u64 = sched["sessions"].as_array().unwrap().iter().map(|s| s["seen"].as_u64().unwrap()).sum();
+    assert!(seen > 1000, "only {seen} sched_wakeup chains recorded");
+    assert_eq!(r["read"]["partial_lines"], 0);
+}
+
+#[test]
+fn raw_hits_are_recorded_with_their_stage() {
+    require_root();
+    let (_dir, files) = recorded(&[("CLOCKPATH_PROBE__RAW_HITS", "true"), ("CLOCKPATH_RECORDER__FORMAT", "jsonl")]);
+    let first = std::fs::read_to_string(&files[0]).unwrap();
+    let hit: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    for field in ["timestamp_ns", "probe_name", "session_id", "cpu_id", "delta_chain_id", "chain", "env"] {
+        assert!(hit.get(field).is_some(), "{field} missing from {hit}");
+    }
+    let stages = ["wakeup", "switch_in", "start", "expire_entry", "expire_exit", "raise", "entry", "exit"];
+    assert!(
+        first.lines().take(200).all(|l| stages.iter().any(|s| l.contains(&format!("\"probe_name\":\"{s}\"")))),
+        "{}",
+        &first[..first.len().min(2000)]
+    );
+}
