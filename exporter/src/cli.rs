@@ -20,6 +20,7 @@ use crate::{
     sink::{
         hdr::{HdrSink, SharedQuantiles},
         interference::{InterferenceSink, SharedInterference},
+        otlp::{ExemplarStore, OtlpSink},
         prometheus::{self, server},
         window::{SharedWindows, WindowSink},
     },
@@ -370,11 +371,32 @@ fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
         let interference_sink = InterferenceSink::new(charging, interference.clone());
         let sinks: Vec<Box<dyn crate::pipeline::Sink>> =
             vec![Box::new(tally.clone()), Box::new(hdr), Box::new(window_sink), Box::new(interference_sink)];
+        let le_buckets = cfg
+            .metrics
+            .buckets_seconds
+            .iter()
+            .map(|b| prometheus::le_index(*b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| config_error(anyhow::anyhow!("metrics.buckets_seconds: {e}")))?;
+        let exemplars = Arc::new(ExemplarStore::new(le_buckets.clone()));
+        let mut otlp_stats = None;
         let recorder = cfg.recorder.clone();
         let raw = cfg.probe.raw_hits;
         let rec_env = env.clone();
-        let daemon = Daemon::start_with(&loaded, plans, move |attached| {
+        let (otlp_quantiles, otlp_windows, otlp_exemplars) = (quantiles.clone(), windows.clone(), exemplars.clone());
+        let daemon = Daemon::start_with(&loaded, plans, |attached| {
             let mut sinks = sinks;
+            if let Some(otlp) = OtlpSink::for_plans(
+                &loaded,
+                attached,
+                &rec_env,
+                Some(otlp_quantiles),
+                Some(otlp_windows),
+                Some(otlp_exemplars),
+            )? {
+                otlp_stats = Some(otlp.stats());
+                sinks.push(Box::new(otlp));
+            }
             if recorder.enabled {
                 // Raw hits name their stage through the slot that wrote them.
                 let slots = if raw { daemon::slot_stages(attached) } else { Default::default() };
@@ -390,13 +412,6 @@ fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
             Ok(sinks)
         })
         .map_err(start_error)?;
-        let le_buckets = cfg
-            .metrics
-            .buckets_seconds
-            .iter()
-            .map(|b| prometheus::le_index(*b))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| config_error(anyhow::anyhow!("metrics.buckets_seconds: {e}")))?;
         let exposition = prometheus::Exposition {
             plans: daemon.plans.clone(),
             maps: daemon.maps.clone(),
@@ -412,6 +427,7 @@ fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
             le_buckets,
             windows: Some(windows),
             interference: Some(interference),
+            otlp: otlp_stats.clone(),
             program_stats: cfg.probe.bpf_stats.then(|| {
                 Box::new(daemon.program_stats_fn())
                     as Box<dyn Fn() -> Vec<crate::probe::loader::ProgramStats> + Send + Sync>
@@ -421,6 +437,7 @@ fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
             registry: exposition.into_registry(),
             health: daemon.health.clone(),
             landing: server::landing_page(&daemon.plans, &env),
+            exemplars: otlp_stats.is_some().then_some(exemplars),
         });
         let (stop_http, stop_rx) = tokio::sync::watch::channel(false);
         let http = tokio::spawn(server::serve(listener, state, stop_rx));

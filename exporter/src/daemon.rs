@@ -40,6 +40,8 @@ pub enum StartError {
     NothingRuns(String),
     #[error("starting the ring reader")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Otlp(#[from] crate::sink::otlp::export::ExportError),
     #[error("{what}")]
     Sink {
         what: String,

@@ -40,6 +40,7 @@ use crate::{
         kernel::Kernel,
         plan::{ChainPlan, Status},
     },
+    sink::otlp::OtlpSink,
     stats::{self, RunsAnalysis},
     trace_io,
 };
@@ -283,6 +284,15 @@ pub fn run(
     }
     let points = slot_targets(&plan);
     let read_points = first_read_points(&plan);
+    // Every run of a session is traced (sessions are what the traces are for); the rate
+    // limit is for the continuous exporter.
+    let mut otlp = {
+        let mut cfg = loaded.config.clone();
+        cfg.otlp.sampling.per_chain_per_second = f64::MAX;
+        cfg.otlp.sampling.burst = u32::MAX;
+        OtlpSink::for_plans(&loaded.with_config(cfg), &daemon.plans, env, None, None, None)
+            .map_err(|e| SessionError::Start(e.into()))?
+    };
 
     let id = session_id(env);
     let mut restore = Restore { original: original.clone(), done: false };
@@ -351,6 +361,9 @@ pub fn run(
                         } else {
                             run.missing = Some(format!("chain {}", rec.outcome.as_str()));
                         }
+                        if let Some(o) = &mut otlp {
+                            o.on_chain(&rec);
+                        }
                         records.push(rec);
                         break;
                     }
@@ -368,6 +381,9 @@ pub fn run(
         runs.push(run);
     }
     restore.now()?;
+    if let Some(mut o) = otlp.take() {
+        o.finish();
+    }
     let restored = read_sysfs("current_clocksource").unwrap_or_default();
     let maps = daemon.maps.clone();
     let stats_ref = daemon.stats.clone();

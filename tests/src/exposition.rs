@@ -47,6 +47,47 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
+/// An OpenMetrics exemplar and the sample line it is attached to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exemplar {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub exemplar: BTreeMap<String, String>,
+    pub value: f64,
+    pub timestamp: Option<f64>,
+}
+
+/// Every exemplar of an OpenMetrics text.
+pub fn exemplars(text: &str) -> Result<Vec<Exemplar>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((sample, ex)) = line.split_once(" # ") else { continue };
+        let (name, labels) = match sample.find('{') {
+            Some(i) => {
+                let j = sample.rfind('}').ok_or_else(|| format!("no closing brace: {line}"))?;
+                (&sample[..i], parse_labels(&sample[i + 1..j])?)
+            }
+            None => (sample.split(' ').next().unwrap_or(sample), BTreeMap::new()),
+        };
+        let ex = ex.strip_prefix('{').ok_or_else(|| format!("exemplar without labels: {line}"))?;
+        let j = ex.find('}').ok_or_else(|| format!("unterminated exemplar labels: {line}"))?;
+        let exemplar = parse_labels(&ex[..j])?;
+        let mut rest = ex[j + 1..].split_whitespace();
+        let value = rest.next().ok_or_else(|| format!("exemplar without value: {line}"))?;
+        let value = value.parse().map_err(|_| format!("bad exemplar value `{value}`: {line}"))?;
+        let timestamp = match rest.next() {
+            Some(t) => Some(t.parse().map_err(|_| format!("bad exemplar timestamp `{t}`: {line}"))?),
+            None => None,
+        };
+        let label_chars: usize = exemplar.iter().map(|(k, v)| k.chars().count() + v.chars().count()).sum();
+        if label_chars > 128 {
+            return Err(format!("exemplar labels are {label_chars} characters; OpenMetrics allows 128: {line}"));
+        }
+        out.push(Exemplar { name: name.to_string(), labels, exemplar, value, timestamp });
+    }
+    Ok(out)
+}
+
 impl Scrape {
     pub fn parse(text: &str) -> Result<Scrape, String> {
         let mut s = Scrape::default();

@@ -6,6 +6,7 @@
 
 pub mod exposition;
 pub mod guest;
+pub mod otlp;
 pub mod prometheus;
 
 use std::{
@@ -139,11 +140,18 @@ impl Exporter {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start clockpath run");
-        let e = Exporter { child: Some(child), port };
+        let mut e = Exporter { child: Some(child), port };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if ureq::get(&e.url("/healthz")).call().is_ok() {
                 return e;
+            }
+            // An exporter that exited will never answer: say why at once.
+            if let Some(c) = e.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                let out = e.child.take().expect("child").wait_with_output().expect("exporter output");
+                panic!("clockpath run exited ({status}) before serving:\n{}", String::from_utf8_lossy(&out.stderr));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -35,6 +35,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub windows: WindowsConfig,
     pub recorder: crate::trace_io::recorder::RecorderConfig,
+    pub otlp: crate::sink::otlp::OtlpConfig,
     pub environment: EnvironmentConfig,
     /// Chains by name; their index in the kernel follows the name order.
     pub chains: BTreeMap<String, ChainConfig>,
@@ -132,6 +133,8 @@ pub enum Origin {
     Default,
     File(PathBuf),
     Env,
+    /// A named environment variable outside the `CLOCKPATH_` set (e.g. `OTEL_SERVICE_NAME`).
+    Variable(String),
     Unknown,
 }
 
@@ -141,6 +144,7 @@ impl fmt::Display for Origin {
             Origin::Default => f.write_str("built-in default config"),
             Origin::File(p) => write!(f, "{}", p.display()),
             Origin::Env => write!(f, "environment ({ENV_PREFIX}*)"),
+            Origin::Variable(v) => write!(f, "environment variable {v}"),
             Origin::Unknown => f.write_str("configuration"),
         }
     }
@@ -337,6 +341,7 @@ impl Loaded {
                 }
             }
         }
+        crate::sink::otlp::validate(self, &mut issues);
         let e = &self.config.environment;
         if !["auto", "host", "vm"].contains(&e.env.as_str()) {
             issues.push(self.issue("environment.env", format!("`{}`: expected auto, host or vm", e.env)));

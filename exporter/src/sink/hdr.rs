@@ -31,6 +31,9 @@ pub type SeriesKey = (u8, u8);
 pub struct QuantileSnapshot {
     pub quantiles: Vec<f64>,
     pub series: BTreeMap<SeriesKey, (u64, Vec<f64>)>,
+    /// p99 in ns of every series, whatever quantiles are configured (trace sampling keeps
+    /// chains slower than it).
+    pub p99_ns: BTreeMap<SeriesKey, u64>,
 }
 
 pub type SharedQuantiles = Arc<RwLock<QuantileSnapshot>>;
@@ -82,7 +85,8 @@ impl HdrSink {
     }
 
     fn publish(&mut self) {
-        let mut snap = QuantileSnapshot { quantiles: self.quantiles.clone(), series: BTreeMap::new() };
+        let mut snap =
+            QuantileSnapshot { quantiles: self.quantiles.clone(), series: BTreeMap::new(), p99_ns: BTreeMap::new() };
         let mut merged = new_hist();
         for (key, s) in &self.series {
             merged.reset();
@@ -96,6 +100,7 @@ impl HdrSink {
             }
             let qs = self.quantiles.iter().map(|q| merged.value_at_quantile(*q) as f64 / 1e9).collect();
             snap.series.insert(*key, (n, qs));
+            snap.p99_ns.insert(*key, merged.value_at_quantile(0.99));
         }
         if let Ok(mut o) = self.out.write() {
             *o = snap;
@@ -175,5 +180,7 @@ mod tests {
         assert!((qs[0] - 500e-6).abs() / 500e-6 < 0.02, "{qs:?}");
         assert!((qs[1] - 990e-6).abs() / 990e-6 < 0.02, "{qs:?}");
         assert!(!snap.series.contains_key(&(0, 0)), "no total for a one-segment chain");
+        let p99 = snap.p99_ns[&(0, 1)] as f64;
+        assert!((p99 - 990e3).abs() / 990e3 < 0.02, "{p99}");
     }
 }

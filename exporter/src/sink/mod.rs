@@ -3,5 +3,6 @@
 
 pub mod hdr;
 pub mod interference;
+pub mod otlp;
 pub mod prometheus;
 pub mod window;

@@ -76,19 +76,17 @@ fn now_unix() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// 0-based index of the segment outliers are judged on (`windows.reference`, default the first).
+pub fn reference_segment(shape: &ChainShape, cfg: &WindowsConfig) -> usize {
+    cfg.reference
+        .get(&shape.name)
+        .and_then(|wanted| (1..=shape.segments() as u8).position(|i| &shape.segment_name(i) == wanted))
+        .unwrap_or(0)
+}
+
 impl WindowSink {
     pub fn new(shapes: Vec<Option<ChainShape>>, cfg: WindowsConfig, out: SharedWindows) -> std::io::Result<WindowSink> {
-        let references = shapes
-            .iter()
-            .map(|s| {
-                s.as_ref()
-                    .and_then(|s| {
-                        let wanted = cfg.reference.get(&s.name)?;
-                        (1..=s.segments() as u8).position(|i| &s.segment_name(i) == wanted)
-                    })
-                    .unwrap_or(0)
-            })
-            .collect();
+        let references = shapes.iter().map(|s| s.as_ref().map_or(0, |s| reference_segment(s, &cfg))).collect();
         let (tx, rx) = mpsc::channel::<Job>();
         let boot = cfg.bootstrap;
         let sigma = cfg.sigma;

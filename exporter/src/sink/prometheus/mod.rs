@@ -106,6 +106,8 @@ pub struct Exposition {
     pub interference: Option<SharedInterference>,
     /// Statistics windows, with the governor and C-state labels they carry.
     pub windows: Option<SharedWindows>,
+    /// The OTLP sink's counters, when traces are exported.
+    pub otlp: Option<Arc<crate::sink::otlp::OtlpStats>>,
     /// Per-program kernel run time and count, when bpf_stats is on.
     pub program_stats: Option<Box<dyn Fn() -> Vec<ProgramStats> + Send + Sync>>,
 }
@@ -408,6 +410,49 @@ impl Collector for Exposition {
             ];
             for ((name, help), series) in defs.iter().zip(by_metric.iter()) {
                 gauge(&mut enc, name, help, series)?;
+            }
+        }
+
+        // Traces.
+        if let Some(o) = &self.otlp {
+            use crate::sink::otlp::{DropReason, Reason};
+            let mut kept = Vec::new();
+            let mut out = Vec::new();
+            for p in self.plans.iter().filter(|p| p.is_chain() && p.is_running()) {
+                let Some(c) = o.chains.get(p.index as usize) else { continue };
+                for r in Reason::ALL {
+                    kept.push((
+                        self.labels.with(&[("chain", &p.name), ("reason", r.as_str())]),
+                        c.kept[r as usize].load(Ordering::Relaxed),
+                    ));
+                }
+                out.push((self.labels.with(&[("chain", &p.name)]), c.sampled_out.load(Ordering::Relaxed)));
+            }
+            counter(&mut enc, OTLP_SAMPLED, OTLP_SAMPLED_HELP, &kept)?;
+            counter(&mut enc, OTLP_SAMPLED_OUT, OTLP_SAMPLED_OUT_HELP, &out)?;
+            counter(
+                &mut enc,
+                OTLP_SPANS_EXPORTED,
+                OTLP_SPANS_EXPORTED_HELP,
+                &[(vec![], o.spans_exported.load(Ordering::Relaxed))],
+            )?;
+            let dropped: Vec<_> =
+                DropReason::ALL.iter().map(|r| (vec![(s("reason"), s(r.as_str()))], o.dropped(*r))).collect();
+            counter(&mut enc, OTLP_SPANS_DROPPED, OTLP_SPANS_DROPPED_HELP, &dropped)?;
+            counter(
+                &mut enc,
+                OTLP_REQUESTS,
+                OTLP_REQUESTS_HELP,
+                &[
+                    (vec![(s("result"), s("ok"))], o.requests_ok.load(Ordering::Relaxed)),
+                    (vec![(s("result"), s("error"))], o.requests_failed.load(Ordering::Relaxed)),
+                ],
+            )?;
+            gauge(&mut enc, OTLP_QUEUE, OTLP_QUEUE_HELP, &[(vec![], o.queued.load(Ordering::Relaxed) as f64)])?;
+            gauge(&mut enc, OTLP_QUEUE_CAPACITY, OTLP_QUEUE_CAPACITY_HELP, &[(vec![], o.queue_capacity as f64)])?;
+            let last = o.last_success_unix_ns.load(Ordering::Relaxed);
+            if last > 0 {
+                gauge(&mut enc, OTLP_LAST_EXPORT, OTLP_LAST_EXPORT_HELP, &[(vec![], last as f64 / 1e9)])?;
             }
         }
 

@@ -71,3 +71,21 @@ pub const INTERFERENCE: &str = "clockpath_segment_interference_seconds";
 pub const INTERFERENCE_HELP: &str = "Time charged to segments by each interference source (IRQs, softirqs, the task switched out, hrtimer handlers, VM exits) on the segment's CPU.";
 pub const INTERFERENCE_UNKNOWN: &str = "clockpath_segment_interference_unknown";
 pub const INTERFERENCE_UNKNOWN_HELP: &str = "Segments of interference-charged chains that ended on another CPU than they started on (their interference is unknown).";
+
+pub const OTLP_SAMPLED: &str = "clockpath_otlp_chains_sampled";
+pub const OTLP_SAMPLED_HELP: &str = "Chain instances kept for a trace, by reason: outlier of the statistics window, slower than the p99, or within the per-chain rate.";
+pub const OTLP_SAMPLED_OUT: &str = "clockpath_otlp_chains_sampled_out";
+pub const OTLP_SAMPLED_OUT_HELP: &str =
+    "Chain instances not traced (over the per-chain rate and neither outlier nor slow).";
+pub const OTLP_SPANS_EXPORTED: &str = "clockpath_otlp_spans_exported";
+pub const OTLP_SPANS_EXPORTED_HELP: &str = "Spans the collector accepted.";
+pub const OTLP_SPANS_DROPPED: &str = "clockpath_otlp_spans_dropped";
+pub const OTLP_SPANS_DROPPED_HELP: &str = "Spans dropped: export queue full, export failed (collector down, refused or timed out, after retries), or still queued at shutdown.";
+pub const OTLP_REQUESTS: &str = "clockpath_otlp_export_requests";
+pub const OTLP_REQUESTS_HELP: &str = "OTLP export requests by result.";
+pub const OTLP_QUEUE: &str = "clockpath_otlp_queue_chains";
+pub const OTLP_QUEUE_HELP: &str = "Sampled chain instances waiting for export.";
+pub const OTLP_QUEUE_CAPACITY: &str = "clockpath_otlp_queue_capacity_chains";
+pub const OTLP_QUEUE_CAPACITY_HELP: &str = "Size of the export queue (otlp.queue_chains).";
+pub const OTLP_LAST_EXPORT: &str = "clockpath_otlp_last_export_timestamp_seconds";
+pub const OTLP_LAST_EXPORT_HELP: &str = "When the collector last accepted spans (UNIX time).";

@@ -58,6 +58,8 @@ pub struct HttpState {
     pub registry: Registry,
     pub health: Arc<Health>,
     pub landing: String,
+    /// Trace exemplars for the OpenMetrics histogram buckets (when traces are exported).
+    pub exemplars: Option<Arc<crate::sink::otlp::ExemplarStore>>,
 }
 
 /// Bind the listener first, so a taken port fails before anything is attached.
@@ -116,7 +118,10 @@ async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Respons
                 } else {
                     prometheus_client::encoding::prometheus_text::encode(&mut body, &st.registry)
                 };
-                r.map(|()| body)
+                match (r, &st.exemplars) {
+                    (Ok(()), Some(ex)) if openmetrics => Ok(ex.annotate(&body)),
+                    (r, _) => r.map(|()| body),
+                }
             })
             .await;
             match encoded {
