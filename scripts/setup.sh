@@ -18,7 +18,12 @@ BUILD_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev pkg-config fonts-
 # Packages the test suite uses: peers (runqlat, bpftrace), load generators (perf, hackbench),
 # a real Prometheus, and the guest kernel harness (qemu, busybox, cpio, kernel image tools).
 TEST_PKGS=(libbpf-tools bpftrace linux-perf rt-tests prometheus wrk curl
-           qemu-system-x86 busybox-static cpio xz-utils lz4 zstd kmod)
+           qemu-system-x86 busybox-static cpio xz-utils lz4 zstd kmod
+           python3-venv python3-yaml)
+# The Helm chart is linted and rendered with Helm's own Go SDK, through its Python binding
+# (a self-contained wheel from PyPI): no helm binary or Go toolchain is packaged for bookworm.
+HELM_SDK_VERSION=0.2.2
+HELM_VENV=${CLOCKPATH_HELM_VENV:-/opt/clockpath-test/helm-venv}
 
 pkgs=("${BUILD_PKGS[@]}")
 [ "$MODE" = --run-only ] || pkgs+=("${TEST_PKGS[@]}")
@@ -54,4 +59,10 @@ if ! bpf-linker --version 2>/dev/null | grep -q "^bpf-linker $BPF_LINKER_VERSION
   PATH="/usr/lib/llvm-22/bin:$PATH" cargo +stable install --locked "bpf-linker@$BPF_LINKER_VERSION" \
     --no-default-features --features llvm-22
 fi
+if [ "$MODE" != --run-only ] && ! "$HELM_VENV/bin/python" -c 'import helm_python, yaml' 2>/dev/null; then
+  log "installing helm-python-sdk $HELM_SDK_VERSION (Helm's Go SDK) into $HELM_VENV"
+  python3 -m venv --system-site-packages "$HELM_VENV"
+  "$HELM_VENV/bin/pip" install --quiet --disable-pip-version-check "helm-python-sdk==$HELM_SDK_VERSION"
+fi
+
 log "ready: $(bpf-linker --version), nightly $(rustup run nightly rustc --version | cut -d' ' -f2-)"
