@@ -362,7 +362,12 @@ pub fn run(
                             run.missing = Some(format!("chain {}", rec.outcome.as_str()));
                         }
                         if let Some(o) = &mut otlp {
-                            o.on_chain(&rec);
+                            // Traces also carry the session's own labels (--label k=v).
+                            let mut traced = rec.clone();
+                            traced.labels.extend(
+                                args.labels.iter().map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str()))),
+                            );
+                            o.on_chain(&traced);
                         }
                         records.push(rec);
                         break;

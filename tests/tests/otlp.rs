@@ -367,3 +367,50 @@ fn bad_otlp_settings_exit_2_naming_where() {
     assert!(err.contains(path.to_str().expect("utf-8 path")), "names the file:\n{err}");
     assert!(err.contains("otlp.endpoint"), "names the key:\n{err}");
 }
+
+#[test]
+fn session_traces_carry_the_session_id_clocksources_and_labels() {
+    require_root();
+    let cs = "/sys/devices/system/clocksource/clocksource0";
+    let avail: Vec<String> = std::fs::read_to_string(format!("{cs}/available_clocksource"))
+        .expect("available clocksources")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert!(avail.len() >= 2, "a session needs two clocksources; available: {avail:?}");
+    let rx = Receiver::start(Transport::Grpc, 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("s");
+    let list = format!("{},{}", avail[0], avail[1]);
+    let out = std::process::Command::new(clockpath_bin())
+        .args(["session", "--runs", "10", "--clocksources", &list, "--label", "cstate=default", "--out"])
+        .arg(&out_dir)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint())
+        .output()
+        .expect("run clockpath session");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).expect("summary")).expect("json");
+    let id = summary["session_id"].as_str().expect("session id");
+    let chain = summary["chain"].as_str().expect("chain");
+    let completed = summary["completed"].as_u64().expect("completed");
+    // Every run of a session is traced; the sink was flushed before the session ended.
+    let traces = rx.traces();
+    assert_eq!(traces.len() as u64, completed, "one trace per completed run; log:\n{stderr}");
+    let mut directions = BTreeSet::new();
+    for spans in traces.values() {
+        let (root, children) = shape(spans);
+        let a = &root.span.attributes;
+        assert_eq!(attr(a, "clockpath.session_id").as_deref(), Some(id));
+        assert_eq!(attr(a, "clockpath.chain").as_deref(), Some(chain));
+        assert_eq!(attr(a, "clockpath.cstate").as_deref(), Some("default"), "session labels on the trace");
+        let old = attr(a, "clockpath.old_clocksource").expect("old clocksource");
+        let new = attr(a, "clockpath.new_clocksource").expect("new clocksource");
+        assert!(old != new && avail.contains(&old) && avail.contains(&new), "{old} -> {new}");
+        assert!(a.iter().any(|kv| kv.key.starts_with("clockpath.attach.")), "attach kinds per stage: {a:?}");
+        assert!(!children.is_empty());
+        directions.insert((old, new));
+    }
+    assert_eq!(directions.len(), 2, "switches both ways: {directions:?}");
+}
