@@ -20,6 +20,11 @@ pub struct Prometheus {
 impl Prometheus {
     /// Start Prometheus scraping `targets` (host:port) as job `clockpath` every second.
     pub fn start(targets: &[String]) -> Prometheus {
+        Self::start_with(targets, &[])
+    }
+
+    /// Same, with extra command-line flags (e.g. `--enable-feature=exemplar-storage`).
+    pub fn start_with(targets: &[String], flags: &[&str]) -> Prometheus {
         let bin = require_tool("prometheus", "prometheus");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -35,6 +40,7 @@ impl Prometheus {
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -62,6 +68,24 @@ impl Prometheus {
         let v: Value = serde_json::from_str(&body).expect("query JSON");
         assert_eq!(v["status"], "success", "query `{promql}`: {v}");
         v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Exemplars of the series `promql` selects over the last `secs` seconds: the `data` array
+    /// of /api/v1/query_exemplars (one entry per series, each with its `exemplars`).
+    pub fn exemplars(&self, promql: &str, secs: u64) -> Vec<Value> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let url = format!("http://127.0.0.1:{}/api/v1/query_exemplars", self.port);
+        let body = ureq::get(&url)
+            .query("query", promql)
+            .query("start", &(now - secs).to_string())
+            .query("end", &(now + 1).to_string())
+            .call()
+            .unwrap_or_else(|e| panic!("exemplar query `{promql}` failed: {e}"))
+            .into_string()
+            .expect("exemplar body");
+        let v: Value = serde_json::from_str(&body).expect("exemplar JSON");
+        assert_eq!(v["status"], "success", "exemplar query `{promql}`: {v}");
+        v["data"].as_array().cloned().unwrap_or_default()
     }
 
     /// The first sample's value of an instant query, if any.

@@ -414,3 +414,46 @@ fn session_traces_carry_the_session_id_clocksources_and_labels() {
     }
     assert_eq!(directions.len(), 2, "switches both ways: {directions:?}");
 }
+
+#[test]
+fn prometheus_stores_exemplars_that_name_received_traces() {
+    require_root();
+    let rx = Receiver::start(Transport::Grpc, 0);
+    let endpoint = rx.endpoint();
+    let e = Exporter::start(
+        &["--duration", "120"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("CLOCKPATH_OTLP__FLUSH_INTERVAL_MS", "200")],
+    );
+    let prom = clockpath_tests::prometheus::Prometheus::start_with(&[e.addr()], &["--enable-feature=exemplar-storage"]);
+    let mut load = sched_messaging(400);
+    // Prometheus asks for OpenMetrics, so it sees (and stores) the exemplars.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut stored = Vec::new();
+    while Instant::now() < deadline {
+        stored = prom.exemplars("clockpath_segment_duration_seconds_bucket{chain=\"sched_wakeup\"}", 120);
+        if !stored.is_empty() {
+            break;
+        }
+        sleep(Duration::from_millis(500));
+    }
+    let _ = load.kill();
+    let _ = load.wait();
+    let received: BTreeSet<String> = rx.traces().keys().map(|k| hex(k)).collect();
+    drop(prom);
+    let out = e.stop();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stored.is_empty(), "Prometheus stored no exemplars for the sched_wakeup histogram in 40 s");
+    let mut n = 0;
+    for series in &stored {
+        assert_eq!(series["seriesLabels"]["chain"], "sched_wakeup");
+        for x in series["exemplars"].as_array().expect("exemplars") {
+            let id = x["labels"]["trace_id"].as_str().expect("trace_id");
+            assert!(
+                received.contains(id),
+                "Prometheus holds an exemplar for trace {id}, which the collector never got"
+            );
+            n += 1;
+        }
+    }
+    eprintln!("{n} exemplars stored by Prometheus, every one a received trace");
+}
