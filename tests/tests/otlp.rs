@@ -331,7 +331,15 @@ fn collector_down_then_up_drops_are_counted_metrics_answer_and_export_resumes() 
     // Up: export resumes by itself.
     let rx = Receiver::start(Transport::Grpc, port);
     let got = rx.wait_for_spans(10, Duration::from_secs(30));
-    let up = Scrape::parse(&e.scrape()).expect("scrape after the collector came up");
+    // The receiver has the spans before the exporter has its answer and counts them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let up = loop {
+        let up = Scrape::parse(&e.scrape()).expect("scrape after the collector came up");
+        if metric(&up, "clockpath_otlp_spans_exported_total", &[]) > 0.0 || Instant::now() >= deadline {
+            break up;
+        }
+        sleep(Duration::from_millis(200));
+    };
     let _ = load.kill();
     let _ = load.wait();
     let out = e.stop();
