@@ -200,6 +200,28 @@ impl Drop for Exporter {
     }
 }
 
+/// The kernel's clocksource directory in sysfs.
+pub const CLOCKSOURCE_DIR: &str = "/sys/devices/system/clocksource/clocksource0";
+
+/// The current clocksource.
+pub fn current_clocksource() -> String {
+    std::fs::read_to_string(format!("{CLOCKSOURCE_DIR}/current_clocksource"))
+        .expect("current_clocksource")
+        .trim()
+        .to_string()
+}
+
+/// (current, available) clocksources; panics unless there are two to switch between.
+pub fn clocksources() -> (String, Vec<String>) {
+    let avail: Vec<String> = std::fs::read_to_string(format!("{CLOCKSOURCE_DIR}/available_clocksource"))
+        .expect("available_clocksource")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert!(avail.len() >= 2, "this test switches clocksources and needs two; available: {avail:?}");
+    (current_clocksource(), avail)
+}
+
 /// Sleep helper for tests.
 pub fn sleep(d: Duration) {
     std::thread::sleep(d);

@@ -19,23 +19,6 @@ use clockpath_common::{interference::NAMES, record::UNKNOWN_INTERFERENCE};
 use clockpath_tests::*;
 use serde_json::Value;
 
-const CS_DIR: &str = "/sys/devices/system/clocksource/clocksource0";
-
-fn clocksources() -> (String, Vec<String>) {
-    let cur = std::fs::read_to_string(format!("{CS_DIR}/current_clocksource")).unwrap().trim().to_string();
-    let avail: Vec<String> = std::fs::read_to_string(format!("{CS_DIR}/available_clocksource"))
-        .unwrap()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    assert!(avail.len() >= 2, "this test switches clocksources and needs two; available: {avail:?}");
-    (cur, avail)
-}
-
-fn current() -> String {
-    std::fs::read_to_string(format!("{CS_DIR}/current_clocksource")).unwrap().trim().to_string()
-}
-
 #[test]
 fn a_session_runs_degraded_when_the_chain_cannot_attach_and_restores_the_clocksource() {
     require_root();
@@ -56,7 +39,7 @@ fn a_session_runs_degraded_when_the_chain_cannot_attach_and_restores_the_clockso
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&o.stderr));
-    assert_eq!(current(), original, "the original clocksource is back");
+    assert_eq!(current_clocksource(), original, "the original clocksource is back");
     let s: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     let kprobes = std::path::Path::new(clockpath::probe::kernel::KPROBE_PMU_TYPE).exists();
     if !kprobes {
@@ -102,7 +85,7 @@ fn sigterm_during_a_session_restores_the_clocksource() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(current(), original, "the original clocksource is back after SIGTERM");
+    assert_eq!(current_clocksource(), original, "the original clocksource is back after SIGTERM");
     let s: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["interrupted"], true);
     assert!(s["runs_done"].as_u64().unwrap() > 0);
