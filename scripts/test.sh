@@ -23,14 +23,18 @@ scripts/setup.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+# Every userspace crate; the BPF object is compiled once, by the first of these commands, into
+# target/bpf (exporter/probe/build.rs), and found fresh by the others.
+CRATES=(-p clockpath-common -p clockpath-offline -p clockpath-probe -p clockpath)
+
 step "cargo clippy -D warnings"
-cargo clippy --release --locked -p clockpath -p clockpath-common -p clockpath-tests --all-targets -- -D warnings
+cargo clippy --release --locked "${CRATES[@]}" -p clockpath-tests --all-targets -- -D warnings
 
 step "build"
 cargo build --release --locked -p clockpath
 
-step "unit tests"
-cargo test --release --locked -p clockpath -p clockpath-common
+step "unit tests (no root needed: statistics, traces, config, plan resolution on kernel fixtures)"
+cargo test --release --locked "${CRATES[@]}"
 
 step "integration tests (root, BPF, real servers, guest kernel)"
 # One at a time: they share the kernel's tracing state and the machine's two cores.

@@ -108,6 +108,90 @@ pub const fn bucket_upper_ns(idx: u32) -> Option<u64> {
     if idx + 1 >= NUM_BUCKETS as u32 { None } else { Some(bucket_lower_ns(idx + 1)) }
 }
 
+/// Why a histogram bound (`le`, in seconds) cannot be exported exactly.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BoundError {
+    /// The list is empty.
+    Empty,
+    /// Not finite, not positive, or not above the previous bound.
+    NotIncreasing { bound: f64, previous: f64 },
+    /// Not the upper bound of a kernel bucket; the nearest ones, in ns.
+    NotABoundary { bound: f64, below: Option<u64>, above: Option<u64> },
+}
+
+impl core::fmt::Display for BoundError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let secs = |f: &mut core::fmt::Formatter<'_>, ns: Option<u64>| match ns {
+            Some(n) => write!(f, "{}", n as f64 / 1e9),
+            None => f.write_str("none"),
+        };
+        match *self {
+            BoundError::Empty => f.write_str("at least one bucket bound is needed"),
+            BoundError::NotIncreasing { bound, previous } => {
+                write!(f, "bounds must be finite, positive and increasing; {bound} follows {previous}")
+            }
+            BoundError::NotABoundary { bound, below, above } => {
+                write!(
+                    f,
+                    "{bound} s is not a kernel bucket boundary (m × 2^e ns with 8 <= m <= 15, or a whole number of ns below 16); nearest: "
+                )?;
+                secs(f, below)?;
+                f.write_str(" or ")?;
+                secs(f, above)
+            }
+        }
+    }
+}
+
+/// The recorded bucket whose inclusive upper bound (`le`) is `seconds`: re-binning the kernel
+/// buckets at that bound is exact.
+pub fn le_index(seconds: f64) -> Result<usize, BoundError> {
+    let ns_f = seconds * 1e9;
+    if ns_f.is_finite() && ns_f >= 0.5 {
+        // Round to the nearest ns (no `f64::round` in core).
+        let ns = (ns_f + 0.5) as u64;
+        let off = ns_f - ns as f64;
+        if -1e-3 < off && off < 1e-3 {
+            let mut i = 0;
+            while i < NUM_BUCKETS as u32 - 1 {
+                if bucket_le_ns(i) == Some(ns) {
+                    return Ok(i as usize);
+                }
+                i += 1;
+            }
+        }
+    }
+    let target = if ns_f.is_finite() && ns_f > 0.0 { ns_f as u64 } else { 0 };
+    let mut below = None;
+    let mut above = None;
+    for i in 1..NUM_BUCKETS as u32 {
+        let b = bucket_lower_ns(i);
+        if b <= target {
+            below = Some(b);
+        }
+        if above.is_none() && b >= target.max(1) {
+            above = Some(b);
+        }
+    }
+    Err(BoundError::NotABoundary { bound: seconds, below, above })
+}
+
+/// Check histogram bounds in seconds: increasing, positive, each a kernel bucket boundary.
+pub fn check_buckets(bounds: &[f64]) -> Result<(), BoundError> {
+    if bounds.is_empty() {
+        return Err(BoundError::Empty);
+    }
+    let mut previous = 0.0;
+    for &bound in bounds {
+        if bound <= previous || !bound.is_finite() {
+            return Err(BoundError::NotIncreasing { bound, previous });
+        }
+        le_index(bound)?;
+        previous = bound;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +231,24 @@ mod tests {
             assert_eq!(bucket_of(le), idx, "le {le} belongs to its own bucket");
             assert_eq!(bucket_of(le + 1), idx + 1);
         }
+    }
+
+    #[test]
+    fn bounds_must_be_kernel_boundaries_and_errors_name_the_nearest() {
+        extern crate std;
+        use std::string::ToString as _;
+        assert_eq!(le_index(1.024e-6), Ok(bucket_of(1024) as usize));
+        assert_eq!(le_index(1e-9), Ok(0), "1 ns: the first bucket's le");
+        let e = check_buckets(&[1e-6]).unwrap_err().to_string();
+        assert!(
+            e.contains("not a kernel bucket boundary") && e.contains("0.00000096") && e.contains("0.000001024"),
+            "{e}"
+        );
+        assert!(matches!(check_buckets(&[2.048e-6, 1.024e-6]), Err(BoundError::NotIncreasing { .. })));
+        assert_eq!(check_buckets(&[]), Err(BoundError::Empty));
+        assert!(check_buckets(&[f64::NAN]).is_err());
+        assert!(le_index(-1.0).is_err());
+        assert!(check_buckets(&[2.56e-7, 1.024e-6, 1.073741824]).is_ok());
     }
 
     #[test]

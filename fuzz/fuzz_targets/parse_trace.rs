@@ -2,7 +2,7 @@
 //! and without skipping bad lines, must give hits or a located error, never a panic.
 #![no_main]
 
-use clockpath::trace_io::read::{Interner, ReadOptions, ReadStats, read_stream};
+use clockpath_offline::trace::read::{Interner, ReadOptions, ReadStats, read_stream};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -13,8 +13,8 @@ use std::{
 use clockpath::{
     config::Config,
     daemon::{self, Daemon},
-    probe::kernel::Kernel,
 };
+use clockpath_probe::kernel::Kernel;
 use clockpath_tests::*;
 
 const PIPE_LOOPS: &str = "200000";

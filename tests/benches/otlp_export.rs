@@ -15,12 +15,14 @@ use std::{
 };
 
 use clockpath::{
-    chain::{ChainRecord, ChainShape, Outcome, Segment},
     config::Config,
+    config::otel::Settings,
+    exemplars::ExemplarStore,
     ktime::WallClock,
     pipeline::Sink as _,
-    sink::otlp::{ChainMeta, ExemplarStore, OtlpParts, OtlpSink, Sampler, Settings, SpanContextInfo},
+    sinks::otlp::{ChainMeta, OtlpParts, OtlpSink, Sampler, SpanContextInfo},
 };
+use clockpath_offline::chain::{ChainRecord, ChainShape, Outcome, Segment};
 use clockpath_tests::otlp::{Receiver, Transport, pin_to};
 
 /// Nanoseconds on CPU of this process's threads whose name starts with `prefix`.
@@ -104,8 +106,7 @@ fn run(transport: Transport, chains: u64) {
             .collect::<HashMap<_, _>>(),
         env: Arc::from("vm"),
     };
-    let le =
-        config.metrics.buckets_seconds.iter().map(|b| clockpath::sink::prometheus::le_index(*b).unwrap()).collect();
+    let le = config.metrics.buckets_seconds.iter().map(|b| clockpath_common::hist::le_index(*b).unwrap()).collect();
     let mut sink = OtlpSink::start(OtlpParts {
         settings,
         info,

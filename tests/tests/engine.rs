@@ -9,16 +9,19 @@ use std::{
 };
 
 use clockpath::{
-    chain::{
-        ChainRecord,
-        hits::{Hit, HitAssembler},
-    },
     config::Config,
     daemon::{self, Daemon},
     pipeline::Sink,
-    probe::kernel::{KPROBE_PMU_TYPE, Kernel},
 };
 use clockpath_common::record::{RECORD_HIT, RECORD_SEGMENT, Record};
+use clockpath_offline::chain::{
+    ChainRecord,
+    hits::{Hit, HitAssembler},
+};
+use clockpath_probe::{
+    kernel::{KPROBE_PMU_TYPE, Kernel},
+    plan::slots::slot_roles,
+};
 use clockpath_tests::*;
 use serde_json::Value;
 
@@ -204,7 +207,7 @@ fn userspace_assembly_of_raw_hits_matches_the_kernel() {
         assert_eq!(c.ring_lost, 0, "{name}: ring records lost; the comparison needs every hit");
         assert_eq!(c.map_full, 0, "{name}: instance map full");
     }
-    let roles = daemon::slot_roles(&plans, true);
+    let roles = slot_roles(&plans, true);
     let mut hits = collect.hits.lock().unwrap().clone();
     assert!(hits.len() > 10_000, "only {} raw hits", hits.len());
     assert!(hits.iter().all(|h| h.kind == RECORD_HIT));

@@ -9,13 +9,13 @@ use std::{
 };
 
 use clockpath::{
-    chain::ChainRecord,
     config::Config,
     daemon::{self, Daemon},
     pipeline::Sink,
-    probe::kernel::Kernel,
 };
 use clockpath_common::{interference::NAMES, record::UNKNOWN_INTERFERENCE};
+use clockpath_offline::chain::ChainRecord;
+use clockpath_probe::kernel::Kernel;
 use clockpath_tests::*;
 use serde_json::Value;
 
@@ -41,7 +41,7 @@ fn a_session_runs_degraded_when_the_chain_cannot_attach_and_restores_the_clockso
     assert!(o.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&o.stderr));
     assert_eq!(current_clocksource(), original, "the original clocksource is back");
     let s: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let kprobes = std::path::Path::new(clockpath::probe::kernel::KPROBE_PMU_TYPE).exists();
+    let kprobes = std::path::Path::new(clockpath_probe::kernel::KPROBE_PMU_TYPE).exists();
     if !kprobes {
         assert_eq!(s["mode"], "degraded", "without kprobes or fentry the session must say it is degraded");
         assert_eq!(s["chain"], "clocksource_write");

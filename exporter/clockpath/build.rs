@@ -1,0 +1,11 @@
+//! The git revision shown in `clockpath_build_info`, when built from a git checkout.
+fn main() {
+    if let Ok(out) = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output()
+        && out.status.success()
+    {
+        let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        println!("cargo:rustc-env=BUILD_GIT_REVISION={rev}");
+    }
+    println!("cargo:rerun-if-changed=../../.git/HEAD");
+    println!("cargo:rerun-if-changed=../../.git/refs/heads");
+}

@@ -1,0 +1,324 @@
+//! Command-line interface: argument definitions, exit codes, and one function per command
+//! (`run`, `session`, the offline commands in their own modules).
+
+mod offline;
+mod run;
+mod session;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use clockpath_probe::kernel::Kernel;
+
+use crate::{
+    config::{Config, ConfigError, Loaded},
+    daemon::{self, StartError},
+    doctor,
+};
+
+/// Exit code for bad configuration or usage (clap uses it for usage errors too).
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code for a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(name = "clockpath", version, about = "Kernel-resident perf exporter for the Linux time path")]
+pub struct Cli {
+    /// Configuration file (TOML), merged over the built-in defaults.
+    #[arg(long, short, global = true, env = "CLOCKPATH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log filter (error, warn, info, debug, trace, or a tracing EnvFilter directive).
+    #[arg(long, global = true, env = "CLOCKPATH_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach the configured chains and export what they measure (needs root).
+    Run(RunArgs),
+    /// Report what this machine can trace and what each configured chain would attach.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drive clocksource switches and measure each one (root; restores the clocksource).
+    Session(SessionCliArgs),
+    /// Analyse trace files: chains, outliers, medians with bootstrap CIs per session and
+    /// group, histograms, plots.
+    Analyze(AnalyzeArgs),
+    /// Compare two inputs (or the groups of one input): difference of medians and variance
+    /// ratio, with bootstrap CIs.
+    Compare(CompareArgs),
+    /// Bootstrap regression of each chain's total on its segments (and interference).
+    Regress(RegressArgs),
+    /// Generate synthetic clocksource-switch sessions (host and VM) from a documented model.
+    Simulate(SimulateArgs),
+    /// Print the effective configuration as TOML.
+    Config {
+        /// Print the built-in defaults, documented, instead of the effective configuration.
+        #[arg(long)]
+        default: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Stop after this many seconds (default: until SIGINT or SIGTERM).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub duration: Option<Duration>,
+    /// Write a JSON summary (kernel counters, histogram totals, records received) here at exit.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SessionCliArgs {
+    /// Switches to make.
+    #[arg(long, default_value_t = 300)]
+    pub runs: usize,
+    /// Clocksources to cycle through, comma-separated (e.g. hpet,acpi_pm).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub clocksources: Vec<String>,
+    /// A label for the session, KEY=VALUE (repeatable), e.g. --label cstate=max1.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Output directory for traces.csv, summary.json and summary.md.
+    #[arg(long, default_value = "clockpath-session")]
+    pub out: PathBuf,
+    /// How long to wait for each switch's chain, in ms.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// Measure in degraded mode even if the clocksource chain can attach.
+    #[arg(long, hide = true)]
+    pub force_degraded: bool,
+}
+
+/// Statistics options shared by the offline commands (defaults from `[windows]`).
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Count malformed lines and go on, instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+    /// Outlier rejection: σ multiple.
+    #[arg(long)]
+    pub sigma: Option<f64>,
+    /// Bootstrap resamples.
+    #[arg(long)]
+    pub resamples: Option<usize>,
+    /// Confidence level.
+    #[arg(long)]
+    pub level: Option<f64>,
+    /// RNG seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Runs kept per chain and session for the statistics (a uniform sample beyond).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub reservoir: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AnalyzeArgs {
+    /// Trace files: CSV, JSON Lines or `seconds.nanoseconds probe_name` lines, plain or .gz.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Directory for report.md, report.json, histograms.{csv,json} and plots/.
+    #[arg(long, default_value = "clockpath-analysis")]
+    pub out: PathBuf,
+    /// Do not draw SVG plots.
+    #[arg(long)]
+    pub no_plots: bool,
+    #[command(flatten)]
+    pub stats: StatsArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// One input (with --group-by) or two (A then B).
+    #[arg(required = true, num_args = 1..=2)]
+    pub inputs: Vec<PathBuf>,
+    /// Compare the groups of one input by this label.
+    #[arg(long, value_parser = ["env", "governor", "cstate"])]
+    pub group_by: Option<String>,
+    /// Only this chain.
+    #[arg(long)]
+    pub chain: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub stats: StatsArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RegressArgs {
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Only this chain.
+    #[arg(long)]
+    pub chain: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub stats: StatsArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Output directory.
+    #[arg(long, default_value = "clockpath-simulation")]
+    pub out: PathBuf,
+    /// Runs per session.
+    #[arg(long, default_value_t = 300)]
+    pub runs: usize,
+    /// Environments, one session each (host, vm).
+    #[arg(long, value_delimiter = ',', default_value = "host,vm")]
+    pub envs: Vec<String>,
+    /// C-state policies, one session each per environment (default, max_cstate=1).
+    #[arg(long, value_delimiter = ',', default_value = "default")]
+    pub cstates: Vec<String>,
+    /// Constant added to switch_entry→first_read, in seconds (e.g. 1.111).
+    #[arg(long, default_value_t = 0.0)]
+    pub offset: f64,
+    /// Fraction of outlier runs (first segment ×20).
+    #[arg(long, default_value_t = 0.01)]
+    pub outliers: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// csv, jsonl, or plain (`seconds.nanoseconds probe_name`, one file per session).
+    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl", "plain"])]
+    pub format: String,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}`: a label is KEY=VALUE"))?;
+    let valid = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("`{k}`: a label name is [a-zA-Z_][a-zA-Z0-9_]*"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim_end_matches('s').parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(format!("`{s}`: the duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// An error with the exit code it maps to.
+pub struct CliError {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError { code: EXIT_FAILURE, error: e.into() }
+    }
+}
+
+fn config_error(e: impl Into<anyhow::Error>) -> CliError {
+    CliError { code: EXIT_CONFIG, error: e.into() }
+}
+
+pub fn main() -> Result<ExitCode, CliError> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version are not errors.
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return Ok(ExitCode::from(code));
+        }
+    };
+    init_logging(&cli.log)?;
+    match cli.command {
+        Command::Config { default } => {
+            if default {
+                print!("{}", crate::config::DEFAULT_TOML);
+            } else {
+                let loaded = load_config(cli.config.as_deref())?;
+                print!("{}", loaded.config.to_toml().context("printing the configuration")?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor { json } => doctor_cmd(cli.config.as_deref(), json),
+        Command::Run(args) => run::run_cmd(cli.config.as_deref(), args),
+        Command::Session(args) => session::session_cmd(cli.config.as_deref(), args),
+        Command::Analyze(args) => offline::analyze_cmd(cli.config.as_deref(), args),
+        Command::Compare(args) => offline::compare_cmd(cli.config.as_deref(), args),
+        Command::Regress(args) => offline::regress_cmd(cli.config.as_deref(), args),
+        Command::Simulate(args) => offline::simulate_cmd(args),
+    }
+}
+
+fn init_logging(filter: &str) -> Result<(), CliError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| config_error(anyhow::anyhow!("invalid --log filter `{filter}`: {e}")))?;
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    Ok(())
+}
+
+fn load_config(path: Option<&Path>) -> Result<Loaded, CliError> {
+    Config::load(path).map_err(|e: ConfigError| config_error(e))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("clockpath-rt")
+        .build()
+        .context("starting the Tokio runtime")?)
+}
+
+fn start_error(e: StartError) -> CliError {
+    match e {
+        StartError::Config(_) => config_error(e),
+        other => other.into(),
+    }
+}
+
+fn doctor_cmd(config: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
+    let loaded = load_config(config)?;
+    let kernel = Kernel::open();
+    let plans = daemon::plan(&loaded, &kernel).map_err(start_error)?;
+    let report = doctor::examine(&loaded, &kernel, plans);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).context("serializing the report")?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.anything_runs() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_must_be_positive_numbers() {
+        assert_eq!(parse_seconds("2.5").unwrap(), Duration::from_millis(2500));
+        assert_eq!(parse_seconds("10s").unwrap(), Duration::from_secs(10));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("abc").is_err());
+        assert!(parse_seconds("-1").is_err());
+    }
+}

@@ -1,0 +1,203 @@
+//! The offline commands: `analyze`, `compare`, `regress` and `simulate` over trace files.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::Context as _;
+use clockpath_offline::{analysis, stats, trace};
+
+use super::{AnalyzeArgs, CliError, CompareArgs, RegressArgs, SimulateArgs, StatsArgs, config_error, load_config};
+use crate::config::Loaded;
+
+fn analyze_options(loaded: &Loaded, a: &StatsArgs) -> Result<analysis::AnalyzeOptions, CliError> {
+    let w = &loaded.config.windows;
+    let mut boot = w.bootstrap;
+    boot.resamples = a.resamples.unwrap_or(boot.resamples);
+    boot.level = a.level.unwrap_or(boot.level);
+    boot.seed = a.seed.unwrap_or(boot.seed);
+    boot.validate().map_err(|e| config_error(anyhow::anyhow!("{e}")))?;
+    let sigma = a.sigma.unwrap_or(w.sigma);
+    stats::reject_outliers(&[0.0], sigma).map_err(|e| config_error(anyhow::anyhow!("--sigma: {e}")))?;
+    if a.reservoir < 10 {
+        return Err(config_error(anyhow::anyhow!("--reservoir must keep at least 10 runs")));
+    }
+    Ok(analysis::AnalyzeOptions {
+        read: trace::read::ReadOptions { skip_bad_lines: a.skip_bad_lines },
+        reservoir: a.reservoir,
+        sigma,
+        bootstrap: boot,
+        progress: true,
+    })
+}
+
+fn collect(
+    loaded: &Loaded,
+    files: &[PathBuf],
+    opts: &analysis::AnalyzeOptions,
+) -> Result<analysis::Collected, CliError> {
+    let c = analysis::collect(files, &loaded.config.chain_defs(), opts).map_err(|e| match e {
+        analysis::AnalyzeError::Read(trace::read::ReadError::Io { .. }) => config_error(e),
+        other => config_error(other),
+    })?;
+    if c.read.bad_lines > 0 {
+        eprintln!(
+            "clockpath: skipped {} malformed line(s); first: {}",
+            c.read.bad_lines,
+            c.read.bad_examples.join("; ")
+        );
+    }
+    if c.read.partial_lines > 0 {
+        eprintln!(
+            "clockpath: {} file(s) ended with a partial line (a writer stopped mid-line); it was skipped",
+            c.read.partial_lines
+        );
+    }
+    if !c.unknown_probes.is_empty() {
+        let u: Vec<String> = c.unknown_probes.iter().map(|(k, v)| format!("{k} ({v})")).collect();
+        eprintln!("clockpath: unknown probe names, ignored: {}", u.join(", "));
+    }
+    Ok(c)
+}
+
+pub(super) fn analyze_cmd(config: Option<&Path>, args: AnalyzeArgs) -> Result<ExitCode, CliError> {
+    let loaded = load_config(config)?;
+    let opts = analyze_options(&loaded, &args.stats)?;
+    let c = collect(&loaded, &args.files, &opts)?;
+    let report = analysis::report::build(&c, &opts);
+    analysis::report::write(&args.out, &report, &c)
+        .with_context(|| format!("writing the report to {}", args.out.display()))?;
+    if !args.no_plots {
+        let plots = analysis::plot::write(&args.out.join("plots"), &report, &c)?;
+        tracing::info!(count = plots.len(), "plots written");
+    }
+    print!("{}", analysis::report::markdown(&report));
+    println!("\nwrote {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<ExitCode, CliError> {
+    use analysis::{RunRef, column_names, compare::compare, label_value};
+    let loaded = load_config(config)?;
+    let opts = analyze_options(&loaded, &args.stats)?;
+    let mut results = Vec::new();
+    match (args.inputs.as_slice(), &args.group_by) {
+        ([a, b], None) => {
+            let ca = collect(&loaded, std::slice::from_ref(a), &opts)?;
+            let cb = collect(&loaded, std::slice::from_ref(b), &opts)?;
+            for (name, da) in &ca.chains {
+                if args.chain.as_ref().is_some_and(|c| c != name) {
+                    continue;
+                }
+                let (Some(db), Some(shape)) = (cb.chains.get(name), &da.shape) else { continue };
+                let ra: Vec<RunRef> = da.sessions.values().flat_map(|s| s.iter()).collect();
+                let rb: Vec<RunRef> = db.sessions.values().flat_map(|s| s.iter()).collect();
+                let (na, nb) = (a.display().to_string(), b.display().to_string());
+                results.extend(compare(name, &column_names(shape), (&na, &ra), (&nb, &rb), &opts));
+            }
+        }
+        ([one], Some(dim)) => {
+            let c = collect(&loaded, std::slice::from_ref(one), &opts)?;
+            for (name, d) in &c.chains {
+                if args.chain.as_ref().is_some_and(|x| x != name) {
+                    continue;
+                }
+                let Some(shape) = &d.shape else { continue };
+                let mut by: std::collections::BTreeMap<String, Vec<RunRef>> = Default::default();
+                for r in d.sessions.values().flat_map(|s| s.iter()) {
+                    if let Some(v) = label_value(&c.labels(r.labels), dim) {
+                        by.entry(v).or_default().push(r);
+                    }
+                }
+                let groups: Vec<(String, Vec<RunRef>)> = by.into_iter().collect();
+                if groups.len() < 2 {
+                    return Err(config_error(anyhow::anyhow!(
+                        "chain {name}: --group-by {dim} needs two values of `{dim}` in the input, found {}",
+                        groups.len()
+                    )));
+                }
+                let (ref_name, ref_runs) = &groups[0];
+                for (g, runs) in &groups[1..] {
+                    results.extend(compare(name, &column_names(shape), (ref_name, ref_runs), (g, runs), &opts));
+                }
+            }
+        }
+        ([_], None) => {
+            return Err(config_error(anyhow::anyhow!(
+                "give two inputs, or one input and --group-by env|governor|cstate"
+            )));
+        }
+        _ => return Err(config_error(anyhow::anyhow!("--group-by compares the groups of a single input"))),
+    }
+    if results.is_empty() {
+        return Err(config_error(anyhow::anyhow!("nothing to compare: no chain has complete runs on both sides")));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results).context("serializing")?);
+    } else {
+        for r in &results {
+            println!("{} {} ({} vs {}, n = {} / {}): {}", r.chain, r.segment, r.b, r.a, r.b_runs, r.a_runs, r.verdict);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn regress_cmd(config: Option<&Path>, args: RegressArgs) -> Result<ExitCode, CliError> {
+    let loaded = load_config(config)?;
+    let opts = analyze_options(&loaded, &args.stats)?;
+    let c = collect(&loaded, &args.files, &opts)?;
+    let chains: Vec<String> = match &args.chain {
+        Some(ch) => vec![ch.clone()],
+        None => c.chains.keys().cloned().collect(),
+    };
+    let mut all = Vec::new();
+    for ch in chains {
+        let r =
+            analysis::regress::regress(&c, &ch, &opts).map_err(|e| config_error(anyhow::anyhow!("chain {ch}: {e}")))?;
+        if !args.json {
+            println!(
+                "## {ch}: total on components ({} runs, R² = {:.4}, {} of {} resamples solvable)\n",
+                r.runs, r.r_squared, r.resamples_used, opts.bootstrap.resamples
+            );
+            println!("| coefficient | estimate | {:.0} % CI |\n| --- | ---: | --- |", r.level * 100.0);
+            for co in &r.coefficients {
+                println!("| {} | {:.4} | [{:.4}, {:.4}] |", co.name, co.estimate, co.lower, co.upper);
+            }
+            println!();
+        }
+        all.push((ch, r));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all).context("serializing")?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn simulate_cmd(args: SimulateArgs) -> Result<ExitCode, CliError> {
+    use analysis::simulate::{SimulateOptions, simulate};
+    if args.runs == 0 || !(0.0..=1.0).contains(&args.outliers) || !args.offset.is_finite() || args.offset < 0.0 {
+        return Err(config_error(anyhow::anyhow!(
+            "--runs must be positive, --outliers within [0, 1], --offset a non-negative number of seconds"
+        )));
+    }
+    let format = match args.format.as_str() {
+        "csv" => Some(trace::Format::Csv),
+        "jsonl" => Some(trace::Format::Jsonl),
+        _ => None,
+    };
+    let o = SimulateOptions {
+        runs: args.runs,
+        envs: args.envs,
+        cstates: args.cstates,
+        offset_s: args.offset,
+        outliers: args.outliers,
+        seed: args.seed,
+        format,
+    };
+    let files = simulate(&args.out, &o).with_context(|| format!("writing to {}", args.out.display()))?;
+    for f in files {
+        println!("{f}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

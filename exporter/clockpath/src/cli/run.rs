@@ -1,0 +1,112 @@
+//! `clockpath run`: attach the configured chains, serve `/metrics`, `/healthz` and `/`, and
+//! export what the chains measure until a signal or `--duration`.
+
+use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clockpath_probe::{kernel::Kernel, loader::ProgramStats};
+
+use super::{CliError, RunArgs, config_error, load_config, runtime, start_error};
+use crate::{
+    daemon::{self, Daemon},
+    exposition::{CommonLabels, EnvironmentInfo, Exposition},
+    host::Environment,
+    http,
+    sinks::{self, Builder, Published},
+};
+
+pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
+    let loaded = load_config(config)?;
+    let kernel = Kernel::open();
+    let plans = daemon::plan(&loaded, &kernel).map_err(start_error)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let cfg = &loaded.config;
+        // Bind before attaching anything: a taken port is a configuration error.
+        let addr: std::net::SocketAddr =
+            cfg.http.listen.parse().map_err(|e| config_error(anyhow::anyhow!("http.listen: {e}")))?;
+        let listener = http::bind(addr).await.map_err(config_error)?;
+        let environment = Environment::detect();
+        let env = environment.env_label(&cfg.environment.env);
+        let le_buckets = sinks::le_buckets(&loaded).map_err(config_error)?;
+        let mut published = Published::default();
+        let daemon = Daemon::start_with(&loaded, plans, |attached| {
+            let set = Builder::exporter(&loaded, attached, &env)?;
+            published = set.published;
+            Ok(set.sinks)
+        })
+        .map_err(start_error)?;
+        let exposition = Exposition {
+            plans: daemon.plans.clone(),
+            maps: daemon.maps.clone(),
+            stats: daemon.stats.clone(),
+            published: published.clone(),
+            labels: CommonLabels { env: env.clone(), statics: cfg.environment.labels.clone() },
+            environment: EnvironmentInfo {
+                env: env.clone(),
+                hypervisor: environment.hypervisor.clone(),
+                governor: environment.cpufreq_governor.clone(),
+                cstate_limit: environment.cstate_limit.clone(),
+            },
+            le_buckets,
+            program_stats: cfg
+                .probe
+                .bpf_stats
+                .then(|| Box::new(daemon.program_stats_fn()) as Box<dyn Fn() -> Vec<ProgramStats> + Send + Sync>),
+        };
+        let state = Arc::new(http::HttpState {
+            registry: exposition.into_registry(),
+            health: daemon.health.clone(),
+            landing: http::landing_page(&daemon.plans, &env),
+            exemplars: published.exemplars.clone(),
+        });
+        let (stop_http, stop_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(http::serve(listener, state, stop_rx));
+        tracing::info!(%addr, "serving /metrics, /healthz and /");
+        wait_for_stop(args.duration).await?;
+        tracing::info!("stopping: detaching probes and draining the ring buffer");
+        let (plans, maps, stats) = (daemon.plans.clone(), daemon.maps.clone(), daemon.stats.clone());
+        let _sinks = daemon.stop().await;
+        let _ = stop_http.send(true);
+        let _ = server.await;
+        let summary = {
+            let m = maps.lock().map_err(|_| anyhow::anyhow!("kernel maps lock poisoned"))?;
+            let tally = published.tally.as_ref().context("the exporter counts what it receives")?;
+            let t = tally.chains.lock().map_err(|_| anyhow::anyhow!("tally lock poisoned"))?;
+            daemon::summary::summarize(&plans, &m, &t, &stats)
+        };
+        for c in &summary.chains {
+            tracing::info!(
+                chain = %c.name,
+                completed = c.completed,
+                hist_segments = c.hist_segments,
+                received = c.segments_received,
+                lost = c.ring_lost_segments,
+                "summary"
+            );
+        }
+        if let Some(path) = &args.summary_json {
+            let text = serde_json::to_string_pretty(&summary).context("serializing the summary")?;
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_stop(duration: Option<Duration>) -> Result<(), CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = timer => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! Chain definitions as written in the config, and the checks that need no kernel.
+
+use clockpath_common::limits::{MAX_CHAINS, MAX_STAGES};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+use clockpath_offline::{analysis::ChainDef, chain::ChainShape};
+use clockpath_probe::{
+    plan::{ChainSpec, PointSpec, StageSpec, TargetSpec},
+    target::Target,
+    value::{Filter, KeyExpr, ValueExpr},
+};
+
+use super::{ConfigIssue, Loaded};
+
+/// A chain: stages in order, each a set of probe points, correlated by a key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// Run this chain (default true).
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+    /// Shown on the landing page and in `doctor`.
+    #[serde(default)]
+    pub description: String,
+    /// An instance older than this is closed as timed out, in ms (at least 1).
+    #[serde(default = "timeout_default")]
+    pub timeout_ms: u64,
+    /// At least two stages, at most 8.
+    pub stages: Vec<StageConfig>,
+    /// Charge interference (IRQs, softirqs, the task switched out, hrtimer handlers, VM exits)
+    /// on a segment's CPU to the segment (default false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub interference: bool,
+    /// Points that close an open instance without completing it (e.g. hrtimer_cancel).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abort: Vec<PointConfig>,
+}
+
+const fn enabled_default() -> bool {
+    true
+}
+
+const fn timeout_default() -> u64 {
+    10_000
+}
+
+/// One stage: either `targets` (one probe point) or `points` (several, any of which counts).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    pub name: String,
+    /// Default key for targets that do not give their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Attach targets of a single probe point, in preference order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetConfig>,
+    /// Several probe points for this stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<PointConfig>,
+    /// Stage 0 only: an instance already open on the key is kept (first hit wins).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub first_hit_only: bool,
+    /// Stage 0 only: a value stored with the instance, for `match_capture` stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<String>,
+    /// Later stages only: a hit counts only when the probed function is the one captured at
+    /// stage 0 (e.g. the new clocksource's read function).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub match_capture: bool,
+    /// A hit counts only when `EXPR == VALUE` holds, e.g. `tid == 1234` or `tgid == self`
+    /// (`self`: clockpath's own process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One probe point: targets in preference order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointConfig {
+    pub targets: Vec<TargetConfig>,
+    /// Overrides the stage's filter for this point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Default key for targets that do not give their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `"kind:name"` or `{ attach = "kind:name", key = "..." }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetConfig {
+    pub attach: String,
+    pub key: Option<String>,
+}
+
+impl Serialize for TargetConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.key {
+            None => s.serialize_str(&self.attach),
+            Some(key) => {
+                use serde::ser::SerializeMap as _;
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("attach", &self.attach)?;
+                m.serialize_entry("key", key)?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = TargetConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a target string such as \"tracepoint:sched:sched_switch\" or a table { attach = \"...\", key = \"...\" }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TargetConfig, E> {
+                Ok(TargetConfig { attach: v.to_string(), key: None })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<TargetConfig, A::Error> {
+                let (mut attach, mut key) = (None, None);
+                while let Some(k) = map.next_key::<String>()? {
+                    match k.as_str() {
+                        "attach" => attach = Some(map.next_value::<String>()?),
+                        "key" => key = Some(map.next_value::<String>()?),
+                        other => return Err(de::Error::unknown_field(other, &["attach", "key"])),
+                    }
+                }
+                let attach = attach.ok_or_else(|| de::Error::missing_field("attach"))?;
+                Ok(TargetConfig { attach, key })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl StageConfig {
+    /// The stage's probe points, whichever way they were written.
+    pub fn point_list(&self) -> Vec<PointConfig> {
+        if self.points.is_empty() {
+            vec![PointConfig { targets: self.targets.clone(), key: None, filter: None }]
+        } else {
+            self.points.clone()
+        }
+    }
+}
+
+impl ChainConfig {
+    /// What the plan resolver needs of this chain: defaults applied (a target's key falls back
+    /// to its point's, then its stage's; a point's filter to its stage's), each point with its
+    /// configuration key.
+    pub fn spec(&self, name: &str) -> ChainSpec {
+        let at = format!("chains.{name}");
+        let stages = self
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| {
+                let sat = format!("{at}.stages[{i}]");
+                let points = stage
+                    .point_list()
+                    .iter()
+                    .enumerate()
+                    .map(|(j, point)| {
+                        let pat = if stage.points.is_empty() { sat.clone() } else { format!("{sat}.points[{j}]") };
+                        point_spec(pat, point, stage.key.as_deref(), stage.filter.as_deref())
+                    })
+                    .collect();
+                StageSpec {
+                    name: stage.name.clone(),
+                    first_hit_only: stage.first_hit_only,
+                    capture: stage.capture.clone(),
+                    match_capture: stage.match_capture,
+                    points,
+                }
+            })
+            .collect();
+        let aborts =
+            self.abort.iter().enumerate().map(|(j, p)| point_spec(format!("{at}.abort[{j}]"), p, None, None)).collect();
+        ChainSpec {
+            name: name.to_string(),
+            description: self.description.clone(),
+            timeout_ns: self.timeout_ms.saturating_mul(1_000_000),
+            interference: self.interference,
+            stages,
+            aborts,
+        }
+    }
+
+    /// What offline analysis needs of this chain.
+    pub fn def(&self, name: &str) -> ChainDef {
+        ChainDef {
+            shape: ChainShape {
+                name: name.to_string(),
+                stages: self.stages.iter().map(|s| s.name.clone()).collect(),
+                timeout_ns: self.timeout_ms.saturating_mul(1_000_000),
+            },
+            first_hit_only: self.stages.first().is_some_and(|s| s.first_hit_only),
+        }
+    }
+}
+
+fn point_spec(at: String, point: &PointConfig, stage_key: Option<&str>, stage_filter: Option<&str>) -> PointSpec {
+    let targets = point
+        .targets
+        .iter()
+        .map(|t| TargetSpec {
+            attach: t.attach.clone(),
+            key: t.key.as_deref().or(point.key.as_deref()).or(stage_key).unwrap_or_default().to_string(),
+        })
+        .collect();
+    PointSpec { at, targets, filter: point.filter.as_deref().or(stage_filter).map(str::to_string) }
+}
+
+fn identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+pub(super) fn validate(loaded: &Loaded, issues: &mut Vec<ConfigIssue>) {
+    let enabled = loaded.config.enabled_chains().count();
+    if enabled == 0 {
+        issues.push(loaded.issue("chains", "no chain is enabled"));
+    }
+    if enabled > MAX_CHAINS as usize {
+        issues.push(
+            loaded.issue("chains", format!("{enabled} chains are enabled; at most {MAX_CHAINS} can run at once")),
+        );
+    }
+    for (name, chain) in &loaded.config.chains {
+        let at = format!("chains.{name}");
+        if !identifier(name) {
+            issues.push(loaded.issue(&at, "a chain name is lowercase letters, digits and _"));
+        }
+        if chain.timeout_ms == 0 {
+            issues.push(loaded.issue(format!("{at}.timeout_ms"), "must be at least 1 ms"));
+        }
+        if chain.stages.len() < 2 {
+            issues.push(loaded.issue(
+                format!("{at}.stages"),
+                format!("chain `{name}` has {} stage(s); a chain needs at least two (one segment)", chain.stages.len()),
+            ));
+        }
+        if chain.stages.len() > MAX_STAGES as usize {
+            issues.push(loaded.issue(format!("{at}.stages"), format!("at most {MAX_STAGES} stages per chain")));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, stage) in chain.stages.iter().enumerate() {
+            let sat = format!("{at}.stages[{i}]");
+            let sname = &stage.name;
+            if !identifier(sname) {
+                issues.push(loaded.issue(
+                    format!("{sat}.name"),
+                    format!("stage name `{sname}` is not lowercase letters, digits and _"),
+                ));
+            }
+            if sname == "total" {
+                issues.push(loaded.issue(format!("{sat}.name"), "`total` is reserved for the first→last segment"));
+            }
+            if !seen.insert(sname.clone()) {
+                issues.push(
+                    loaded.issue(format!("{sat}.name"), format!("duplicate stage name `{sname}` in chain `{name}`")),
+                );
+            }
+            match (stage.targets.is_empty(), stage.points.is_empty()) {
+                (true, true) => issues.push(loaded.issue(&sat, format!("stage `{sname}` has no targets"))),
+                (false, false) => {
+                    issues.push(loaded.issue(&sat, format!("stage `{sname}`: give either targets or points, not both")))
+                }
+                _ => {}
+            }
+            if i != 0 && stage.first_hit_only {
+                issues.push(
+                    loaded.issue(
+                        format!("{sat}.first_hit_only"),
+                        format!("stage `{sname}`: only stage 0 opens instances"),
+                    ),
+                );
+            }
+            if i != 0 && stage.capture.is_some() {
+                issues.push(
+                    loaded.issue(format!("{sat}.capture"), format!("stage `{sname}`: only stage 0 captures a value")),
+                );
+            }
+            if let Some(f) = &stage.filter
+                && let Err(e) = Filter::parse(f)
+            {
+                issues.push(loaded.issue(format!("{sat}.filter"), format!("stage `{sname}`: {e}")));
+            }
+            if let Some(c) = &stage.capture
+                && let Err(e) = ValueExpr::parse(c)
+            {
+                issues.push(loaded.issue(format!("{sat}.capture"), format!("stage `{sname}`: {e}")));
+            }
+            if stage.match_capture && (i == 0 || chain.stages[0].capture.is_none()) {
+                issues.push(loaded.issue(
+                    format!("{sat}.match_capture"),
+                    format!("stage `{sname}`: match_capture needs a later stage and a capture on stage 0"),
+                ));
+            }
+            for (j, point) in stage.point_list().iter().enumerate() {
+                let pat = if stage.points.is_empty() { sat.clone() } else { format!("{sat}.points[{j}]") };
+                check_point(loaded, issues, &pat, sname, point, stage.key.as_deref());
+            }
+        }
+        for (j, point) in chain.abort.iter().enumerate() {
+            check_point(loaded, issues, &format!("{at}.abort[{j}]"), "abort", point, None);
+        }
+    }
+}
+
+fn check_point(
+    loaded: &Loaded,
+    issues: &mut Vec<ConfigIssue>,
+    at: &str,
+    stage: &str,
+    point: &PointConfig,
+    stage_key: Option<&str>,
+) {
+    if point.targets.is_empty() {
+        issues.push(
+            loaded.issue(format!("{at}.targets"), format!("stage `{stage}`: a probe point needs at least one target")),
+        );
+    }
+    for (k, t) in point.targets.iter().enumerate() {
+        let tat = format!("{at}.targets[{k}]");
+        if let Err(e) = Target::check_pattern(&t.attach) {
+            issues.push(loaded.issue(&tat, format!("stage `{stage}`: {e}")));
+        }
+        match t.key.as_deref().or(point.key.as_deref()).or(stage_key) {
+            None => issues.push(loaded.issue(
+                &tat,
+                format!("stage `{stage}`: target `{}` has no key (set key on the target or the stage)", t.attach),
+            )),
+            Some(key) => {
+                if let Err(e) = KeyExpr::parse(key) {
+                    issues.push(loaded.issue(&tat, format!("stage `{stage}`: key: {e}")));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+    use figment::providers::Env;
+    use std::io::Write as _;
+
+    fn issues(toml: &str) -> Vec<String> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(toml.as_bytes()).unwrap();
+        match Config::load_with_env(Some(f.path()), Env::prefixed("CLOCKPATH_TEST_NONE_")) {
+            Err(ConfigError::Invalid(i)) => i.iter().map(ToString::to_string).collect(),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("should be invalid"),
+        }
+    }
+
+    const ONE: &str =
+        "[chains.x]\n[[chains.x.stages]]\nname = \"a\"\nkey = \"cpu\"\ntargets = [\"tracepoint:sched:sched_switch\"]\n";
+
+    #[test]
+    fn empty_chain_and_single_stage_are_errors() {
+        let i = issues("[chains.x]\nstages = []\n");
+        assert!(i.iter().any(|s| s.contains("chains.x.stages") && s.contains("at least two")), "{i:?}");
+        let i = issues(ONE);
+        assert!(i.iter().any(|s| s.contains("has 1 stage")), "{i:?}");
+    }
+
+    #[test]
+    fn unknown_attach_kind_names_stage_and_reason() {
+        let toml = format!("{ONE}[[chains.x.stages]]\nname = \"b\"\nkey = \"cpu\"\ntargets = [\"uprobe:foo\"]\n");
+        let i = issues(&toml);
+        assert!(
+            i.iter().any(|s| s.contains("chains.x.stages[1].targets[0]")
+                && s.contains("stage `b`")
+                && s.contains("unknown attach kind `uprobe`")),
+            "{i:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_stage_names_are_errors() {
+        let toml = format!(
+            "{ONE}[[chains.x.stages]]\nname = \"a\"\nkey = \"cpu\"\ntargets = [\"tracepoint:sched:sched_switch\"]\n"
+        );
+        let i = issues(&toml);
+        assert!(i.iter().any(|s| s.contains("duplicate stage name `a`")), "{i:?}");
+    }
+
+    #[test]
+    fn duplicate_chain_names_are_a_toml_error() {
+        let toml = format!("{ONE}{ONE}");
+        let i = issues(&toml);
+        assert!(i.iter().any(|s| s.to_lowercase().contains("duplicate")), "{i:?}");
+    }
+
+    #[test]
+    fn missing_key_and_bad_key_are_errors() {
+        let toml = "[chains.x]\n[[chains.x.stages]]\nname = \"a\"\ntargets = [\"tracepoint:sched:sched_switch\"]\n[[chains.x.stages]]\nname = \"b\"\nkey = \"arg0->\"\ntargets = [\"tp_btf:sched_switch\"]\n";
+        let i = issues(toml);
+        assert!(i.iter().any(|s| s.contains("stage `a`") && s.contains("has no key")), "{i:?}");
+        assert!(i.iter().any(|s| s.contains("stage `b`") && s.contains("key:")), "{i:?}");
+    }
+
+    #[test]
+    fn stage_zero_only_options_are_checked() {
+        let toml = format!(
+            "{ONE}[[chains.x.stages]]\nname = \"b\"\nkey = \"cpu\"\nfirst_hit_only = true\nmatch_capture = true\ntargets = [\"tracepoint:sched:sched_switch\"]\n"
+        );
+        let i = issues(&toml);
+        assert!(i.iter().any(|s| s.contains("only stage 0 opens")), "{i:?}");
+        assert!(i.iter().any(|s| s.contains("match_capture needs")), "{i:?}");
+    }
+
+    #[test]
+    fn unknown_target_table_key_is_reported() {
+        let toml = "[chains.x]\n[[chains.x.stages]]\nname = \"a\"\ntargets = [{ attach = \"tracepoint:sched:sched_switch\", kee = \"cpu\" }]\n";
+        let i = issues(toml);
+        assert!(i.iter().any(|s| s.contains("kee") && s.contains("did you mean `key`")), "{i:?}");
+    }
+}

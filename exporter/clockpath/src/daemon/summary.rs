@@ -1,0 +1,143 @@
+//! What a run saw, per chain: the kernel's counters and histogram totals next to what
+//! userspace received (`clockpath run --summary-json`, sessions).
+
+use std::{collections::BTreeMap, sync::atomic::Ordering};
+
+use clockpath_common::{
+    hist::{HistRow, NUM_BUCKETS, bucket_lower_ns},
+    limits::TOTAL_ROW,
+};
+use clockpath_probe::{
+    maps::KernelMaps,
+    plan::{ChainPlan, ChainState, Store},
+};
+use serde::Serialize;
+
+use crate::{pipeline::PipelineStats, sinks::tally::ChainTally};
+
+/// What a run saw, per chain: kernel counters and histogram totals next to what userspace got.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub chains: Vec<ChainSummary>,
+    pub records: u64,
+    pub dropped_in_userspace: u64,
+    pub swept: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainSummary {
+    pub name: String,
+    pub state: ChainState,
+    pub opened: u64,
+    pub completed: u64,
+    pub timed_out: u64,
+    pub replaced: u64,
+    pub aborted: u64,
+    pub ring_lost: u64,
+    pub ring_lost_segments: u64,
+    pub map_full: u64,
+    pub out_of_order: u64,
+    pub key_out_of_range: u64,
+    pub store: Store,
+    /// Segments counted in the kernel histograms.
+    pub hist_segments: u64,
+    /// Segment records userspace received.
+    pub segments_received: u64,
+    pub segments: Vec<SegmentSummary>,
+    pub outcomes: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SegmentSummary {
+    pub name: String,
+    pub hist_count: u64,
+    pub hist_sum_ns: u64,
+    pub received: u64,
+    /// Median from the kernel histogram (bucket lower bound), ns.
+    pub hist_median_ns: Option<u64>,
+}
+
+/// Build a summary from the kernel maps and a tally.
+pub fn summarize(
+    plans: &[ChainPlan],
+    maps: &KernelMaps,
+    tally: &BTreeMap<u8, ChainTally>,
+    stats: &PipelineStats,
+) -> Summary {
+    let chains = plans
+        .iter()
+        .filter(|p| p.is_chain())
+        .map(|p| {
+            let c = maps.chain_counters(p.index).unwrap_or_default();
+            let t = tally.get(&p.index).cloned().unwrap_or_default();
+            let shape = p.shape();
+            let mut segments = Vec::new();
+            let mut rows: Vec<(String, u32, Option<u8>)> =
+                (1..=shape.segments() as u8).map(|i| (shape.segment_name(i), i as u32 - 1, Some(i))).collect();
+            if shape.segments() > 1 {
+                rows.push(("total".into(), TOTAL_ROW, None));
+            }
+            let mut hist_segments = 0;
+            let mut completed = 0;
+            for (name, row, idx) in rows {
+                let h = maps.hist_row(p.index, row).unwrap_or(HistRow::ZERO);
+                let count: u64 = h.buckets.iter().sum();
+                if let Some(i) = idx {
+                    hist_segments += count;
+                    // The last segment is recorded exactly once per completed instance.
+                    if i as usize == shape.segments() {
+                        completed = count;
+                    }
+                }
+                segments.push(SegmentSummary {
+                    name,
+                    hist_count: count,
+                    hist_sum_ns: h.sum_ns,
+                    received: idx.map_or(0, |i| t.segments_received.get(&i).copied().unwrap_or(0)),
+                    hist_median_ns: hist_median(&h.buckets),
+                });
+            }
+            ChainSummary {
+                name: p.name.clone(),
+                state: p.state.clone(),
+                opened: c.opened,
+                completed,
+                timed_out: c.timed_out,
+                replaced: c.replaced,
+                aborted: c.aborted,
+                ring_lost: c.ring_lost,
+                ring_lost_segments: c.ring_lost_segments,
+                map_full: c.map_full,
+                out_of_order: c.out_of_order,
+                key_out_of_range: c.key_out_of_range,
+                store: p.store,
+                hist_segments,
+                segments_received: t.segments_received.values().sum(),
+                segments,
+                outcomes: t.outcomes,
+            }
+        })
+        .collect();
+    Summary {
+        chains,
+        records: stats.records.load(Ordering::Relaxed),
+        dropped_in_userspace: stats.dropped.load(Ordering::Relaxed),
+        swept: stats.swept.load(Ordering::Relaxed),
+    }
+}
+
+/// Lower bound of the bucket holding the median.
+pub fn hist_median(buckets: &[u64; NUM_BUCKETS]) -> Option<u64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let mut acc = 0;
+    for (i, c) in buckets.iter().enumerate() {
+        acc += c;
+        if acc * 2 >= total {
+            return Some(bucket_lower_ns(i as u32));
+        }
+    }
+    None
+}

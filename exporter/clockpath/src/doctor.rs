@@ -1,0 +1,194 @@
+//! `clockpath doctor`: what this machine can trace, and what the configured chains would attach.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use clockpath_probe::{
+    kernel::Kernel,
+    loader::Engine,
+    plan::{Candidate, ChainPlan, ChainState, Status, direct_entries},
+    target::AttachKind,
+};
+
+use crate::{config::Loaded, host::Environment};
+
+/// Whether one attach kind works here.
+#[derive(Clone, Debug, Serialize)]
+pub struct KindSupport {
+    pub kind: AttachKind,
+    pub supported: bool,
+    /// The target the check attached to, or why it is not supported.
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub environment: Environment,
+    pub root: bool,
+    pub tracefs: Result<String, String>,
+    pub btf: Result<String, String>,
+    pub attach_kinds: Vec<KindSupport>,
+    pub chains: Vec<ChainPlan>,
+}
+
+impl Report {
+    /// True when at least one chain runs.
+    pub fn anything_runs(&self) -> bool {
+        self.chains.iter().any(|c| c.state == ChainState::Running)
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let e = &self.environment;
+        let _ = writeln!(s, "kernel           {}", e.kernel);
+        let _ = writeln!(
+            s,
+            "running as root  {}",
+            if self.root { "yes" } else { "no (loading BPF needs root or CAP_BPF+CAP_PERFMON)" }
+        );
+        let _ = writeln!(s, "BTF              {}", show(&self.btf));
+        let _ = writeln!(s, "tracefs          {}", show(&self.tracefs));
+        let _ = writeln!(s, "environment      {} (hypervisor: {}; {})", e.env, e.hypervisor, e.env_evidence.join("; "));
+        let _ = writeln!(
+            s,
+            "clocksource      {} (available: {})",
+            e.current_clocksource,
+            e.available_clocksources.join(" ")
+        );
+        let _ = writeln!(s, "cpufreq governor {}", e.cpufreq_governor);
+        let _ = writeln!(s, "cpuidle governor {}", e.cpuidle_governor);
+        let _ = writeln!(s, "C-state limit    {}", e.cstate_limit);
+        if !e.idle_states.is_empty() {
+            let _ = writeln!(s, "idle states      {}", e.idle_states.join(", "));
+        }
+        let _ = writeln!(s, "\nattach kinds");
+        for k in &self.attach_kinds {
+            let _ = writeln!(
+                s,
+                "  {:<15} {:<13} {}",
+                k.kind.as_str(),
+                if k.supported { "supported" } else { "NOT supported" },
+                k.detail
+            );
+        }
+        let _ = writeln!(s, "\nchains");
+        for c in &self.chains {
+            let state = match &c.state {
+                ChainState::Running => "runs".to_string(),
+                ChainState::Ready => "ready".to_string(),
+                ChainState::Disabled(r) => format!("UNAVAILABLE: {r}"),
+            };
+            let _ = writeln!(s, "  {} — {}", c.name, state);
+            for st in &c.stages {
+                let _ = writeln!(s, "    stage {}", st.name);
+                if let Some(r) = &st.empty_reason {
+                    let _ = writeln!(s, "      (no probe points: {r})");
+                }
+                for p in &st.points {
+                    if let Some(l) = &p.label {
+                        let _ = writeln!(s, "      point for {l}");
+                    }
+                    for cand in &p.candidates {
+                        let _ = writeln!(s, "      {}", candidate_line(cand));
+                    }
+                }
+            }
+            for p in &c.aborts {
+                let _ = writeln!(s, "    abort");
+                for cand in &p.candidates {
+                    let _ = writeln!(s, "      {}", candidate_line(cand));
+                }
+            }
+        }
+        s
+    }
+}
+
+fn candidate_line(c: &Candidate) -> String {
+    let mark = match &c.status {
+        Status::Attached(_) => "✔ attached",
+        Status::Standby => "· standby ",
+        Status::Ready => "· ready   ",
+        _ => "✘",
+    };
+    let reason = c.status.reason();
+    if reason.is_empty() {
+        format!("{mark} {} (key {})", c.target, c.key)
+    } else {
+        format!("{mark} {} ({}): {reason}", c.target, c.status.label())
+    }
+}
+
+fn show(r: &Result<String, String>) -> String {
+    match r {
+        Ok(s) => s.clone(),
+        Err(e) => format!("NOT available: {e}"),
+    }
+}
+
+/// Examine this machine: load the BPF object, check every attach kind, attach the resolved
+/// `plans` to see what really attaches, and detach everything again.
+pub fn examine(loaded: &Loaded, kernel: &Kernel, plans: Vec<ChainPlan>) -> Report {
+    let environment = Environment::detect();
+    let btf = kernel.btf().map(|_| kernel.btf_path().display().to_string()).map_err(str::to_string);
+    let tracefs = kernel.tracefs().map(|t| t.root().display().to_string()).map_err(str::to_string);
+    let direct = direct_entries(&plans);
+    let (attach_kinds, chains) = match Engine::load(&loaded.config.probe.load_options(), direct) {
+        Ok(mut engine) => {
+            let kinds = probe_kinds(&mut engine, kernel);
+            engine.attach(plans);
+            // Dropping the engine detaches everything again.
+            (kinds, std::mem::take(&mut engine.chains))
+        }
+        Err(e) => {
+            let why = clockpath_probe::report(&e);
+            let kinds = AttachKind::ALL
+                .iter()
+                .map(|&kind| KindSupport { kind, supported: false, detail: why.clone() })
+                .collect();
+            let chains = plans
+                .into_iter()
+                .map(|mut p| {
+                    p.state = ChainState::Disabled(format!("BPF object not loaded: {why}"));
+                    p
+                })
+                .collect();
+            (kinds, chains)
+        }
+    };
+    Report { environment, root: is_root(), tracefs, btf, attach_kinds, chains }
+}
+
+/// Functions most kernels have, traceable, for the kprobe/fentry checks.
+const PROBE_FUNCTIONS: &[&str] = &["do_nanosleep", "hrtimer_nanosleep", "ktime_get", "schedule"];
+
+/// Check each attach kind by loading and attaching a slot program with no role.
+fn probe_kinds(engine: &mut Engine, kernel: &Kernel) -> Vec<KindSupport> {
+    AttachKind::ALL
+        .iter()
+        .map(|&kind| {
+            let target = match kind {
+                AttachKind::Tracepoint => Some("tracepoint:sched:sched_switch".to_string()),
+                AttachKind::RawTracepoint => Some("raw_tracepoint:sched_switch".to_string()),
+                AttachKind::TpBtf => Some("tp_btf:sched_switch".to_string()),
+                _ => PROBE_FUNCTIONS
+                    .iter()
+                    .find(|f| kernel.symbol(f).is_some_and(|s| s.count == 1) && kernel.traceable(f) != Some(false))
+                    .map(|f| format!("{kind}:{f}")),
+            };
+            let Some(target) = target.and_then(|t| t.parse().ok()) else {
+                return KindSupport { kind, supported: false, detail: "no traceable test function found".into() };
+            };
+            match engine.probe_kind(&target, kernel) {
+                Ok(()) => KindSupport { kind, supported: true, detail: format!("attached {target}") },
+                Err(why) => KindSupport { kind, supported: false, detail: why },
+            }
+        })
+        .collect()
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,371 @@
+//! One function per metric family (or group of families fed by the same source): each encodes
+//! from plain snapshots, so each is tested without a kernel. **Where a segment becomes a
+//! metric**: [`segment_durations`] (exact, from the kernel histograms) and
+//! [`segment_quantiles`] (HDR, from ring records).
+
+use std::{collections::BTreeMap, fmt, sync::atomic::Ordering};
+
+use clockpath_common::{
+    hist::{HistRow, bucket_le_ns},
+    interference::NAMES as INTERFERENCE_SOURCES,
+};
+use clockpath_probe::{
+    loader::ProgramStats,
+    plan::{ChainPlan, Status},
+};
+use prometheus_client::{
+    encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+};
+
+use super::{
+    names::*,
+    snapshot::{HistSeries, KernelSnapshot},
+};
+use crate::{
+    pipeline::PipelineStats,
+    sinks::{
+        hdr::QuantileSnapshot,
+        interference::Charged,
+        otlp::{DropReason, OtlpStats, Reason},
+        windows::WindowSnapshot,
+    },
+};
+
+/// A label set.
+pub type Labels = Vec<(String, String)>;
+
+/// Labels every chain series carries besides its own.
+#[derive(Clone, Debug, Default)]
+pub struct CommonLabels {
+    pub env: String,
+    pub statics: BTreeMap<String, String>,
+}
+
+impl CommonLabels {
+    pub fn with(&self, own: &[(&str, &str)]) -> Labels {
+        let mut v: Labels = own.iter().map(|(k, x)| (k.to_string(), x.to_string())).collect();
+        v.push(("env".into(), self.env.clone()));
+        v.extend(self.statics.iter().map(|(k, x)| (k.clone(), x.clone())));
+        v
+    }
+}
+
+/// The `clockpath_environment_info` labels.
+#[derive(Clone, Debug, Default)]
+pub struct EnvironmentInfo {
+    pub env: String,
+    pub hypervisor: String,
+    pub governor: String,
+    pub cstate_limit: String,
+}
+
+fn s(v: &str) -> String {
+    v.to_string()
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, series: &[(Labels, u64)]) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in series {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// A counter in seconds (a float).
+fn counter_seconds(enc: &mut DescriptorEncoder, name: &str, help: &str, series: &[(Labels, f64)]) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in series {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, series: &[(Labels, f64)]) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in series {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn info(enc: &mut DescriptorEncoder, name: &str, help: &str, series: &[Labels]) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Info)?;
+    for labels in series {
+        m.encode_info(labels)?;
+    }
+    Ok(())
+}
+
+/// Re-bin a kernel histogram row into the configured buckets (`le_buckets`: kernel bucket index
+/// of each `le`): per-bucket (not cumulative) counts, +Inf last. Exact: every configured `le`
+/// is a kernel bucket's upper bound.
+pub fn rebin(row: &HistRow, le_buckets: &[usize]) -> Vec<(f64, u64)> {
+    let mut out = Vec::with_capacity(le_buckets.len() + 1);
+    let mut from = 0usize;
+    for &i in le_buckets {
+        let n: u64 = row.buckets[from..=i].iter().sum();
+        out.push((bucket_le_ns(i as u32).unwrap_or(0) as f64 / 1e9, n));
+        from = i + 1;
+    }
+    out.push((f64::INFINITY, row.buckets[from..].iter().sum()));
+    out
+}
+
+/// `clockpath_segment_duration_seconds`: exact histograms, from the kernel.
+pub fn segment_durations(
+    enc: &mut DescriptorEncoder,
+    labels: &CommonLabels,
+    le_buckets: &[usize],
+    histograms: &[HistSeries],
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(SEGMENT_DURATION, SEGMENT_DURATION_HELP, None, MetricType::Histogram)?;
+    for h in histograms {
+        let buckets = rebin(&h.row, le_buckets);
+        let count: u64 = h.row.buckets.iter().sum();
+        let l = labels.with(&[("chain", &h.chain), ("segment", &h.segment)]);
+        m.encode_family(&l)?.encode_histogram::<NoLabelSet>(h.row.sum_ns as f64 / 1e9, count, &buckets, None)?;
+    }
+    Ok(())
+}
+
+/// `clockpath_segment_duration_quantile_seconds`: HDR quantiles over the sliding window.
+pub fn segment_quantiles(
+    enc: &mut DescriptorEncoder,
+    labels: &CommonLabels,
+    running: &[&ChainPlan],
+    q: &QuantileSnapshot,
+) -> fmt::Result {
+    let mut series = Vec::new();
+    for p in running {
+        let shape = p.shape();
+        for ((_, seg), (_, values)) in q.series.range((p.index, 0)..=(p.index, u8::MAX)) {
+            let seg_name = if *seg == 0 { s("total") } else { shape.segment_name(*seg) };
+            for (qv, v) in q.quantiles.iter().zip(values) {
+                if v.is_finite() {
+                    let l = labels.with(&[("chain", &p.name), ("segment", &seg_name), ("q", &qv.to_string())]);
+                    series.push((l, *v));
+                }
+            }
+        }
+    }
+    gauge(enc, SEGMENT_QUANTILE, SEGMENT_QUANTILE_HELP, &series)
+}
+
+/// `clockpath_chains_*_total`, ring and instance-map losses, out-of-order hits: per chain,
+/// from the kernel counters (completed from the last segment's histogram; timed out includes
+/// what the userspace sweeper closed).
+pub fn chain_counters(
+    enc: &mut DescriptorEncoder,
+    labels: &CommonLabels,
+    plans: &[ChainPlan],
+    snap: &KernelSnapshot,
+) -> fmt::Result {
+    let per_chain = |f: &dyn Fn(&str, &clockpath_common::slot::ChainCounters) -> u64| -> Vec<(Labels, u64)> {
+        snap.counters.iter().map(|(c, k)| (labels.with(&[("chain", c)]), f(c, k))).collect()
+    };
+    let swept_of = |name: &str| {
+        plans.iter().find(|p| p.name == name).and_then(|p| snap.swept.get(p.index as usize)).copied().unwrap_or(0)
+    };
+    counter(enc, CHAINS_OPENED, CHAINS_OPENED_HELP, &per_chain(&|_, k| k.opened))?;
+    counter(enc, CHAINS_COMPLETED, CHAINS_COMPLETED_HELP, &per_chain(&|c, _| snap.completed(c)))?;
+    counter(enc, CHAINS_TIMED_OUT, CHAINS_TIMED_OUT_HELP, &per_chain(&|c, k| k.timed_out + swept_of(c)))?;
+    counter(enc, CHAINS_REPLACED, CHAINS_REPLACED_HELP, &per_chain(&|_, k| k.replaced))?;
+    counter(enc, CHAINS_ABORTED, CHAINS_ABORTED_HELP, &per_chain(&|_, k| k.aborted))?;
+    counter(enc, RING_LOST, RING_LOST_HELP, &per_chain(&|_, k| k.ring_lost))?;
+    counter(enc, MAP_FULL, MAP_FULL_HELP, &per_chain(&|_, k| k.map_full))?;
+    counter(enc, OUT_OF_ORDER, OUT_OF_ORDER_HELP, &per_chain(&|_, k| k.out_of_order))
+}
+
+/// `clockpath_stage_hits_total`: hits of each attached stage program.
+pub fn stage_hits(enc: &mut DescriptorEncoder, labels: &CommonLabels, snap: &KernelSnapshot) -> fmt::Result {
+    let series: Vec<_> = snap
+        .hits
+        .iter()
+        .map(|h| (labels.with(&[("chain", &h.chain), ("stage", &h.stage), ("target", &h.target)]), h.hits))
+        .collect();
+    counter(enc, STAGE_HITS, STAGE_HITS_HELP, &series)
+}
+
+/// The userspace data path: records received, dropped, incomplete chains.
+pub fn pipeline(enc: &mut DescriptorEncoder, st: &PipelineStats) -> fmt::Result {
+    counter(enc, RECORDS_RECEIVED, RECORDS_RECEIVED_HELP, &[(vec![], st.records.load(Ordering::Relaxed))])?;
+    counter(enc, RECORDS_DROPPED, RECORDS_DROPPED_HELP, &[(vec![], st.dropped.load(Ordering::Relaxed))])?;
+    counter(enc, CHAINS_INCOMPLETE, CHAINS_INCOMPLETE_HELP, &[(vec![], st.incomplete.load(Ordering::Relaxed))])
+}
+
+/// `clockpath_probe_info`: each candidate of each stage, what was attached and why not.
+pub fn probes(enc: &mut DescriptorEncoder, plans: &[ChainPlan]) -> fmt::Result {
+    let mut series = Vec::new();
+    for p in plans {
+        let stages = p.stages.iter().map(|s| (s.name.as_str(), &s.points));
+        for (stage, points) in stages.chain(std::iter::once(("abort", &p.aborts))) {
+            for c in points.iter().flat_map(|pt| &pt.candidates) {
+                let state = if p.is_running() || !matches!(c.status, Status::Ready | Status::Standby) {
+                    c.status.label()
+                } else {
+                    "chain_disabled"
+                };
+                series.push(vec![
+                    (s("chain"), p.name.clone()),
+                    (s("stage"), stage.to_string()),
+                    (s("target"), c.target.to_string()),
+                    (s("attach"), c.target.kind.to_string()),
+                    (s("state"), s(state)),
+                    (s("reason"), c.status.reason().to_string()),
+                ]);
+            }
+        }
+    }
+    info(enc, PROBE, PROBE_HELP, &series)
+}
+
+/// `clockpath_build_info`.
+pub fn build(enc: &mut DescriptorEncoder) -> fmt::Result {
+    info(
+        enc,
+        BUILD,
+        BUILD_HELP,
+        &[vec![
+            (s("version"), s(env!("CARGO_PKG_VERSION"))),
+            (s("revision"), s(option_env!("BUILD_GIT_REVISION").unwrap_or("unknown"))),
+        ]],
+    )
+}
+
+/// `clockpath_environment_info`, with the clocksource in use now.
+pub fn environment(enc: &mut DescriptorEncoder, e: &EnvironmentInfo, clocksource: &str) -> fmt::Result {
+    info(
+        enc,
+        ENVIRONMENT,
+        ENVIRONMENT_HELP,
+        &[vec![
+            (s("env"), e.env.clone()),
+            (s("hypervisor"), e.hypervisor.clone()),
+            (s("clocksource"), s(clocksource)),
+            (s("governor"), e.governor.clone()),
+            (s("cstate_limit"), e.cstate_limit.clone()),
+        ]],
+    )
+}
+
+/// Interference charged to segments, per source, and segments whose interference is unknown.
+pub fn interference(
+    enc: &mut DescriptorEncoder,
+    labels: &CommonLabels,
+    running: &[&ChainPlan],
+    charged: &BTreeMap<(u8, u8), Charged>,
+) -> fmt::Result {
+    let mut secs = Vec::new();
+    let mut unknown = Vec::new();
+    for ((chain, seg), c) in charged {
+        let Some(plan) = running.iter().find(|p| p.index == *chain) else { continue };
+        let seg_name = plan.shape().segment_name(*seg);
+        for (name, ns) in INTERFERENCE_SOURCES.iter().zip(c.ns) {
+            let l = labels.with(&[("chain", &plan.name), ("segment", &seg_name), ("source", name)]);
+            secs.push((l, ns as f64 / 1e9));
+        }
+        unknown.push((labels.with(&[("chain", &plan.name), ("segment", &seg_name)]), c.unknown));
+    }
+    counter_seconds(enc, INTERFERENCE, INTERFERENCE_HELP, &secs)?;
+    counter(enc, INTERFERENCE_UNKNOWN, INTERFERENCE_UNKNOWN_HELP, &unknown)
+}
+
+/// The statistics windows' gauges (median, CI, SD, samples, rejected, end, reliable). NaN and
+/// infinities are never published.
+pub fn windows(
+    enc: &mut DescriptorEncoder,
+    labels: &CommonLabels,
+    plans: &[ChainPlan],
+    env: &EnvironmentInfo,
+    snap: &WindowSnapshot,
+) -> fmt::Result {
+    const DEFS: [(&str, &str); 8] = [
+        (WINDOW_MEDIAN, WINDOW_MEDIAN_HELP),
+        (WINDOW_CI_LOWER, WINDOW_CI_LOWER_HELP),
+        (WINDOW_CI_UPPER, WINDOW_CI_UPPER_HELP),
+        (WINDOW_STD_DEV, WINDOW_STD_DEV_HELP),
+        (WINDOW_SAMPLES, WINDOW_SAMPLES_HELP),
+        (WINDOW_REJECTED, WINDOW_REJECTED_HELP),
+        (WINDOW_END, WINDOW_END_HELP),
+        (WINDOW_RELIABLE, WINDOW_RELIABLE_HELP),
+    ];
+    let mut by_metric: [Vec<(Labels, f64)>; 8] = Default::default();
+    for ((chain, session), segs) in &snap.windows {
+        let Some(plan) = plans.iter().find(|p| p.index == *chain) else { continue };
+        for sw in segs {
+            let mut own = vec![("chain", plan.name.as_str()), ("segment", sw.segment.as_str())];
+            if let Some(sess) = session {
+                own.push(("session", sess));
+            }
+            own.push(("governor", env.governor.as_str()));
+            own.push(("cstate_limit", env.cstate_limit.as_str()));
+            let l = labels.with(&own);
+            let st = &sw.stats;
+            let mut put = |i: usize, v: f64| {
+                if v.is_finite() {
+                    by_metric[i].push((l.clone(), v));
+                }
+            };
+            put(0, st.median);
+            if let Some(ci) = &st.ci {
+                put(1, ci.lower);
+                put(2, ci.upper);
+            }
+            put(3, st.std_dev);
+            put(4, st.n as f64);
+            put(5, sw.rejected as f64);
+            put(6, sw.end_unix);
+            put(7, if st.reliable { 1.0 } else { 0.0 });
+        }
+    }
+    for ((name, help), series) in DEFS.iter().zip(by_metric.iter()) {
+        gauge(enc, name, help, series)?;
+    }
+    Ok(())
+}
+
+/// The OTLP sink's sampling decisions, export results and queue.
+pub fn otlp(enc: &mut DescriptorEncoder, labels: &CommonLabels, plans: &[ChainPlan], o: &OtlpStats) -> fmt::Result {
+    let mut kept = Vec::new();
+    let mut out = Vec::new();
+    for p in plans.iter().filter(|p| p.is_chain() && p.is_running()) {
+        let Some(c) = o.chains.get(p.index as usize) else { continue };
+        for r in Reason::ALL {
+            kept.push((
+                labels.with(&[("chain", &p.name), ("reason", r.as_str())]),
+                c.kept[r as usize].load(Ordering::Relaxed),
+            ));
+        }
+        out.push((labels.with(&[("chain", &p.name)]), c.sampled_out.load(Ordering::Relaxed)));
+    }
+    counter(enc, OTLP_SAMPLED, OTLP_SAMPLED_HELP, &kept)?;
+    counter(enc, OTLP_SAMPLED_OUT, OTLP_SAMPLED_OUT_HELP, &out)?;
+    let exported = [(vec![], o.spans_exported.load(Ordering::Relaxed))];
+    counter(enc, OTLP_SPANS_EXPORTED, OTLP_SPANS_EXPORTED_HELP, &exported)?;
+    let dropped: Vec<_> = DropReason::ALL.iter().map(|r| (vec![(s("reason"), s(r.as_str()))], o.dropped(*r))).collect();
+    counter(enc, OTLP_SPANS_DROPPED, OTLP_SPANS_DROPPED_HELP, &dropped)?;
+    let requests = [
+        (vec![(s("result"), s("ok"))], o.requests_ok.load(Ordering::Relaxed)),
+        (vec![(s("result"), s("error"))], o.requests_failed.load(Ordering::Relaxed)),
+    ];
+    counter(enc, OTLP_REQUESTS, OTLP_REQUESTS_HELP, &requests)?;
+    gauge(enc, OTLP_QUEUE, OTLP_QUEUE_HELP, &[(vec![], o.queued.load(Ordering::Relaxed) as f64)])?;
+    gauge(enc, OTLP_QUEUE_CAPACITY, OTLP_QUEUE_CAPACITY_HELP, &[(vec![], o.queue_capacity as f64)])?;
+    let last = o.last_success_unix_ns.load(Ordering::Relaxed);
+    if last > 0 {
+        gauge(enc, OTLP_LAST_EXPORT, OTLP_LAST_EXPORT_HELP, &[(vec![], last as f64 / 1e9)])?;
+    }
+    Ok(())
+}
+
+/// BPF self-overhead: kernel run time and count per attached program (with `probe.bpf_stats`).
+pub fn bpf_programs(enc: &mut DescriptorEncoder, programs: &[ProgramStats]) -> fmt::Result {
+    let lab = |p: &ProgramStats| {
+        vec![(s("chain"), p.chain.clone()), (s("stage"), p.stage.clone()), (s("program"), p.program.clone())]
+    };
+    let time: Vec<_> = programs.iter().map(|p| (lab(p), p.run_time_ns as f64 / 1e9)).collect();
+    counter_seconds(enc, BPF_RUN_TIME, BPF_RUN_TIME_HELP, &time)?;
+    let count: Vec<_> = programs.iter().map(|p| (lab(p), p.run_count)).collect();
+    counter(enc, BPF_RUN_COUNT, BPF_RUN_COUNT_HELP, &count)
+}

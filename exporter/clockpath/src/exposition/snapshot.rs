@@ -1,0 +1,79 @@
+//! One consistent read of the kernel maps per scrape: exact histograms, per-chain counters,
+//! stage hits and what the sweeper removed, as plain data (so every metric family is encoded,
+//! and tested, from a snapshot rather than from live maps).
+
+use clockpath_common::{hist::HistRow, limits::TOTAL_ROW, slot::ChainCounters};
+use clockpath_probe::{
+    maps::KernelMaps,
+    plan::{ChainPlan, Status},
+};
+
+/// One segment's (or `total`'s) histogram.
+#[derive(Clone, Debug)]
+pub struct HistSeries {
+    pub chain: String,
+    pub segment: String,
+    pub row: HistRow,
+    /// The chain's last segment: its count is the number of completed instances.
+    pub last: bool,
+}
+
+/// Hits of one attached stage program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageHits {
+    pub chain: String,
+    pub stage: String,
+    pub target: String,
+    pub hits: u64,
+}
+
+/// The kernel side of a scrape.
+#[derive(Clone, Debug, Default)]
+pub struct KernelSnapshot {
+    pub histograms: Vec<HistSeries>,
+    /// Per running chain, its counters summed over CPUs.
+    pub counters: Vec<(String, ChainCounters)>,
+    pub hits: Vec<StageHits>,
+    /// Instances the userspace sweeper removed (timed out), by chain index.
+    pub swept: Vec<u64>,
+}
+
+impl KernelSnapshot {
+    /// Read every running chain's maps. A map read that fails (never expected) counts as zero.
+    pub fn read(plans: &[ChainPlan], maps: &KernelMaps) -> KernelSnapshot {
+        let mut snap = KernelSnapshot { swept: maps.swept.clone(), ..Default::default() };
+        for p in plans.iter().filter(|p| p.is_running() && p.is_chain()) {
+            let shape = p.shape();
+            let n = shape.segments();
+            let mut rows: Vec<(String, u32, bool)> =
+                (1..=n as u8).map(|i| (shape.segment_name(i), i as u32 - 1, i as usize == n)).collect();
+            if n > 1 {
+                rows.push(("total".into(), TOTAL_ROW, false));
+            }
+            for (segment, row, last) in rows {
+                let row = maps.hist_row(p.index, row).unwrap_or(HistRow::ZERO);
+                snap.histograms.push(HistSeries { chain: p.name.clone(), segment, row, last });
+            }
+            snap.counters.push((p.name.clone(), maps.chain_counters(p.index).unwrap_or_default()));
+            let stages = p.stages.iter().map(|s| (s.name.as_str(), &s.points));
+            for (stage, points) in stages.chain(std::iter::once(("abort", &p.aborts))) {
+                for c in points.iter().flat_map(|pt| &pt.candidates) {
+                    if let Status::Attached(slot) = c.status {
+                        snap.hits.push(StageHits {
+                            chain: p.name.clone(),
+                            stage: stage.to_string(),
+                            target: c.target.to_string(),
+                            hits: maps.slot_hits(slot).unwrap_or(0),
+                        });
+                    }
+                }
+            }
+        }
+        snap
+    }
+
+    /// Completed instances of `chain`: the count of its last segment's histogram.
+    pub fn completed(&self, chain: &str) -> u64 {
+        self.histograms.iter().filter(|h| h.last && h.chain == chain).map(|h| h.row.buckets.iter().sum::<u64>()).sum()
+    }
+}

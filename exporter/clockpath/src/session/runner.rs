@@ -1,0 +1,180 @@
+//! The run loop: switch the clocksource, wait for that switch's chain (or its timeout), label
+//! it with the session and the clocksources, and account for every switch, complete or not.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use clockpath_common::record::UNKNOWN_INTERFERENCE;
+use clockpath_offline::chain::{ChainRecord, Outcome};
+use clockpath_probe::plan::{ChainPlan, Status};
+
+use super::{Run, SessionArgs, clocksource, mode::Mode};
+use crate::{ktime, pipeline::Sink as _, sinks::otlp::OtlpSink};
+
+/// What the loop produced.
+pub struct Outcomes {
+    pub runs: Vec<Run>,
+    /// The chain record of each run that got one, labelled.
+    pub records: Vec<ChainRecord>,
+    pub interrupted: bool,
+}
+
+/// Drives the switches of one session.
+pub struct Runner<'a> {
+    pub args: &'a SessionArgs,
+    pub session_id: &'a str,
+    pub mode: Mode,
+    /// The session chain's attached plan.
+    pub plan: &'a ChainPlan,
+    pub records: &'a mpsc::Receiver<ChainRecord>,
+    /// Every run is traced when an OTLP endpoint is configured.
+    pub otlp: Option<&'a mut OtlpSink>,
+    /// Set by a signal handler to end the session early.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Runner<'_> {
+    /// Make `args.runs` switches starting from `current`, cycling through the requested
+    /// clocksources.
+    pub fn run(mut self, mut current: String) -> Outcomes {
+        let points = slot_targets(self.plan);
+        let read_points = first_read_points(self.plan);
+        let requested = &self.args.clocksources;
+        let mut out = Outcomes { runs: Vec::with_capacity(self.args.runs), records: Vec::new(), interrupted: false };
+        let mut next = 0usize;
+        for index in 0..self.args.runs {
+            if self.stop.load(Ordering::Relaxed) {
+                out.interrupted = true;
+                break;
+            }
+            // The next requested clocksource that differs from the current one.
+            let mut target = requested[next % requested.len()].clone();
+            if target == current {
+                next += 1;
+                target = requested[next % requested.len()].clone();
+            }
+            next += 1;
+            let mut run = Run {
+                index,
+                old: current.clone(),
+                new: target.clone(),
+                segments_ns: Vec::new(),
+                total_ns: None,
+                cpu: None,
+                missing: None,
+                points: Vec::new(),
+                interference_ns: Vec::new(),
+            };
+            let t0 = ktime::monotonic_now_ns();
+            let result = clocksource::switch_to(&target);
+            let now = clocksource::current().unwrap_or_default();
+            if let Err(e) = result {
+                run.missing = Some(format!("write failed: {e}"));
+            } else if now != target {
+                run.missing = Some(format!("the kernel kept {now} after writing {target}"));
+            } else {
+                current = target.clone();
+                match self.wait(t0) {
+                    Some(mut rec) => {
+                        rec.session = Some(Arc::from(self.session_id));
+                        rec.labels = vec![
+                            (Arc::from("old_clocksource"), Arc::from(run.old.as_str())),
+                            (Arc::from("new_clocksource"), Arc::from(run.new.as_str())),
+                        ];
+                        fill(&mut run, &rec, &points);
+                        if let Some(o) = self.otlp.as_deref_mut() {
+                            // Traces also carry the session's own labels (--label k=v).
+                            let mut traced = rec.clone();
+                            let labels =
+                                self.args.labels.iter().map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())));
+                            traced.labels.extend(labels);
+                            o.on_chain(&traced);
+                        }
+                        out.records.push(rec);
+                    }
+                    None => {
+                        run.missing = Some(match (self.mode, read_points.get(&target)) {
+                            (Mode::Kernel, Some(Err(why))) => format!("no first_read probe for {target}: {why}"),
+                            (Mode::Kernel, None) => format!("no first_read probe for {target}: no known read function"),
+                            _ => format!("no chain record within {:?}", self.args.timeout),
+                        });
+                    }
+                }
+            }
+            out.runs.push(run);
+        }
+        out
+    }
+
+    /// The first chain record that started after `t0`, or None at the timeout.
+    fn wait(&self, t0: u64) -> Option<ChainRecord> {
+        let deadline = Instant::now() + self.args.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.records.recv_timeout(left.max(Duration::from_millis(1))) {
+                Ok(rec) if rec.start_ns < t0 => continue,
+                Ok(rec) => return Some(rec),
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// What a chain record says about its run.
+fn fill(run: &mut Run, rec: &ChainRecord, points: &BTreeMap<u32, String>) {
+    run.cpu = Some(rec.cpu);
+    run.points = rec.segments.iter().map(|s| points.get(&(s.slot as u32)).cloned().unwrap_or_default()).collect();
+    run.interference_ns = rec
+        .segments
+        .iter()
+        .map(|s| (s.interference_ns[0] != UNKNOWN_INTERFERENCE).then_some(s.interference_ns))
+        .collect();
+    if rec.outcome == Outcome::Completed {
+        run.segments_ns = rec.segments.iter().map(|s| s.duration_ns()).collect();
+        run.total_ns = Some(rec.total_ns());
+    } else {
+        run.missing = Some(format!("chain {}", rec.outcome.as_str()));
+    }
+}
+
+/// slot → target string of every attached candidate of a plan.
+fn slot_targets(plan: &ChainPlan) -> BTreeMap<u32, String> {
+    plan.stages
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .flat_map(|p| p.candidates.iter())
+        .filter_map(|c| match c.status {
+            Status::Attached(slot) => Some((slot, c.target.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// For each clocksource with a first_read point: Ok(target attached) or Err(why not).
+fn first_read_points(plan: &ChainPlan) -> BTreeMap<String, Result<String, String>> {
+    let Some(stage) = plan.stages.iter().find(|s| s.match_capture) else { return BTreeMap::new() };
+    stage
+        .points
+        .iter()
+        .filter_map(|p| {
+            let label = p.label.clone()?;
+            let r = match p.attached() {
+                Some(c) => Ok(c.target.to_string()),
+                None => Err(p
+                    .candidates
+                    .iter()
+                    .map(|c| format!("{}: {}", c.target, c.status.reason()))
+                    .collect::<Vec<_>>()
+                    .join("; ")),
+            };
+            Some((label, r))
+        })
+        .collect()
+}

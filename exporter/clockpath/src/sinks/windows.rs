@@ -1,0 +1,343 @@
+//! Statistics windows: per chain and session, completed runs are sampled into a bounded
+//! uniform reservoir; every interval (or every N completed chains) the window closes and a
+//! worker thread computes, per segment and total, the median, its bootstrap CI, the standard
+//! deviation, the samples and the rejected outliers. Results go into a snapshot the scrape
+//! path reads; a window with no runs removes its series. The assembly thread only samples and
+//! hands off; the bootstrap runs on the worker, so it never delays the ring reader.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, RwLock, mpsc},
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use rand::{RngExt as _, SeedableRng as _};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use clockpath_offline::{
+    chain::{ChainRecord, ChainShape, Outcome},
+    stats::{self, ColumnStats},
+};
+
+use crate::{config::WindowsConfig, pipeline::Sink};
+
+/// One published segment statistic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegmentWindow {
+    pub segment: String,
+    pub stats: ColumnStats,
+    /// Outlier runs rejected in this window (the whole run, all segments).
+    pub rejected: usize,
+    /// Window end, UNIX seconds.
+    pub end_unix: f64,
+}
+
+/// (chain index, session) → the segments of its last window.
+pub type WindowKey = (u8, Option<Arc<str>>);
+
+#[derive(Clone, Debug, Default)]
+pub struct WindowSnapshot {
+    pub windows: BTreeMap<WindowKey, Vec<SegmentWindow>>,
+    /// Windows computed so far (for tests and logs).
+    pub computed: u64,
+}
+
+pub type SharedWindows = Arc<RwLock<WindowSnapshot>>;
+
+struct Reservoir {
+    /// `runs[r]`: segment durations (ns) then the total.
+    runs: Vec<Vec<f64>>,
+    seen: u64,
+}
+
+struct Job {
+    key: WindowKey,
+    columns: Vec<String>,
+    reference: usize,
+    runs: Vec<Vec<f64>>,
+    end_unix: f64,
+}
+
+pub struct WindowSink {
+    shapes: Vec<Option<ChainShape>>,
+    references: Vec<usize>,
+    cfg: WindowsConfig,
+    open: HashMap<WindowKey, Reservoir>,
+    /// Published keys and when their window last closed.
+    published: HashMap<WindowKey, Instant>,
+    started: Instant,
+    rng: Xoshiro256PlusPlus,
+    tx: Option<mpsc::Sender<Job>>,
+    worker: Option<thread::JoinHandle<()>>,
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// 0-based index of the segment outliers are judged on (`windows.reference`, default the first).
+pub fn reference_segment(shape: &ChainShape, cfg: &WindowsConfig) -> usize {
+    cfg.reference
+        .get(&shape.name)
+        .and_then(|wanted| (1..=shape.segments() as u8).position(|i| &shape.segment_name(i) == wanted))
+        .unwrap_or(0)
+}
+
+impl WindowSink {
+    pub fn new(shapes: Vec<Option<ChainShape>>, cfg: WindowsConfig, out: SharedWindows) -> std::io::Result<WindowSink> {
+        let references = shapes.iter().map(|s| s.as_ref().map_or(0, |s| reference_segment(s, &cfg))).collect();
+        let (tx, rx) = mpsc::channel::<Job>();
+        let boot = cfg.bootstrap;
+        let sigma = cfg.sigma;
+        let worker = thread::Builder::new().name("clockpath-windows".into()).spawn(move || {
+            for job in rx {
+                let result = compute(&job, sigma, &boot);
+                let Ok(mut snap) = out.write() else { return };
+                snap.computed += 1;
+                match result {
+                    Some(segs) if !segs.is_empty() => {
+                        snap.windows.insert(job.key, segs);
+                    }
+                    _ => {
+                        snap.windows.remove(&job.key);
+                    }
+                }
+            }
+        })?;
+        Ok(WindowSink {
+            shapes,
+            references,
+            rng: Xoshiro256PlusPlus::seed_from_u64(cfg.bootstrap.seed),
+            cfg,
+            open: HashMap::new(),
+            published: HashMap::new(),
+            started: Instant::now(),
+            tx: Some(tx),
+            worker: Some(worker),
+        })
+    }
+
+    fn close(&mut self, key: WindowKey) {
+        let Some(res) = self.open.remove(&key) else { return };
+        self.published.insert(key.clone(), Instant::now());
+        let Some(shape) = self.shapes.get(key.0 as usize).and_then(Option::as_ref) else { return };
+        let mut columns: Vec<String> = (1..=shape.segments() as u8).map(|i| shape.segment_name(i)).collect();
+        if shape.segments() > 1 {
+            columns.push("total".into());
+        }
+        let reference = self.references[key.0 as usize];
+        let job = Job { key, columns, reference, runs: res.runs, end_unix: now_unix() };
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(job);
+        }
+    }
+
+    fn close_all(&mut self) {
+        let keys: Vec<WindowKey> = self.open.keys().cloned().collect();
+        for k in keys {
+            self.close(k);
+        }
+    }
+}
+
+/// Per-segment statistics of a closed window; None when it had no runs.
+fn compute(job: &Job, sigma: f64, boot: &stats::Bootstrap) -> Option<Vec<SegmentWindow>> {
+    if job.runs.is_empty() {
+        return None;
+    }
+    let ncol = job.columns.len();
+    let columns: Vec<Vec<f64>> = (0..ncol).map(|c| job.runs.iter().map(|r| r[c] / 1e9).collect()).collect();
+    match stats::analyze_runs(&columns, job.reference, sigma, boot) {
+        Ok(a) => Some(
+            job.columns
+                .iter()
+                .zip(a.columns)
+                .filter(|(_, c)| c.n > 0 && c.median.is_finite() && c.std_dev.is_finite())
+                .map(|(name, c)| SegmentWindow {
+                    segment: name.clone(),
+                    stats: c,
+                    rejected: a.rejection.rejected,
+                    end_unix: job.end_unix,
+                })
+                .collect(),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, chain = job.key.0, "window statistics failed");
+            None
+        }
+    }
+}
+
+impl Sink for WindowSink {
+    fn on_chain(&mut self, rec: &ChainRecord) {
+        if rec.outcome != Outcome::Completed {
+            return;
+        }
+        let Some(shape) = self.shapes.get(rec.chain as usize).and_then(Option::as_ref) else { return };
+        let mut run: Vec<f64> = rec.segments.iter().map(|s| s.duration_ns() as f64).collect();
+        if shape.segments() > 1 {
+            run.push(rec.total_ns() as f64);
+        }
+        let key = (rec.chain, rec.session.clone());
+        let cap = self.cfg.reservoir;
+        let res = self.open.entry(key.clone()).or_insert_with(|| Reservoir { runs: Vec::new(), seen: 0 });
+        res.seen += 1;
+        if res.runs.len() < cap {
+            res.runs.push(run);
+        } else {
+            // Algorithm R: keep each of the `seen` runs with probability cap / seen.
+            let j = self.rng.random_range(0..res.seen);
+            if (j as usize) < cap {
+                res.runs[j as usize] = run;
+            }
+        }
+        if self.cfg.every_chains > 0 && res.seen >= self.cfg.every_chains {
+            self.close(key);
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.started.elapsed() < Duration::from_secs(self.cfg.interval_secs) {
+            return;
+        }
+        let interval_start = self.started;
+        self.started = Instant::now();
+        // A published key whose window got no run during the whole interval: an empty window
+        // publishes nothing and removes its stale series.
+        let stale: Vec<WindowKey> = self
+            .published
+            .iter()
+            .filter(|(k, closed)| !self.open.contains_key(*k) && **closed < interval_start)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            self.published.remove(&key);
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(Job { key, columns: Vec::new(), reference: 0, runs: Vec::new(), end_unix: now_unix() });
+            }
+        }
+        self.close_all();
+    }
+
+    fn finish(&mut self) {
+        self.close_all();
+        drop(self.tx.take());
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clockpath_offline::chain::Segment;
+
+    fn cfg(interval_secs: u64, every_chains: u64, reservoir: usize) -> WindowsConfig {
+        WindowsConfig {
+            interval_secs,
+            every_chains,
+            reservoir,
+            sigma: 3.0,
+            reference: BTreeMap::new(),
+            bootstrap: stats::Bootstrap { resamples: 100, ..Default::default() },
+        }
+    }
+
+    fn shape() -> Vec<Option<ChainShape>> {
+        vec![Some(ChainShape { name: "c".into(), stages: vec!["a".into(), "b".into(), "c".into()], timeout_ns: 0 })]
+    }
+
+    fn run(i: u64, session: Option<&str>) -> ChainRecord {
+        ChainRecord {
+            chain: 0,
+            instance_id: i,
+            key: 0,
+            capture: 0,
+            cpu: 0,
+            start_ns: 0,
+            end_ns: 3000 + i % 100,
+            segments: vec![
+                Segment { index: 1, start_ns: 0, end_ns: 1000 + i % 50, cpu: 0, slot: 0, interference_ns: [0; 5] },
+                Segment {
+                    index: 2,
+                    start_ns: 1000 + i % 50,
+                    end_ns: 3000 + i % 100,
+                    cpu: 0,
+                    slot: 0,
+                    interference_ns: [0; 5],
+                },
+            ],
+            outcome: Outcome::Completed,
+            session: session.map(Arc::from),
+            labels: Vec::new(),
+        }
+    }
+
+    fn wait_computed(out: &SharedWindows, n: u64) {
+        for _ in 0..200 {
+            if out.read().unwrap().computed >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("window worker did not compute {n} windows");
+    }
+
+    #[test]
+    fn a_window_of_runs_publishes_every_segment_and_the_total() {
+        let out = SharedWindows::default();
+        let mut w = WindowSink::new(shape(), cfg(3600, 300, 50_000), out.clone()).unwrap();
+        for i in 0..300 {
+            w.on_chain(&run(i, Some("s1")));
+        }
+        wait_computed(&out, 1);
+        let snap = out.read().unwrap();
+        let segs = &snap.windows[&(0, Some(Arc::from("s1")))];
+        let names: Vec<&str> = segs.iter().map(|s| s.segment.as_str()).collect();
+        assert_eq!(names, ["a->b", "b->c", "total"]);
+        for s in segs {
+            let ci = s.stats.ci.unwrap();
+            assert!(ci.lower <= s.stats.median && s.stats.median <= ci.upper);
+            assert_eq!(s.stats.n, 300);
+            assert!(s.stats.reliable);
+        }
+        drop(snap);
+        w.finish();
+    }
+
+    #[test]
+    fn the_reservoir_bounds_memory_and_empty_windows_remove_their_series() {
+        let out = SharedWindows::default();
+        let mut w = WindowSink::new(shape(), cfg(1, 0, 64), out.clone()).unwrap();
+        for i in 0..10_000 {
+            w.on_chain(&run(i, None));
+        }
+        assert_eq!(w.open[&(0, None)].runs.len(), 64);
+        assert_eq!(w.open[&(0, None)].seen, 10_000);
+        std::thread::sleep(Duration::from_millis(1100));
+        w.tick();
+        wait_computed(&out, 1);
+        assert_eq!(out.read().unwrap().windows[&(0, None)][0].stats.n, 64);
+        // A whole interval with no run: the series goes.
+        std::thread::sleep(Duration::from_millis(1100));
+        w.tick();
+        std::thread::sleep(Duration::from_millis(1100));
+        w.tick();
+        wait_computed(&out, 2);
+        assert!(out.read().unwrap().windows.is_empty(), "stale window series must be removed");
+        w.finish();
+    }
+
+    #[test]
+    fn incomplete_chains_stay_out_of_windows() {
+        let out = SharedWindows::default();
+        let mut w = WindowSink::new(shape(), cfg(3600, 0, 100), out).unwrap();
+        let mut r = run(1, None);
+        r.outcome = Outcome::TimedOut;
+        w.on_chain(&r);
+        assert!(w.open.is_empty());
+        w.finish();
+    }
+}

@@ -1,0 +1,221 @@
+//! The offline analyser and simulator, through the CLI (issue 5): formats, groups, compare,
+//! regress, plots, and every kind of bad input.
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use serde_json::Value;
+
+fn clockpath(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clockpath"))
+        .args(args)
+        .env("CLOCKPATH_LOG", "warn")
+        .output()
+        .expect("run clockpath")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = clockpath(args);
+    assert!(o.status.success(), "clockpath {args:?}: {}\n{}", o.status, String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn simulate(dir: &Path, extra: &[&str]) -> PathBuf {
+    let out = dir.join("sim");
+    let mut args = vec!["simulate", "--out", out.to_str().unwrap(), "--seed", "7"];
+    args.extend_from_slice(extra);
+    ok(&args);
+    out
+}
+
+fn report(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+fn column<'a>(groups: &'a Value, name: &str, col: usize) -> &'a Value {
+    &groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .unwrap_or_else(|| panic!("no group {name}: {groups}"))["columns"][col]
+}
+
+#[test]
+fn simulated_host_and_vm_sessions_are_analysed_grouped_and_plotted() {
+    let d = tempfile::tempdir().unwrap();
+    let sim = simulate(d.path(), &["--offset", "1.111", "--cstates", "default,max_cstate=1"]);
+    let out = d.path().join("report");
+    let md = ok(&["analyze", sim.join("sessions.csv").to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(md.contains("## clocksource_switch") && md.contains("### By env"), "{md}");
+    let r = report(&out);
+    let chain = &r["chains"][0];
+    assert_eq!(chain["chain"], "clocksource_switch");
+    assert_eq!(
+        chain["columns"],
+        serde_json::json!(["switch_entry->first_read", "first_read->baseline_recalc", "total"])
+    );
+    assert_eq!(chain["sessions"].as_array().unwrap().len(), 4);
+    // The model: 1.111 s offset plus ~20 µs on a host, ~35 µs in a VM, on the first segment.
+    let host = column(&chain["groups"]["env"], "host", 0);
+    let vm = column(&chain["groups"]["env"], "vm", 0);
+    let (h, v) = (host["median"].as_f64().unwrap(), vm["median"].as_f64().unwrap());
+    assert!((h - 1.111e9 - 20e3).abs() < 3e3, "host median {h}");
+    assert!(v > h + 5e3, "vm median {v} should exceed host {h}");
+    for g in chain["sessions"].as_array().unwrap() {
+        for c in g["columns"].as_array().unwrap() {
+            let (m, lo, hi) =
+                (c["median"].as_f64().unwrap(), c["ci"]["lower"].as_f64().unwrap(), c["ci"]["upper"].as_f64().unwrap());
+            assert!(lo <= m && m <= hi, "{g}");
+            assert_eq!(c["reliable"], true, "300 runs per session are enough");
+        }
+        assert!(g["rejected"].as_u64().unwrap() > 0, "the model has 1 % outliers: {g}");
+    }
+    for f in [
+        "report.md",
+        "histograms.csv",
+        "histograms.json",
+        "plots/forest-clocksource_switch-switch_entry--first_read.svg",
+        "plots/hist-clocksource_switch-total.svg",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let hist = std::fs::read_to_string(out.join("histograms.csv")).unwrap();
+    assert!(hist.starts_with("chain,segment,lower_ns,upper_ns,count"));
+    let total: u64 = hist
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains(",total,"))
+        .map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 1200, "the histograms count every complete run, exactly");
+    let svg =
+        std::fs::read_to_string(out.join("plots/forest-clocksource_switch-switch_entry--first_read.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("env=vm"));
+}
+
+#[test]
+fn compare_gives_ci_verdicts_for_two_inputs_and_for_groups() {
+    let d = tempfile::tempdir().unwrap();
+    let sim = simulate(d.path(), &["--cstates", "default,max_cstate=1"]);
+    let csv = sim.join("sessions.csv");
+    let text = ok(&["compare", csv.to_str().unwrap(), "--group-by", "env"]);
+    let first = text.lines().next().unwrap();
+    assert!(first.contains("switch_entry->first_read (vm vs host") && first.contains("higher in vm"), "{text}");
+    let json = ok(&["compare", csv.to_str().unwrap(), "--group-by", "cstate", "--json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let seg1 = &v[0];
+    assert_eq!(seg1["a"], "default");
+    assert!(
+        seg1["variance_ratio"]["upper"].as_f64().unwrap() < 1.0,
+        "max_cstate=1 removes the deep-idle variance: {seg1}"
+    );
+    // Two inputs: a simulation against itself differs by nothing.
+    let text = ok(&["compare", csv.to_str().unwrap(), csv.to_str().unwrap(), "--chain", "clocksource_switch"]);
+    assert!(text.lines().all(|l| l.contains("medians equal within CI; variances equal within CI")), "{text}");
+    let o = clockpath(&["compare", csv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn regress_recovers_the_segment_decomposition() {
+    let d = tempfile::tempdir().unwrap();
+    let sim = simulate(d.path(), &["--offset", "1.111"]);
+    let json = ok(&["regress", sim.join("sessions.csv").to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let co = v[0][1]["coefficients"].as_array().unwrap();
+    assert_eq!(co[0]["name"], "intercept");
+    for c in &co[1..] {
+        assert!((c["estimate"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{c}");
+    }
+    let table = ok(&["regress", sim.join("sessions.csv").to_str().unwrap()]);
+    assert!(table.contains("| coefficient | estimate |"), "{table}");
+}
+
+#[test]
+fn csv_jsonl_plain_and_gzip_give_the_same_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let runs_of = |files: &[&Path]| -> u64 {
+        let out = d.path().join(format!("r{}", files.len()));
+        let mut args = vec!["analyze", "--no-plots", "--out", out.to_str().unwrap()];
+        args.extend(files.iter().map(|f| f.to_str().unwrap()));
+        ok(&args);
+        report(&out)["chains"][0]["sessions"].as_array().unwrap().iter().map(|s| s["seen"].as_u64().unwrap()).sum()
+    };
+    let csv = simulate(&d.path().join("a"), &["--runs", "120"]).join("sessions.csv");
+    let jsonl = simulate(&d.path().join("b"), &["--runs", "120", "--format", "jsonl"]).join("sessions.jsonl");
+    let plain = simulate(&d.path().join("c"), &["--runs", "120", "--format", "plain"]);
+    let gz = d.path().join("sessions.csv.gz");
+    let mut e = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    e.write_all(&std::fs::read(&csv).unwrap()).unwrap();
+    e.finish().unwrap();
+    assert_eq!(runs_of(&[&csv]), 240);
+    assert_eq!(runs_of(&[&jsonl]), 240);
+    assert_eq!(runs_of(&[&gz]), 240);
+    let p1 = plain.join("sim-host-default.txt");
+    let p2 = plain.join("sim-vm-default.txt");
+    assert_eq!(runs_of(&[&p1, &p2]), 240, "old-tooling lines with do_clocksource_switch_entry");
+}
+
+#[test]
+fn bad_input_is_located_and_counted() {
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("bad.csv");
+    std::fs::write(&bad, "timestamp_ns,probe_name,delta_chain_id\n1,switch_entry,1\n2,first_read,1\noops,first_read,1\n3,baseline_recalc,1\n4,mystery,2\n5,mystery,3\n").unwrap();
+    let out = d.path().join("r");
+    let o = clockpath(&["analyze", bad.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.csv:4:") && err.contains("timestamp_ns `oops` is not a non-negative integer"), "{err}");
+    let o = clockpath(&[
+        "analyze",
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--skip-bad-lines",
+        "--no-plots",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("skipped 1 malformed line") && err.contains("bad.csv:4"), "{err}");
+    assert!(err.contains("unknown probe names, ignored: mystery (2)"), "{err}");
+    assert_eq!(report(&out)["unknown_probes"]["mystery"], 2);
+    // Empty input, and a file that does not exist.
+    let empty = d.path().join("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    let o = clockpath(&["analyze", empty.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no trace lines"));
+    let o = clockpath(&["analyze", "/nonexistent/trace.csv"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/trace.csv"));
+    // A partial last line is reported and skipped, the rest analysed.
+    let partial = d.path().join("partial.csv");
+    std::fs::write(
+        &partial,
+        "timestamp_ns,probe_name,delta_chain_id\n1,switch_entry,1\n2,first_read,1\n3,baseline_recalc,1\n4,switch_en",
+    )
+    .unwrap();
+    let o = clockpath(&["analyze", partial.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-plots"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("partial line"));
+    // Bad statistics options.
+    let o = clockpath(&["analyze", partial.to_str().unwrap(), "--resamples", "5"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("at least 10"));
+}
+
+#[test]
+fn shipped_examples_analyse() {
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/traces");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&ex).expect("examples/traces").map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        let d = tempfile::tempdir().unwrap();
+        ok(&["analyze", f.to_str().unwrap(), "--out", d.path().to_str().unwrap(), "--no-plots"]);
+    }
+}

@@ -1,0 +1,187 @@
+//! Raw trace files: one line per stage hit, with the fields
+//! `timestamp_ns, probe_name, session_id, cpu_id, delta_chain_id` (plus `chain` and `env`),
+//! as CSV or JSON Lines.
+//!
+//! Writing is line-atomic: whole lines are buffered and handed to the kernel in one `write`
+//! each, so a reader only ever sees complete lines — except after a crash in the middle of a
+//! write, which the reader detects (a last line without its newline) and reports.
+
+use std::{
+    fs,
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chain::{ChainRecord, ChainShape};
+
+pub mod read;
+
+/// File format of a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Jsonl,
+}
+
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+        }
+    }
+}
+
+pub const CSV_HEADER: &str = "timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id,chain,env";
+
+/// One stage hit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceHit {
+    pub timestamp_ns: u64,
+    pub probe_name: String,
+    #[serde(default)]
+    pub session_id: String,
+    #[serde(default)]
+    pub cpu_id: u32,
+    #[serde(default)]
+    pub delta_chain_id: u64,
+    #[serde(default)]
+    pub chain: String,
+    #[serde(default)]
+    pub env: String,
+    /// Interference charged to the segment this hit ends (JSON Lines only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interference_ns: Option<[u64; clockpath_common::interference::SOURCES]>,
+}
+
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")).into() } else { s.into() }
+}
+
+impl TraceHit {
+    /// The line for `format`, with its newline.
+    pub fn line(&self, format: Format) -> String {
+        match format {
+            Format::Csv => format!(
+                "{},{},{},{},{},{},{}\n",
+                self.timestamp_ns,
+                csv_field(&self.probe_name),
+                csv_field(&self.session_id),
+                self.cpu_id,
+                self.delta_chain_id,
+                csv_field(&self.chain),
+                csv_field(&self.env)
+            ),
+            Format::Jsonl => {
+                // Serializing a struct of strings and integers cannot fail.
+                let mut s = serde_json::to_string(self).unwrap_or_default();
+                s.push('\n');
+                s
+            }
+        }
+    }
+}
+
+/// Stage hits of an assembled chain: stage 0 at its start, stage k at the end of segment k.
+pub fn hits_of(rec: &ChainRecord, shape: &ChainShape, env: &str) -> Vec<TraceHit> {
+    let session = rec.session.as_deref().unwrap_or("").to_string();
+    let hit = |ts: u64, stage: usize, cpu: u32, interference: Option<[u64; 5]>| TraceHit {
+        timestamp_ns: ts,
+        probe_name: shape.stages.get(stage).cloned().unwrap_or_else(|| format!("stage_{stage}")),
+        session_id: session.clone(),
+        cpu_id: cpu,
+        delta_chain_id: rec.instance_id,
+        chain: shape.name.clone(),
+        env: env.to_string(),
+        interference_ns: interference,
+    };
+    let mut out = Vec::with_capacity(rec.segments.len() + 1);
+    let first_cpu = rec.segments.first().map_or(rec.cpu, |_| rec.cpu);
+    out.push(hit(rec.start_ns, 0, first_cpu, None));
+    for s in &rec.segments {
+        let known = s.interference_ns.iter().any(|v| *v != 0)
+            && s.interference_ns[0] != clockpath_common::record::UNKNOWN_INTERFERENCE;
+        out.push(hit(s.end_ns, s.index as usize, s.cpu, known.then_some(s.interference_ns)));
+    }
+    out
+}
+
+/// A trace file being written.
+pub struct TraceWriter {
+    file: fs::File,
+    path: PathBuf,
+    format: Format,
+    buf: String,
+    /// Bytes written so far (header included).
+    pub bytes: u64,
+}
+
+const FLUSH_AT: usize = 64 * 1024;
+
+impl TraceWriter {
+    /// Create (truncate) `path`; CSV files start with their header.
+    pub fn create(path: &Path, format: Format) -> io::Result<TraceWriter> {
+        let file = fs::OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
+        let mut w = TraceWriter { file, path: path.to_path_buf(), format, buf: String::new(), bytes: 0 };
+        if format == Format::Csv {
+            w.buf.push_str(CSV_HEADER);
+            w.buf.push('\n');
+        }
+        Ok(w)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&mut self, hit: &TraceHit) -> io::Result<()> {
+        self.buf.push_str(&hit.line(self.format));
+        if self.buf.len() >= FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hand every buffered (complete) line to the kernel in one write.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_all(self.buf.as_bytes())?;
+            self.bytes += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Flush and sync to disk.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.flush()?;
+        self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_and_jsonl_lines() {
+        let h = TraceHit {
+            timestamp_ns: 171223534912180,
+            probe_name: "first_read".into(),
+            session_id: "s,1".into(),
+            cpu_id: 3,
+            delta_chain_id: 42,
+            chain: "clocksource_switch".into(),
+            env: "vm".into(),
+            interference_ns: None,
+        };
+        assert_eq!(h.line(Format::Csv), "171223534912180,first_read,\"s,1\",3,42,clocksource_switch,vm\n");
+        let j = h.line(Format::Jsonl);
+        assert!(j.ends_with('\n'));
+        let back: TraceHit = serde_json::from_str(j.trim()).unwrap();
+        assert_eq!(back, h);
+    }
+}

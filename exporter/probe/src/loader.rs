@@ -1,0 +1,467 @@
+//! Loading the BPF object and attaching slot programs according to the plan.
+//!
+//! For every probe point the candidates are tried in preference order: the first that loads
+//! and attaches wins, and the reason each earlier one failed is kept. The slot's role is written
+//! into `SLOT_CONFIG` before its program is attached, so its first hit already sees it. A chain
+//! with a stage that ends up with no attached point is detached again and disabled.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    os::fd::OwnedFd,
+};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, MapData, RingBuf},
+    programs::Program,
+};
+use clockpath_common::limits::MAX_CHAINS;
+use clockpath_common::slot::SlotConfig;
+
+use crate::{
+    kernel::{self, Kernel},
+    maps::KernelMaps,
+    plan::{
+        Candidate, ChainPlan, ChainState, PlanKind, Status,
+        slots::{interference_slot_config, slot_config},
+    },
+    target::{AttachKind, Target},
+};
+
+/// How the object is sized and what it reports (the `[probe]` configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ring_bytes: u32,
+    /// Open instances in the hash map, all chains together.
+    pub max_instances: u32,
+    /// Every stage hit also goes to the ring buffer.
+    pub raw_hits: bool,
+    /// Turn on the kernel's BPF run-time statistics while loaded.
+    pub bpf_stats: bool,
+}
+
+/// The BPF object, built by build.rs from `ebpf/`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/clockpath"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("this binary was built without its BPF object (AYA_BUILD_SKIP?); rebuild with bpf-linker installed")]
+    NoObject,
+    #[error("loading the BPF object failed (root or CAP_BPF+CAP_PERFMON needed)")]
+    Object(#[source] aya::EbpfError),
+    #[error("BPF map `{name}` is missing from the object")]
+    NoMap { name: &'static str },
+    #[error("BPF map `{name}`")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("enabling kernel BPF run-time statistics failed")]
+    Stats(#[source] aya::sys::SyscallError),
+}
+
+/// The loaded object, its attached programs and the plan they implement.
+pub struct Engine {
+    ebpf: Ebpf,
+    btf: Option<Btf>,
+    slot_config: Array<MapData, SlotConfig>,
+    /// Slots in use.
+    used: BTreeSet<u32>,
+    /// Kinds the kernel refused outright (e.g. fentry: EPERM), with the reason.
+    refused: BTreeMap<AttachKind, String>,
+    raw_hits: bool,
+    pub chains: Vec<ChainPlan>,
+    _stats: Option<OwnedFd>,
+}
+
+fn chain_msg(e: &dyn std::error::Error) -> String {
+    // Verifier logs are long; the first line says what failed.
+    crate::report(e).lines().next().unwrap_or_default().to_string()
+}
+
+impl Engine {
+    /// Load the object with the configured sizes. Nothing is attached yet.
+    /// `direct_entries`: size of the DIRECT array (see `plan::direct_entries`).
+    pub fn load(probe: &LoadOptions, direct_entries: u32) -> Result<Engine, LoadError> {
+        if OBJECT.is_empty() {
+            return Err(LoadError::NoObject);
+        }
+        raise_memlock();
+        let stats = if probe.bpf_stats {
+            Some(aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(LoadError::Stats)?)
+        } else {
+            None
+        };
+        let wakeup = (probe.ring_bytes / 4) as u64;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("RING", probe.ring_bytes)
+            .map_max_entries("INSTANCES", probe.max_instances)
+            .map_max_entries("DIRECT", direct_entries.max(1))
+            .override_global("WAKEUP_BYTES", &wakeup, true)
+            .load(OBJECT)
+            .map_err(LoadError::Object)?;
+        let slot_config = take(&mut ebpf, "SLOT_CONFIG")?;
+        Ok(Engine {
+            ebpf,
+            btf: Btf::from_sys_fs().ok(),
+            slot_config,
+            used: BTreeSet::new(),
+            refused: BTreeMap::new(),
+            raw_hits: probe.raw_hits,
+            chains: Vec::new(),
+            _stats: stats,
+        })
+    }
+
+    /// Take the ring buffer (once) for the reader.
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        take(&mut self.ebpf, "RING")
+    }
+
+    /// Take the maps userspace reads (once).
+    pub fn take_maps(&mut self) -> Result<KernelMaps, LoadError> {
+        Ok(KernelMaps {
+            hist: take(&mut self.ebpf, "HIST")?,
+            counters: take(&mut self.ebpf, "CHAIN_COUNTERS")?,
+            slot_hits: take(&mut self.ebpf, "SLOT_HITS")?,
+            instances: take(&mut self.ebpf, "INSTANCES")?,
+            active: take(&mut self.ebpf, "ACTIVE")?,
+            swept: vec![0; MAX_CHAINS as usize],
+        })
+    }
+
+    /// Attach every chain of the plan; chains that cannot run are disabled with a reason.
+    pub fn attach(&mut self, plans: Vec<ChainPlan>) {
+        // Chains first: the interference sources are only worth their cost (they fire on
+        // every IRQ, softirq and context switch) when a running chain charges interference.
+        let (chains, sources): (Vec<ChainPlan>, Vec<ChainPlan>) = plans.into_iter().partition(ChainPlan::is_chain);
+        for mut chain in chains {
+            self.attach_chain(&mut chain);
+            self.chains.push(chain);
+        }
+        let needed = self.chains.iter().any(|c| c.is_running() && c.charges_interference);
+        for mut plan in sources {
+            if needed {
+                self.attach_chain(&mut plan);
+            } else {
+                plan.state = ChainState::Disabled("no running chain charges interference".into());
+            }
+            self.chains.push(plan);
+        }
+    }
+
+    fn attach_chain(&mut self, chain: &mut ChainPlan) {
+        if chain.kind == PlanKind::InterferenceSources {
+            return self.attach_interference(chain);
+        }
+        let snapshot = chain.clone();
+        let raw = self.raw_hits;
+        let mut missing_stage = None;
+        for (i, stage) in chain.stages.iter_mut().enumerate() {
+            for point in &mut stage.points {
+                self.attach_point(&|c| slot_config(&snapshot, Some(i), c, raw), &mut point.candidates);
+            }
+            if missing_stage.is_none() && !stage.points.iter().any(|p| p.attached().is_some()) {
+                missing_stage = Some(i);
+            }
+        }
+        if missing_stage.is_none() {
+            for point in &mut chain.aborts {
+                self.attach_point(&|c| slot_config(&snapshot, None, c, raw), &mut point.candidates);
+            }
+        }
+        match missing_stage {
+            None => chain.state = ChainState::Running,
+            Some(i) => {
+                let stage = &chain.stages[i];
+                let mut why = format!("stage `{}` has no usable target", stage.name);
+                if let Some(r) = &stage.empty_reason {
+                    why.push_str(&format!(": {r}"));
+                } else {
+                    let reasons: Vec<String> = stage
+                        .points
+                        .iter()
+                        .flat_map(|p| &p.candidates)
+                        .map(|c| format!("{}: {}", c.target, c.status.reason()))
+                        .collect();
+                    why.push_str(&format!(" ({})", reasons.join("; ")));
+                }
+                let mut slots = Vec::new();
+                for p in chain.stages.iter_mut().flat_map(|s| s.points.iter_mut()).chain(chain.aborts.iter_mut()) {
+                    for c in &mut p.candidates {
+                        if let Status::Attached(slot) = c.status {
+                            slots.push((c.target.kind, slot));
+                            c.status = Status::Ready;
+                        } else if c.status == Status::Standby {
+                            c.status = Status::Ready;
+                        }
+                    }
+                }
+                for (kind, slot) in slots {
+                    self.release(kind, slot);
+                }
+                tracing::warn!(chain = %chain.name, reason = %why, "chain disabled");
+                chain.state = ChainState::Disabled(why);
+            }
+        }
+    }
+
+    /// Attach every interference source that can be; the others stay unavailable.
+    fn attach_interference(&mut self, plan: &mut ChainPlan) {
+        for (source, stage) in plan.stages.iter_mut().enumerate() {
+            for point in &mut stage.points {
+                let label = point.label.clone().unwrap_or_default();
+                self.attach_point(&|c| interference_slot_config(source, &label, c), &mut point.candidates);
+            }
+        }
+        let attached: Vec<&str> = plan
+            .stages
+            .iter()
+            .filter(|s| !s.points.is_empty() && s.points.iter().all(|p| p.attached().is_some()))
+            .map(|s| s.name.as_str())
+            .collect();
+        plan.state = if attached.is_empty() {
+            ChainState::Disabled("no interference source could attach".into())
+        } else {
+            ChainState::Running
+        };
+        tracing::info!(sources = %attached.join(" "), "interference sources attached");
+    }
+
+    fn attach_point(&mut self, slot_cfg: &dyn Fn(&Candidate) -> SlotConfig, candidates: &mut [Candidate]) {
+        let mut attached = false;
+        for cand in candidates.iter_mut() {
+            if attached {
+                if cand.status == Status::Ready {
+                    cand.status = Status::Standby;
+                }
+                continue;
+            }
+            if cand.status != Status::Ready {
+                continue;
+            }
+            if let Some(why) = self.refused.get(&cand.target.kind) {
+                cand.status = Status::Unusable(why.clone());
+                continue;
+            }
+            match self.attach_candidate(slot_cfg(cand), cand) {
+                Ok(slot) => {
+                    cand.status = Status::Attached(slot);
+                    attached = true;
+                }
+                Err(why) => cand.status = why,
+            }
+        }
+    }
+
+    fn attach_candidate(&mut self, cfg: SlotConfig, cand: &Candidate) -> Result<u32, Status> {
+        let kind = cand.target.kind;
+        let free =
+            cand.slot_ranges().into_iter().find_map(|r| (r.base..r.base + r.count).find(|s| !self.used.contains(s)));
+        let Some(slot) = free else {
+            return Err(Status::Unusable(format!("no free {kind} slot (the object has {})", kind.slots().count)));
+        };
+        self.slot_config.set(slot, cfg, 0).map_err(|e| Status::Failed(format!("writing SLOT_CONFIG[{slot}]: {e}")))?;
+        let name = kind.program_name(slot - kind.slots().base);
+        match self.load_and_attach(&name, cand) {
+            Ok(()) => {
+                self.used.insert(slot);
+                Ok(slot)
+            }
+            Err(why) => {
+                let _ = self.slot_config.set(slot, SlotConfig::default(), 0);
+                self.unload(&name);
+                // A kind the kernel refuses for one function it refuses for all: remember it.
+                if matches!(kind, AttachKind::Fentry | AttachKind::Fexit | AttachKind::TpBtf) && why.contains("EPERM") {
+                    self.refused.insert(kind, why.clone());
+                    return Err(Status::Unusable(why));
+                }
+                Err(Status::Failed(why))
+            }
+        }
+    }
+
+    fn load_and_attach(&mut self, name: &str, cand: &Candidate) -> Result<(), String> {
+        let t = &cand.target;
+        let btf = self.btf.as_ref();
+        let prog = self.ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the BPF object"))?;
+        let no_btf = || "the kernel's BTF could not be read (/sys/kernel/btf/vmlinux)".to_string();
+        let err = |what: &str, e: &dyn std::error::Error| {
+            let msg = chain_msg(e);
+            let msg = msg.trim_end().trim_end_matches("Verifier output:").trim_end().trim_end_matches('.').to_string();
+            if msg.contains("os error 1)") {
+                format!("{what} refused by the kernel (EPERM): {msg}")
+            } else {
+                format!("{what}: {msg}")
+            }
+        };
+        match (t.kind, prog) {
+            (AttachKind::Tracepoint, Program::TracePoint(p)) => {
+                p.load().map_err(|e| err("load", &e))?;
+                p.attach(t.category.as_deref().unwrap_or_default(), &t.name).map_err(|e| err("attach", &e))?;
+            }
+            (AttachKind::RawTracepoint, Program::RawTracePoint(p)) => {
+                p.load().map_err(|e| err("load", &e))?;
+                p.attach(&t.name).map_err(|e| err("attach", &e))?;
+            }
+            (AttachKind::TpBtf, Program::BtfTracePoint(p)) => {
+                p.load(&t.name, btf.ok_or_else(no_btf)?).map_err(|e| err("tp_btf load", &e))?;
+                p.attach().map_err(|e| err("tp_btf attach", &e))?;
+            }
+            (AttachKind::Kprobe | AttachKind::Kretprobe, Program::KProbe(p)) => {
+                p.load().map_err(|e| err("load", &e))?;
+                p.attach(&t.name, 0).map_err(|e| err("kprobe attach", &e))?;
+            }
+            (AttachKind::Fentry, Program::FEntry(p)) => {
+                p.load(&t.name, btf.ok_or_else(no_btf)?).map_err(|e| err("fentry load", &e))?;
+                p.attach().map_err(|e| err("fentry attach", &e))?;
+            }
+            (AttachKind::Fexit, Program::FExit(p)) => {
+                p.load(&t.name, btf.ok_or_else(no_btf)?).map_err(|e| err("fexit load", &e))?;
+                p.attach().map_err(|e| err("fexit attach", &e))?;
+            }
+            (kind, _) => return Err(format!("program {name} is not a {kind} program")),
+        }
+        Ok(())
+    }
+
+    fn unload(&mut self, name: &str) {
+        let Some(prog) = self.ebpf.program_mut(name) else {
+            return;
+        };
+        // Unloading also detaches; a program that never loaded reports an error we ignore.
+        let _ = match prog {
+            Program::TracePoint(p) => p.unload(),
+            Program::RawTracePoint(p) => p.unload(),
+            Program::BtfTracePoint(p) => p.unload(),
+            Program::KProbe(p) => p.unload(),
+            Program::FEntry(p) => p.unload(),
+            Program::FExit(p) => p.unload(),
+            _ => Ok(()),
+        };
+    }
+
+    fn release(&mut self, kind: AttachKind, slot: u32) {
+        self.used.remove(&slot);
+        let _ = self.slot_config.set(slot, SlotConfig::default(), 0);
+        self.unload(&kind.program_name(slot - kind.slots().base));
+    }
+
+    /// Check that `target`'s attach kind works by attaching a slot program with no role to
+    /// it (the program returns at once), then detaching it.
+    pub fn probe_kind(&mut self, target: &Target, kernel: &Kernel) -> Result<(), String> {
+        let kind = target.kind;
+        if matches!(kind, AttachKind::Kprobe | AttachKind::Kretprobe) && !kernel.kprobe_pmu() {
+            return Err(kernel::kprobes_missing_reason());
+        }
+        let index = kind.slots().count - 1;
+        let name = kind.program_name(index);
+        let slot = kind.slots().base + index;
+        let _ = self.slot_config.set(slot, SlotConfig::default(), 0);
+        let cand = Candidate::new(target.clone(), String::new());
+        let result = self.load_and_attach(&name, &cand);
+        self.unload(&name);
+        result
+    }
+
+    /// Attach the empty baseline program of `target`'s kind (`cp_empty_tp`, `cp_empty_btf`,
+    /// `cp_empty_raw`): the floor the overhead benchmark compares stage programs against.
+    /// Returns the program name, for `run_stats`.
+    pub fn attach_baseline(&mut self, target: &Target) -> Result<String, String> {
+        let name = match target.kind {
+            AttachKind::Tracepoint => "cp_empty_tp",
+            AttachKind::TpBtf => "cp_empty_btf",
+            AttachKind::RawTracepoint => "cp_empty_raw",
+            other => return Err(format!("no baseline program for {other}")),
+        };
+        let cand = Candidate::new(target.clone(), String::new());
+        self.load_and_attach(name, &cand)?;
+        Ok(name.to_string())
+    }
+
+    /// Kernel run time (ns) and run count of a loaded program, by name (needs bpf_stats).
+    pub fn run_stats(&self, program: &str) -> Option<(u64, u64)> {
+        let info = self.ebpf.program(program)?.info().ok()?;
+        Some((info.run_time().as_nanos() as u64, info.run_count()))
+    }
+
+    /// Detach every program (maps stay readable). Called on shutdown before the final drain,
+    /// so no record is written after it.
+    pub fn detach_all(&mut self) {
+        let attached: Vec<(AttachKind, u32)> = self
+            .chains
+            .iter()
+            .flat_map(|c| c.stages.iter().flat_map(|s| s.points.iter()).chain(c.aborts.iter()))
+            .flat_map(|p| p.candidates.iter())
+            .filter_map(|c| match c.status {
+                Status::Attached(slot) => Some((c.target.kind, slot)),
+                _ => None,
+            })
+            .collect();
+        for (kind, slot) in attached {
+            self.release(kind, slot);
+        }
+    }
+
+    /// Kernel run time and run count of each attached slot program (needs bpf_stats).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        let mut out = Vec::new();
+        for chain in &self.chains {
+            for (stage, points) in chain
+                .stages
+                .iter()
+                .map(|s| (s.name.as_str(), &s.points))
+                .chain(std::iter::once(("abort", &chain.aborts)))
+            {
+                for c in points.iter().flat_map(|p| p.candidates.iter()) {
+                    let Status::Attached(slot) = c.status else {
+                        continue;
+                    };
+                    let name = c.target.kind.program_name(slot - c.target.kind.slots().base);
+                    let Some(Ok(info)) = self.ebpf.program(&name).map(|p| p.info()) else {
+                        continue;
+                    };
+                    out.push(ProgramStats {
+                        chain: chain.name.clone(),
+                        stage: stage.to_string(),
+                        program: name,
+                        target: c.target.to_string(),
+                        run_time_ns: info.run_time().as_nanos() as u64,
+                        run_count: info.run_count(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Kernel-measured cost of one slot program.
+#[derive(Clone, Debug)]
+pub struct ProgramStats {
+    pub chain: String,
+    pub stage: String,
+    pub program: String,
+    pub target: String,
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, LoadError> {
+    let map = ebpf.take_map(name).ok_or(LoadError::NoMap { name })?;
+    T::try_from(map).map_err(|source| LoadError::Map { name, source })
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn raise_memlock() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("setrlimit(RLIMIT_MEMLOCK) failed; fine on kernels with memcg accounting");
+    }
+}

@@ -1,0 +1,239 @@
+//! The attach plan: every configured chain, stage, probe point and candidate target, resolved
+//! against a kernel's facts before anything is attached.
+//!
+//! A candidate is `Ready` (it exists and its key resolves), `Missing` (the tracepoint or
+//! function does not exist here), `Unusable` (it exists but cannot be attached this way: kprobes
+//! not built in, notrace, no BTF) or, after attaching, `Attached` / `Failed`. A probe point
+//! whose every candidate is `Missing`, or a key that does not resolve, is a configuration error:
+//! nothing is attached. A stage with no usable point disables its chain only.
+//!
+//! This module is the model; [`spec`] is what is planned, [`resolve`] decides each candidate's
+//! status against the kernel, [`store`] where each chain keeps its open instances, and
+//! [`slots`] what each attached slot program is told to do.
+
+pub mod resolve;
+pub mod slots;
+pub mod spec;
+pub mod store;
+
+use std::fmt;
+
+use clockpath_common::slot::ValueSpec;
+use clockpath_offline::chain::ChainShape;
+use serde::Serialize;
+
+pub use resolve::{CLOCKSOURCE_READ_FUNCTIONS, resolve};
+pub use spec::{ChainSpec, PlanIssue, PointSpec, StageSpec, TargetSpec};
+pub use store::{KeyBound, Store, direct_entries};
+
+use crate::target::Target;
+
+/// One attach target of a probe point and what became of it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Candidate {
+    #[serde(serialize_with = "display")]
+    pub target: Target,
+    /// The key expression as written.
+    pub key: String,
+    pub status: Status,
+    #[serde(skip)]
+    pub key0: ValueSpec,
+    #[serde(skip)]
+    pub key1: ValueSpec,
+    #[serde(skip)]
+    pub capture: ValueSpec,
+    /// Kernel address of the probed function (for match-capture stages).
+    #[serde(skip)]
+    pub func_addr: u64,
+    /// Tracepoints: bytes of the record (end of its last field), to pick a slot family whose
+    /// direct-load window fits.
+    #[serde(skip)]
+    pub record_size: u32,
+    /// A hit counts only when `filter` evaluates to `filter_value`.
+    #[serde(skip)]
+    pub filter: ValueSpec,
+    #[serde(skip)]
+    pub filter_value: u64,
+    /// Key space of each key component, when every one is bounded.
+    #[serde(skip)]
+    pub key_bounds: Option<Vec<KeyBound>>,
+}
+
+impl Candidate {
+    /// A candidate with nothing resolved yet.
+    pub fn new(target: Target, key: String) -> Candidate {
+        Candidate {
+            target,
+            key,
+            status: Status::Ready,
+            key0: ValueSpec::default(),
+            key1: ValueSpec::default(),
+            capture: ValueSpec::default(),
+            func_addr: 0,
+            record_size: 0,
+            key_bounds: None,
+            filter: ValueSpec::default(),
+            filter_value: 0,
+        }
+    }
+}
+
+fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Serialized as `{"state": "...", "reason": "..."}` (`"slot": n` when attached).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Exists and resolves; not attached yet.
+    Ready,
+    /// The tracepoint or function does not exist on this kernel.
+    Missing(String),
+    /// Exists, but this kernel cannot attach it this way.
+    Unusable(String),
+    /// Attached to slot `n`.
+    Attached(u32),
+    /// Loading or attaching failed.
+    Failed(String),
+    /// A preferred candidate was attached; this one was not needed.
+    Standby,
+}
+
+impl Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("state", self.label())?;
+        match self {
+            Status::Attached(slot) => m.serialize_entry("slot", slot)?,
+            Status::Missing(r) | Status::Unusable(r) | Status::Failed(r) => m.serialize_entry("reason", r)?,
+            Status::Ready | Status::Standby => {}
+        }
+        m.end()
+    }
+}
+
+impl Status {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Ready => "ready",
+            Status::Missing(_) => "missing",
+            Status::Unusable(_) => "unusable",
+            Status::Attached(_) => "attached",
+            Status::Failed(_) => "failed",
+            Status::Standby => "standby",
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Status::Missing(r) | Status::Unusable(r) | Status::Failed(r) => r,
+            _ => "",
+        }
+    }
+}
+
+/// A probe point: candidates in preference order.
+#[derive(Clone, Debug, Serialize)]
+pub struct PointPlan {
+    /// What the point stands for when a template expanded it (e.g. the clocksource `hpet`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub candidates: Vec<Candidate>,
+}
+
+impl PointPlan {
+    pub fn attached(&self) -> Option<&Candidate> {
+        self.candidates.iter().find(|c| matches!(c.status, Status::Attached(_)))
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StagePlan {
+    pub name: String,
+    pub points: Vec<PointPlan>,
+    pub first_hit_only: bool,
+    pub match_capture: bool,
+    /// Why the stage has no points at all (a template that expanded to nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub empty_reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum ChainState {
+    /// Resolved, not attached yet.
+    Ready,
+    /// Every stage has an attached point.
+    Running,
+    /// Not running, and why.
+    Disabled(String),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainPlan {
+    pub name: String,
+    /// Index in the kernel maps.
+    pub index: u8,
+    pub description: String,
+    pub timeout_ns: u64,
+    pub stages: Vec<StagePlan>,
+    pub aborts: Vec<PointPlan>,
+    pub state: ChainState,
+    pub store: Store,
+    /// This plan's stages are the interference sources, not a chain.
+    pub kind: PlanKind,
+    /// Stage slots charge interference to segments.
+    pub charges_interference: bool,
+}
+
+/// What a plan describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKind {
+    Chain,
+    /// The interference sources (one "stage" per source, points labelled begin/end/switch).
+    InterferenceSources,
+}
+
+/// Name of the interference-sources plan.
+pub const INTERFERENCE_PLAN: &str = "interference";
+
+impl ChainPlan {
+    pub fn is_chain(&self) -> bool {
+        self.kind == PlanKind::Chain
+    }
+
+    /// What chain assembly needs to know about this chain.
+    pub fn shape(&self) -> ChainShape {
+        ChainShape {
+            name: self.name.clone(),
+            stages: self.stages.iter().map(|s| s.name.clone()).collect(),
+            timeout_ns: self.timeout_ns,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.state == ChainState::Running
+    }
+}
+
+/// Chain shapes indexed by kernel chain index (None for chains that are not running).
+pub fn shapes(plans: &[ChainPlan]) -> Vec<Option<ChainShape>> {
+    shapes_where(plans, ChainPlan::is_running)
+}
+
+/// Shapes of every chain (running or not), indexed by chain index.
+pub fn all_shapes(plans: &[ChainPlan]) -> Vec<Option<ChainShape>> {
+    shapes_where(plans, |_| true)
+}
+
+fn shapes_where(plans: &[ChainPlan], keep: impl Fn(&ChainPlan) -> bool) -> Vec<Option<ChainShape>> {
+    let chains: Vec<&ChainPlan> = plans.iter().filter(|p| p.is_chain()).collect();
+    let n = chains.iter().map(|p| p.index as usize + 1).max().unwrap_or(0);
+    let mut v = vec![None; n];
+    for p in chains.into_iter().filter(|p| keep(p)) {
+        v[p.index as usize] = Some(p.shape());
+    }
+    v
+}

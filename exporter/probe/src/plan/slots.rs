@@ -1,0 +1,135 @@
+//! What each attached slot program is told to do (its `SlotConfig`: role, chain, stage, key,
+//! flags), which slot family a tracepoint candidate can use, and the reverse maps consumers of
+//! raw hits need (slot → stage, slot → role).
+
+use std::collections::BTreeMap;
+
+use clockpath_common::{
+    limits::{SlotRange, TRACEPOINT_WINDOWS},
+    slot::*,
+};
+use clockpath_offline::chain::hits::HitRole;
+
+use super::{Candidate, ChainPlan, Status, Store};
+use crate::target::AttachKind;
+
+impl Candidate {
+    /// Slot ranges this candidate can use, in preference order.
+    pub fn slot_ranges(&self) -> Vec<SlotRange> {
+        if self.target.kind != AttachKind::Tracepoint {
+            return vec![self.target.kind.slots()];
+        }
+        // A family fits when its window lies inside the record. Prefer the smallest window
+        // that covers every field the slot reads (no helper call), then any other that fits
+        // (fields are probe-read there).
+        let fields: Vec<&ValueSpec> =
+            [&self.key0, &self.key1, &self.capture].into_iter().filter(|v| v.source == SRC_FIELD).collect();
+        let fits = |words: u32| words == 0 || 8 + 8 * words <= self.record_size;
+        let covers = |words: u32| {
+            let end = 8 + 8 * words;
+            words > 0
+                && !fields.is_empty()
+                && fields
+                    .iter()
+                    .all(|f| f.offset >= 8 && f.offset + f.size as u32 <= end && f.offset % 8 + f.size as u32 <= 8)
+        };
+        let mut out: Vec<SlotRange> =
+            TRACEPOINT_WINDOWS.iter().filter(|(w, _)| fits(*w) && covers(*w)).map(|(_, r)| *r).collect();
+        out.extend(TRACEPOINT_WINDOWS.iter().filter(|(w, _)| fits(*w) && !covers(*w)).map(|(_, r)| *r));
+        out
+    }
+}
+
+/// The slot configuration for an attached candidate.
+pub fn slot_config(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, raw_hits: bool) -> SlotConfig {
+    let mut flags = 0;
+    if raw_hits {
+        flags |= FLAG_RAW;
+    }
+    if chain.charges_interference {
+        flags |= FLAG_INTERFERENCE;
+    }
+    let (role, stage_idx) = match stage {
+        Some(i) => {
+            let s = &chain.stages[i];
+            if s.first_hit_only {
+                flags |= FLAG_FIRST_HIT_ONLY;
+            }
+            if i + 1 == chain.stages.len() {
+                flags |= FLAG_LAST_STAGE;
+            }
+            if s.match_capture {
+                flags |= FLAG_MATCH_CAPTURE;
+            }
+            (ROLE_STAGE, i as u8)
+        }
+        None => (ROLE_ABORT, 0),
+    };
+    let (direct_base, direct_range0, direct_range1) = match chain.store {
+        Store::Direct { base, range0, range1 } => {
+            flags |= FLAG_DIRECT;
+            (base, range0, range1)
+        }
+        Store::Hash => (0, 0, 0),
+    };
+    SlotConfig {
+        role,
+        chain: chain.index,
+        stage: stage_idx,
+        flags,
+        direct_base,
+        direct_range0,
+        direct_range1,
+        key0: cand.key0,
+        key1: cand.key1,
+        capture: if stage == Some(0) { cand.capture } else { ValueSpec::default() },
+        timeout_ns: chain.timeout_ns,
+        match_value: cand.func_addr,
+        filter: cand.filter,
+        filter_value: cand.filter_value,
+    }
+}
+
+/// The slot configuration of an interference point: `source` is the source index, `label` the
+/// point's role (begin, end or switch).
+pub fn interference_slot_config(source: usize, label: &str, cand: &Candidate) -> SlotConfig {
+    let role = match label {
+        "begin" => ROLE_INTERFERENCE_BEGIN,
+        "end" => ROLE_INTERFERENCE_END,
+        _ => ROLE_INTERFERENCE_SWITCH,
+    };
+    SlotConfig { role, stage: source as u8, key0: cand.key0, key1: cand.key1, ..SlotConfig::default() }
+}
+
+/// Slot → (chain index, stage name) of every attached stage candidate (raw-hit recording).
+pub fn slot_stages(plans: &[ChainPlan]) -> BTreeMap<u32, (u8, String)> {
+    let mut out = BTreeMap::new();
+    for p in plans.iter().filter(|p| p.is_chain()) {
+        for s in &p.stages {
+            for c in s.points.iter().flat_map(|pt| &pt.candidates) {
+                if let Status::Attached(slot) = c.status {
+                    out.insert(slot, (p.index, s.name.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Role of every attached slot, for consumers of raw hits.
+pub fn slot_roles(plans: &[ChainPlan], raw_hits: bool) -> BTreeMap<u32, HitRole> {
+    let mut roles = BTreeMap::new();
+    for chain in plans.iter().filter(|p| p.is_running()) {
+        let stages = chain.stages.iter().enumerate().map(|(i, s)| (Some(i), &s.points));
+        for (stage, points) in stages.chain(std::iter::once((None, &chain.aborts))) {
+            for c in points.iter().flat_map(|p| &p.candidates) {
+                if let Status::Attached(slot) = c.status
+                    && let Some(role) = HitRole::from_slot(&slot_config(chain, stage, c, raw_hits))
+                {
+                    roles.insert(slot, role);
+                }
+            }
+        }
+    }
+    roles
+}
