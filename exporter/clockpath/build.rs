@@ -1,5 +1,10 @@
-//! The git revision shown in `clockpath_build_info`, when built from a git checkout.
+//! The git revision shown in `clockpath_build_info`, when built from a git checkout, and the
+//! target triple.
 fn main() {
+    // The host triple, for tests that ask cargo about this platform's dependency graph.
+    if let Ok(target) = std::env::var("TARGET") {
+        println!("cargo:rustc-env=BUILD_TARGET={target}");
+    }
     if let Ok(out) = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output()
         && out.status.success()
     {

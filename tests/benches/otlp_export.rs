@@ -16,7 +16,7 @@ use std::{
 
 use clockpath::{
     config::Config,
-    config::otel::Settings,
+    config::otlp::settings::Settings,
     exemplars::ExemplarStore,
     ktime::WallClock,
     pipeline::Sink as _,

@@ -8,7 +8,6 @@
 //! are the plan resolver's, whose problems come back here to be located ([`Loaded::issue`]).
 
 pub mod chains;
-pub mod otel;
 pub mod otlp;
 
 use std::{

@@ -34,7 +34,7 @@ use clockpath_offline::chain::{ChainRecord, Outcome};
 
 use super::{DropReason, Job, OtlpStats, SpanContextInfo};
 use crate::{
-    config::otel::{Protocol, Settings},
+    config::otlp::settings::{Protocol, Settings},
     exemplars::{Exemplar, ExemplarStore},
     ktime::{self, WallClock},
 };

@@ -6,7 +6,7 @@
 //! spans and counts them by reason; nothing upstream ever waits for the collector. After a
 //! successful export the instance's trace id becomes the exemplar of its histogram buckets
 //! ([`crate::exemplars`]). Where traces go is resolved with the configuration
-//! ([`crate::config::otel`]).
+//! ([`crate::config::otlp::settings`]).
 
 pub mod export;
 pub mod sampling;
@@ -29,7 +29,7 @@ use super::{hdr::SharedQuantiles, windows::SharedWindows};
 use crate::{
     config::{
         Loaded,
-        otel::{self, Settings},
+        otlp::settings::{self, Settings},
     },
     exemplars::ExemplarStore,
     ktime::WallClock,
@@ -214,7 +214,7 @@ impl OtlpSink {
     ) -> Result<Option<OtlpSink>, export::ExportError> {
         let cfg = &loaded.config;
         // validate() already reported every problem; here only the outcome matters.
-        let Ok(Some(mut settings)) = Settings::resolve(&cfg.otlp, &otel::process_env) else { return Ok(None) };
+        let Ok(Some(mut settings)) = Settings::resolve(&cfg.otlp, &settings::process_env) else { return Ok(None) };
         for (k, v) in &cfg.environment.labels {
             settings.resource.entry(k.clone()).or_insert_with(|| v.clone());
         }

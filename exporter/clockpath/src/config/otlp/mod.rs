@@ -1,13 +1,15 @@
 //! `[otlp]`: where traces go and how they are sampled, and the checks of that section
-//! together with the standard `OTEL_*` variables it combines with (resolved in [`super::otel`]).
+//! together with the standard `OTEL_*` variables it combines with (resolved in [`settings`]).
+
+pub mod settings;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigIssue, Loaded, Origin, otel};
+use super::{ConfigIssue, Loaded, Origin};
 
-/// `[otlp]` settings (the standard `OTEL_*` variables take precedence; see [`settings`]).
+/// `[otlp]` (the standard `OTEL_*` variables take precedence; see [`settings`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
@@ -75,7 +77,7 @@ pub fn validate(loaded: &Loaded, issues: &mut Vec<ConfigIssue>) {
             issues.push(loaded.issue("otlp.resource", "a resource attribute name must not be empty"));
         }
     }
-    if let Err(problems) = otel::Settings::resolve(c, &otel::process_env) {
+    if let Err(problems) = settings::Settings::resolve(c, &settings::process_env) {
         for p in problems {
             issues.push(match p.variable {
                 Some(var) => ConfigIssue { origin: Origin::Variable(var), key: String::new(), why: p.why },

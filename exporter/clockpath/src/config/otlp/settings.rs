@@ -8,7 +8,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use super::otlp::OtlpConfig;
+use super::OtlpConfig;
 
 pub const TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 pub const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
