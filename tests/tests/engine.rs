@@ -20,10 +20,29 @@ use clockpath_offline::chain::{
 };
 use clockpath_probe::{
     kernel::{KPROBE_PMU_TYPE, Kernel},
-    plan::slots::slot_roles,
+    plan::{self, slots::slot_roles},
 };
 use clockpath_tests::*;
 use serde_json::Value;
+
+/// A capture of the running kernel is a faithful fixture: the built-in chains resolve on it
+/// exactly as on the kernel itself (the fixture tests of `plan_fixtures.rs` rely on it).
+#[test]
+fn a_captured_kernel_resolves_exactly_like_the_live_one() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let out = clockpath(&["doctor", "--capture", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "capture failed: {}", String::from_utf8_lossy(&out.stderr));
+    let loaded = Config::load(None).unwrap();
+    let specs = loaded.config.chain_specs();
+    let live = plan::resolve(&specs, &Kernel::open()).expect("live plan");
+    let captured = plan::resolve(&specs, &Kernel::fixture(dir.path())).expect("captured plan");
+    assert_eq!(format!("{captured:#?}"), format!("{live:#?}"));
+    let btf = std::fs::metadata(dir.path().join("sys/kernel/btf/vmlinux")).unwrap().len();
+    let full = std::fs::metadata("/sys/kernel/btf/vmlinux").unwrap().len();
+    eprintln!("BTF slice: {btf} of {full} bytes");
+    assert!(btf * 20 < full, "the slice is not much smaller than the kernel's BTF");
+}
 
 #[test]
 fn doctor_reports_each_attach_kind_with_a_reason() {

@@ -163,6 +163,23 @@ pub fn examine(loaded: &Loaded, kernel: &Kernel, plans: Vec<ChainPlan>) -> Repor
 /// Functions most kernels have, traceable, for the kprobe/fentry checks.
 const PROBE_FUNCTIONS: &[&str] = &["do_nanosleep", "hrtimer_nanosleep", "ktime_get", "schedule"];
 
+/// What `doctor --capture` records besides the configured chains' names: the attach-kind
+/// checks' functions and the clocksource switch path (which functions exist, and whether
+/// they are inlined, changes between kernels).
+pub const CAPTURE_FUNCTIONS: &[&str] = &[
+    "do_nanosleep",
+    "hrtimer_nanosleep",
+    "ktime_get",
+    "schedule",
+    "timekeeping_notify",
+    "change_clocksource",
+    "timekeeping_forward_now",
+    "tk_setup_internals",
+    "timekeeping_update",
+    "timekeeping_update_from_shadow",
+    "clocksource_select",
+];
+
 /// Check each attach kind by loading and attaching a slot program with no role.
 fn probe_kinds(engine: &mut Engine, kernel: &Kernel) -> Vec<KindSupport> {
     AttachKind::ALL

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use clockpath_probe::kernel::Kernel;
+use clockpath_probe::kernel::{Kernel, capture};
 
 use crate::{
     config::{Config, ConfigError, Loaded},
@@ -48,6 +48,11 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Instead of the report, capture the kernel facts the configured chains depend on
+        /// (kallsyms, tracepoint formats, traceable functions, a BTF slice, clocksources) into
+        /// DIR: a fixture the plan resolver reads like this kernel (tests, bug reports).
+        #[arg(long, value_name = "DIR")]
+        capture: Option<PathBuf>,
     },
     /// Drive clocksource switches and measure each one (root; restores the clocksource).
     Session(SessionCliArgs),
@@ -253,7 +258,8 @@ pub fn main() -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor { json } => doctor_cmd(cli.config.as_deref(), json),
+        Command::Doctor { json, capture: None } => doctor_cmd(cli.config.as_deref(), json),
+        Command::Doctor { capture: Some(dir), .. } => capture_cmd(cli.config.as_deref(), &dir),
         Command::Run(args) => run::run_cmd(cli.config.as_deref(), args),
         Command::Session(args) => session::session_cmd(cli.config.as_deref(), args),
         Command::Analyze(args) => offline::analyze_cmd(cli.config.as_deref(), args),
@@ -301,6 +307,26 @@ fn doctor_cmd(config: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
         print!("{}", report.to_text());
     }
     Ok(if report.anything_runs() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) })
+}
+
+fn capture_cmd(config: Option<&Path>, dir: &Path) -> Result<ExitCode, CliError> {
+    let loaded = load_config(config)?;
+    let kernel = Kernel::open();
+    // The chains a session may attach too: its degraded fallback.
+    let mut specs = loaded.config.chain_specs();
+    specs.push(crate::session::mode::degraded_chain(0).spec(crate::session::DEGRADED_CHAIN));
+    let c = capture::capture(&kernel, &specs, doctor::CAPTURE_FUNCTIONS, dir)
+        .with_context(|| format!("capturing kernel facts into {}", dir.display()))?;
+    println!(
+        "captured {} ({} functions, {} tracepoints, {} structs, BTF slice {} bytes) into {}",
+        kernel.release(),
+        c.functions.len(),
+        c.tracepoints.len(),
+        c.structs.len(),
+        c.btf_bytes,
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

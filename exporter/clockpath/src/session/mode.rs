@@ -66,7 +66,7 @@ pub struct Attached {
 }
 
 /// The degraded chain: thread `tid`'s write(2) to current_clocksource.
-fn degraded_chain(tid: u64) -> ChainConfig {
+pub fn degraded_chain(tid: u64) -> ChainConfig {
     let stage = |name: &str, tp: &str| StageConfig {
         name: name.into(),
         key: Some("tid".into()),

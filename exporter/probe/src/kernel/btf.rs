@@ -105,6 +105,19 @@ impl KernelBtf {
         proto.parameters.iter().skip(1).map(|p| self.btf.resolve_chained_type(p).map_err(BtfError::from)).collect()
     }
 
+    /// Parameter names of a tracepoint as a raw_tp / tp_btf program sees them (`vec_nr` for
+    /// softirq_entry), empty where the BTF has none.
+    pub fn tracepoint_arg_names(&self, name: &str) -> Result<Vec<String>, BtfError> {
+        let proto = self.tracepoint_proto(name)?;
+        Ok(proto.parameters.iter().skip(1).map(|p| self.btf.resolve_name(p).unwrap_or_default()).collect())
+    }
+
+    /// Parameter names of a function.
+    pub fn function_arg_names(&self, name: &str) -> Result<Vec<String>, BtfError> {
+        let proto = self.func_proto(name)?;
+        Ok(proto.parameters.iter().map(|p| self.btf.resolve_name(p).unwrap_or_default()).collect())
+    }
+
     /// Skip typedefs and qualifiers.
     fn strip(&self, mut t: Type) -> Type {
         for _ in 0..32 {

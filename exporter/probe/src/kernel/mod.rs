@@ -8,7 +8,8 @@
 //! root. Each fact is loaded once, on first use.
 
 pub mod btf;
-
+pub mod btf_slice;
+pub mod capture;
 pub mod tracefs;
 
 use std::{

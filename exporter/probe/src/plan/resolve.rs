@@ -18,8 +18,8 @@ use crate::{
 
 /// Interference sources and their targets in preference order, as (begin, end) or switch
 /// points: (label, [(target, key)]).
-type SourcePoints = &'static [(&'static str, &'static [(&'static str, &'static str)])];
-const SOURCES: [(&str, SourcePoints); clockpath_common::interference::SOURCES] = [
+pub(crate) type SourcePoints = &'static [(&'static str, &'static [(&'static str, &'static str)])];
+pub(crate) const SOURCES: [(&str, SourcePoints); clockpath_common::interference::SOURCES] = [
     (
         "irq",
         &[
@@ -245,7 +245,8 @@ impl Resolver<'_> {
             // whichever target ends up attached.
             match KeyExpr::parse(&key) {
                 Ok(expr) => {
-                    cand.key_bounds = expr.0.iter().map(KeyBound::of).collect();
+                    cand.key_bounds =
+                        expr.0.iter().map(|v| KeyBound::of(v, self.arg_name(&target, v).as_deref())).collect();
                     let specs: Vec<_> = expr.0.iter().map(|v| self.value(&target, v)).collect();
                     for (n, s) in specs.into_iter().enumerate() {
                         match s {
@@ -410,6 +411,18 @@ impl Resolver<'_> {
             }
             AttachKind::Tracepoint | AttachKind::RawTracepoint => Ok(()),
         }
+    }
+
+    /// The BTF name of the parameter a plain `argN` reads, when the kernel has it.
+    fn arg_name(&self, t: &Target, v: &ValueExpr) -> Option<String> {
+        let ValueExpr::Arg { index, deref: None } = v else { return None };
+        let btf = self.kernel.btf().ok()?;
+        let names = match t.kind {
+            AttachKind::TpBtf | AttachKind::RawTracepoint => btf.tracepoint_arg_names(&t.name).ok()?,
+            AttachKind::Fentry | AttachKind::Fexit | AttachKind::Kprobe => btf.function_arg_names(&t.name).ok()?,
+            _ => return None,
+        };
+        names.into_iter().nth(*index as usize).filter(|n| !n.is_empty())
     }
 
     /// Resolve one value expression for a target into a `ValueSpec`.
