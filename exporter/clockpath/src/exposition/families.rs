@@ -369,3 +369,161 @@ pub fn bpf_programs(enc: &mut DescriptorEncoder, programs: &[ProgramStats]) -> f
     let count: Vec<_> = programs.iter().map(|p| (lab(p), p.run_count)).collect();
     counter(enc, BPF_RUN_COUNT, BPF_RUN_COUNT_HELP, &count)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use clockpath_common::hist::{HistRow, bucket_of, le_index};
+    use clockpath_offline::stats::{ColumnStats, Interval};
+    use clockpath_probe::{
+        kernel::Kernel,
+        plan::{self, ChainState},
+    };
+    use prometheus_client::{collector::Collector, registry::Registry};
+
+    use super::*;
+    use crate::{
+        config::Config,
+        sinks::windows::{SegmentWindow, WindowSnapshot},
+    };
+
+    /// The built-in chains resolved on the development kernel's fixture, all running.
+    fn plans() -> Vec<ChainPlan> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../probe/fixtures/kernels/dev-6.18");
+        let mut plans = plan::resolve(&Config::builtin().chain_specs(), &Kernel::fixture(dir)).expect("plan");
+        for p in &mut plans {
+            p.state = ChainState::Running;
+        }
+        plans
+    }
+
+    /// Encode with one family function.
+    #[derive(Debug)]
+    struct One(fn(&mut DescriptorEncoder) -> fmt::Result);
+
+    impl Collector for One {
+        fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+            (self.0)(&mut enc)
+        }
+    }
+
+    fn text(f: fn(&mut DescriptorEncoder) -> fmt::Result) -> String {
+        let mut r = Registry::default();
+        r.register_collector(Box::new(One(f)));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r).expect("encode");
+        out
+    }
+
+    /// The value of the sample whose line starts with `prefix`.
+    fn value(text: &str, prefix: &str) -> f64 {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    fn labels() -> CommonLabels {
+        CommonLabels { env: "vm".into(), statics: [("node".to_string(), "n1".to_string())].into() }
+    }
+
+    /// 3 values of 500 ns, 2 of 1024 ns, 1 of 1025 ns, 1 of 100 s.
+    fn row() -> HistRow {
+        let mut row = HistRow::ZERO;
+        for (ns, n) in [(500u64, 3u64), (1024, 2), (1025, 1), (100_000_000_000, 1)] {
+            row.buckets[bucket_of(ns) as usize] += n;
+            row.sum_ns += ns * n;
+        }
+        row
+    }
+
+    #[test]
+    fn histograms_are_re_binned_exactly_at_the_configured_bounds() {
+        let le: Vec<usize> = [5.12e-7, 1.024e-6, 2.048e-6].iter().map(|b| le_index(*b).unwrap()).collect();
+        let bins = rebin(&row(), &le);
+        assert_eq!(bins.iter().map(|b| b.1).collect::<Vec<_>>(), [3, 2, 1, 1], "per bucket, +Inf last");
+        assert_eq!(bins[1].0, 1.024e-6);
+        assert!(bins[3].0.is_infinite());
+        let t = text(|enc| {
+            let le: Vec<usize> = [5.12e-7, 1.024e-6, 2.048e-6].iter().map(|b| le_index(*b).unwrap()).collect();
+            let h = HistSeries { chain: "c".into(), segment: "a->b".into(), row: row(), last: true };
+            segment_durations(enc, &labels(), &le, &[h])
+        });
+        let p = "clockpath_segment_duration_seconds";
+        assert_eq!(
+            value(&t, &format!("{p}_bucket{{le=\"0.000001024\",chain=\"c\",segment=\"a->b\",env=\"vm\",node=\"n1\"}}")),
+            5.0
+        );
+        assert_eq!(
+            value(&t, &format!("{p}_bucket{{le=\"+Inf\",chain=\"c\",segment=\"a->b\",env=\"vm\",node=\"n1\"}}")),
+            7.0
+        );
+        assert_eq!(value(&t, &format!("{p}_count{{")), 7.0);
+        assert!((value(&t, &format!("{p}_sum{{")) - 100.000004573).abs() < 1e-9, "{t}");
+    }
+
+    #[test]
+    fn completed_chains_come_from_the_last_segment_and_timeouts_include_the_sweeper() {
+        let t = text(|enc| {
+            let plans = plans();
+            let idx = plans.iter().find(|p| p.name == "sched_wakeup").unwrap().index as usize;
+            let mut swept = vec![0; 16];
+            swept[idx] = 4;
+            let counters = clockpath_common::slot::ChainCounters { opened: 9, timed_out: 1, ..Default::default() };
+            let snap = KernelSnapshot {
+                histograms: vec![HistSeries {
+                    chain: "sched_wakeup".into(),
+                    segment: "wakeup->switch_in".into(),
+                    row: row(),
+                    last: true,
+                }],
+                counters: vec![("sched_wakeup".into(), counters)],
+                hits: vec![],
+                swept,
+            };
+            chain_counters(enc, &labels(), &plans, &snap)
+        });
+        assert_eq!(value(&t, "clockpath_chains_opened_total{chain=\"sched_wakeup\""), 9.0);
+        assert_eq!(value(&t, "clockpath_chains_completed_total{chain=\"sched_wakeup\""), 7.0);
+        assert_eq!(value(&t, "clockpath_chains_timed_out_total{chain=\"sched_wakeup\""), 5.0);
+    }
+
+    #[test]
+    fn windows_publish_finite_values_only_and_flag_reliability() {
+        let t = text(|enc| {
+            let plans = plans();
+            let chain = plans.iter().find(|p| p.name == "clocksource_switch").unwrap().index;
+            let ci = Interval { estimate: 2e-5, lower: 1.9e-5, upper: 2.1e-5, level: 0.95, resamples: 500 };
+            let stats = ColumnStats { n: 80, median: 2e-5, std_dev: f64::NAN, ci: Some(ci), reliable: false };
+            let w = SegmentWindow { segment: "switch_entry->first_read".into(), stats, rejected: 2, end_unix: 1.7e9 };
+            let mut snap = WindowSnapshot::default();
+            snap.windows.insert((chain, Some(Arc::from("s1"))), vec![w]);
+            let env = EnvironmentInfo { governor: "none".into(), cstate_limit: "none".into(), ..Default::default() };
+            windows(enc, &labels(), &plans, &env, &snap)
+        });
+        let sel = "{chain=\"clocksource_switch\",segment=\"switch_entry->first_read\",session=\"s1\",governor=\"none\",cstate_limit=\"none\",env=\"vm\",node=\"n1\"}";
+        assert_eq!(value(&t, &format!("clockpath_window_median_seconds{sel}")), 2e-5);
+        assert_eq!(value(&t, &format!("clockpath_window_ci_upper_seconds{sel}")), 2.1e-5);
+        assert_eq!(value(&t, &format!("clockpath_window_reliable{sel}")), 0.0, "80 runs < 100");
+        assert_eq!(value(&t, &format!("clockpath_window_outliers_rejected{sel}")), 2.0);
+        assert!(!t.contains("clockpath_window_std_dev_seconds{"), "NaN is never published:\n{t}");
+    }
+
+    #[test]
+    fn probe_info_says_why_each_candidate_is_not_attached() {
+        let t = text(|enc| {
+            let mut plans = plans();
+            let p = plans.iter_mut().find(|p| p.name == "hrtimer").unwrap();
+            p.state = ChainState::Disabled("no".into());
+            probes(enc, &plans)
+        });
+        assert!(
+            t.lines().any(|l| l.starts_with("clockpath_probe_info{chain=\"clocksource_switch\",stage=\"switch_entry\",target=\"kprobe:change_clocksource\",attach=\"kprobe\",state=\"unusable\",reason=\"kprobes are not built into this kernel")),
+            "{t}"
+        );
+        assert!(t.contains("chain=\"hrtimer\",stage=\"start\",target=\"tp_btf:hrtimer_start\",attach=\"tp_btf\",state=\"chain_disabled\""), "{t}");
+        assert!(
+            t.contains("state=\"missing\",reason=\"function timekeeping_update_from_shadow is not in /proc/kallsyms"),
+            "{t}"
+        );
+    }
+}
