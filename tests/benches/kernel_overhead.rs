@@ -276,7 +276,8 @@ fn main() {
         for (i, (_, make)) in tools.iter().enumerate() {
             let t0 = pipe_bench();
             let child = spawn_quiet(&mut make());
-            sleep(Duration::from_secs(4));
+            // Time for each tool to load and attach (a benchmark, not a test: a fixed settle time).
+            std::thread::sleep(Duration::from_secs(4));
             let t1 = pipe_bench();
             stop(child);
             bare.push(t0);

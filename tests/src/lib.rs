@@ -81,6 +81,25 @@ pub fn sched_messaging(loops: u32) -> Child {
         .expect("start perf bench sched messaging")
 }
 
+/// Read a child's output line by line: each line goes to the channel as it arrives (to wait
+/// for one), and the whole text comes back from the thread at EOF.
+pub fn line_reader(
+    out: impl std::io::Read + Send + 'static,
+) -> (std::sync::mpsc::Receiver<String>, std::thread::JoinHandle<String>) {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    (rx, handle)
+}
+
 /// Wait for a child, panicking if it fails.
 pub fn wait_ok(child: Child, what: &str) -> Output {
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -141,10 +160,9 @@ impl Exporter {
         }
         let child = cmd.spawn().expect("start clockpath run");
         let mut e = Exporter { child: Some(child), port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
+        wait_for(&format!("clockpath to become healthy on port {port}"), Duration::from_secs(30), || {
             if ureq::get(&e.url("/healthz")).call().is_ok() {
-                return e;
+                return Some(());
             }
             // An exporter that exited will never answer: say why at once.
             if let Some(c) = e.child.as_mut()
@@ -153,9 +171,9 @@ impl Exporter {
                 let out = e.child.take().expect("child").wait_with_output().expect("exporter output");
                 panic!("clockpath run exited ({status}) before serving:\n{}", String::from_utf8_lossy(&out.stderr));
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("clockpath did not become healthy on port {port} within 30 s");
+            None
+        });
+        e
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -222,9 +240,20 @@ pub fn clocksources() -> (String, Vec<String>) {
     (current_clocksource(), avail)
 }
 
-/// Sleep helper for tests.
-pub fn sleep(d: Duration) {
-    std::thread::sleep(d);
+/// How often [`wait_for`] looks again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Poll `probe` until it returns `Some`, and return that; panic naming `what` when `within`
+/// passes first. Tests synchronise with what they wait for through this, never by sleeping.
+pub fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(POLL);
+    }
 }
 
 #[cfg(test)]

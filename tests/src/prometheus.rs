@@ -46,14 +46,10 @@ impl Prometheus {
             .spawn()
             .expect("start prometheus");
         let p = Prometheus { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if ureq::get(&format!("http://127.0.0.1:{port}/-/ready")).call().is_ok() {
-                return p;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("prometheus did not become ready on port {port} within 30 s");
+        crate::wait_for(&format!("prometheus to become ready on port {port}"), Duration::from_secs(30), || {
+            ureq::get(&format!("http://127.0.0.1:{port}/-/ready")).call().ok().map(|_| ())
+        });
+        p
     }
 
     /// Run an instant query; returns the `data.result` array.

@@ -244,8 +244,12 @@ fn statistics_windows_are_published_for_live_chains() {
     require_root();
     let e = Exporter::start(&["--duration", "60"], &[("CLOCKPATH_WINDOWS__INTERVAL_SECS", "4")]);
     wait_ok(sched_messaging(60), "perf bench sched messaging");
-    std::thread::sleep(Duration::from_secs(5));
-    let s = Scrape::parse(&e.scrape()).unwrap();
+    // The window that saw the load closes within its interval (4 s), then publishes.
+    let s = wait_for("a statistics window for sched_wakeup", Duration::from_secs(30), || {
+        let s = Scrape::parse(&e.scrape()).unwrap();
+        let published = s.named("clockpath_window_median_seconds").any(|x| x.labels["chain"] == "sched_wakeup");
+        published.then_some(s)
+    });
     let sel = |name: &str| {
         s.named(name)
             .find(|x| x.labels["chain"] == "sched_wakeup" && x.labels["segment"] == SEG)

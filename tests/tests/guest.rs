@@ -96,16 +96,10 @@ echo "final=$(cat {CS})"
     );
     // Scrape the guest's exporter from the host once the sessions are done.
     let share = guest.share().to_path_buf();
-    let deadline = std::time::Instant::now() + Duration::from_secs(800);
-    while !share.join("sessions-done").exists()
-        && !share.join("results.txt").metadata().is_ok_and(|m| {
-            m.len() > 0
-                && std::fs::read_to_string(share.join("results.txt")).unwrap_or_default().contains("GUEST_TEST_EXIT")
-        })
-    {
-        assert!(std::time::Instant::now() < deadline, "guest sessions did not finish");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for("the guest's sessions", Duration::from_secs(800), || {
+        let ended = std::fs::read_to_string(share.join("results.txt")).unwrap_or_default().contains("GUEST_TEST_EXIT");
+        (share.join("sessions-done").exists() || ended).then_some(())
+    });
     let scrape = ureq::get(&guest.url("/metrics")).call().map(|r| r.into_string().unwrap_or_default());
     std::fs::write(share.join("scraped"), "").unwrap();
     let out = guest.wait();

@@ -19,9 +19,24 @@ use clockpath_probe::kernel::Kernel;
 use clockpath_tests::*;
 use serde_json::Value;
 
+/// Whether the clocksource chain attaches on this kernel, by `doctor`.
+fn clocksource_chain_runs() -> bool {
+    let out = clockpath(&["doctor", "--json"]);
+    let d: Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+    let c = d["chains"].as_array().unwrap().iter().find(|c| c["name"] == "clocksource_switch").expect("chain");
+    c["state"]["state"] == "running"
+}
+
+/// Degraded mode is what a session promises on a kernel where the clocksource chain cannot
+/// attach: this CI machine's (no kprobes, fentry refused). The kernel mode is tested in the
+/// guest (`guest.rs`), where it can attach.
 #[test]
 fn a_session_runs_degraded_when_the_chain_cannot_attach_and_restores_the_clocksource() {
     require_root();
+    assert!(
+        !clocksource_chain_runs(),
+        "this test needs a kernel where the clocksource chain cannot attach (no kprobes, fentry refused), as CI's"
+    );
     let (original, avail) = clocksources();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s");
@@ -41,11 +56,8 @@ fn a_session_runs_degraded_when_the_chain_cannot_attach_and_restores_the_clockso
     assert!(o.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&o.stderr));
     assert_eq!(current_clocksource(), original, "the original clocksource is back");
     let s: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let kprobes = std::path::Path::new(clockpath_probe::kernel::KPROBE_PMU_TYPE).exists();
-    if !kprobes {
-        assert_eq!(s["mode"], "degraded", "without kprobes or fentry the session must say it is degraded");
-        assert_eq!(s["chain"], "clocksource_write");
-    }
+    assert_eq!(s["mode"], "degraded", "without kprobes or fentry the session must say it is degraded");
+    assert_eq!(s["chain"], "clocksource_write");
     assert_eq!(s["runs_done"], 40);
     assert_eq!(s["completed"], 40, "{}", s["missing"]);
     assert_eq!(s["labels"]["cstate"], "default");
@@ -60,7 +72,7 @@ fn a_session_runs_degraded_when_the_chain_cannot_attach_and_restores_the_clockso
         "a clocksource write takes microseconds to milliseconds, got {median} ns"
     );
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(md.contains("degraded") || kprobes, "{md}");
+    assert!(md.contains("degraded mode"), "{md}");
     let csv = std::fs::read_to_string(out.join("traces.csv")).unwrap();
     assert!(csv.starts_with("timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id"));
     assert_eq!(csv.lines().count(), 1 + 2 * 40, "two stage hits per run");
@@ -80,7 +92,10 @@ fn sigterm_during_a_session_restores_the_clocksource() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    sleep(Duration::from_secs(3));
+    // Every switch goes to a clocksource other than the current one: the first leaves the original.
+    wait_for("the session's first switch", Duration::from_secs(30), || {
+        (current_clocksource() != original).then_some(())
+    });
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let o = child.wait_with_output().unwrap();

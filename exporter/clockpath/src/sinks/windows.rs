@@ -118,9 +118,9 @@ impl WindowSink {
         })
     }
 
-    fn close(&mut self, key: WindowKey) {
+    fn close(&mut self, key: WindowKey, now: Instant) {
         let Some(res) = self.open.remove(&key) else { return };
-        self.published.insert(key.clone(), Instant::now());
+        self.published.insert(key.clone(), now);
         let Some(shape) = self.shapes.get(key.0 as usize).and_then(Option::as_ref) else { return };
         let mut columns: Vec<String> = (1..=shape.segments() as u8).map(|i| shape.segment_name(i)).collect();
         if shape.segments() > 1 {
@@ -133,11 +133,35 @@ impl WindowSink {
         }
     }
 
-    fn close_all(&mut self) {
+    fn close_all(&mut self, now: Instant) {
         let keys: Vec<WindowKey> = self.open.keys().cloned().collect();
         for k in keys {
-            self.close(k);
+            self.close(k, now);
         }
+    }
+
+    /// The interval tick at time `now` (the clock is injected so tests need not wait).
+    fn tick_at(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.started) < Duration::from_secs(self.cfg.interval_secs) {
+            return;
+        }
+        let interval_start = self.started;
+        self.started = now;
+        // A published key whose window got no run during the whole interval: an empty window
+        // publishes nothing and removes its stale series.
+        let stale: Vec<WindowKey> = self
+            .published
+            .iter()
+            .filter(|(k, closed)| !self.open.contains_key(*k) && **closed < interval_start)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            self.published.remove(&key);
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(Job { key, columns: Vec::new(), reference: 0, runs: Vec::new(), end_unix: now_unix() });
+            }
+        }
+        self.close_all(now);
     }
 }
 
@@ -193,35 +217,16 @@ impl Sink for WindowSink {
             }
         }
         if self.cfg.every_chains > 0 && res.seen >= self.cfg.every_chains {
-            self.close(key);
+            self.close(key, Instant::now());
         }
     }
 
     fn tick(&mut self) {
-        if self.started.elapsed() < Duration::from_secs(self.cfg.interval_secs) {
-            return;
-        }
-        let interval_start = self.started;
-        self.started = Instant::now();
-        // A published key whose window got no run during the whole interval: an empty window
-        // publishes nothing and removes its stale series.
-        let stale: Vec<WindowKey> = self
-            .published
-            .iter()
-            .filter(|(k, closed)| !self.open.contains_key(*k) && **closed < interval_start)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in stale {
-            self.published.remove(&key);
-            if let Some(tx) = &self.tx {
-                let _ = tx.send(Job { key, columns: Vec::new(), reference: 0, runs: Vec::new(), end_unix: now_unix() });
-            }
-        }
-        self.close_all();
+        self.tick_at(Instant::now());
     }
 
     fn finish(&mut self) {
-        self.close_all();
+        self.close_all(Instant::now());
         drop(self.tx.take());
         if let Some(w) = self.worker.take() {
             let _ = w.join();
@@ -316,15 +321,15 @@ mod tests {
         }
         assert_eq!(w.open[&(0, None)].runs.len(), 64);
         assert_eq!(w.open[&(0, None)].seen, 10_000);
-        std::thread::sleep(Duration::from_millis(1100));
-        w.tick();
+        let t0 = w.started;
+        w.tick_at(t0 + Duration::from_millis(900));
+        assert!(w.open.contains_key(&(0, None)), "the 1 s window is still open");
+        w.tick_at(t0 + Duration::from_millis(1100));
         wait_computed(&out, 1);
         assert_eq!(out.read().unwrap().windows[&(0, None)][0].stats.n, 64);
         // A whole interval with no run: the series goes.
-        std::thread::sleep(Duration::from_millis(1100));
-        w.tick();
-        std::thread::sleep(Duration::from_millis(1100));
-        w.tick();
+        w.tick_at(t0 + Duration::from_millis(2200));
+        w.tick_at(t0 + Duration::from_millis(3300));
         wait_computed(&out, 2);
         assert!(out.read().unwrap().windows.is_empty(), "stale window series must be removed");
         w.finish();
