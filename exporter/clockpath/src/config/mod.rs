@@ -503,7 +503,7 @@ mod tests {
     fn wrong_type_names_key_and_file() {
         let i = issues("[probe]\nraw_hits = \"yes\"\n");
         assert_eq!(i[0].key, "probe.raw_hits");
-        assert!(matches!(&i[0].origin, Origin::File(p) if p.is_file()), "{}", i[0]);
+        assert!(matches!(&i[0].origin, Origin::File(p) if p.starts_with(std::env::temp_dir())), "{}", i[0]);
     }
 
     #[test]
