@@ -9,8 +9,10 @@
 //!   (model, resolver, instance stores, slot configuration);
 //! - [`loader`]: the BPF object loaded and each probe point attached (**where a stage is
 //!   attached**);
-//! - [`ring`] and [`maps`]: the ring buffer reader, the kernel histograms and counters.
+//! - [`ring`] and [`maps`]: the ring buffer reader, the kernel histograms and counters;
+//! - [`capture`]: a kernel's facts written into a fixture directory (`doctor --capture`).
 
+pub mod capture;
 pub mod kernel;
 pub mod loader;
 pub mod maps;

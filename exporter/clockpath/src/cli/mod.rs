@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use clockpath_probe::kernel::{Kernel, capture};
+use clockpath_probe::{capture, kernel::Kernel};
 
 use crate::{
     config::{Config, ConfigError, Loaded},

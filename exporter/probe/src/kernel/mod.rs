@@ -2,14 +2,13 @@
 //! BTF, kallsyms, the kprobe PMU, clocksources, CPU and pid ranges.
 //!
 //! Every fact is read through one root directory: `/` for the running kernel, or a fixture
-//! directory captured from a kernel ([`capture`]) that mirrors the same paths
+//! directory captured from a kernel (`crate::capture`) that mirrors the same paths
 //! (`proc/kallsyms`, `sys/kernel/btf/vmlinux`, `sys/kernel/tracing/events/…`). So the plan
 //! resolver runs, and is tested, the same way on a captured kernel as on the live one, without
 //! root. Each fact is loaded once, on first use.
 
 pub mod btf;
 pub mod btf_slice;
-pub mod capture;
 pub mod tracefs;
 
 use std::{

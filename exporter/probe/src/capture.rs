@@ -10,11 +10,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{
-    CLOCKSOURCE_DIR, CPU_POSSIBLE, KALLSYMS, KPROBE_PMU_TYPE, Kernel, OSRELEASE, PID_MAX, VMLINUX_BTF,
-    btf_slice::{self, Roots},
-};
 use crate::{
+    kernel::{
+        CLOCKSOURCE_DIR, CPU_POSSIBLE, KALLSYMS, KPROBE_PMU_TYPE, Kernel, OSRELEASE, PID_MAX, VMLINUX_BTF,
+        btf_slice::{self, Roots},
+    },
     plan::{CLOCKSOURCE_READ_FUNCTIONS, ChainSpec, resolve::SOURCES},
     target::{AttachKind, CLOCKSOURCE_READ, Target},
     value::{Deref, Filter, KeyExpr, ValueExpr},
