@@ -62,9 +62,16 @@ fn simulated_host_and_vm_sessions_are_analysed_grouped_and_plotted() {
     // The model: 1.111 s offset plus ~20 µs on a host, ~35 µs in a VM, on the first segment.
     let host = column(&chain["groups"]["env"], "host", 0);
     let vm = column(&chain["groups"]["env"], "vm", 0);
+    assert_eq!(r["unit"], "s", "durations in SI seconds");
     let (h, v) = (host["median"].as_f64().unwrap(), vm["median"].as_f64().unwrap());
-    assert!((h - 1.111e9 - 20e3).abs() < 3e3, "host median {h}");
-    assert!(v > h + 5e3, "vm median {v} should exceed host {h}");
+    assert!((h - 1.111 - 20e-6).abs() < 3e-6, "host median {h}");
+    assert!(v > h + 5e-6, "vm median {v} should exceed host {h}");
+    // Each table reads in its own unit: the 1.111 s segment in seconds, the µs one in µs.
+    assert!(
+        md.contains("#### `switch_entry->first_read` (s)") && md.contains("#### `first_read->baseline_recalc` (µs)"),
+        "{md}"
+    );
+    assert!(md.contains("| 1.1110"), "{md}");
     for g in chain["sessions"].as_array().unwrap() {
         for c in g["columns"].as_array().unwrap() {
             let (m, lo, hi) =
@@ -218,4 +225,126 @@ fn shipped_examples_analyse() {
         let d = tempfile::tempdir().unwrap();
         ok(&["analyze", f.to_str().unwrap(), "--out", d.path().to_str().unwrap(), "--no-plots"]);
     }
+}
+
+/// Lines of `path` (a header kept first when it has one), reordered by `f`.
+fn reordered(path: &Path, out: &Path, f: impl Fn(&mut Vec<String>)) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let header = lines.first().is_some_and(|l| l.starts_with("timestamp_ns")).then(|| lines.remove(0));
+    f(&mut lines);
+    let mut body = header.into_iter().chain(lines).collect::<Vec<_>>().join("\n");
+    body.push('\n');
+    std::fs::write(out, body).unwrap();
+}
+
+/// A way to reorder the lines of a trace.
+type Reorder = Box<dyn Fn(&mut Vec<String>)>;
+
+/// The chains of a report, which must not depend on the order of the lines.
+fn chains_of(dir: &Path, files: &[&Path], extra: &[&str]) -> (Value, Value) {
+    let mut args = vec!["analyze", "--no-plots", "--out", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    ok(&args);
+    let r = report(dir);
+    (r["chains"].clone(), r["order"].clone())
+}
+
+/// Issue 11: a trace in any line order (shuffled, sorted by probe name, its halves swapped, a
+/// sort spilled to disk) gives the report of the time-sorted trace, bit for bit; the lines out
+/// of time order are counted.
+#[test]
+fn any_line_order_gives_the_report_of_the_time_sorted_trace() {
+    let d = tempfile::tempdir().unwrap();
+    let sim = simulate(&d.path().join("sim"), &["--runs", "150", "--cstates", "default,max_cstate=1"]);
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/traces");
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&ex).unwrap().map(|e| e.unwrap().path()).collect();
+    fixtures.sort();
+    fixtures.push(sim.join("sessions.csv"));
+    for (k, f) in fixtures.iter().enumerate() {
+        let (sorted, order) = chains_of(&d.path().join(format!("r{k}")), &[f], &[]);
+        assert_eq!(order["sorted"], false, "{}: the fixture is in time order", f.display());
+        let seed = 0x9e37_79b9_7f4a_7c15u64 ^ (k as u64 + 1);
+        let variants: Vec<(&str, Reorder)> = vec![
+            (
+                "shuffled",
+                Box::new(move |l: &mut Vec<String>| {
+                    let mut y = seed;
+                    for i in (1..l.len()).rev() {
+                        y ^= y << 13;
+                        y ^= y >> 7;
+                        y ^= y << 17;
+                        l.swap(i, (y % (i as u64 + 1)) as usize);
+                    }
+                }),
+            ),
+            (
+                "by probe name",
+                Box::new(|l: &mut Vec<String>| {
+                    let probe = |s: &str| -> String {
+                        if s.starts_with('{') {
+                            s.split("\"probe_name\":\"").nth(1).unwrap_or("").to_string()
+                        } else if s.contains(',') {
+                            s.split(',').nth(1).unwrap_or("").to_string()
+                        } else {
+                            s.split_whitespace().nth(1).unwrap_or("").to_string()
+                        }
+                    };
+                    l.sort_by_key(|s| probe(s));
+                }),
+            ),
+            (
+                "halves swapped",
+                Box::new(|l: &mut Vec<String>| {
+                    let half = l.len() / 2;
+                    l.rotate_left(half)
+                }),
+            ),
+        ];
+        for (name, f_reorder) in &variants {
+            // Same file name: plain traces take their session from it.
+            let vdir = d.path().join(format!("v{k}-{}", name.replace(' ', "-")));
+            std::fs::create_dir_all(&vdir).unwrap();
+            let file = vdir.join(f.file_name().unwrap());
+            reordered(f, &file, f_reorder);
+            let dir = d.path().join(format!("r{k}-{}", name.replace(' ', "-")));
+            let (chains, order) = chains_of(&dir, &[&file], &[]);
+            assert_eq!(chains, sorted, "{} {name}: the report differs from the time-sorted trace's", f.display());
+            // Swapped halves are in time order within each session unless a session spans both.
+            let disordered = order["sorted"] == true;
+            assert!(disordered || *name == "halves swapped", "{} {name}: {order}", f.display());
+            assert_eq!(
+                order["out_of_order_lines"].as_u64().unwrap() > 0,
+                disordered,
+                "{} {name}: {order}",
+                f.display()
+            );
+            // The same through a sort that spills to disk (a tiny budget).
+            let dir = d.path().join(format!("s{k}-{}", name.replace(' ', "-")));
+            let (chains, order) = chains_of(&dir, &[&file], &["--sort-memory", "4K"]);
+            assert_eq!(chains, sorted, "{} {name}, spilled sort", f.display());
+            assert!(!disordered || order["spilled_runs"].as_u64().unwrap() > 1, "{order}");
+        }
+    }
+}
+
+/// Issue 11: the investigation's own example, one switch entry and one first read, is the
+/// Δ(entry → first_read) it is about; the chain that never reached its last stage is counted.
+#[test]
+fn a_partial_chain_contributes_the_segment_it_has() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("seed.txt");
+    std::fs::write(&f, "171223.534912180 do_clocksource_switch_entry\n171224.645912321 first_read\n").unwrap();
+    let out = d.path().join("r");
+    let md = ok(&["analyze", "--no-plots", "--out", out.to_str().unwrap(), f.to_str().unwrap()]);
+    let r = report(&out);
+    let s = &r["chains"][0]["sessions"][0];
+    let m = s["columns"][0]["median"].as_f64().unwrap();
+    assert!((m - 1.111000141).abs() < 1e-12, "Δ(entry → first_read) = {m}");
+    assert_eq!(s["columns"][0]["n"], 1);
+    assert_eq!(s["columns"][1]["n"], 0, "no first_read → baseline_recalc");
+    assert_eq!((s["seen"].as_u64(), s["complete"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(s["missing_stage"]["baseline_recalc"], 1);
+    assert!(md.contains("| 1.111000 |") && md.contains("1 stopped before `baseline_recalc`"), "{md}");
 }

@@ -82,6 +82,7 @@ fn analyze(file: &Path, out: &Path, reservoir: usize) {
         sigma: 3.0,
         bootstrap: Bootstrap::default(),
         progress: false,
+        sort_memory: analysis::DEFAULT_SORT_MEMORY,
     };
     let c = analysis::collect(&[file.to_path_buf()], &chains(), &opts).expect("analysis reads the file");
     let r = analysis::report::build(&c, &opts);

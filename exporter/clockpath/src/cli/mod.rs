@@ -127,6 +127,10 @@ pub struct StatsArgs {
     /// Runs kept per chain and session for the statistics (a uniform sample beyond).
     #[arg(long, default_value_t = 1_000_000)]
     pub reservoir: usize,
+    /// Memory for sorting input whose lines are out of time order (beyond it, sorted runs go
+    /// to temporary files), e.g. 256M, 1G, 64K.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    pub sort_memory: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -211,6 +215,19 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         return Err(format!("`{k}`: a label name is [a-zA-Z_][a-zA-Z0-9_]*"));
     }
     Ok((k.to_string(), v.to_string()))
+}
+
+/// A byte size: a number with an optional binary K, M or G suffix.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1usize << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: usize = num.trim().parse().map_err(|_| format!("`{s}` is not a size (a number with K, M or G)"))?;
+    n.checked_mul(mul).filter(|b| *b > 0).ok_or_else(|| format!("`{s}`: the size must be positive and fit in memory"))
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -337,6 +354,16 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("4K").unwrap(), 4096);
+        assert_eq!(parse_size("256M").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
     }
 
     #[test]

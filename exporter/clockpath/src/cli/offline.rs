@@ -29,6 +29,7 @@ fn analyze_options(loaded: &Loaded, a: &StatsArgs) -> Result<analysis::AnalyzeOp
         sigma,
         bootstrap: boot,
         progress: true,
+        sort_memory: a.sort_memory,
     })
 }
 

@@ -1,11 +1,18 @@
-//! SVG plots (plotters): a histogram per chain segment on a log time axis, and a forest plot
-//! of medians with their CIs per chain segment, one row per session and group.
+//! SVG plots (plotters): a histogram per chain segment on a log time axis, a forest plot of
+//! medians with their CIs per chain segment (one row per session and group), and per session
+//! the reference segment over run order with its rolling median ± SD and the stretches whose
+//! spread departs from the session's.
 
 use std::{path::Path, sync::OnceLock};
 
 use plotters::prelude::*;
 
-use super::{Collected, column_names, report::Report};
+use super::{
+    Collected, column_names,
+    phases::{self, Phases},
+    report::Report,
+    units::Unit,
+};
 
 /// Fonts plotters measures text with (the SVG itself only names the family).
 const FONT_PATHS: &[&str] = &[
@@ -72,19 +79,86 @@ pub fn write(dir: &Path, report: &Report, c: &Collected) -> Result<Vec<String>, 
                 if let Some(c) = g.columns.get(ci)
                     && let Some(ci) = c.ci
                 {
-                    rows.push((label, c.median / 1e3, ci.lower / 1e3, ci.upper / 1e3));
+                    rows.push((label, c.median, ci.lower, ci.upper));
                 }
             }
             if rows.is_empty() {
                 continue;
             }
+            // Seconds in the report; the axis in the unit that reads best.
+            let unit = Unit::for_values(rows.iter().flat_map(|r| [r.1, r.2, r.3]));
+            let scale = |v: f64| unit.format(v).parse::<f64>().unwrap_or(f64::NAN);
+            let rows: Vec<(String, f64, f64, f64)> =
+                rows.into_iter().map(|(l, m, lo, hi)| (l, scale(m), scale(lo), scale(hi))).collect();
             let path = dir.join(format!("forest-{}-{}.svg", file_name(&cr.chain), file_name(col)));
-            forest(&path, &format!("{}: {col} — median and {:.0} % CI (µs)", cr.chain, report.level * 100.0), &rows)
+            let title = format!("{}: {col} — median and {:.0} % CI", cr.chain, report.level * 100.0);
+            forest(&path, &title, unit.symbol(), &rows)
+                .map_err(|why| PlotError::Draw { path: path.display().to_string(), why })?;
+            written.push(path.display().to_string());
+        }
+    }
+    for (name, data) in &c.chains {
+        let Some(shape) = &data.shape else { continue };
+        let Some(cr) = report.chains.iter().find(|cr| &cr.chain == name) else { continue };
+        let reference = shape.segment_name(1);
+        for (sid, s) in &data.sessions {
+            let values: Vec<f64> = s.in_time_order().iter().map(|r| r.values[0]).filter(|v| v.is_finite()).collect();
+            if values.len() < 2 * phases::window(values.len()) {
+                continue;
+            }
+            let path = dir.join(format!("time-{}-{}.svg", file_name(name), file_name(sid)));
+            let title = format!("{name}: {reference} over runs, session {sid}");
+            over_time(&path, &title, &values, cr.phases.get(sid))
                 .map_err(|why| PlotError::Draw { path: path.display().to_string(), why })?;
             written.push(path.display().to_string());
         }
     }
     Ok(written)
+}
+
+/// A session's reference segment in run order, its rolling median ± SD, and the stretches
+/// whose spread departs from the session's (shaded).
+fn over_time(path: &Path, title: &str, values_ns: &[f64], phases: Option<&Phases>) -> Result<(), String> {
+    let unit = Unit::for_values(values_ns.iter().map(|v| v / 1e9));
+    let to_unit = |ns: f64| unit.format(ns / 1e9).parse::<f64>().unwrap_or(f64::NAN);
+    let v: Vec<f64> = values_ns.iter().map(|x| to_unit(*x)).collect();
+    let w = phases::window(values_ns.len());
+    let rolling: Vec<(usize, f64, f64)> =
+        phases::rolling(values_ns, w, 600).into_iter().map(|(i, m, sd)| (i, to_unit(m), to_unit(sd))).collect();
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let pad = ((hi - lo) * 0.05).max(hi.abs() * 1e-6).max(1e-9);
+    let root = SVGBackend::new(path, (1000, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0usize..v.len(), lo - pad..hi + pad)
+        .map_err(|e| e.to_string())?;
+    chart.configure_mesh().x_desc("run (time order)").y_desc(unit.symbol()).draw().map_err(|e| e.to_string())?;
+    for s in phases.map(|p| p.stretches.as_slice()).unwrap_or_default() {
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(s.from_run, lo - pad), (s.to_run + 1, hi + pad)],
+                RGBColor(255, 200, 120).mix(0.45).filled(),
+            )))
+            .map_err(|e| e.to_string())?;
+    }
+    chart
+        .draw_series(v.iter().enumerate().map(|(i, y)| Circle::new((i, *y), 1, BLUE.mix(0.5).filled())))
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(LineSeries::new(rolling.iter().map(|(i, m, _)| (*i, *m)), BLACK.stroke_width(2)))
+        .map_err(|e| e.to_string())?
+        .label(format!("rolling median ({w} runs)"));
+    for sign in [-1.0, 1.0] {
+        chart
+            .draw_series(LineSeries::new(rolling.iter().map(|(i, m, sd)| (*i, m + sign * sd)), RED.mix(0.7)))
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
 }
 
 fn histogram(path: &Path, title: &str, buckets: &[u64]) -> Result<(), String> {
@@ -123,7 +197,7 @@ fn histogram(path: &Path, title: &str, buckets: &[u64]) -> Result<(), String> {
     root.present().map_err(|e| e.to_string())
 }
 
-fn forest(path: &Path, title: &str, rows: &[(String, f64, f64, f64)]) -> Result<(), String> {
+fn forest(path: &Path, title: &str, unit: &str, rows: &[(String, f64, f64, f64)]) -> Result<(), String> {
     let xmin = rows.iter().map(|r| r.2).fold(f64::INFINITY, f64::min);
     let xmax = rows.iter().map(|r| r.3).fold(f64::NEG_INFINITY, f64::max);
     let pad = ((xmax - xmin) * 0.1).max(1e-3);
@@ -143,7 +217,7 @@ fn forest(path: &Path, title: &str, rows: &[(String, f64, f64, f64)]) -> Result<
         .configure_mesh()
         .y_labels(rows.len() + 2)
         .y_label_formatter(&|y| labels.get(*y as usize).cloned().unwrap_or_default())
-        .x_desc("µs")
+        .x_desc(unit)
         .draw()
         .map_err(|e| e.to_string())?;
     chart

@@ -1,26 +1,108 @@
-//! The analysis report: JSON, Markdown and exact histogram exports (CSV and JSON).
+//! The analysis report: JSON (durations in SI seconds, said so in `unit`), Markdown (one table
+//! per segment, each in the unit that reads best) and exact histogram exports (CSV and JSON).
 
 use std::{collections::BTreeMap, fmt::Write as _, fs, io, path::Path};
 
 use clockpath_common::hist::{NUM_BUCKETS, bucket_le_ns, bucket_lower_ns};
 use serde::Serialize;
 
-use super::{AnalyzeOptions, Collected, GROUP_DIMENSIONS, GroupStats, column_names, groups_of, sessions_of};
-use crate::trace::read::ReadStats;
+use super::{
+    AnalyzeOptions, Collected, GROUP_DIMENSIONS, GroupStats, OrderStats, column_names, groups_of,
+    phases::{self, Phases},
+    sessions_of,
+    units::Unit,
+};
+use crate::{stats::ColumnStats, trace::read::ReadStats};
+
+/// A column's statistics, in seconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct ColumnReport {
+    pub n: usize,
+    pub median: f64,
+    pub ci: Option<IntervalReport>,
+    pub std_dev: f64,
+    /// n ≥ 100: below it the CI is shown but flagged unreliable.
+    pub reliable: bool,
+}
+
+/// A bootstrap percentile interval, in seconds.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct IntervalReport {
+    pub lower: f64,
+    pub upper: f64,
+    pub level: f64,
+    pub resamples: usize,
+}
+
+impl From<&ColumnStats> for ColumnReport {
+    fn from(c: &ColumnStats) -> Self {
+        ColumnReport {
+            n: c.n,
+            median: c.median / 1e9,
+            ci: c.ci.map(|i| IntervalReport {
+                lower: i.lower / 1e9,
+                upper: i.upper / 1e9,
+                level: i.level,
+                resamples: i.resamples,
+            }),
+            std_dev: c.std_dev / 1e9,
+            reliable: c.reliable,
+        }
+    }
+}
+
+/// One session's or group's statistics, durations in seconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupReport {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Runs seen (complete or partial), kept for the statistics, and complete.
+    pub seen: u64,
+    pub runs: usize,
+    pub complete: u64,
+    /// Runs rejected as outliers (on the reference segment).
+    pub rejected: usize,
+    pub columns: Vec<ColumnReport>,
+    /// How chain instances ended.
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// Incomplete chains by the first stage they did not reach.
+    pub missing_stage: BTreeMap<String, u64>,
+}
+
+impl From<GroupStats> for GroupReport {
+    fn from(g: GroupStats) -> Self {
+        GroupReport {
+            columns: g.columns.iter().map(ColumnReport::from).collect(),
+            name: g.name,
+            labels: g.labels,
+            seen: g.seen,
+            runs: g.runs,
+            complete: g.complete,
+            rejected: g.rejected,
+            outcomes: g.outcomes,
+            missing_stage: g.missing_stage,
+        }
+    }
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ChainReport {
     pub chain: String,
     pub columns: Vec<String>,
-    pub sessions: Vec<GroupStats>,
+    pub sessions: Vec<GroupReport>,
     /// dimension (env, governor, cstate) → groups
-    pub groups: BTreeMap<String, Vec<GroupStats>>,
+    pub groups: BTreeMap<String, Vec<GroupReport>>,
+    /// Per session, the reference segment's spread over time (sessions long enough to judge).
+    pub phases: BTreeMap<String, Phases>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// Every duration in this report is in this unit (SI seconds).
+    pub unit: &'static str,
     pub files: Vec<String>,
     pub read: ReadStats,
+    pub order: OrderStats,
     pub unknown_probes: BTreeMap<String, u64>,
     pub ambiguous_probes: BTreeMap<String, u64>,
     pub sigma: f64,
@@ -38,20 +120,34 @@ pub fn build(c: &Collected, opts: &AnalyzeOptions) -> Report {
             let shape = data.shape.as_ref()?;
             let groups = GROUP_DIMENSIONS
                 .iter()
-                .map(|d| (d.to_string(), groups_of(c, data, d, opts)))
+                .map(|d| {
+                    (d.to_string(), groups_of(c, data, d, opts).into_iter().map(GroupReport::from).collect::<Vec<_>>())
+                })
                 .filter(|(_, g)| !g.is_empty())
+                .collect();
+            let phases = data
+                .sessions
+                .iter()
+                .filter_map(|(sid, s)| {
+                    let reference: Vec<f64> =
+                        s.in_time_order().iter().map(|r| r.values[0]).filter(|v| v.is_finite()).collect();
+                    Some((sid.clone(), phases::phases(&reference)?))
+                })
                 .collect();
             Some(ChainReport {
                 chain: name.clone(),
                 columns: column_names(shape),
-                sessions: sessions_of(c, data, opts),
+                sessions: sessions_of(c, data, opts).into_iter().map(GroupReport::from).collect(),
                 groups,
+                phases,
             })
         })
         .collect();
     Report {
+        unit: "s",
         files: c.files.iter().map(|f| f.display().to_string()).collect(),
         read: c.read.clone(),
+        order: c.order.clone(),
         unknown_probes: c.unknown_probes.clone(),
         ambiguous_probes: c.ambiguous_probes.clone(),
         sigma: opts.sigma,
@@ -62,32 +158,53 @@ pub fn build(c: &Collected, opts: &AnalyzeOptions) -> Report {
     }
 }
 
-fn us(ns: f64) -> String {
-    format!("{:.3}", ns / 1e3)
-}
-
-fn table(s: &mut String, columns: &[String], groups: &[GroupStats], first: &str) {
-    let _ = writeln!(s, "| {first} | segment | n | rejected | median (µs) | CI (µs) | SD (µs) | note |");
-    let _ = writeln!(s, "| --- | --- | ---: | ---: | ---: | --- | ---: | --- |");
-    for g in groups {
-        for (name, col) in columns.iter().zip(&g.columns) {
-            let ci = col.ci.map(|ci| format!("[{}, {}]", us(ci.lower), us(ci.upper))).unwrap_or_else(|| "—".into());
-            let mut note = String::new();
+/// One table per column (segment): rows are the groups; each table picks its unit.
+fn tables(s: &mut String, columns: &[String], groups: &[GroupReport], first: &str, level: f64) {
+    for (ci, name) in columns.iter().enumerate() {
+        let cols: Vec<&ColumnReport> = groups.iter().filter_map(|g| g.columns.get(ci)).collect();
+        if cols.iter().all(|c| c.n == 0) {
+            continue;
+        }
+        let unit = Unit::for_values(
+            cols.iter().flat_map(|c| [c.median].into_iter().chain(c.ci.iter().flat_map(|i| [i.lower, i.upper]))),
+        );
+        let sd_unit = Unit::for_values(cols.iter().map(|c| c.std_dev));
+        let _ = writeln!(s, "\n#### `{name}` ({})\n", unit.symbol());
+        let _ = writeln!(
+            s,
+            "| {first} | n | rejected | median | {:.0} % CI | SD ({}) | note |",
+            level * 100.0,
+            sd_unit.symbol()
+        );
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- | ---: | --- |");
+        for g in groups {
+            let Some(col) = g.columns.get(ci) else { continue };
+            if col.n == 0 {
+                continue;
+            }
+            let ci = col
+                .ci
+                .map(|i| format!("[{}, {}]", unit.format(i.lower), unit.format(i.upper)))
+                .unwrap_or_else(|| "—".into());
+            let mut note = Vec::new();
             if !col.reliable {
-                note.push_str("unreliable (n < 100)");
+                note.push("unreliable (n < 100)".to_string());
             }
             if (g.runs as u64) < g.seen {
-                note.push_str(&format!(" sample of {} runs", g.seen));
+                note.push(format!("sample of {} runs", g.seen));
+            }
+            if g.complete < g.seen {
+                note.push(format!("{} of {} chains incomplete", g.seen - g.complete, g.seen));
             }
             let _ = writeln!(
                 s,
-                "| {} | {name} | {} | {} | {} | {ci} | {} | {} |",
+                "| {} | {} | {} | {} | {ci} | {} | {} |",
                 g.name,
                 col.n,
                 g.rejected,
-                us(col.median),
-                us(col.std_dev),
-                note.trim()
+                unit.format(col.median),
+                sd_unit.format(col.std_dev),
+                note.join("; ")
             );
         }
     }
@@ -102,6 +219,18 @@ pub fn markdown(r: &Report) -> String {
         "- lines: {} ({} bytes), bad lines skipped: {}, partial last lines: {}",
         r.read.lines, r.read.bytes, r.read.bad_lines, r.read.partial_lines
     );
+    if r.order.sorted {
+        let _ = writeln!(
+            s,
+            "- order: {} line(s) out of time order; the input was sorted before assembly{}",
+            r.order.out_of_order_lines,
+            if r.order.spilled_runs > 0 {
+                format!(" ({} sorted runs on disk)", r.order.spilled_runs)
+            } else {
+                String::new()
+            }
+        );
+    }
     let _ = writeln!(
         s,
         "- outlier rule: runs beyond ±{}σ from the median of the first segment are rejected (all their segments)",
@@ -123,18 +252,54 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(s, "- probe names in several chains and no `chain` column (ignored): {}", u.join(", "));
     }
     for c in &r.chains {
-        let _ = writeln!(s, "\n## {}\n\n### Sessions\n", c.chain);
-        table(&mut s, &c.columns, &c.sessions, "session");
-        for sess in &c.sessions {
-            let o: Vec<String> =
-                sess.outcomes.iter().filter(|(k, _)| **k != "completed").map(|(k, v)| format!("{k} {v}")).collect();
-            if !o.is_empty() {
-                let _ = writeln!(s, "\n{}: not complete: {}", sess.name, o.join(", "));
-            }
+        let _ = writeln!(s, "\n## {}\n\n### Sessions", c.chain);
+        tables(&mut s, &c.columns, &c.sessions, "session", r.level);
+        let incomplete: Vec<String> = c
+            .sessions
+            .iter()
+            .filter(|g| !g.missing_stage.is_empty() || g.outcomes.keys().any(|k| *k != "completed"))
+            .map(|g| {
+                let stopped: Vec<String> =
+                    g.missing_stage.iter().map(|(st, n)| format!("{n} stopped before `{st}`")).collect();
+                let outcomes: Vec<String> =
+                    g.outcomes.iter().filter(|(k, _)| **k != "completed").map(|(k, v)| format!("{k} {v}")).collect();
+                format!("- {}: {} ({})", g.name, stopped.join(", "), outcomes.join(", "))
+            })
+            .collect();
+        if !incomplete.is_empty() {
+            let _ = writeln!(s, "\nIncomplete chains (partial chains still count in the segments they reached):\n");
+            let _ = writeln!(s, "{}", incomplete.join("\n"));
+        }
+        let flagged: Vec<String> = c
+            .phases
+            .iter()
+            .flat_map(|(sid, p)| {
+                let unit = Unit::for_values(p.stretches.iter().map(|st| st.std_dev).chain([p.typical_std_dev]));
+                p.stretches.iter().map(move |st| {
+                    format!(
+                        "- {sid}: runs {}–{}: SD {} {} ({:.1}× the session's typical {} {})",
+                        st.from_run,
+                        st.to_run,
+                        unit.format(st.std_dev),
+                        unit.symbol(),
+                        st.ratio,
+                        unit.format(p.typical_std_dev),
+                        unit.symbol()
+                    )
+                })
+            })
+            .collect();
+        if !flagged.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nStretches of runs whose spread departs from their session's (windows of n/20 runs, SD beyond 2× or below ½ the session's typical window SD; `{}`):\n",
+                c.columns.first().map_or("", String::as_str)
+            );
+            let _ = writeln!(s, "{}", flagged.join("\n"));
         }
         for (dim, groups) in &c.groups {
-            let _ = writeln!(s, "\n### By {dim}\n");
-            table(&mut s, &c.columns, groups, dim);
+            let _ = writeln!(s, "\n### By {dim}");
+            tables(&mut s, &c.columns, groups, dim, r.level);
         }
     }
     s

@@ -70,6 +70,8 @@ pub struct HitStats {
     pub aborted: u64,
     pub segments: u64,
     pub out_of_order: u64,
+    /// Later-stage hits with no open instance on their key (ignored, as the kernel does).
+    pub no_instance: u64,
 }
 
 #[derive(Default)]
@@ -130,6 +132,7 @@ impl HitAssembler {
             return;
         }
         let Some(inst) = self.open.get(&k).copied() else {
+            self.stats.no_instance += 1;
             return;
         };
         if timed_out(&inst) {

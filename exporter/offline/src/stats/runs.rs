@@ -25,9 +25,10 @@ pub struct RunsAnalysis {
     pub columns: Vec<ColumnStats>,
 }
 
-/// `columns[c][r]`: value of column `c` in run `r` (all columns equally long). Runs whose
-/// `columns[reference]` lies more than `sigma` standard deviations from its median are
-/// dropped from every column.
+/// `columns[c][r]`: value of column `c` in run `r` (all columns equally long), NaN where run
+/// `r` has no value for `c` (a partial chain). Runs whose `columns[reference]` lies more than
+/// `sigma` standard deviations from its median are dropped from every column; runs without a
+/// reference value are not judged. A column with no value gets `n = 0` and no statistics.
 pub fn analyze_runs(
     columns: &[Vec<f64>],
     reference: usize,
@@ -36,10 +37,26 @@ pub fn analyze_runs(
 ) -> Result<RunsAnalysis, StatsError> {
     boot.validate()?;
     let reference_col = columns.get(reference).ok_or(StatsError::Empty)?;
-    let rejection = reject_outliers(reference_col, sigma)?;
+    let judged: Vec<usize> = (0..reference_col.len()).filter(|&r| !reference_col[r].is_nan()).collect();
+    let values: Vec<f64> = judged.iter().map(|&r| reference_col[r]).collect();
+    let mut rejection = if values.is_empty() {
+        Rejection { keep: Vec::new(), rejected: 0, median: f64::NAN, sigma: f64::NAN, k: sigma }
+    } else {
+        reject_outliers(&values, sigma)?
+    };
+    // Back to one flag per run: a run without a reference value is kept.
+    let mut keep = vec![true; reference_col.len()];
+    for (&r, &k) in judged.iter().zip(&rejection.keep) {
+        keep[r] = k;
+    }
+    rejection.keep = keep;
     let mut out = Vec::with_capacity(columns.len());
     for col in columns {
-        let kept: Vec<f64> = rejection.kept(col).collect();
+        let kept: Vec<f64> = rejection.kept(col).filter(|v| !v.is_nan()).collect();
+        if kept.is_empty() {
+            out.push(ColumnStats { n: 0, median: f64::NAN, std_dev: f64::NAN, ci: None, reliable: false });
+            continue;
+        }
         let ci = median_ci(&kept, boot)?;
         out.push(ColumnStats {
             n: kept.len(),
@@ -68,6 +85,19 @@ mod tests {
         assert_eq!(r.columns[0].n, 200);
         assert_eq!(r.columns[1].n, 200, "the outlier run's other segment goes too");
         assert!(r.columns.iter().all(|c| c.reliable && c.ci.is_some()));
+    }
+
+    #[test]
+    fn partial_runs_count_where_they_have_values() {
+        let nan = f64::NAN;
+        let a = vec![10.0, 11.0, 12.0, nan, 10.5];
+        let b = vec![5.0, nan, 6.0, 7.0, 5.5];
+        let r = analyze_runs(&[a, b], 0, 3.0, &Bootstrap::default()).unwrap();
+        assert_eq!((r.columns[0].n, r.columns[1].n), (4, 4), "NaN is no value; a run without the reference is kept");
+        assert_eq!(r.columns[1].median, 5.75);
+        let none = analyze_runs(&[vec![nan, nan], vec![1.0, 2.0]], 0, 3.0, &Bootstrap::default()).unwrap();
+        assert_eq!((none.columns[0].n, none.columns[1].n), (0, 2));
+        assert!(none.columns[0].ci.is_none());
     }
 
     #[test]
