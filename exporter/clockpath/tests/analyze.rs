@@ -127,19 +127,129 @@ fn compare_gives_ci_verdicts_for_two_inputs_and_for_groups() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+fn coefficient<'a>(e: &'a Value, name: &str) -> &'a Value {
+    e["coefficients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no coefficient {name}: {e}"))
+}
+
+fn covers(c: &Value, v: f64) -> bool {
+    c["lower"].as_f64().unwrap() <= v && v <= c["upper"].as_f64().unwrap()
+}
+
+/// Issue 11: the regression finds what was planted and nothing where nothing was.
 #[test]
-fn regress_recovers_the_segment_decomposition() {
+fn regress_recovers_planted_effects_and_covers_zero_where_there_are_none() {
     let d = tempfile::tempdir().unwrap();
-    let sim = simulate(d.path(), &["--offset", "1.111"]);
-    let json = ok(&["regress", sim.join("sessions.csv").to_str().unwrap(), "--json"]);
+    // IRQ time adds to the first segment one for one, softirq time does not; max_cstate=1
+    // removes the deep-idle exit (30 % of runs × 40 µs mean = 12 µs); the governor does nothing.
+    let sim = simulate(
+        d.path(),
+        &[
+            "--envs",
+            "host",
+            "--cstates",
+            "default,max_cstate=1",
+            "--governors",
+            "performance,powersave",
+            "--interference",
+            "--outliers",
+            "0",
+            "--runs",
+            "400",
+        ],
+    );
+    let csv = sim.join("sessions.csv");
+    // No outlier rejection: the exit-latency tail is the effect.
+    let json = ok(&["regress", csv.to_str().unwrap(), "--sigma", "1000", "--json"]);
     let v: Value = serde_json::from_str(&json).unwrap();
-    let co = v[0][1]["coefficients"].as_array().unwrap();
-    assert_eq!(co[0]["name"], "intercept");
-    for c in &co[1..] {
-        assert!((c["estimate"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{c}");
+    let r = &v[0];
+    assert_eq!(r["chain"], "clocksource_switch");
+    let e = &r["explanatory"];
+    assert_eq!(e["response"], "switch_entry->first_read");
+    assert_eq!(e["reference_levels"]["cstate"], "default");
+    assert_eq!(e["left_out"]["env"], "one level only (`host`)");
+    let irq = coefficient(e, "interference_irq_ns");
+    assert!(covers(irq, 1.0), "IRQ time adds one for one: {irq}");
+    let softirq = coefficient(e, "interference_softirq_ns");
+    assert!(covers(softirq, 0.0), "softirq time adds nothing: {softirq}");
+    let c1 = coefficient(e, "cstate=max_cstate=1");
+    assert_eq!(c1["unit"], "s");
+    assert!(covers(c1, -12e-6), "max_cstate=1 saves 12 µs on average: {c1}");
+    let gov = coefficient(e, "governor=powersave");
+    assert!(covers(gov, 0.0), "the governor does nothing: {gov}");
+    // Variance attribution: shares sum to 1, the first segment carries the C-state variance.
+    for a in r["attribution"].as_array().unwrap() {
+        let shares: Vec<f64> = a["shares"].as_array().unwrap().iter().map(|s| s["share"].as_f64().unwrap()).collect();
+        assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{a}");
     }
-    let table = ok(&["regress", sim.join("sessions.csv").to_str().unwrap()]);
-    assert!(table.contains("| coefficient | estimate |"), "{table}");
+    let default = r["attribution"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["session"].as_str().unwrap().contains("-default-"))
+        .unwrap();
+    assert!(default["shares"][0]["share"].as_f64().unwrap() > 0.9, "{default}");
+    // Model check: segments drawn independently.
+    for m in r["model_check"].as_array().unwrap() {
+        assert_eq!(m["consistent_with_independence"], true, "{m}");
+    }
+    // The table reads.
+    let text = ok(&["regress", csv.to_str().unwrap(), "--sigma", "1000"]);
+    assert!(text.contains("### Variance attribution") && text.contains("| cstate=max_cstate=1 |"), "{text}");
+    // A factor asked for with one level is refused, naming it.
+    let o = clockpath(&["regress", csv.to_str().unwrap(), "--factor", "env"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("factor `env` has one level only (`host`)"), "{err}");
+    let o = clockpath(&["regress", csv.to_str().unwrap(), "--segment", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no segment `nope`"));
+}
+
+/// Issue 11: an outer chain around the inner one: the intercept is what no inner probe covers.
+#[test]
+fn regress_outer_on_inner_finds_the_uncovered_part() {
+    let d = tempfile::tempdir().unwrap();
+    // 2 µs + Exp(1 µs) before the switch, 3 µs + Exp(1 µs) after: 7 µs on average.
+    let sim = simulate(d.path(), &["--envs", "host", "--outer", "--outliers", "0", "--runs", "400"]);
+    let csv = sim.join("sessions.csv");
+    let json = ok(&["regress", csv.to_str().unwrap(), "--outer", "clocksource_write", "--json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "the outer chain is not regressed itself");
+    let o = &v[0]["outer"];
+    // Outer instances beyond ±3σ are rejected like any other; the rest pair up.
+    assert!(o["pairs"].as_u64().unwrap() >= 350, "{o}");
+    let intercept = &o["coefficients"][0];
+    assert!(covers(intercept, 7e-6), "{intercept}");
+    for slope in &o["coefficients"].as_array().unwrap()[1..] {
+        assert!(covers(slope, 1.0), "{slope}");
+    }
+    let m = o["median_uncovered"].as_f64().unwrap();
+    assert!((6.0e-6..7.5e-6).contains(&m), "median uncovered {m}");
+    // Correlated segments fail the model check.
+    let corr = d.path().join("corr.csv");
+    let mut text = String::from("timestamp_ns,probe_name,session_id,delta_chain_id\n");
+    let mut t = 1_000_000u64;
+    let mut x = 12345u64;
+    for id in 1..=300u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let s = 10_000 + x % 20_000;
+        text.push_str(&format!(
+            "{t},switch_entry,c,{id}\n{},first_read,c,{id}\n{},baseline_recalc,c,{id}\n",
+            t + s,
+            t + 2 * s
+        ));
+        t += 1_000_000;
+    }
+    std::fs::write(&corr, text).unwrap();
+    let v: Value = serde_json::from_str(&ok(&["regress", corr.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(v[0]["model_check"][0]["consistent_with_independence"], false, "{}", v[0]["model_check"]);
 }
 
 #[test]

@@ -62,7 +62,9 @@ pub enum Command {
     /// Compare two inputs (or the groups of one input): difference of medians and variance
     /// ratio, with bootstrap CIs.
     Compare(CompareArgs),
-    /// Bootstrap regression of each chain's total on its segments (and interference).
+    /// What explains a chain's time: each segment's share of the total's variance, a segment
+    /// on interference and session factors, an outer chain on the inner one, and a check of
+    /// the total against independent segments; all with bootstrap CIs.
     Regress(RegressArgs),
     /// Generate synthetic clocksource-switch sessions (host and VM) from a documented model.
     Simulate(SimulateArgs),
@@ -153,8 +155,9 @@ pub struct CompareArgs {
     /// One input (with --group-by) or two (A then B).
     #[arg(required = true, num_args = 1..=2)]
     pub inputs: Vec<PathBuf>,
-    /// Compare the groups of one input by this label.
-    #[arg(long, value_parser = ["env", "governor", "cstate"])]
+    /// Compare the groups of one input by this label: env, governor, cstate, or any label the
+    /// traces carry (old_clocksource, a session's --label, a machine fact).
+    #[arg(long, value_name = "LABEL", value_parser = parse_label_name)]
     pub group_by: Option<String>,
     /// Only this chain.
     #[arg(long)]
@@ -173,6 +176,19 @@ pub struct RegressArgs {
     /// Only this chain.
     #[arg(long)]
     pub chain: Option<String>,
+    /// The segment the explanatory regression explains (`a->b`; default the first).
+    #[arg(long)]
+    pub segment: Option<String>,
+    /// A session factor to regress on (a label: env, cstate, governor, clocksource, or any
+    /// other), repeatable; default every one of env, cstate, governor and clocksource with two
+    /// levels or more. A factor asked for with one level is refused.
+    #[arg(long = "factor")]
+    pub factors: Vec<String>,
+    /// A chain whose instances bracket this chain's (e.g. clocksource_write around
+    /// clocksource_switch): its total on this chain's segments, the intercept being the part no
+    /// probe of this chain covers.
+    #[arg(long)]
+    pub outer: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -194,6 +210,17 @@ pub struct SimulateArgs {
     /// C-state policies, one session each per environment (default, max_cstate=1).
     #[arg(long, value_delimiter = ',', default_value = "default")]
     pub cstates: Vec<String>,
+    /// cpufreq governors, one session each (they change nothing: a factor without an effect).
+    #[arg(long, value_delimiter = ',', default_value = "performance")]
+    pub governors: Vec<String>,
+    /// Charge interference to the first segment: IRQ time that adds to it one for one, softirq
+    /// time that adds nothing.
+    #[arg(long)]
+    pub interference: bool,
+    /// Also record an outer chain (clocksource_write) around each switch, 5 µs + Exp(2 µs)
+    /// longer than it.
+    #[arg(long)]
+    pub outer: bool,
     /// Constant added to switch_entry→first_read, in seconds (e.g. 1.111).
     #[arg(long, default_value_t = 0.0)]
     pub offset: f64,
@@ -228,6 +255,12 @@ fn parse_size(s: &str) -> Result<usize, String> {
     };
     let n: usize = num.trim().parse().map_err(|_| format!("`{s}` is not a size (a number with K, M or G)"))?;
     n.checked_mul(mul).filter(|b| *b > 0).ok_or_else(|| format!("`{s}`: the size must be positive and fit in memory"))
+}
+
+fn parse_label_name(s: &str) -> Result<String, String> {
+    let valid = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid { Ok(s.to_string()) } else { Err(format!("`{s}`: a label name is [a-zA-Z_][a-zA-Z0-9_]*")) }
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

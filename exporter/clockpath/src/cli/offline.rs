@@ -33,12 +33,21 @@ fn analyze_options(loaded: &Loaded, a: &StatsArgs) -> Result<analysis::AnalyzeOp
     })
 }
 
+/// The chains traces can hold: the configured ones and a session's degraded chain.
+fn chain_defs(loaded: &Loaded) -> Vec<analysis::ChainDef> {
+    let mut defs = loaded.config.chain_defs();
+    if !defs.iter().any(|d| d.shape.name == crate::session::DEGRADED_CHAIN) {
+        defs.push(crate::session::mode::degraded_chain(0).def(crate::session::DEGRADED_CHAIN));
+    }
+    defs
+}
+
 fn collect(
     loaded: &Loaded,
     files: &[PathBuf],
     opts: &analysis::AnalyzeOptions,
 ) -> Result<analysis::Collected, CliError> {
-    let c = analysis::collect(files, &loaded.config.chain_defs(), opts).map_err(|e| match e {
+    let c = analysis::collect(files, &chain_defs(loaded), opts).map_err(|e| match e {
         analysis::AnalyzeError::Read(trace::read::ReadError::Io { .. }) => config_error(e),
         other => config_error(other),
     })?;
@@ -126,7 +135,7 @@ pub(super) fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<Ex
         }
         ([_], None) => {
             return Err(config_error(anyhow::anyhow!(
-                "give two inputs, or one input and --group-by env|governor|cstate"
+                "give two inputs, or one input and --group-by LABEL (env, governor, cstate, …)"
             )));
         }
         _ => return Err(config_error(anyhow::anyhow!("--group-by compares the groups of a single input"))),
@@ -150,24 +159,22 @@ pub(super) fn regress_cmd(config: Option<&Path>, args: RegressArgs) -> Result<Ex
     let c = collect(&loaded, &args.files, &opts)?;
     let chains: Vec<String> = match &args.chain {
         Some(ch) => vec![ch.clone()],
-        None => c.chains.keys().cloned().collect(),
+        // Every chain, except the one bracketing the others.
+        None => c.chains.keys().filter(|k| Some(*k) != args.outer.as_ref()).cloned().collect(),
+    };
+    let ro = analysis::regress::RegressOptions {
+        segment: args.segment.clone(),
+        factors: (!args.factors.is_empty()).then(|| args.factors.clone()),
+        outer: args.outer.clone(),
     };
     let mut all = Vec::new();
     for ch in chains {
-        let r =
-            analysis::regress::regress(&c, &ch, &opts).map_err(|e| config_error(anyhow::anyhow!("chain {ch}: {e}")))?;
+        let r = analysis::regress::regress(&c, &ch, &ro, &opts)
+            .map_err(|e| config_error(anyhow::anyhow!("chain {ch}: {e}")))?;
         if !args.json {
-            println!(
-                "## {ch}: total on components ({} runs, R² = {:.4}, {} of {} resamples solvable)\n",
-                r.runs, r.r_squared, r.resamples_used, opts.bootstrap.resamples
-            );
-            println!("| coefficient | estimate | {:.0} % CI |\n| --- | ---: | --- |", r.level * 100.0);
-            for co in &r.coefficients {
-                println!("| {} | {:.4} | [{:.4}, {:.4}] |", co.name, co.estimate, co.lower, co.upper);
-            }
-            println!();
+            print!("{}", analysis::regress::markdown(&r));
         }
-        all.push((ch, r));
+        all.push(r);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&all).context("serializing")?);
@@ -191,8 +198,11 @@ pub(super) fn simulate_cmd(args: SimulateArgs) -> Result<ExitCode, CliError> {
         runs: args.runs,
         envs: args.envs,
         cstates: args.cstates,
+        governors: args.governors,
         offset_s: args.offset,
         outliers: args.outliers,
+        interference: args.interference,
+        outer: args.outer,
         seed: args.seed,
         format,
     };

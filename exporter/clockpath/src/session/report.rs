@@ -125,9 +125,15 @@ pub fn write_outputs(
     fs::write(&p, markdown(report)).map_err(err(p.clone()))?;
     let p = dir.join("traces.csv");
     let shape = plan.shape();
-    let mut w = trace::TraceWriter::create(&p, trace::Format::Csv).map_err(err(p.clone()))?;
+    // The session's labels and each run's old and new clocksource, as columns analyze groups
+    // and regresses by; interference per segment when the chain charges it.
+    let labels: Vec<(String, String)> = report.labels.clone().into_iter().collect();
+    let mut keys: Vec<String> = labels.iter().map(|(k, _)| k.clone()).collect();
+    keys.extend(["old_clocksource".to_string(), "new_clocksource".to_string()]);
+    let columns = trace::CsvColumns { interference: plan.charges_interference, labels: keys };
+    let mut w = trace::TraceWriter::with_columns(&p, trace::Format::Csv, columns).map_err(err(p.clone()))?;
     for rec in records {
-        for hit in trace::hits_of(rec, &shape, env) {
+        for hit in trace::hits_of(rec, &shape, env, &labels) {
             w.write(&hit).map_err(err(p.clone()))?;
         }
     }

@@ -12,6 +12,7 @@ pub mod windows;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use clockpath_offline::trace::CsvColumns;
 use clockpath_probe::plan::{ChainPlan, all_shapes, slots::slot_stages};
 
 use self::{
@@ -153,8 +154,17 @@ impl<'a> Builder<'a> {
         }
         // Raw hits name their stage through the slot that wrote them.
         let slots = if cfg.probe.raw_hits { slot_stages(self.plans) } else { Default::default() };
-        let rec = Recorder::new(cfg.recorder.clone(), self.env.to_string(), all_shapes(self.plans), slots)
-            .map_err(|source| SinkError::Recorder { dir: cfg.recorder.dir.clone(), source })?;
+        let running = || self.plans.iter().filter(|p| p.is_chain() && p.is_running());
+        let labels: Vec<(String, String)> = cfg.environment.labels.clone().into_iter().collect();
+        let mut keys: Vec<String> = labels.iter().map(|(k, _)| k.clone()).collect();
+        // Chains matching a capture (the clocksource chain) name the old and new value.
+        if running().any(|p| p.stages.iter().any(|s| s.match_capture)) {
+            keys.extend(["old_clocksource".to_string(), "new_clocksource".to_string()]);
+        }
+        let columns = CsvColumns { interference: running().any(|p| p.charges_interference), labels: keys };
+        let rec =
+            Recorder::new(cfg.recorder.clone(), self.env.to_string(), all_shapes(self.plans), slots, labels, columns)
+                .map_err(|source| SinkError::Recorder { dir: cfg.recorder.dir.clone(), source })?;
         Ok(self.with(Box::new(rec)))
     }
 

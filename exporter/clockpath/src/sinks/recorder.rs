@@ -16,7 +16,7 @@ use clockpath_common::record::Record;
 
 use clockpath_offline::{
     chain::{ChainRecord, ChainShape},
-    trace::{TraceHit, TraceWriter, hits_of},
+    trace::{CsvColumns, TraceHit, TraceWriter, hits_of},
 };
 
 use crate::{config::RecorderConfig, pipeline::Sink};
@@ -27,6 +27,9 @@ pub struct Recorder {
     shapes: Vec<Option<ChainShape>>,
     /// slot → (chain index, stage name) for raw hits.
     slots: BTreeMap<u32, (u8, String)>,
+    /// Labels every hit carries (the configured static labels), and the CSV columns.
+    labels: Vec<(String, String)>,
+    columns: CsvColumns,
     writer: Option<TraceWriter>,
     files: VecDeque<PathBuf>,
     seq: u64,
@@ -36,11 +39,16 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// `labels`: on every hit; `columns`: what CSV files have beyond the base columns (the
+    /// labels' keys and whatever labels chain records carry, interference when a chain charges
+    /// it).
     pub fn new(
         cfg: RecorderConfig,
         env: String,
         shapes: Vec<Option<ChainShape>>,
         slots: BTreeMap<u32, (u8, String)>,
+        labels: Vec<(String, String)>,
+        columns: CsvColumns,
     ) -> io::Result<Recorder> {
         fs::create_dir_all(&cfg.dir)?;
         let mut r = Recorder {
@@ -48,6 +56,8 @@ impl Recorder {
             env,
             shapes,
             slots,
+            labels,
+            columns,
             writer: None,
             files: VecDeque::new(),
             seq: 0,
@@ -65,7 +75,7 @@ impl Recorder {
         self.seq += 1;
         let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
         let path = self.cfg.dir.join(format!("traces-{stamp}-{:04}.{}", self.seq, self.cfg.format.extension()));
-        self.writer = Some(TraceWriter::create(&path, self.cfg.format)?);
+        self.writer = Some(TraceWriter::with_columns(&path, self.cfg.format, self.columns.clone())?);
         self.files.push_back(path);
         while self.cfg.keep_files > 0 && self.files.len() > self.cfg.keep_files {
             if let Some(old) = self.files.pop_front() {
@@ -99,7 +109,7 @@ impl Sink for Recorder {
             return;
         }
         let Some(shape) = self.shapes.get(rec.chain as usize).and_then(Option::as_ref).cloned() else { return };
-        for hit in hits_of(rec, &shape, &self.env) {
+        for hit in hits_of(rec, &shape, &self.env, &self.labels) {
             self.write(&hit);
         }
     }
@@ -117,6 +127,7 @@ impl Sink for Recorder {
             chain: chain_name,
             env: self.env.clone(),
             interference_ns: None,
+            labels: self.labels.iter().cloned().collect(),
         };
         self.write(&hit);
     }

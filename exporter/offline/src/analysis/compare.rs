@@ -21,13 +21,23 @@ pub struct Comparison {
     pub verdict: String,
 }
 
+/// Per column, the values of the runs the outlier rule keeps (runs without a reference value
+/// are not judged; a partial run counts in the columns it has).
 fn kept(runs: &[RunRef], opts: &AnalyzeOptions) -> Vec<Vec<f64>> {
     let ncol = runs.first().map_or(0, |r| r.values.len());
-    let cols: Vec<Vec<f64>> = (0..ncol).map(|c| runs.iter().map(|r| r.values[c]).collect()).collect();
-    match cols.first().map(|c| stats::reject_outliers(c, opts.sigma)) {
-        Some(Ok(rej)) => cols.iter().map(|c| rej.kept(c).collect()).collect(),
-        _ => cols,
+    let judged: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].values[0].is_finite()).collect();
+    let reference: Vec<f64> = judged.iter().map(|&i| runs[i].values[0]).collect();
+    let mut keep = vec![true; runs.len()];
+    if let Ok(rej) = stats::reject_outliers(&reference, opts.sigma) {
+        for (&i, &k) in judged.iter().zip(&rej.keep) {
+            keep[i] = k;
+        }
     }
+    (0..ncol)
+        .map(|c| {
+            runs.iter().zip(&keep).filter(|(r, k)| **k && r.values[c].is_finite()).map(|(r, _)| r.values[c]).collect()
+        })
+        .collect()
 }
 
 /// The verdict line for one comparison.

@@ -11,14 +11,18 @@
 //! - resampling uses a seeded xoshiro256++ generator, so the same input, order and seed give
 //!   the same result, bit for bit.
 
+mod attribution;
 mod bootstrap;
+mod independence;
 mod outliers;
 mod regression;
 mod runs;
 
+pub use attribution::{Attribution, Share, covariance_shares};
 pub use bootstrap::{Bootstrap, Interval, median_ci, median_difference_ci, variance_ratio_ci};
+pub use independence::{IndependenceCheck, QuantileCheck, independence_check};
 pub use outliers::{Rejection, reject_outliers};
-pub use regression::{Coefficient, Regression, bootstrap_regression};
+pub use regression::{Coefficient, Regression, bootstrap_regression, variance_inflation};
 pub use runs::{ColumnStats, RunsAnalysis, analyze_runs};
 
 /// Below this many runs a confidence interval is flagged unreliable.

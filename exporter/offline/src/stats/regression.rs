@@ -171,6 +171,66 @@ pub fn bootstrap_regression(
     })
 }
 
+/// Variance inflation factor of each predictor: `1 / (1 − R_j²)`, R_j² from regressing column
+/// j on the others, read off the inverse of the predictors' correlation matrix. None when the
+/// predictors are exactly dependent (or one is constant).
+pub fn variance_inflation(cols: &[Vec<f64>]) -> Option<Vec<f64>> {
+    let p = cols.len();
+    if p == 0 {
+        return Some(Vec::new());
+    }
+    let n = cols[0].len() as f64;
+    let z: Vec<Vec<f64>> = cols
+        .iter()
+        .map(|c| {
+            let m = super::mean(c);
+            let sd = super::std_dev(c);
+            c.iter().map(|x| (x - m) / sd).collect()
+        })
+        .collect();
+    if z.iter().any(|c| c.iter().any(|v| !v.is_finite())) {
+        return None;
+    }
+    let mut r = vec![0.0; p * p];
+    for i in 0..p {
+        for j in 0..=i {
+            let v = z[i].iter().zip(&z[j]).map(|(a, b)| a * b).sum::<f64>() / (n - 1.0);
+            r[i * p + j] = v;
+            r[j * p + i] = v;
+        }
+    }
+    // Gauss–Jordan with partial pivoting on [R | I].
+    let mut inv = vec![0.0; p * p];
+    for i in 0..p {
+        inv[i * p + i] = 1.0;
+    }
+    for col in 0..p {
+        let piv = (col..p).max_by(|&a, &b| r[a * p + col].abs().total_cmp(&r[b * p + col].abs()))?;
+        if r[piv * p + col].abs() < 1e-10 {
+            return None;
+        }
+        for k in 0..p {
+            r.swap(col * p + k, piv * p + k);
+            inv.swap(col * p + k, piv * p + k);
+        }
+        let d = r[col * p + col];
+        for k in 0..p {
+            r[col * p + k] /= d;
+            inv[col * p + k] /= d;
+        }
+        for row in 0..p {
+            if row != col {
+                let f = r[row * p + col];
+                for k in 0..p {
+                    r[row * p + k] -= f * r[col * p + k];
+                    inv[row * p + k] -= f * inv[col * p + k];
+                }
+            }
+        }
+    }
+    Some((0..p).map(|i| inv[i * p + i]).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +250,20 @@ mod tests {
         assert!(c[1].lower <= 2.0 && 2.0 <= c[1].upper + 1e-3, "{c:?}");
         assert!(r.r_squared > 0.999);
         assert_eq!(r.resamples_used, 500);
+    }
+
+    #[test]
+    fn variance_inflation_flags_near_duplicates() {
+        let a: Vec<f64> = (0..200).map(|i| ((i * 37) % 101) as f64).collect();
+        let b: Vec<f64> = (0..200).map(|i| ((i * 53) % 89) as f64).collect();
+        // a plus a little of something else: nearly a duplicate of a.
+        let near: Vec<f64> = a.iter().enumerate().map(|(i, x)| x + 0.05 * ((i * 71) % 97) as f64).collect();
+        let v = variance_inflation(&[a.clone(), b.clone()]).unwrap();
+        assert!(v.iter().all(|x| (1.0..1.2).contains(x)), "{v:?}");
+        let v = variance_inflation(&[a.clone(), b.clone(), near]).unwrap();
+        assert!(v[0] > 10.0 && v[2] > 10.0, "{v:?}");
+        let sum: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        assert!(variance_inflation(&[a, b, sum]).is_none(), "exactly dependent");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! write, which the reader detects (a last line without its newline) and reports.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::{self, Write as _},
     path::{Path, PathBuf},
@@ -52,9 +53,38 @@ pub struct TraceHit {
     pub chain: String,
     #[serde(default)]
     pub env: String,
-    /// Interference charged to the segment this hit ends (JSON Lines only).
+    /// Interference charged to the segment this hit ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interference_ns: Option<[u64; clockpath_common::interference::SOURCES]>,
+    /// Labels of the run (session labels, old and new clocksource, machine facts); CSV files
+    /// write the columns their writer was created with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The columns a CSV trace has beyond the base ones: interference (`interference_SRC_ns`,
+/// empty when a hit has none) and label columns (empty when a hit lacks the label).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CsvColumns {
+    pub interference: bool,
+    pub labels: Vec<String>,
+}
+
+impl CsvColumns {
+    /// The header line, without its newline.
+    pub fn header(&self) -> String {
+        let mut h = CSV_HEADER.to_string();
+        if self.interference {
+            for src in clockpath_common::interference::NAMES {
+                h.push_str(&format!(",interference_{src}_ns"));
+            }
+        }
+        for l in &self.labels {
+            h.push(',');
+            h.push_str(&csv_field(l));
+        }
+        h
+    }
 }
 
 fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
@@ -62,19 +92,10 @@ fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl TraceHit {
-    /// The line for `format`, with its newline.
+    /// The line for `format` (CSV: the base columns only), with its newline.
     pub fn line(&self, format: Format) -> String {
         match format {
-            Format::Csv => format!(
-                "{},{},{},{},{},{},{}\n",
-                self.timestamp_ns,
-                csv_field(&self.probe_name),
-                csv_field(&self.session_id),
-                self.cpu_id,
-                self.delta_chain_id,
-                csv_field(&self.chain),
-                csv_field(&self.env)
-            ),
+            Format::Csv => self.csv_line(&CsvColumns::default()),
             Format::Jsonl => {
                 // Serializing a struct of strings and integers cannot fail.
                 let mut s = serde_json::to_string(self).unwrap_or_default();
@@ -85,9 +106,40 @@ impl TraceHit {
     }
 }
 
+impl TraceHit {
+    /// The CSV line with `columns`, with its newline.
+    pub fn csv_line(&self, columns: &CsvColumns) -> String {
+        let mut l = format!(
+            "{},{},{},{},{},{},{}",
+            self.timestamp_ns,
+            csv_field(&self.probe_name),
+            csv_field(&self.session_id),
+            self.cpu_id,
+            self.delta_chain_id,
+            csv_field(&self.chain),
+            csv_field(&self.env)
+        );
+        if columns.interference {
+            match &self.interference_ns {
+                Some(v) => v.iter().for_each(|x| l.push_str(&format!(",{x}"))),
+                None => l.push_str(",,,,,"),
+            }
+        }
+        for k in &columns.labels {
+            l.push(',');
+            l.push_str(&csv_field(self.labels.get(k).map_or("", String::as_str)));
+        }
+        l.push('\n');
+        l
+    }
+}
+
 /// Stage hits of an assembled chain: stage 0 at its start, stage k at the end of segment k.
-pub fn hits_of(rec: &ChainRecord, shape: &ChainShape, env: &str) -> Vec<TraceHit> {
+/// Every hit carries the record's labels and `extra` ones.
+pub fn hits_of(rec: &ChainRecord, shape: &ChainShape, env: &str, extra: &[(String, String)]) -> Vec<TraceHit> {
     let session = rec.session.as_deref().unwrap_or("").to_string();
+    let labels: BTreeMap<String, String> =
+        rec.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).chain(extra.iter().cloned()).collect();
     let hit = |ts: u64, stage: usize, cpu: u32, interference: Option<[u64; 5]>| TraceHit {
         timestamp_ns: ts,
         probe_name: shape.stages.get(stage).cloned().unwrap_or_else(|| format!("stage_{stage}")),
@@ -97,6 +149,7 @@ pub fn hits_of(rec: &ChainRecord, shape: &ChainShape, env: &str) -> Vec<TraceHit
         chain: shape.name.clone(),
         env: env.to_string(),
         interference_ns: interference,
+        labels: labels.clone(),
     };
     let mut out = Vec::with_capacity(rec.segments.len() + 1);
     let first_cpu = rec.segments.first().map_or(rec.cpu, |_| rec.cpu);
@@ -114,6 +167,7 @@ pub struct TraceWriter {
     file: fs::File,
     path: PathBuf,
     format: Format,
+    columns: CsvColumns,
     buf: String,
     /// Bytes written so far (header included).
     pub bytes: u64,
@@ -122,12 +176,17 @@ pub struct TraceWriter {
 const FLUSH_AT: usize = 64 * 1024;
 
 impl TraceWriter {
-    /// Create (truncate) `path`; CSV files start with their header.
+    /// Create (truncate) `path` with the base columns; CSV files start with their header.
     pub fn create(path: &Path, format: Format) -> io::Result<TraceWriter> {
+        Self::with_columns(path, format, CsvColumns::default())
+    }
+
+    /// Create (truncate) `path`; CSV files have `columns` besides the base ones.
+    pub fn with_columns(path: &Path, format: Format, columns: CsvColumns) -> io::Result<TraceWriter> {
         let file = fs::OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
-        let mut w = TraceWriter { file, path: path.to_path_buf(), format, buf: String::new(), bytes: 0 };
+        let mut w = TraceWriter { file, path: path.to_path_buf(), format, columns, buf: String::new(), bytes: 0 };
         if format == Format::Csv {
-            w.buf.push_str(CSV_HEADER);
+            w.buf.push_str(&w.columns.header());
             w.buf.push('\n');
         }
         Ok(w)
@@ -138,7 +197,10 @@ impl TraceWriter {
     }
 
     pub fn write(&mut self, hit: &TraceHit) -> io::Result<()> {
-        self.buf.push_str(&hit.line(self.format));
+        match self.format {
+            Format::Csv => self.buf.push_str(&hit.csv_line(&self.columns)),
+            Format::Jsonl => self.buf.push_str(&hit.line(Format::Jsonl)),
+        }
         if self.buf.len() >= FLUSH_AT {
             self.flush()?;
         }
@@ -177,8 +239,15 @@ mod tests {
             chain: "clocksource_switch".into(),
             env: "vm".into(),
             interference_ns: None,
+            labels: BTreeMap::from([("cstate".to_string(), "max_cstate=1".to_string())]),
         };
         assert_eq!(h.line(Format::Csv), "171223534912180,first_read,\"s,1\",3,42,clocksource_switch,vm\n");
+        let cols = CsvColumns { interference: true, labels: vec!["cstate".into(), "governor".into()] };
+        assert!(cols.header().ends_with(",interference_kvm_ns,cstate,governor"), "{}", cols.header());
+        assert_eq!(
+            h.csv_line(&cols),
+            "171223534912180,first_read,\"s,1\",3,42,clocksource_switch,vm,,,,,,max_cstate=1,\n"
+        );
         let j = h.line(Format::Jsonl);
         assert!(j.ends_with('\n'));
         let back: TraceHit = serde_json::from_str(j.trim()).unwrap();

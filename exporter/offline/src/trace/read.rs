@@ -481,9 +481,14 @@ fn csv_fields(f: &[&[u8]], c: &Columns, names: &mut Interner, label_key: &mut Ve
     }
     label_key.clear();
     for (i, name) in &c.labels {
+        // An empty cell is a label the hit does not have.
+        let v = f[*i].trim_ascii();
+        if v.is_empty() {
+            continue;
+        }
         label_key.extend_from_slice(name.as_bytes());
         label_key.push(b'=');
-        label_key.extend_from_slice(f[*i].trim_ascii());
+        label_key.extend_from_slice(v);
         label_key.push(b'\x1f');
     }
     let mut interference = [0u64; 5];
@@ -513,7 +518,8 @@ fn parse_json_line(l: &[u8], names: &mut Interner, label_key: &mut Vec<u8>) -> R
         return Err("probe_name is empty".into());
     }
     label_key.clear();
-    let mut labels: Vec<(&str, &str)> = j.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut labels: Vec<(&str, &str)> =
+        j.labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.as_str(), v.as_str())).collect();
     if !j.env.is_empty() {
         labels.push(("env", &j.env));
     }
