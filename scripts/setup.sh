@@ -24,6 +24,10 @@ TEST_PKGS=(libbpf-tools bpftrace linux-perf rt-tests prometheus wrk curl
 # (a self-contained wheel from PyPI): no helm binary or Go toolchain is packaged for bookworm.
 HELM_SDK_VERSION=0.2.2
 HELM_VENV=${CLOCKPATH_HELM_VENV:-/opt/clockpath-test/helm-venv}
+# DuckDB checks clockpath's Parquet traces (the investigation's SQL over them); pandas is the
+# reference implementation the analysis benchmark compares against. Pinned, from PyPI.
+ANALYSIS_PY=(duckdb==2.0.1 pandas==3.1.1 numpy==2.4.6)
+ANALYSIS_VENV=${CLOCKPATH_ANALYSIS_VENV:-/opt/clockpath-test/analysis-venv}
 
 pkgs=("${BUILD_PKGS[@]}")
 [ "$MODE" = --run-only ] || pkgs+=("${TEST_PKGS[@]}")
@@ -63,6 +67,15 @@ if [ "$MODE" != --run-only ] && ! "$HELM_VENV/bin/python" -c 'import helm_python
   log "installing helm-python-sdk $HELM_SDK_VERSION (Helm's Go SDK) into $HELM_VENV"
   python3 -m venv --system-site-packages "$HELM_VENV"
   "$HELM_VENV/bin/pip" install --quiet --disable-pip-version-check "helm-python-sdk==$HELM_SDK_VERSION"
+fi
+if [ "$MODE" != --run-only ] && ! "$ANALYSIS_VENV/bin/python" -c '
+import duckdb, pandas, numpy, sys
+want = dict(a.split("==") for a in sys.argv[1:])
+have = {"duckdb": duckdb.__version__, "pandas": pandas.__version__, "numpy": numpy.__version__}
+sys.exit(any(have[k] != v for k, v in want.items()))' "${ANALYSIS_PY[@]}" 2>/dev/null; then
+  log "installing ${ANALYSIS_PY[*]} into $ANALYSIS_VENV"
+  python3 -m venv "$ANALYSIS_VENV"
+  "$ANALYSIS_VENV/bin/pip" install --quiet --disable-pip-version-check "${ANALYSIS_PY[@]}"
 fi
 
 log "ready: $(bpf-linker --version), nightly $(rustup run nightly rustc --version | cut -d' ' -f2-)"

@@ -4,6 +4,14 @@
 use clockpath_tests::*;
 
 fn recorded(extra_env: &[(&str, &str)]) -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
+    recorded_while(extra_env, |_| {})
+}
+
+/// Record while `sched messaging` runs; `during` sees the recorder's directory before the stop.
+fn recorded_while(
+    extra_env: &[(&str, &str)],
+    during: impl FnOnce(&std::path::Path),
+) -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("traces");
     let mut env = vec![
@@ -14,6 +22,7 @@ fn recorded(extra_env: &[(&str, &str)]) -> (tempfile::TempDir, Vec<std::path::Pa
     env.extend_from_slice(extra_env);
     let e = Exporter::start(&["--duration", "60"], &env);
     wait_ok(sched_messaging(40), "perf bench sched messaging");
+    during(&rec);
     // Stopping detaches, drains the ring and closes the files: nothing to wait for.
     let out = e.stop();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -70,4 +79,46 @@ fn raw_hits_are_recorded_with_their_stage() {
         "{}",
         &first[..first.len().min(2000)]
     );
+}
+
+/// Issue 11: Parquet recording. A `.parquet` file is whole (magic at both ends) or not there
+/// yet: the open file is `NAME.parquet.partial` until rotation or the stop renames it.
+#[test]
+fn recorded_parquet_files_are_whole_and_analyse() {
+    require_root();
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    };
+    let (dir, files) = recorded_while(
+        &[("CLOCKPATH_RECORDER__FORMAT", "parquet"), ("CLOCKPATH_RECORDER__ROTATE_BYTES", "32768")],
+        |rec| {
+            let open = wait_for("the open Parquet file", std::time::Duration::from_secs(10), || {
+                names(rec).into_iter().find(|n| n.ends_with(".parquet.partial"))
+            });
+            assert!(open.starts_with("traces-"), "{open}");
+        },
+    );
+    assert!(
+        files.len() >= 2,
+        "rotation at 32 KiB (Parquet compresses ~10x) should give several files: {files:?} ({:?} bytes)",
+        files.iter().map(|f| std::fs::metadata(f).unwrap().len()).collect::<Vec<_>>()
+    );
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy();
+        assert!(name.ends_with(".parquet"), "{name}: left unfinished");
+        let bytes = std::fs::read(f).unwrap();
+        assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"), "{name}: not a whole Parquet file");
+    }
+    let out = dir.path().join("report");
+    let mut args = vec!["analyze".to_string(), "--no-plots".into(), "--out".into(), out.display().to_string()];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = clockpath(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let sched = r["chains"].as_array().unwrap().iter().find(|c| c["chain"] == "sched_wakeup").expect("sched_wakeup");
+    let seen: u64 = sched["sessions"].as_array().unwrap().iter().map(|s| s["seen"].as_u64().unwrap()).sum();
+    assert!(seen > 1000, "only {seen} sched_wakeup chains recorded");
+    assert_eq!(r["read"]["bad_lines"], 0);
 }

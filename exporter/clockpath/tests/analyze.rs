@@ -265,6 +265,7 @@ fn csv_jsonl_plain_and_gzip_give_the_same_runs() {
     let csv = simulate(&d.path().join("a"), &["--runs", "120"]).join("sessions.csv");
     let jsonl = simulate(&d.path().join("b"), &["--runs", "120", "--format", "jsonl"]).join("sessions.jsonl");
     let plain = simulate(&d.path().join("c"), &["--runs", "120", "--format", "plain"]);
+    let parquet = simulate(&d.path().join("e"), &["--runs", "120", "--format", "parquet"]).join("sessions.parquet");
     let gz = d.path().join("sessions.csv.gz");
     let mut e = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
     e.write_all(&std::fs::read(&csv).unwrap()).unwrap();
@@ -272,6 +273,11 @@ fn csv_jsonl_plain_and_gzip_give_the_same_runs() {
     assert_eq!(runs_of(&[&csv]), 240);
     assert_eq!(runs_of(&[&jsonl]), 240);
     assert_eq!(runs_of(&[&gz]), 240);
+    assert_eq!(runs_of(&[&parquet]), 240);
+    // Not just as many runs: the same statistics, label groups included.
+    let (from_csv, _) = chains_of(&d.path().join("rc"), &[&csv], &[]);
+    let (from_parquet, _) = chains_of(&d.path().join("rp"), &[&parquet], &[]);
+    assert_eq!(from_csv, from_parquet, "CSV and Parquet of the same runs give different reports");
     let p1 = plain.join("sim-host-default.txt");
     let p2 = plain.join("sim-vm-default.txt");
     assert_eq!(runs_of(&[&p1, &p2]), 240, "old-tooling lines with do_clocksource_switch_entry");
@@ -457,4 +463,101 @@ fn a_partial_chain_contributes_the_segment_it_has() {
     assert_eq!((s["seen"].as_u64(), s["complete"].as_u64()), (Some(1), Some(0)));
     assert_eq!(s["missing_stage"]["baseline_recalc"], 1);
     assert!(md.contains("| 1.111000 |") && md.contains("1 stopped before `baseline_recalc`"), "{md}");
+}
+
+/// The pinned Python with DuckDB that `scripts/setup.sh` installs.
+fn analysis_python() -> PathBuf {
+    let venv =
+        std::env::var_os("CLOCKPATH_ANALYSIS_VENV").unwrap_or_else(|| "/opt/clockpath-test/analysis-venv".into());
+    let py = Path::new(&venv).join("bin/python");
+    assert!(py.exists(), "{} is missing: run scripts/setup.sh (it installs DuckDB for this test)", py.display());
+    py
+}
+
+/// Run `script` (Python with duckdb imported as `duckdb`) with `args`; its stdout.
+fn duckdb(script: &str, args: &[&str]) -> String {
+    let o = Command::new(analysis_python())
+        .arg("-c")
+        .arg(format!("import duckdb, sys, json\n{script}"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "duckdb: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// README's SQL: per session, the median of switch_entry→first_read over the runs the ±kσ rule
+/// keeps (what `clockpath analyze` reports).
+const PER_SESSION_MEDIAN_SQL: &str = include_str!("../../../docs/sql/per_session_median.sql");
+
+/// Issue 11: the investigation's aggregation, run by DuckDB over clockpath's Parquet, gives the
+/// per-session medians (and kept-run counts) `clockpath analyze` reports; and a Parquet file
+/// DuckDB wrote (plain strings, signed integers) is read too, its wrong schema named.
+#[test]
+fn duckdb_over_clockpaths_parquet_gives_analyzes_per_session_medians() {
+    let d = tempfile::tempdir().unwrap();
+    let sim = simulate(
+        d.path(),
+        &[
+            "--runs",
+            "301",
+            "--offset",
+            "1.111",
+            "--cstates",
+            "default,max_cstate=1",
+            "--outliers",
+            "0.03",
+            "--format",
+            "parquet",
+        ],
+    );
+    let pq = sim.join("sessions.parquet");
+    let out = d.path().join("r");
+    ok(&["analyze", "--no-plots", "--out", out.to_str().unwrap(), pq.to_str().unwrap()]);
+    let r = report(&out);
+    let sessions = r["chains"][0]["sessions"].as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 4);
+
+    let rows = duckdb(
+        "rows = duckdb.execute(open(sys.argv[1]).read(), {'path': sys.argv[2], 'k': 3.0}).fetchall()\n\
+         print(json.dumps([[s, k, m] for s, k, m in rows]))",
+        &[concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/sql/per_session_median.sql"), pq.to_str().unwrap()],
+    );
+    let rows: Vec<(String, u64, f64)> = serde_json::from_str(&rows).unwrap();
+    assert_eq!(rows.len(), sessions.len(), "{rows:?}");
+    for (session, kept, median_ns) in rows {
+        let s = sessions.iter().find(|s| s["name"] == session.as_str()).unwrap_or_else(|| panic!("{session}"));
+        assert_eq!(s["runs"].as_u64().unwrap() - s["rejected"].as_u64().unwrap(), kept, "{session}: kept runs");
+        let ours = s["columns"][0]["median"].as_f64().unwrap();
+        assert!(
+            (ours - median_ns / 1e9).abs() <= 1e-12 * ours.abs(),
+            "{session}: clockpath {ours} s, DuckDB {} s",
+            median_ns / 1e9
+        );
+        assert!((ours - 1.111).abs() < 1e-3, "{session}: {ours}");
+    }
+    assert!(PER_SESSION_MEDIAN_SQL.contains("read_parquet($path)"));
+
+    // A Parquet file DuckDB wrote itself reads; one without probe_name is refused by name.
+    let theirs = d.path().join("theirs.parquet");
+    let wrong = d.path().join("wrong.parquet");
+    duckdb(
+        "duckdb.execute(f\"COPY (SELECT CAST(timestamp_ns AS BIGINT) AS timestamp_ns, CAST(probe_name AS VARCHAR) AS probe_name, \
+         CAST(session_id AS VARCHAR) AS session_id, delta_chain_id, CAST(env AS VARCHAR) AS env FROM read_parquet('{sys.argv[1]}')) TO '{sys.argv[2]}' (FORMAT parquet)\")\n\
+         duckdb.execute(f\"COPY (SELECT 1 AS timestamp_ns, 'switch_entry' AS probe) TO '{sys.argv[3]}' (FORMAT parquet)\")",
+        &[pq.to_str().unwrap(), theirs.to_str().unwrap(), wrong.to_str().unwrap()],
+    );
+    let out2 = d.path().join("r2");
+    ok(&["analyze", "--no-plots", "--out", out2.to_str().unwrap(), theirs.to_str().unwrap()]);
+    let theirs_sessions = report(&out2)["chains"][0]["sessions"].clone();
+    for (a, b) in sessions.iter().zip(theirs_sessions.as_array().unwrap()) {
+        assert_eq!(
+            (&a["name"], &a["runs"], &a["columns"][0]["median"]),
+            (&b["name"], &b["runs"], &b["columns"][0]["median"])
+        );
+    }
+    let o = clockpath(&["analyze", wrong.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("wrong.parquet") && err.contains("no column `probe_name`"), "{err}");
 }

@@ -229,8 +229,8 @@ pub struct SimulateArgs {
     pub outliers: f64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// csv, jsonl, or plain (`seconds.nanoseconds probe_name`, one file per session).
-    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl", "plain"])]
+    /// csv, jsonl, parquet, or plain (`seconds.nanoseconds probe_name`, one file per session).
+    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl", "parquet", "plain"])]
     pub format: String,
 }
 

@@ -189,11 +189,7 @@ pub(super) fn simulate_cmd(args: SimulateArgs) -> Result<ExitCode, CliError> {
             "--runs must be positive, --outliers within [0, 1], --offset a non-negative number of seconds"
         )));
     }
-    let format = match args.format.as_str() {
-        "csv" => Some(trace::Format::Csv),
-        "jsonl" => Some(trace::Format::Jsonl),
-        _ => None,
-    };
+    let format = trace::Format::parse(&args.format);
     let o = SimulateOptions {
         runs: args.runs,
         envs: args.envs,

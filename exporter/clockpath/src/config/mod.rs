@@ -128,7 +128,7 @@ pub struct RecorderConfig {
     pub enabled: bool,
     /// Directory for the files (created if missing).
     pub dir: PathBuf,
-    /// `csv` or `jsonl`.
+    /// `csv`, `jsonl` or `parquet`.
     pub format: TraceFormat,
     /// Start a new file once one reaches this many bytes (0: never).
     pub rotate_bytes: u64,

@@ -3,7 +3,9 @@
 //! With `probe.raw_hits` it records every raw stage hit (including hits with no open
 //! instance); otherwise the stage hits of every assembled chain instance. Files are written
 //! line-atomically (see `TraceWriter`) and flushed and synced when the exporter stops (SIGINT,
-//! SIGTERM), so every file ends with a complete line.
+//! SIGTERM), so every file ends with a complete line. Parquet files are written as
+//! `NAME.parquet.partial` and renamed when closed (at rotation or stop): a `.parquet` file is
+//! always whole.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -51,6 +53,15 @@ impl Recorder {
         columns: CsvColumns,
     ) -> io::Result<Recorder> {
         fs::create_dir_all(&cfg.dir)?;
+        // A Parquet file still named `.partial` was open when a recorder died: it has no
+        // footer, so nothing can read it. Say so once rather than leave it unexplained.
+        if let Ok(entries) = fs::read_dir(&cfg.dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".parquet.partial") {
+                    tracing::warn!(file = %e.path().display(), "left by a recorder that did not stop cleanly: unreadable (no Parquet footer)");
+                }
+            }
+        }
         let mut r = Recorder {
             cfg,
             env,
@@ -93,7 +104,7 @@ impl Recorder {
             return;
         }
         self.lines += 1;
-        if self.cfg.rotate_bytes > 0 && w.bytes >= self.cfg.rotate_bytes {
+        if self.cfg.rotate_bytes > 0 && w.bytes() >= self.cfg.rotate_bytes {
             let _ = w.flush();
             if let Err(error) = self.rotate() {
                 tracing::error!(%error, "recorder rotation failed; recording stops");

@@ -18,15 +18,15 @@
 //!
 //! Each (env, cstate, governor) is a session; governors change nothing (a factor without an
 //! effect). Lines carry env, governor and cstate columns so the analyser can group by them.
-//! Output: CSV, JSON Lines, or the plain `seconds.nanoseconds probe_name` lines of older
-//! tooling (one file per session).
+//! Output: CSV, JSON Lines, Parquet, or the plain `seconds.nanoseconds probe_name` lines of
+//! older tooling (one file per session).
 
 use std::{collections::BTreeMap, fs, io, path::Path};
 
 use rand::{RngExt as _, SeedableRng as _};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::trace::{CsvColumns, Format, TraceHit};
+use crate::trace::{CsvColumns, Format, TraceHit, TraceWriter};
 
 #[derive(Clone, Debug)]
 pub struct SimulateOptions {
@@ -124,7 +124,7 @@ pub fn simulate(dir: &Path, o: &SimulateOptions) -> io::Result<Vec<String>> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(o.seed);
     let mut written = Vec::new();
     let columns = CsvColumns { interference: o.interference, labels: vec!["governor".into(), "cstate".into()] };
-    let mut all: Vec<String> = Vec::new();
+    let mut all: Vec<TraceHit> = Vec::new();
     for env in &o.envs {
         for cstate in &o.cstates {
             for governor in &o.governors {
@@ -172,23 +172,21 @@ pub fn simulate(dir: &Path, o: &SimulateOptions) -> io::Result<Vec<String>> {
                         hits.insert(0, hit("write_enter", ts, "clocksource_write", oid, None));
                         hits.push(hit("write_exit", start + s1 + s2 + r.outer.1, "clocksource_write", oid, None));
                     }
-                    for h in &hits {
-                        lines.push(match o.format {
-                            Some(Format::Csv) => h.csv_line(&columns),
-                            Some(Format::Jsonl) => h.line(Format::Jsonl),
-                            None => {
-                                let probe = if h.probe_name == "switch_entry" {
-                                    "do_clocksource_switch_entry"
-                                } else {
-                                    &h.probe_name
-                                };
-                                format!(
-                                    "{}.{:09} {probe}\n",
-                                    h.timestamp_ns / 1_000_000_000,
-                                    h.timestamp_ns % 1_000_000_000
-                                )
-                            }
-                        });
+                    if o.format.is_some() {
+                        all.extend(hits);
+                    } else {
+                        for h in &hits {
+                            let probe = if h.probe_name == "switch_entry" {
+                                "do_clocksource_switch_entry"
+                            } else {
+                                &h.probe_name
+                            };
+                            lines.push(format!(
+                                "{}.{:09} {probe}\n",
+                                h.timestamp_ns / 1_000_000_000,
+                                h.timestamp_ns % 1_000_000_000
+                            ));
+                        }
                     }
                     ts = start + s1 + s2 + r.outer.1 + 10_000_000;
                 }
@@ -196,21 +194,17 @@ pub fn simulate(dir: &Path, o: &SimulateOptions) -> io::Result<Vec<String>> {
                     let p = dir.join(format!("{session}.txt"));
                     fs::write(&p, lines.concat())?;
                     written.push(p.display().to_string());
-                } else {
-                    all.extend(lines);
                 }
             }
         }
     }
     if let Some(f) = o.format {
         let p = dir.join(format!("sessions.{}", f.extension()));
-        let mut text = String::new();
-        if f == Format::Csv {
-            text.push_str(&columns.header());
-            text.push('\n');
+        let mut w = TraceWriter::with_columns(&p, f, columns)?;
+        for h in &all {
+            w.write(h)?;
         }
-        text.push_str(&all.concat());
-        fs::write(&p, text)?;
+        w.finish()?;
         written.push(p.display().to_string());
     }
     Ok(written)

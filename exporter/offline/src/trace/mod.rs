@@ -1,10 +1,11 @@
-//! Raw trace files: one line per stage hit, with the fields
+//! Raw trace files: one row per stage hit, with the fields
 //! `timestamp_ns, probe_name, session_id, cpu_id, delta_chain_id` (plus `chain` and `env`),
-//! as CSV or JSON Lines.
+//! as CSV, JSON Lines or Parquet.
 //!
-//! Writing is line-atomic: whole lines are buffered and handed to the kernel in one `write`
-//! each, so a reader only ever sees complete lines — except after a crash in the middle of a
-//! write, which the reader detects (a last line without its newline) and reports.
+//! Text writing is line-atomic: whole lines are buffered and handed to the kernel in one
+//! `write` each, so a reader only ever sees complete lines — except after a crash in the
+//! middle of a write, which the reader detects (a last line without its newline) and reports.
+//! Parquet files are whole or not there (see `parquet`).
 
 use std::{
     collections::BTreeMap,
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::{ChainRecord, ChainShape};
 
+pub mod parquet;
 pub mod read;
 
 /// File format of a trace.
@@ -25,6 +27,7 @@ pub mod read;
 pub enum Format {
     Csv,
     Jsonl,
+    Parquet,
 }
 
 impl Format {
@@ -32,7 +35,13 @@ impl Format {
         match self {
             Format::Csv => "csv",
             Format::Jsonl => "jsonl",
+            Format::Parquet => "parquet",
         }
+    }
+
+    /// By name (`csv`, `jsonl`, `parquet`).
+    pub fn parse(s: &str) -> Option<Format> {
+        [Format::Csv, Format::Jsonl, Format::Parquet].into_iter().find(|f| f.extension() == s)
     }
 }
 
@@ -92,17 +101,12 @@ fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl TraceHit {
-    /// The line for `format` (CSV: the base columns only), with its newline.
-    pub fn line(&self, format: Format) -> String {
-        match format {
-            Format::Csv => self.csv_line(&CsvColumns::default()),
-            Format::Jsonl => {
-                // Serializing a struct of strings and integers cannot fail.
-                let mut s = serde_json::to_string(self).unwrap_or_default();
-                s.push('\n');
-                s
-            }
-        }
+    /// The JSON Lines line, with its newline.
+    pub fn jsonl_line(&self) -> String {
+        // Serializing a struct of strings and integers cannot fail.
+        let mut s = serde_json::to_string(self).unwrap_or_default();
+        s.push('\n');
+        s
     }
 }
 
@@ -164,13 +168,13 @@ pub fn hits_of(rec: &ChainRecord, shape: &ChainShape, env: &str, extra: &[(Strin
 
 /// A trace file being written.
 pub struct TraceWriter {
-    file: fs::File,
     path: PathBuf,
-    format: Format,
-    columns: CsvColumns,
-    buf: String,
-    /// Bytes written so far (header included).
-    pub bytes: u64,
+    inner: Inner,
+}
+
+enum Inner {
+    Text { file: fs::File, format: Format, columns: CsvColumns, buf: String, bytes: u64 },
+    Parquet(Box<parquet::ParquetWriter>),
 }
 
 const FLUSH_AT: usize = 64 * 1024;
@@ -181,46 +185,76 @@ impl TraceWriter {
         Self::with_columns(path, format, CsvColumns::default())
     }
 
-    /// Create (truncate) `path`; CSV files have `columns` besides the base ones.
+    /// Create (truncate) `path`; CSV and Parquet files have `columns` besides the base ones.
+    /// A Parquet file is written as `path.partial` and renamed at `finish`.
     pub fn with_columns(path: &Path, format: Format, columns: CsvColumns) -> io::Result<TraceWriter> {
-        let file = fs::OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
-        let mut w = TraceWriter { file, path: path.to_path_buf(), format, columns, buf: String::new(), bytes: 0 };
-        if format == Format::Csv {
-            w.buf.push_str(&w.columns.header());
-            w.buf.push('\n');
-        }
-        Ok(w)
+        let inner = match format {
+            Format::Parquet => Inner::Parquet(Box::new(parquet::ParquetWriter::create(path, columns)?)),
+            Format::Csv | Format::Jsonl => {
+                let file = fs::OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
+                let mut buf = String::new();
+                if format == Format::Csv {
+                    buf.push_str(&columns.header());
+                    buf.push('\n');
+                }
+                Inner::Text { file, format, columns, buf, bytes: 0 }
+            }
+        };
+        Ok(TraceWriter { path: path.to_path_buf(), inner })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Bytes the file has (text: written so far, header included; Parquet: about, with the
+    /// open row group).
+    pub fn bytes(&self) -> u64 {
+        match &self.inner {
+            Inner::Text { bytes, .. } => *bytes,
+            Inner::Parquet(w) => w.bytes(),
+        }
+    }
+
     pub fn write(&mut self, hit: &TraceHit) -> io::Result<()> {
-        match self.format {
-            Format::Csv => self.buf.push_str(&hit.csv_line(&self.columns)),
-            Format::Jsonl => self.buf.push_str(&hit.line(Format::Jsonl)),
+        match &mut self.inner {
+            Inner::Text { format, columns, buf, .. } => {
+                match format {
+                    Format::Csv => buf.push_str(&hit.csv_line(columns)),
+                    _ => buf.push_str(&hit.jsonl_line()),
+                }
+                if buf.len() >= FLUSH_AT {
+                    self.flush()?;
+                }
+                Ok(())
+            }
+            Inner::Parquet(w) => Ok(w.write(hit)?),
         }
-        if self.buf.len() >= FLUSH_AT {
-            self.flush()?;
-        }
-        Ok(())
     }
 
-    /// Hand every buffered (complete) line to the kernel in one write.
+    /// Text: hand every buffered (complete) line to the kernel in one write. Parquet: encode
+    /// the buffered rows (the file is readable only after `finish`).
     pub fn flush(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_all(self.buf.as_bytes())?;
-            self.bytes += self.buf.len() as u64;
-            self.buf.clear();
+        match &mut self.inner {
+            Inner::Text { file, buf, bytes, .. } => {
+                if !buf.is_empty() {
+                    file.write_all(buf.as_bytes())?;
+                    *bytes += buf.len() as u64;
+                    buf.clear();
+                }
+                Ok(())
+            }
+            Inner::Parquet(w) => Ok(w.flush()?),
         }
-        Ok(())
     }
 
-    /// Flush and sync to disk.
+    /// Flush and sync to disk (Parquet: write the footer and rename into place).
     pub fn finish(mut self) -> io::Result<()> {
         self.flush()?;
-        self.file.sync_data()
+        match self.inner {
+            Inner::Text { file, .. } => file.sync_data(),
+            Inner::Parquet(w) => Ok(w.finish()?),
+        }
     }
 }
 
@@ -241,14 +275,17 @@ mod tests {
             interference_ns: None,
             labels: BTreeMap::from([("cstate".to_string(), "max_cstate=1".to_string())]),
         };
-        assert_eq!(h.line(Format::Csv), "171223534912180,first_read,\"s,1\",3,42,clocksource_switch,vm\n");
+        assert_eq!(
+            h.csv_line(&CsvColumns::default()),
+            "171223534912180,first_read,\"s,1\",3,42,clocksource_switch,vm\n"
+        );
         let cols = CsvColumns { interference: true, labels: vec!["cstate".into(), "governor".into()] };
         assert!(cols.header().ends_with(",interference_kvm_ns,cstate,governor"), "{}", cols.header());
         assert_eq!(
             h.csv_line(&cols),
             "171223534912180,first_read,\"s,1\",3,42,clocksource_switch,vm,,,,,,max_cstate=1,\n"
         );
-        let j = h.line(Format::Jsonl);
+        let j = h.jsonl_line();
         assert!(j.ends_with('\n'));
         let back: TraceHit = serde_json::from_str(j.trim()).unwrap();
         assert_eq!(back, h);

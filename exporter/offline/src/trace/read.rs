@@ -1,5 +1,6 @@
 //! Reading trace files: CSV (with a header), JSON Lines, and the plain
 //! `seconds.nanoseconds probe_name` lines of older tooling; each plain or gzip-compressed.
+//! Parquet files (by extension or magic) go to `super::parquet`.
 //!
 //! The reader streams: it holds one buffer of the file, never the file. Lines are parsed in
 //! place (no allocation per line once the names are interned), which is what makes the
@@ -13,8 +14,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::Format;
-
 /// What a trace file holds, once detected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InputFormat {
@@ -22,15 +21,6 @@ pub enum InputFormat {
     Jsonl,
     /// `171223.534912180 do_clocksource_switch_entry`
     Plain,
-}
-
-impl From<Format> for InputFormat {
-    fn from(f: Format) -> Self {
-        match f {
-            Format::Csv => InputFormat::Csv,
-            Format::Jsonl => InputFormat::Jsonl,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +33,10 @@ pub enum ReadError {
     },
     #[error("{path}:{line}: {why}")]
     Malformed { path: PathBuf, line: u64, why: String },
+    #[error("{path}: row {row}: {why}")]
+    Row { path: PathBuf, row: u64, why: String },
+    #[error("{path}: {why}")]
+    Parquet { path: PathBuf, why: String },
     #[error(
         "{path}: cannot tell the format (expected a CSV header with timestamp_ns and probe_name, JSON Lines, or `seconds.nanoseconds probe_name` lines)"
     )]
@@ -289,6 +283,9 @@ pub fn read_file(
     on_hit: &mut dyn FnMut(Hit, &Interner),
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), ReadError> {
+    if super::parquet::is_parquet(path) {
+        return super::parquet::read(path, opts, names, stats, on_hit, progress);
+    }
     let input = open(path)?;
     read_stream(path, input, opts, names, stats, on_hit, progress)
 }
@@ -494,8 +491,9 @@ fn csv_fields(f: &[&[u8]], c: &Columns, names: &mut Interner, label_key: &mut Ve
     let mut interference = [0u64; 5];
     let mut any = false;
     for (k, col) in c.interference.iter().enumerate() {
-        if col.is_some() {
-            any = true;
+        if let Some(i) = col {
+            // Empty cells: nothing was charged to this hit (it starts a chain).
+            any |= !f[*i].trim_ascii().is_empty();
             interference[k] = num(*col, "interference")?;
         }
     }
