@@ -2,7 +2,7 @@
 //! and without skipping bad lines, must give hits or a located error, never a panic.
 #![no_main]
 
-use clockpath_offline::trace::read::{Interner, ReadOptions, ReadStats, read_stream};
+use clockpath_offline::trace::read::{Flow, Interner, ReadOptions, ReadStats, read_stream};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
             &mut stats,
             &mut |hit, names| {
                 let _ = names.name(hit.probe);
+                Flow::Continue(())
             },
             &mut |_| {},
         );

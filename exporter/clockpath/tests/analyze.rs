@@ -561,3 +561,34 @@ fn duckdb_over_clockpaths_parquet_gives_analyzes_per_session_medians() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("wrong.parquet") && err.contains("no column `probe_name`"), "{err}");
 }
+
+/// Issue 11: the per-session and per-group statistics run on every core; the report is the
+/// same, bit for bit, on 1, 2 or 4 threads.
+#[test]
+fn the_report_does_not_depend_on_the_number_of_threads() {
+    let d = tempfile::tempdir().unwrap();
+    let sim = simulate(
+        d.path(),
+        &[
+            "--runs",
+            "120",
+            "--cstates",
+            "default,max_cstate=1,max_cstate=2",
+            "--governors",
+            "performance,powersave,schedutil",
+        ],
+    );
+    let csv = sim.join("sessions.csv");
+    let mut reports = Vec::new();
+    for threads in ["1", "2", "4"] {
+        let out = d.path().join(format!("t{threads}"));
+        ok(&["analyze", "--no-plots", "--threads", threads, "--out", out.to_str().unwrap(), csv.to_str().unwrap()]);
+        reports.push(std::fs::read_to_string(out.join("report.json")).unwrap());
+    }
+    let r: Value = serde_json::from_str(&reports[0]).unwrap();
+    assert_eq!(r["chains"][0]["sessions"].as_array().unwrap().len(), 18);
+    assert_eq!(reports[0], reports[1], "1 vs 2 threads");
+    assert_eq!(reports[0], reports[2], "1 vs 4 threads");
+    let o = clockpath(&["analyze", "--threads", "0", csv.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+}

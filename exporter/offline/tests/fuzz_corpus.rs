@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use clockpath_offline::trace::read::{Interner, ReadError, ReadOptions, ReadStats, read_stream};
+use clockpath_offline::trace::read::{Flow, Interner, ReadError, ReadOptions, ReadStats, read_stream};
 
 #[test]
 fn every_corpus_input_parses_or_fails_with_a_location() {
@@ -22,7 +22,7 @@ fn every_corpus_input_parses_or_fails_with_a_location() {
                 ReadOptions { skip_bad_lines: skip },
                 &mut names,
                 &mut stats,
-                &mut |_, _| {},
+                &mut |_, _| Flow::Continue(()),
                 &mut |_| {},
             );
             if let Err(ReadError::Malformed { line, .. }) = &r {

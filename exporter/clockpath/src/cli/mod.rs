@@ -133,11 +133,16 @@ pub struct StatsArgs {
     /// to temporary files), e.g. 256M, 1G, 64K.
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
     pub sort_memory: usize,
+    /// Threads for the per-session and per-group statistics (default: one per CPU). Results
+    /// do not depend on it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct AnalyzeArgs {
-    /// Trace files: CSV, JSON Lines or `seconds.nanoseconds probe_name` lines, plain or .gz.
+    /// Trace files: CSV, JSON Lines or `seconds.nanoseconds probe_name` lines (plain or .gz), or
+    /// Parquet; in any line order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Directory for report.md, report.json, histograms.{csv,json} and plots/.
@@ -171,6 +176,7 @@ pub struct CompareArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RegressArgs {
+    /// Trace files, as for `analyze`.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Only this chain.

@@ -23,6 +23,9 @@ fn analyze_options(loaded: &Loaded, a: &StatsArgs) -> Result<analysis::AnalyzeOp
     if a.reservoir < 10 {
         return Err(config_error(anyhow::anyhow!("--reservoir must keep at least 10 runs")));
     }
+    if let Some(n) = a.threads {
+        analysis::use_threads(n.into()).map_err(|e| config_error(anyhow::anyhow!("--threads: {e}")))?;
+    }
     Ok(analysis::AnalyzeOptions {
         read: trace::read::ReadOptions { skip_bad_lines: a.skip_bad_lines },
         reservoir: a.reservoir,
@@ -74,8 +77,11 @@ fn collect(
 pub(super) fn analyze_cmd(config: Option<&Path>, args: AnalyzeArgs) -> Result<ExitCode, CliError> {
     let loaded = load_config(config)?;
     let opts = analyze_options(&loaded, &args.stats)?;
+    let t = std::time::Instant::now();
     let c = collect(&loaded, &args.files, &opts)?;
+    tracing::debug!(elapsed = ?t.elapsed(), "traces read and assembled");
     let report = analysis::report::build(&c, &opts);
+    tracing::debug!(elapsed = ?t.elapsed(), "statistics computed");
     analysis::report::write(&args.out, &report, &c)
         .with_context(|| format!("writing the report to {}", args.out.display()))?;
     if !args.no_plots {

@@ -38,7 +38,7 @@ use crate::{
         assembler::RecordAssembler,
         hits::{Hit as StageHit, HitAssembler, HitRole},
     },
-    trace::read::{self, Hit, Interner},
+    trace::read::{self, Flow, Hit, Interner},
 };
 
 /// Probe names of older tooling, mapped to (chain, stage).
@@ -508,7 +508,7 @@ fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut O
             &mut stats,
             &mut |hit: Hit, names: &Interner| {
                 if stop.is_some() {
-                    return;
+                    return Flow::Break(());
                 }
                 let looked = *lookups
                     .entry((hit.chain, hit.probe))
@@ -518,7 +518,7 @@ fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut O
                     Err(amb) => {
                         *(if amb { r.ambiguous.entry(hit.probe) } else { r.unknown.entry(hit.probe) }).or_default() +=
                             1;
-                        return;
+                        return Flow::Continue(());
                     }
                 };
                 let s = Staged {
@@ -531,8 +531,13 @@ fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut O
                     labels: hit.labels,
                     interference: 0,
                 };
-                if let Err(e) = on(s, hit.interference_ns, names, f) {
-                    stop = Some(e);
+                match on(s, hit.interference_ns, names, f) {
+                    Ok(()) => Flow::Continue(()),
+                    Err(e) => {
+                        // Stop reading at once: a disordered trace is read again, sorted.
+                        stop = Some(e);
+                        Flow::Break(())
+                    }
                 }
             },
             &mut |bytes| {
@@ -599,6 +604,7 @@ fn sorted(
     map: &ProbeMap,
     opts: &AnalyzeOptions,
 ) -> Result<(Reading, Vec<FxHashMap<u32, SessionRuns>>, Vec<Vec<[u64; NUM_BUCKETS]>>, OrderStats), AnalyzeError> {
+    let started = std::time::Instant::now();
     let io_err = |source: io::Error| AnalyzeError::Sort(source.to_string());
     let mut sorter: Sorter<Staged> = Sorter::new(opts.sort_memory);
     let mut table = InterferenceTable::default();
@@ -620,6 +626,7 @@ fn sorted(
         Stop::Disordered { .. } => AnalyzeError::Sort("unexpected order check while sorting".into()),
     })?;
     order.spilled_runs = sorter.runs() as u64;
+    tracing::debug!(elapsed = ?started.elapsed(), runs = order.spilled_runs, "read into the sort");
     let mut asm = Assembly::new(map, opts);
     for s in sorter.finish().map_err(io_err)? {
         let s = s.map_err(io_err)?;
@@ -627,6 +634,7 @@ fn sorted(
         asm.push(&s, interference, &reading.out.names);
     }
     let (runs, hists) = asm.finish(&reading.out.names);
+    tracing::debug!(elapsed = ?started.elapsed(), "merged and assembled");
     Ok((reading, runs, hists, order))
 }
 

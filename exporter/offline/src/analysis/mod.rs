@@ -22,6 +22,7 @@ pub mod units;
 use std::{collections::BTreeMap, path::PathBuf};
 
 use clockpath_common::hist::NUM_BUCKETS;
+use rayon::prelude::*;
 use serde::Serialize;
 
 pub use collect::{ALIASES, collect};
@@ -141,22 +142,22 @@ pub fn label_value(labels: &[(String, String)], dim: &str) -> Option<String> {
     labels.iter().find(|(k, _)| k == dim || (dim == "cstate" && k == "cstate_limit")).map(|(_, v)| v.clone())
 }
 
-/// Statistics of a set of runs.
+/// Statistics of a set of runs, given as columns (`columns[c][r]`, NaN where run `r` has no
+/// value for column `c`).
 pub fn group_stats(
     name: String,
     labels: BTreeMap<String, String>,
-    runs: &[RunRef],
+    columns: &[Vec<f64>],
     counts: GroupCounts,
     opts: &AnalyzeOptions,
 ) -> Option<GroupStats> {
-    let ncol = runs.first()?.values.len();
-    let columns: Vec<Vec<f64>> = (0..ncol).map(|c| runs.iter().map(|r| r.values[c]).collect()).collect();
-    let a = crate::stats::analyze_runs(&columns, 0, opts.sigma, &opts.bootstrap).ok()?;
+    let runs = columns.first().filter(|c| !c.is_empty())?.len();
+    let a = crate::stats::analyze_runs(columns, 0, opts.sigma, &opts.bootstrap).ok()?;
     Some(GroupStats {
         name,
         labels,
         seen: counts.seen,
-        runs: runs.len(),
+        runs,
         complete: counts.complete,
         rejected: a.rejection.rejected,
         columns: a.columns,
@@ -165,44 +166,93 @@ pub fn group_stats(
     })
 }
 
-/// Per-session statistics of a chain.
+/// Per-session statistics of a chain, in session order. Sessions are independent (each
+/// bootstrap seeds its own generator from the options), so they run on every core and give
+/// the same result on any number of them. Each task copies only its own session's columns.
 pub fn sessions_of(c: &Collected, data: &ChainData, opts: &AnalyzeOptions) -> Vec<GroupStats> {
-    data.sessions
-        .iter()
+    let sessions: Vec<_> = data.sessions.iter().collect();
+    sessions
+        .par_iter()
         .filter_map(|(sid, s)| {
-            let runs: Vec<RunRef> = s.iter().collect();
-            let labels = runs.first().map(|r| c.labels(r.labels).into_iter().collect()).unwrap_or_default();
+            let labels = s.iter().next().map(|r| c.labels(r.labels).into_iter().collect()).unwrap_or_default();
             let counts = GroupCounts {
                 seen: s.seen,
                 complete: s.complete,
                 outcomes: s.outcomes.clone(),
                 missing_stage: s.missing_stage.clone(),
             };
-            group_stats(if sid.is_empty() { "(no session)".into() } else { sid.clone() }, labels, &runs, counts, opts)
+            let columns: Vec<Vec<f64>> = (0..s.cols).map(|k| s.column(k).collect()).collect();
+            let name = if sid.is_empty() { "(no session)".into() } else { (*sid).clone() };
+            group_stats(name, labels, &columns, counts, opts)
         })
         .collect()
 }
 
-/// Statistics per value of a label dimension (env, governor, cstate) over all sessions.
-pub fn groups_of(c: &Collected, data: &ChainData, dim: &str, opts: &AnalyzeOptions) -> Vec<GroupStats> {
-    let mut by: BTreeMap<String, Vec<RunRef>> = BTreeMap::new();
+/// Statistics per value of each label dimension in `dims` (env, governor, cstate) over all
+/// sessions: per dimension, its values in order. Every group is a task of its own, so the
+/// groups of all dimensions share the cores (like `sessions_of`); a task gathers its group's
+/// columns itself, so memory holds the columns of the groups being computed, not of all.
+pub fn groups_of(
+    c: &Collected,
+    data: &ChainData,
+    dims: &[&str],
+    opts: &AnalyzeOptions,
+) -> Vec<(String, Vec<GroupStats>)> {
+    // Group value of every label set, per dimension; and each group's size.
+    let mut value_of: Vec<rustc_hash::FxHashMap<u32, Option<String>>> = vec![Default::default(); dims.len()];
+    let mut sizes: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(); dims.len()];
     for s in data.sessions.values() {
-        for r in s.iter() {
-            if let Some(v) = label_value(&c.labels(r.labels), dim) {
-                by.entry(v).or_default().push(r);
+        for &l in &s.labels {
+            for (d, dim) in dims.iter().enumerate() {
+                let v = value_of[d].entry(l).or_insert_with(|| label_value(&c.labels(l), dim));
+                if let Some(v) = v {
+                    *sizes[d].entry(v.clone()).or_default() += 1;
+                }
             }
         }
     }
-    by.into_iter()
-        .filter_map(|(v, runs)| {
-            let counts = GroupCounts {
-                seen: runs.len() as u64,
-                complete: runs.iter().filter(|r| r.is_complete()).count() as u64,
-                ..Default::default()
-            };
-            group_stats(v.clone(), BTreeMap::from([(dim.to_string(), v)]), &runs, counts, opts)
+    let tasks: Vec<(usize, String, usize)> =
+        sizes.iter().enumerate().flat_map(|(d, m)| m.iter().map(move |(v, n)| (d, v.clone(), *n))).collect();
+    // Big groups first, so that no core is left with the largest one at the end.
+    let mut order: Vec<usize> = (0..tasks.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(tasks[i].2));
+    let mut done: Vec<(usize, Option<GroupStats>)> = order
+        .par_iter()
+        .map(|&i| {
+            let (d, v, n) = &tasks[i];
+            let ncol = data.sessions.values().map(|s| s.cols).next().unwrap_or(0);
+            let mut columns: Vec<Vec<f64>> = (0..ncol).map(|_| Vec::with_capacity(*n)).collect();
+            let mut complete = 0u64;
+            for s in data.sessions.values() {
+                for r in s.iter() {
+                    if value_of[*d].get(&r.labels).and_then(Option::as_ref) != Some(v) {
+                        continue;
+                    }
+                    complete += r.is_complete() as u64;
+                    for (k, col) in columns.iter_mut().enumerate() {
+                        col.push(r.values[k]);
+                    }
+                }
+            }
+            let counts = GroupCounts { seen: *n as u64, complete, ..Default::default() };
+            let labels = BTreeMap::from([(dims[*d].to_string(), v.clone())]);
+            (i, group_stats(v.clone(), labels, &columns, counts, opts))
         })
-        .collect()
+        .collect();
+    done.sort_by_key(|(i, _)| *i);
+    let mut out: Vec<(String, Vec<GroupStats>)> = dims.iter().map(|d| (d.to_string(), Vec::new())).collect();
+    for (i, g) in done {
+        if let Some(g) = g {
+            out[tasks[i].0].1.push(g);
+        }
+    }
+    out
+}
+
+/// Run the statistics on `n` threads (once per process, before any analysis; the default is
+/// one per CPU). Results are the same on any number.
+pub fn use_threads(n: usize) -> Result<(), rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global()
 }
 
 /// Column names of a chain: its segments, then `total` when it has more than one.

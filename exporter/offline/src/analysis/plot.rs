@@ -102,7 +102,7 @@ pub fn write(dir: &Path, report: &Report, c: &Collected) -> Result<Vec<String>, 
         let Some(cr) = report.chains.iter().find(|cr| &cr.chain == name) else { continue };
         let reference = shape.segment_name(1);
         for (sid, s) in &data.sessions {
-            let values: Vec<f64> = s.in_time_order().iter().map(|r| r.values[0]).filter(|v| v.is_finite()).collect();
+            let values = s.column_in_time_order(0);
             if values.len() < 2 * phases::window(values.len()) {
                 continue;
             }

@@ -4,6 +4,7 @@
 use std::{collections::BTreeMap, fmt::Write as _, fs, io, path::Path};
 
 use clockpath_common::hist::{NUM_BUCKETS, bucket_le_ns, bucket_lower_ns};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{
@@ -118,26 +119,33 @@ pub fn build(c: &Collected, opts: &AnalyzeOptions) -> Report {
         .iter()
         .filter_map(|(name, data)| {
             let shape = data.shape.as_ref()?;
-            let groups = GROUP_DIMENSIONS
-                .iter()
-                .map(|d| {
-                    (d.to_string(), groups_of(c, data, d, opts).into_iter().map(GroupReport::from).collect::<Vec<_>>())
-                })
+            // Sessions, groups and phases are independent: all of them share the cores.
+            let sessions: Vec<_> = data.sessions.iter().collect();
+            let (per_session, (groups, phases)) = rayon::join(
+                || sessions_of(c, data, opts),
+                || {
+                    rayon::join(
+                        || groups_of(c, data, GROUP_DIMENSIONS, opts),
+                        || {
+                            sessions
+                                .par_iter()
+                                .filter_map(|(sid, s)| {
+                                    Some(((*sid).clone(), phases::phases(&s.column_in_time_order(0))?))
+                                })
+                                .collect::<BTreeMap<_, _>>()
+                        },
+                    )
+                },
+            );
+            let groups = groups
+                .into_iter()
+                .map(|(d, g)| (d, g.into_iter().map(GroupReport::from).collect::<Vec<_>>()))
                 .filter(|(_, g)| !g.is_empty())
-                .collect();
-            let phases = data
-                .sessions
-                .iter()
-                .filter_map(|(sid, s)| {
-                    let reference: Vec<f64> =
-                        s.in_time_order().iter().map(|r| r.values[0]).filter(|v| v.is_finite()).collect();
-                    Some((sid.clone(), phases::phases(&reference)?))
-                })
                 .collect();
             Some(ChainReport {
                 chain: name.clone(),
                 columns: column_names(shape),
-                sessions: sessions_of(c, data, opts).into_iter().map(GroupReport::from).collect(),
+                sessions: per_session.into_iter().map(GroupReport::from).collect(),
                 groups,
                 phases,
             })

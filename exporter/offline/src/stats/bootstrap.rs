@@ -191,9 +191,15 @@ fn sorted_copy(xs: &[f64]) -> Vec<f64> {
 
 /// Bootstrap percentile CI of the median.
 pub fn median_ci(xs: &[f64], boot: &Bootstrap) -> Result<Interval, StatsError> {
+    median_ci_owned(xs.to_vec(), boot)
+}
+
+/// `median_ci`, sorting `xs` in place instead of a copy (for columns of millions of runs).
+pub fn median_ci_owned(mut xs: Vec<f64>, boot: &Bootstrap) -> Result<Interval, StatsError> {
     boot.validate()?;
-    check_finite(xs)?;
-    let sorted = sorted_copy(xs);
+    check_finite(&xs)?;
+    xs.sort_unstable_by(f64::total_cmp);
+    let sorted = xs;
     let mut rng = boot.rng();
     let mut r = Medians::for_len(sorted.len());
     let dist: Vec<f64> = (0..boot.resamples).map(|_| r.draw(&sorted, &mut rng)).collect();

@@ -19,7 +19,7 @@ mod regression;
 mod runs;
 
 pub use attribution::{Attribution, Share, covariance_shares};
-pub use bootstrap::{Bootstrap, Interval, median_ci, median_difference_ci, variance_ratio_ci};
+pub use bootstrap::{Bootstrap, Interval, median_ci, median_ci_owned, median_difference_ci, variance_ratio_ci};
 pub use independence::{IndependenceCheck, QuantileCheck, independence_check};
 pub use outliers::{Rejection, reject_outliers};
 pub use regression::{Coefficient, Regression, bootstrap_regression, variance_inflation};

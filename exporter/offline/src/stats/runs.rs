@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 
-use super::{Bootstrap, Interval, RELIABLE_MIN_SAMPLES, Rejection, StatsError, median_ci, reject_outliers, std_dev};
+use super::{
+    Bootstrap, Interval, RELIABLE_MIN_SAMPLES, Rejection, StatsError, median_ci_owned, reject_outliers, std_dev,
+};
 
 /// One column (a segment, or the total) of the kept runs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -37,19 +39,16 @@ pub fn analyze_runs(
 ) -> Result<RunsAnalysis, StatsError> {
     boot.validate()?;
     let reference_col = columns.get(reference).ok_or(StatsError::Empty)?;
-    let judged: Vec<usize> = (0..reference_col.len()).filter(|&r| !reference_col[r].is_nan()).collect();
-    let values: Vec<f64> = judged.iter().map(|&r| reference_col[r]).collect();
+    let values: Vec<f64> = reference_col.iter().copied().filter(|v| !v.is_nan()).collect();
     let mut rejection = if values.is_empty() {
         Rejection { keep: Vec::new(), rejected: 0, median: f64::NAN, sigma: f64::NAN, k: sigma }
     } else {
         reject_outliers(&values, sigma)?
     };
+    drop(values);
     // Back to one flag per run: a run without a reference value is kept.
-    let mut keep = vec![true; reference_col.len()];
-    for (&r, &k) in judged.iter().zip(&rejection.keep) {
-        keep[r] = k;
-    }
-    rejection.keep = keep;
+    let mut judged = rejection.keep.iter();
+    rejection.keep = reference_col.iter().map(|v| v.is_nan() || judged.next().copied().unwrap_or(true)).collect();
     let mut out = Vec::with_capacity(columns.len());
     for col in columns {
         let kept: Vec<f64> = rejection.kept(col).filter(|v| !v.is_nan()).collect();
@@ -57,13 +56,14 @@ pub fn analyze_runs(
             out.push(ColumnStats { n: 0, median: f64::NAN, std_dev: f64::NAN, ci: None, reliable: false });
             continue;
         }
-        let ci = median_ci(&kept, boot)?;
+        let (n, sd) = (kept.len(), std_dev(&kept));
+        let ci = median_ci_owned(kept, boot)?;
         out.push(ColumnStats {
-            n: kept.len(),
+            n,
             median: ci.estimate,
-            std_dev: std_dev(&kept),
+            std_dev: sd,
             ci: ci.is_finite().then_some(ci),
-            reliable: kept.len() >= RELIABLE_MIN_SAMPLES,
+            reliable: n >= RELIABLE_MIN_SAMPLES,
         });
     }
     Ok(RunsAnalysis { runs: reference_col.len(), rejection, columns: out })

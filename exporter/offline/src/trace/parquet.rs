@@ -32,7 +32,7 @@ use parquet::{
 
 use super::{
     CsvColumns, TraceHit,
-    read::{Hit, Interner, ReadError, ReadOptions, ReadStats},
+    read::{Flow, Hit, Interner, ReadError, ReadOptions, ReadStats},
 };
 
 /// Rows buffered before they are encoded into the open row group.
@@ -360,7 +360,7 @@ pub fn read(
     opts: ReadOptions,
     names: &mut Interner,
     stats: &mut ReadStats,
-    on_hit: &mut dyn FnMut(Hit, &Interner),
+    on_hit: &mut dyn FnMut(Hit, &Interner) -> Flow,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), ReadError> {
     let file = fs::File::open(path).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
@@ -450,7 +450,11 @@ pub fn read(
                 })
             })();
             match hit {
-                Ok(h) => on_hit(h, names),
+                Ok(h) => {
+                    if on_hit(h, names).is_break() {
+                        return Ok(());
+                    }
+                }
                 Err(why) => {
                     let e = ReadError::Row { path: path.to_path_buf(), row, why };
                     if !opts.skip_bad_lines {
@@ -494,7 +498,17 @@ mod tests {
         let mut names = Interner::new();
         let mut stats = ReadStats::default();
         let mut hits = Vec::new();
-        let r = super::super::read::read_file(p, opts, &mut names, &mut stats, &mut |h, _| hits.push(h), &mut |_| {});
+        let r = super::super::read::read_file(
+            p,
+            opts,
+            &mut names,
+            &mut stats,
+            &mut |h, _| {
+                hits.push(h);
+                Flow::Continue(())
+            },
+            &mut |_| {},
+        );
         (r.map(|()| hits), stats, names)
     }
 

@@ -274,13 +274,17 @@ pub struct ReadOptions {
     pub skip_bad_lines: bool,
 }
 
-/// Read `path`, calling `on_hit` for every hit. `progress` is called with bytes read.
+/// What `on_hit` returns: go on, or stop reading (the caller has what it needs).
+pub type Flow = std::ops::ControlFlow<()>;
+
+/// Read `path`, calling `on_hit` for every hit until it says stop. `progress` is called with
+/// bytes read.
 pub fn read_file(
     path: &Path,
     opts: ReadOptions,
     names: &mut Interner,
     stats: &mut ReadStats,
-    on_hit: &mut dyn FnMut(Hit, &Interner),
+    on_hit: &mut dyn FnMut(Hit, &Interner) -> Flow,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), ReadError> {
     if super::parquet::is_parquet(path) {
@@ -297,7 +301,7 @@ pub fn read_stream(
     opts: ReadOptions,
     names: &mut Interner,
     stats: &mut ReadStats,
-    on_hit: &mut dyn FnMut(Hit, &Interner),
+    on_hit: &mut dyn FnMut(Hit, &Interner) -> Flow,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), ReadError> {
     let io_err = |source| ReadError::Io { path: path.to_path_buf(), source };
@@ -315,6 +319,7 @@ pub fn read_stream(
         line_no: 0,
         label_key: Vec::with_capacity(64),
         file_session,
+        stopped: false,
     };
     // Lines are parsed in place in the reader's buffer; only a line that spans two buffer
     // fills is copied (into `carry`).
@@ -333,6 +338,9 @@ pub fn read_stream(
                     pos = nl + 1;
                     let line = std::mem::take(&mut carry);
                     st.line(&line, names, stats, on_hit)?;
+                    if st.stopped {
+                        return Ok(());
+                    }
                 }
                 None => {
                     carry.extend_from_slice(buf);
@@ -343,6 +351,9 @@ pub fn read_stream(
         }
         while let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) {
             st.line(&buf[pos..pos + nl + 1], names, stats, on_hit)?;
+            if st.stopped {
+                return Ok(());
+            }
             pos += nl + 1;
             if st.line_no.is_multiple_of(8192) {
                 progress(stats.bytes);
@@ -370,6 +381,8 @@ struct LineState<'a> {
     line_no: u64,
     label_key: Vec<u8>,
     file_session: String,
+    /// `on_hit` asked to stop.
+    stopped: bool,
 }
 
 impl LineState<'_> {
@@ -379,7 +392,7 @@ impl LineState<'_> {
         raw: &[u8],
         names: &mut Interner,
         stats: &mut ReadStats,
-        on_hit: &mut dyn FnMut(Hit, &Interner),
+        on_hit: &mut dyn FnMut(Hit, &Interner) -> Flow,
     ) -> Result<(), ReadError> {
         stats.bytes += raw.len() as u64;
         self.line_no += 1;
@@ -412,7 +425,7 @@ impl LineState<'_> {
             (InputFormat::Plain, _) => parse_plain_line(l, names, &self.file_session),
         };
         match parsed {
-            Ok(hit) => on_hit(hit, names),
+            Ok(hit) => self.stopped = on_hit(hit, names).is_break(),
             Err(why) => {
                 let e = ReadError::Malformed { path: self.path.to_path_buf(), line: self.line_no, why };
                 if !self.opts.skip_bad_lines {
@@ -585,7 +598,17 @@ mod tests {
         let mut names = Interner::new();
         let mut stats = ReadStats::default();
         let mut hits = Vec::new();
-        let r = read_file(&p, opts, &mut names, &mut stats, &mut |h, _| hits.push(h), &mut |_| {});
+        let r = read_file(
+            &p,
+            opts,
+            &mut names,
+            &mut stats,
+            &mut |h, _| {
+                hits.push(h);
+                Flow::Continue(())
+            },
+            &mut |_| {},
+        );
         (r.map(|()| hits), stats, names)
     }
 
@@ -618,7 +641,18 @@ mod tests {
         let mut names = Interner::new();
         let mut stats = ReadStats::default();
         let mut n = 0;
-        read_file(&p, ReadOptions::default(), &mut names, &mut stats, &mut |_, _| n += 1, &mut |_| {}).unwrap();
+        read_file(
+            &p,
+            ReadOptions::default(),
+            &mut names,
+            &mut stats,
+            &mut |_, _| {
+                n += 1;
+                Flow::Continue(())
+            },
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(n, 2);
     }
 
