@@ -52,7 +52,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 }
 
 /// Serve until `stop` turns true.
+/// Connections served at once; more are closed at accept (a scraper needs one or two).
+const MAX_CONNECTIONS: usize = 64;
+/// A client must send a request's headers within this (also bounds an idle keep-alive).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -64,14 +70,23 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut stop: watch
             },
             _ = stop.changed() => return,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(limit = MAX_CONNECTIONS, "too many HTTP connections: closing a new one");
+            drop(stream);
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle(state.clone(), req));
-            if let Err(error) =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await
-            {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+            if let Err(error) = served {
                 tracing::debug!(%error, "HTTP connection ended with an error");
             }
+            drop(slot);
         });
     }
 }

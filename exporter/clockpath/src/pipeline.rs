@@ -32,6 +32,10 @@ pub trait Sink: Send {
     fn tick(&mut self) {}
     /// Called once at shutdown, after the last record.
     fn finish(&mut self) {}
+    /// Heap bytes the sink holds, under a component name (`clockpath_memory_bytes`).
+    fn memory(&self) -> Option<(&'static str, usize)> {
+        None
+    }
 }
 
 /// Userspace counters of the data path, shared with the metrics.
@@ -50,16 +54,43 @@ pub struct PipelineStats {
     pub incomplete: AtomicU64,
     /// Instances removed by the timeout sweeper.
     pub swept: AtomicU64,
+    /// Heap bytes by component, refreshed by the assembly thread every second.
+    pub memory: std::sync::Mutex<Vec<(&'static str, u64)>>,
+    /// Bytes of record batches queued for the assembly thread.
+    pub queued_bytes: AtomicU64,
+    /// Partial instances the assembler emitted incomplete: after their chain's timeout, and
+    /// because it held its most.
+    pub evicted_timeout: AtomicU64,
+    pub evicted_over_cap: AtomicU64,
+}
+
+/// Bounds of the assembly thread's state.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bytes of record batches queued at most; a batch beyond is dropped (counted).
+    pub queued_bytes: u64,
+    /// Partial chain instances held at most.
+    pub open_instances: usize,
 }
 
 /// Handle to the assembly thread.
 pub struct Assembly {
     tx: mpsc::SyncSender<Vec<Record>>,
+    /// Emptied batches coming back from the assembly thread, for the reader to fill again:
+    /// a steady load then allocates no batch at all, and the heap does not fragment.
+    spare: mpsc::Receiver<Vec<Record>>,
+    max_queued_bytes: u64,
     thread: Option<thread::JoinHandle<Vec<Box<dyn Sink>>>>,
     pub stats: Arc<PipelineStats>,
 }
 
 const QUEUE_BATCHES: usize = 256;
+/// Emptied batches kept for reuse.
+const SPARE_BATCHES: usize = 4;
+/// Capacity of a new batch, in records.
+const BATCH_RECORDS: usize = 1024;
+/// Capacity a reused batch keeps at most.
+const KEPT_BATCH_RECORDS: usize = 8192;
 
 impl Assembly {
     /// Start the assembly thread. `shapes[i]` describes chain index `i`.
@@ -68,11 +99,13 @@ impl Assembly {
         mut labels: CaptureNames,
         mut sinks: Vec<Box<dyn Sink>>,
         stats: Arc<PipelineStats>,
+        limits: Limits,
     ) -> std::io::Result<Assembly> {
         let (tx, rx) = mpsc::sync_channel::<Vec<Record>>(QUEUE_BATCHES);
+        let (spare_tx, spare) = mpsc::sync_channel::<Vec<Record>>(SPARE_BATCHES);
         let st = stats.clone();
         let thread = thread::Builder::new().name("clockpath-assembly".into()).spawn(move || {
-            let mut asm = RecordAssembler::new(shapes);
+            let mut asm = RecordAssembler::with_max_open(shapes, limits.open_instances);
             let mut last_evict = ktime::monotonic_now_ns();
             loop {
                 let batch = match rx.recv_timeout(Duration::from_millis(200)) {
@@ -80,13 +113,24 @@ impl Assembly {
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 };
-                if let Some(batch) = batch {
+                if let Some(mut batch) = batch {
+                    st.queued_bytes.fetch_sub(batch_bytes(&batch), Ordering::Relaxed);
                     process(&mut asm, &mut labels, &mut sinks, &st, &batch);
+                    batch.clear();
+                    // A burst's batch is not kept at its size: the pool holds at most
+                    // SPARE_BATCHES × KEPT_BATCH_RECORDS records.
+                    batch.shrink_to(KEPT_BATCH_RECORDS);
+                    // A full pool (the reader is not taking them) frees the batch instead.
+                    let _ = spare_tx.try_send(batch);
                 }
                 let now = ktime::monotonic_now_ns();
                 if now.saturating_sub(last_evict) > 1_000_000_000 {
                     last_evict = now;
                     asm.evict(now, &mut |rec| deliver(&mut labels, &mut sinks, &st, rec));
+                    asm.shrink();
+                    st.evicted_timeout.store(asm.stats.evicted, Ordering::Relaxed);
+                    st.evicted_over_cap.store(asm.stats.evicted_over_cap, Ordering::Relaxed);
+                    publish_memory(&asm, &sinks, &st);
                 }
                 for s in &mut sinks {
                     s.tick();
@@ -98,7 +142,12 @@ impl Assembly {
             }
             sinks
         })?;
-        Ok(Assembly { tx, thread: Some(thread), stats })
+        Ok(Assembly { tx, spare, max_queued_bytes: limits.queued_bytes, thread: Some(thread), stats })
+    }
+
+    /// An empty batch to fill: one the assembly thread has finished with, or a new one.
+    pub fn empty_batch(&self) -> Vec<Record> {
+        self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH_RECORDS))
     }
 
     /// Queue a batch; drops it (counted) when assembly is behind.
@@ -107,14 +156,30 @@ impl Assembly {
             return;
         }
         let n = batch.len() as u64;
+        let bytes = batch_bytes(&batch);
+        let queued = self.stats.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        // Bounded in bytes as well as batches: a batch is whatever the ring held, up to all of
+        // it, so 256 batches could be gigabytes.
+        if queued + bytes > self.max_queued_bytes && queued > 0 {
+            self.stats.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
         if let Err(mpsc::TrySendError::Full(_) | mpsc::TrySendError::Disconnected(_)) = self.tx.try_send(batch) {
+            self.stats.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.stats.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
 
     /// Queue a batch, waiting for room (shutdown's final drain: nothing may be dropped).
     pub fn send_blocking(&self, batch: Vec<Record>) {
-        if !batch.is_empty() && self.tx.send(batch).is_err() {
+        if batch.is_empty() {
+            return;
+        }
+        let bytes = batch_bytes(&batch);
+        self.stats.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if self.tx.send(batch).is_err() {
+            self.stats.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             tracing::error!("assembly thread is gone; final records lost");
         }
     }
@@ -130,6 +195,24 @@ impl Assembly {
                 Vec::new()
             }
         }
+    }
+}
+
+fn batch_bytes(batch: &Vec<Record>) -> u64 {
+    (batch.capacity() * std::mem::size_of::<Record>()) as u64
+}
+
+/// Heap bytes of the assembler and each sink, for `clockpath_memory_bytes`.
+fn publish_memory(asm: &RecordAssembler, sinks: &[Box<dyn Sink>], stats: &PipelineStats) {
+    let mut m: Vec<(&'static str, u64)> = vec![("assembly", asm.heap_bytes() as u64)];
+    for (name, bytes) in sinks.iter().filter_map(|s| s.memory()) {
+        match m.iter_mut().find(|(n, _)| *n == name) {
+            Some(e) => e.1 += bytes as u64,
+            None => m.push((name, bytes as u64)),
+        }
+    }
+    if let Ok(mut out) = stats.memory.lock() {
+        *out = m;
     }
 }
 
@@ -153,25 +236,30 @@ fn process(
     batch: &[Record],
 ) {
     stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    // Counted per batch, not per record: one atomic add each.
+    let (mut hits, mut segments, mut closes) = (0u64, 0u64, 0u64);
     for r in batch {
         match r.kind {
             RECORD_HIT => {
-                stats.hit_records.fetch_add(1, Ordering::Relaxed);
+                hits += 1;
                 for s in sinks.iter_mut() {
                     s.on_hit(r);
                 }
             }
             RECORD_SEGMENT | RECORD_CLOSE => {
                 if r.kind == RECORD_SEGMENT {
-                    stats.segment_records.fetch_add(1, Ordering::Relaxed);
+                    segments += 1;
                 } else {
-                    stats.close_records.fetch_add(1, Ordering::Relaxed);
+                    closes += 1;
                 }
                 asm.push(r, &mut |c| deliver(labels, sinks, stats, c));
             }
             _ => {}
         }
     }
+    stats.hit_records.fetch_add(hits, Ordering::Relaxed);
+    stats.segment_records.fetch_add(segments, Ordering::Relaxed);
+    stats.close_records.fetch_add(closes, Ordering::Relaxed);
 }
 
 /// Names for values captured at stage 0: for chains whose later stage matches the captured

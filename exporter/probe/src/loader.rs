@@ -65,6 +65,8 @@ pub enum LoadError {
 /// The loaded object, its attached programs and the plan they implement.
 pub struct Engine {
     ebpf: Ebpf,
+    /// The kernel's BTF, parsed when a BTF-typed program is first loaded and released when
+    /// `attach` is done: tens of MB the exporter has no use for while it runs.
     btf: Option<Btf>,
     slot_config: Array<MapData, SlotConfig>,
     /// Slots in use.
@@ -105,7 +107,7 @@ impl Engine {
         let slot_config = take(&mut ebpf, "SLOT_CONFIG")?;
         Ok(Engine {
             ebpf,
-            btf: Btf::from_sys_fs().ok(),
+            btf: None,
             slot_config,
             used: BTreeSet::new(),
             refused: BTreeMap::new(),
@@ -150,6 +152,7 @@ impl Engine {
             }
             self.chains.push(plan);
         }
+        self.btf = None;
     }
 
     fn attach_chain(&mut self, chain: &mut ChainPlan) {
@@ -285,6 +288,9 @@ impl Engine {
 
     fn load_and_attach(&mut self, name: &str, cand: &Candidate) -> Result<(), String> {
         let t = &cand.target;
+        if matches!(t.kind, AttachKind::TpBtf | AttachKind::Fentry | AttachKind::Fexit) && self.btf.is_none() {
+            self.btf = Btf::from_sys_fs().ok();
+        }
         let btf = self.btf.as_ref();
         let prog = self.ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the BPF object"))?;
         let no_btf = || "the kernel's BTF could not be read (/sys/kernel/btf/vmlinux)".to_string();

@@ -8,6 +8,14 @@ use aya::maps::{MapData, RingBuf};
 use clockpath_common::record::{RECORD_BYTES, Record};
 use tokio::io::{Interest, unix::AsyncFd};
 
+/// Bytes the mapping of a ring of `ring_bytes` takes in this process: the consumer and
+/// producer pages, and the data pages mapped twice (so records that wrap read contiguously).
+pub fn mapping_bytes(ring_bytes: u32) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    2 * page + 2 * ring_bytes as u64
+}
+
 pub struct RingReader {
     fd: AsyncFd<RingBuf<MapData>>,
     tick: tokio::time::Interval,

@@ -16,9 +16,11 @@ use crate::{
 };
 
 pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
+    crate::process::tune_allocator();
     let loaded = load_config(config)?;
-    let kernel = Kernel::open();
-    let plans = daemon::plan(&loaded, &kernel).map_err(start_error)?;
+    // The kernel's facts (symbols, BTF) are only needed to plan: dropped before the daemon
+    // starts, which hands the memory back.
+    let plans = daemon::plan(&loaded, &Kernel::open()).map_err(start_error)?;
     let rt = runtime()?;
     rt.block_on(async move {
         let cfg = &loaded.config;
@@ -49,6 +51,7 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
                 cstate_limit: environment.cstate_limit.clone(),
             },
             le_buckets,
+            ring_mapping_bytes: clockpath_probe::ring::mapping_bytes(cfg.probe.ring_bytes),
             program_stats: cfg
                 .probe
                 .bpf_stats

@@ -17,6 +17,7 @@ use crate::{
 };
 
 pub(super) fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result<ExitCode, CliError> {
+    crate::process::tune_allocator();
     let loaded = load_config(config)?;
     let _lock = session::clocksource::lock().map_err(|e| CliError { code: EXIT_FAILURE, error: e.into() })?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -101,6 +101,8 @@ pub struct MetricsConfig {
     pub quantiles: Vec<f64>,
     /// Length of the HDR quantile window, in seconds (at least 6).
     pub quantile_window_secs: u64,
+    /// Significant digits of the HDR histograms (1–5).
+    pub quantile_precision: u8,
 }
 
 /// Statistics windows.
@@ -364,6 +366,9 @@ impl Loaded {
         }
         if m.quantile_window_secs < 6 {
             issues.push(self.issue("metrics.quantile_window_secs", "must be at least 6 seconds"));
+        }
+        if !(1..=5).contains(&m.quantile_precision) {
+            issues.push(self.issue("metrics.quantile_precision", "must be 1 to 5 significant digits"));
         }
         let w = &self.config.windows;
         if w.interval_secs == 0 {

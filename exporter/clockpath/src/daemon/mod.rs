@@ -26,7 +26,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use crate::{
     config::{ConfigError, ConfigIssue, Loaded},
     ktime,
-    pipeline::{Assembly, CaptureNames, PipelineStats, Sink},
+    pipeline::{Assembly, CaptureNames, Limits, PipelineStats, Sink},
     sinks::SinkError,
 };
 
@@ -113,6 +113,7 @@ impl Daemon {
         let ring = engine.take_ring()?;
         let maps = engine.take_maps()?;
         engine.attach(plans);
+        crate::process::release_freed_memory();
         if !engine.chains.iter().any(ChainPlan::is_running) {
             let reasons: Vec<String> = engine
                 .chains
@@ -145,7 +146,13 @@ impl Daemon {
         let plans = Arc::new(engine.chains.clone());
         let stats = Arc::new(PipelineStats::default());
         let sinks = make_sinks(&plans)?;
-        let assembly = Assembly::start(plan::shapes(&plans), capture_names(&plans), sinks, stats.clone())?;
+        // One ring's worth of records may wait for assembly; partial instances may be twice as
+        // many as the kernel can have open (records of instances it closed are still queued).
+        let limits = Limits {
+            queued_bytes: u64::from(probe.ring_bytes).max(1 << 20),
+            open_instances: (probe.max_instances as usize).saturating_mul(2).max(1024),
+        };
+        let assembly = Assembly::start(plan::shapes(&plans), capture_names(&plans), sinks, stats.clone(), limits)?;
         let reader = RingReader::new(ring, Duration::from_millis(probe.drain_interval_ms))?;
         let maps = Arc::new(Mutex::new(maps));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -243,15 +250,20 @@ impl ReadLoop {
         let ReadLoop { mut reader, assembly, maps, timeouts, sweep_every, mut stop, stats, .. } = self;
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One batch buffer, handed over only when it holds records; its replacement is one the
+        // assembly thread has emptied, so a steady load allocates no batches.
+        let mut batch: Vec<Record> = assembly.empty_batch();
         loop {
-            let mut batch = Vec::with_capacity(1024);
             tokio::select! {
                 r = reader.next_batch(&mut batch) => {
                     if let Err(error) = r {
                         tracing::error!(%error, "ring buffer read failed");
                         return Some(assembly);
                     }
-                    assembly.send(batch);
+                    if !batch.is_empty() {
+                        let next = assembly.empty_batch();
+                        assembly.send(std::mem::replace(&mut batch, next));
+                    }
                 }
                 _ = sweep.tick() => {
                     let now = ktime::monotonic_now_ns();

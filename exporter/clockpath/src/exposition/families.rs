@@ -191,7 +191,34 @@ pub fn stage_hits(enc: &mut DescriptorEncoder, labels: &CommonLabels, snap: &Ker
 pub fn pipeline(enc: &mut DescriptorEncoder, st: &PipelineStats) -> fmt::Result {
     counter(enc, RECORDS_RECEIVED, RECORDS_RECEIVED_HELP, &[(vec![], st.records.load(Ordering::Relaxed))])?;
     counter(enc, RECORDS_DROPPED, RECORDS_DROPPED_HELP, &[(vec![], st.dropped.load(Ordering::Relaxed))])?;
-    counter(enc, CHAINS_INCOMPLETE, CHAINS_INCOMPLETE_HELP, &[(vec![], st.incomplete.load(Ordering::Relaxed))])
+    counter(enc, CHAINS_INCOMPLETE, CHAINS_INCOMPLETE_HELP, &[(vec![], st.incomplete.load(Ordering::Relaxed))])?;
+    counter(
+        enc,
+        ASSEMBLY_EVICTIONS,
+        ASSEMBLY_EVICTIONS_HELP,
+        &[
+            (vec![(s("reason"), s("timeout"))], st.evicted_timeout.load(Ordering::Relaxed)),
+            (vec![(s("reason"), s("cap"))], st.evicted_over_cap.load(Ordering::Relaxed)),
+        ],
+    )
+}
+
+/// `clockpath_memory_bytes` by component (heap of the assembler and each sink, the queue to
+/// the assembly thread, and the ring buffer's mapping), and the process's own
+/// `process_resident_memory_bytes` and `process_cpu_seconds_total`.
+pub fn memory(enc: &mut DescriptorEncoder, st: &PipelineStats, ring_mapping_bytes: u64) -> fmt::Result {
+    let mut series: Vec<(Labels, f64)> = Vec::new();
+    if let Ok(m) = st.memory.lock() {
+        series.extend(m.iter().map(|(name, bytes)| (vec![(s("component"), s(name))], *bytes as f64)));
+    }
+    series.push((vec![(s("component"), s("assembly_queue"))], st.queued_bytes.load(Ordering::Relaxed) as f64));
+    series.push((vec![(s("component"), s("ring_mapping"))], ring_mapping_bytes as f64));
+    gauge(enc, MEMORY, MEMORY_HELP, &series)?;
+    if let Some(p) = crate::process::ProcessUsage::read() {
+        gauge(enc, PROCESS_RESIDENT, PROCESS_RESIDENT_HELP, &[(vec![], p.resident_bytes as f64)])?;
+        counter_seconds(enc, PROCESS_CPU, PROCESS_CPU_HELP, &[(vec![], p.cpu_seconds)])?;
+    }
+    Ok(())
 }
 
 /// `clockpath_probe_info`: each candidate of each stage, what was attached and why not.
@@ -322,7 +349,7 @@ pub fn windows(
     for ((name, help), series) in DEFS.iter().zip(by_metric.iter()) {
         gauge(enc, name, help, series)?;
     }
-    Ok(())
+    counter(enc, WINDOWS_SKIPPED, WINDOWS_SKIPPED_HELP, &[(vec![], snap.skipped)])
 }
 
 /// The OTLP sink's sampling decisions, export results and queue.

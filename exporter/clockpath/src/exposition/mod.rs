@@ -33,6 +33,8 @@ pub struct Exposition {
     pub environment: EnvironmentInfo,
     /// Kernel bucket index of each configured `le`.
     pub le_buckets: Vec<usize>,
+    /// Bytes the ring buffer's mapping takes (its data pages are mapped twice).
+    pub ring_mapping_bytes: u64,
     /// Per-program kernel run time and count, when bpf_stats is on.
     pub program_stats: Option<Box<dyn Fn() -> Vec<ProgramStats> + Send + Sync>>,
 }
@@ -71,6 +73,7 @@ impl Collector for Exposition {
         families::chain_counters(&mut enc, labels, plans, &kernel)?;
         families::stage_hits(&mut enc, labels, &kernel)?;
         families::pipeline(&mut enc, &self.stats)?;
+        families::memory(&mut enc, &self.stats, self.ring_mapping_bytes)?;
         families::probes(&mut enc, plans)?;
         families::build(&mut enc)?;
         let clocksource = std::fs::read_to_string(format!("{CLOCKSOURCE_DIR}/current_clocksource"))

@@ -35,6 +35,19 @@ pub const CHAINS_INCOMPLETE: &str = "clockpath_chains_incomplete";
 pub const CHAINS_INCOMPLETE_HELP: &str =
     "Chain instances assembled with missing segments (records lost, or evicted after the timeout).";
 
+pub const MEMORY: &str = "clockpath_memory_bytes";
+pub const MEMORY_HELP: &str = "Memory clockpath holds, by component: the heap of chain assembly and of each sink (HDR histograms, window reservoirs, OTLP queue, recorder buffers), record batches queued for assembly, and the ring buffer's mapping (shared with the kernel; its pages count in the resident size).";
+pub const PROCESS_RESIDENT: &str = "process_resident_memory_bytes";
+pub const PROCESS_RESIDENT_HELP: &str = "Resident memory size in bytes.";
+pub const PROCESS_CPU: &str = "process_cpu_seconds";
+pub const PROCESS_CPU_HELP: &str = "Total user and system CPU time spent in seconds.";
+
+pub const WINDOWS_SKIPPED: &str = "clockpath_windows_skipped";
+pub const WINDOWS_SKIPPED_HELP: &str =
+    "Statistics windows closed but not computed because the worker was still busy with earlier ones (at most 4 wait).";
+pub const ASSEMBLY_EVICTIONS: &str = "clockpath_assembly_evictions";
+pub const ASSEMBLY_EVICTIONS_HELP: &str = "Partial chain instances userspace assembly gave up on and emitted incomplete: their chain's timeout passed (a record was lost), or it held its most (twice probe.max_instances).";
+
 pub const PROBE: &str = "clockpath_probe";
 pub const PROBE_HELP: &str =
     "Each candidate attach target of each stage: what was attached, and why the others were not.";

@@ -4,6 +4,11 @@
 //! each; the oldest is cleared as the window slides. Quantiles are recomputed once per
 //! sub-window tick (and at least every second) into a snapshot the scrape path reads, so a
 //! scrape never merges histograms.
+//!
+//! A series' histograms are created by its first record and sized to the values seen
+//! (auto-resizing): memory follows each segment's observed range at the configured precision
+//! (`metrics.quantile_precision` significant digits), e.g. ~7 KiB per sub-window for
+//! microsecond segments at 2 digits instead of the ~18 KiB a 1 ns – 1000 s range would take.
 
 use std::{
     collections::BTreeMap,
@@ -38,12 +43,17 @@ pub struct QuantileSnapshot {
 pub type SharedQuantiles = Arc<RwLock<QuantileSnapshot>>;
 
 struct Series {
-    subs: Vec<Histogram<u64>>,
+    /// Counts per sub-window fit in u32: 4 G records in one sub-window is ~400 M/s.
+    subs: Vec<Histogram<u32>>,
 }
 
 pub struct HdrSink {
     shapes: Vec<Option<ChainShape>>,
     quantiles: Vec<f64>,
+    /// Significant digits.
+    precision: u8,
+    /// Scratch histogram the sub-windows are merged into at each publish.
+    merged: Histogram<u32>,
     sub_len: Duration,
     current: usize,
     rotated_at: Instant,
@@ -52,14 +62,20 @@ pub struct HdrSink {
     out: SharedQuantiles,
 }
 
-fn new_hist() -> Histogram<u64> {
-    // Two significant digits: 1 % resolution, ~35 KiB per histogram.
-    #[expect(clippy::expect_used, reason = "constant, valid bounds")]
-    Histogram::new_with_bounds(1, MAX_NS, 2).expect("valid HDR bounds")
+/// An empty histogram at `precision` significant digits (1–5, checked by the config) that
+/// grows to the largest value recorded.
+fn new_hist(precision: u8) -> Histogram<u32> {
+    Histogram::new(precision.clamp(1, 5)).unwrap_or_else(|_| Histogram::new(2).unwrap_or_else(|_| unreachable!()))
 }
 
 impl HdrSink {
-    pub fn new(shapes: Vec<Option<ChainShape>>, quantiles: Vec<f64>, window: Duration, out: SharedQuantiles) -> Self {
+    pub fn new(
+        shapes: Vec<Option<ChainShape>>,
+        quantiles: Vec<f64>,
+        precision: u8,
+        window: Duration,
+        out: SharedQuantiles,
+    ) -> Self {
         let now = Instant::now();
         if let Ok(mut o) = out.write() {
             o.quantiles = quantiles.clone();
@@ -67,6 +83,8 @@ impl HdrSink {
         HdrSink {
             shapes,
             quantiles,
+            precision,
+            merged: new_hist(precision),
             sub_len: (window / SUB_WINDOWS as u32).max(Duration::from_secs(1)),
             current: 0,
             rotated_at: now,
@@ -78,19 +96,27 @@ impl HdrSink {
 
     fn record(&mut self, key: SeriesKey, ns: u64) {
         let cur = self.current;
-        let s =
-            self.series.entry(key).or_insert_with(|| Series { subs: (0..SUB_WINDOWS).map(|_| new_hist()).collect() });
-        s.subs[cur].saturating_record(ns.clamp(1, MAX_NS));
+        let precision = self.precision;
+        let s = self
+            .series
+            .entry(key)
+            .or_insert_with(|| Series { subs: (0..SUB_WINDOWS).map(|_| new_hist(precision)).collect() });
+        // `record` grows the histogram to fit (`saturating_record` would clamp to its current
+        // top instead); the value is already clamped to MAX_NS, so growing cannot run away.
+        let h = &mut s.subs[cur];
+        if h.record(ns.clamp(1, MAX_NS)).is_err() {
+            h.saturating_record(ns.clamp(1, MAX_NS));
+        }
     }
 
     fn publish(&mut self) {
         let mut snap =
             QuantileSnapshot { quantiles: self.quantiles.clone(), series: BTreeMap::new(), p99_ns: BTreeMap::new() };
-        let mut merged = new_hist();
+        let merged = &mut self.merged;
         for (key, s) in &self.series {
             merged.reset();
             for h in &s.subs {
-                // Same bounds and precision, so adding cannot fail.
+                // Same precision; the merged histogram grows to fit, so adding cannot fail.
                 let _ = merged.add(h);
             }
             let n = merged.len();
@@ -107,7 +133,19 @@ impl HdrSink {
     }
 }
 
+impl HdrSink {
+    /// Bytes of histogram counts held.
+    pub fn heap_bytes(&self) -> usize {
+        let counts = |h: &Histogram<u32>| h.distinct_values() * std::mem::size_of::<u32>();
+        self.series.values().flat_map(|s| &s.subs).map(counts).sum::<usize>() + counts(&self.merged)
+    }
+}
+
 impl Sink for HdrSink {
+    fn memory(&self) -> Option<(&'static str, usize)> {
+        Some(("hdr_histograms", self.heap_bytes()))
+    }
+
     fn on_chain(&mut self, rec: &ChainRecord) {
         for s in &rec.segments {
             self.record((rec.chain, s.index), s.duration_ns());
@@ -148,7 +186,7 @@ mod tests {
     fn quantiles_follow_recorded_segments() {
         let shape = ChainShape { name: "c".into(), stages: vec!["a".into(), "b".into()], timeout_ns: 0 };
         let out = SharedQuantiles::default();
-        let mut s = HdrSink::new(vec![Some(shape)], vec![0.5, 0.99], Duration::from_secs(60), out.clone());
+        let mut s = HdrSink::new(vec![Some(shape)], vec![0.5, 0.99], 2, Duration::from_secs(60), out.clone());
         for i in 1..=1000u64 {
             let rec = ChainRecord {
                 chain: 0,
@@ -181,5 +219,8 @@ mod tests {
         assert!(!snap.series.contains_key(&(0, 0)), "no total for a one-segment chain");
         let p99 = snap.p99_ns[&(0, 1)] as f64;
         assert!((p99 - 990e3).abs() / 990e3 < 0.02, "{p99}");
+        // Sized to ~1 ms at 2 digits: far below a 1 ns – 1000 s histogram per sub-window.
+        let full = Histogram::<u32>::new_with_bounds(1, MAX_NS, 2).unwrap().distinct_values() * 4;
+        assert!(s.heap_bytes() < (SUB_WINDOWS + 1) * full / 2, "{} bytes", s.heap_bytes());
     }
 }

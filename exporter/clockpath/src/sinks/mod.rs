@@ -100,6 +100,7 @@ impl<'a> Builder<'a> {
         let hdr = HdrSink::new(
             shapes.clone(),
             cfg.metrics.quantiles.clone(),
+            cfg.metrics.quantile_precision,
             Duration::from_secs(cfg.metrics.quantile_window_secs),
             quantiles.clone(),
         );

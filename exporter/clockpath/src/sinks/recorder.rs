@@ -33,7 +33,10 @@ pub struct Recorder {
     labels: Vec<(String, String)>,
     columns: CsvColumns,
     writer: Option<TraceWriter>,
+    /// The newest files, when old ones are deleted (`keep_files`).
     files: VecDeque<PathBuf>,
+    /// Files written.
+    written: u64,
     seq: u64,
     last_flush: Instant,
     /// Lines written, for logs and tests.
@@ -71,6 +74,7 @@ impl Recorder {
             columns,
             writer: None,
             files: VecDeque::new(),
+            written: 0,
             seq: 0,
             last_flush: Instant::now(),
             lines: 0,
@@ -87,7 +91,11 @@ impl Recorder {
         let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
         let path = self.cfg.dir.join(format!("traces-{stamp}-{:04}.{}", self.seq, self.cfg.format.extension()));
         self.writer = Some(TraceWriter::with_columns(&path, self.cfg.format, self.columns.clone())?);
-        self.files.push_back(path);
+        // Only a bounded number of files is remembered: the ones that may have to be deleted.
+        if self.cfg.keep_files > 0 {
+            self.files.push_back(path);
+        }
+        self.written += 1;
         while self.cfg.keep_files > 0 && self.files.len() > self.cfg.keep_files {
             if let Some(old) = self.files.pop_front() {
                 let _ = fs::remove_file(old);
@@ -115,6 +123,10 @@ impl Recorder {
 }
 
 impl Sink for Recorder {
+    fn memory(&self) -> Option<(&'static str, usize)> {
+        Some(("recorder", self.writer.as_ref().map_or(0, TraceWriter::memory_bytes)))
+    }
+
     fn on_chain(&mut self, rec: &ChainRecord) {
         if !self.slots.is_empty() {
             return;
@@ -159,6 +171,6 @@ impl Sink for Recorder {
         {
             tracing::error!(%error, "recorder: final flush failed");
         }
-        tracing::info!(lines = self.lines, files = self.files.len(), "recorder closed");
+        tracing::info!(lines = self.lines, files = self.written, "recorder closed");
     }
 }

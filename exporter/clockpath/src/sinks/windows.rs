@@ -6,7 +6,7 @@
 //! hands off; the bootstrap runs on the worker, so it never delays the ring reader.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{Arc, RwLock, mpsc},
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -14,6 +14,7 @@ use std::{
 
 use rand::{RngExt as _, SeedableRng as _};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use rustc_hash::FxHashMap;
 
 use clockpath_offline::{
     chain::{ChainRecord, ChainShape, Outcome},
@@ -41,21 +42,39 @@ pub struct WindowSnapshot {
     pub windows: BTreeMap<WindowKey, Vec<SegmentWindow>>,
     /// Windows computed so far (for tests and logs).
     pub computed: u64,
+    /// Windows dropped uncomputed because the worker was still busy with earlier ones.
+    pub skipped: u64,
 }
+
+/// Closed windows waiting for the worker at most: each holds a whole reservoir.
+const PENDING_JOBS: usize = 4;
 
 pub type SharedWindows = Arc<RwLock<WindowSnapshot>>;
 
+/// A window's sample of runs, flat: run `r` is `values[r * cols..(r + 1) * cols]`, its segment
+/// durations (ns) then the total. It grows with the runs that arrive, up to the cap.
 struct Reservoir {
-    /// `runs[r]`: segment durations (ns) then the total.
-    runs: Vec<Vec<f64>>,
+    values: Vec<f64>,
+    cols: usize,
     seen: u64,
+}
+
+impl Reservoir {
+    fn len(&self) -> usize {
+        self.values.len() / self.cols.max(1)
+    }
+
+    fn bytes(&self) -> usize {
+        self.values.capacity() * std::mem::size_of::<f64>()
+    }
 }
 
 struct Job {
     key: WindowKey,
     columns: Vec<String>,
     reference: usize,
-    runs: Vec<Vec<f64>>,
+    /// Flat runs, `columns.len()` values each.
+    values: Vec<f64>,
     end_unix: f64,
 }
 
@@ -63,12 +82,13 @@ pub struct WindowSink {
     shapes: Vec<Option<ChainShape>>,
     references: Vec<usize>,
     cfg: WindowsConfig,
-    open: HashMap<WindowKey, Reservoir>,
+    open: FxHashMap<WindowKey, Reservoir>,
     /// Published keys and when their window last closed.
-    published: HashMap<WindowKey, Instant>,
+    published: FxHashMap<WindowKey, Instant>,
     started: Instant,
     rng: Xoshiro256PlusPlus,
-    tx: Option<mpsc::Sender<Job>>,
+    tx: Option<mpsc::SyncSender<Job>>,
+    out: SharedWindows,
     worker: Option<thread::JoinHandle<()>>,
 }
 
@@ -87,20 +107,26 @@ pub fn reference_segment(shape: &ChainShape, cfg: &WindowsConfig) -> usize {
 impl WindowSink {
     pub fn new(shapes: Vec<Option<ChainShape>>, cfg: WindowsConfig, out: SharedWindows) -> std::io::Result<WindowSink> {
         let references = shapes.iter().map(|s| s.as_ref().map_or(0, |s| reference_segment(s, &cfg))).collect();
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::sync_channel::<Job>(PENDING_JOBS);
+        let shared = out.clone();
         let boot = cfg.bootstrap;
         let sigma = cfg.sigma;
         let worker = thread::Builder::new().name("clockpath-windows".into()).spawn(move || {
             for job in rx {
                 let result = compute(&job, sigma, &boot);
+                let Job { key, values, .. } = job;
+                // The window's runs and columns were the largest allocations of this thread's
+                // arena: hand the pages back.
+                drop(values);
+                crate::process::release_freed_memory();
                 let Ok(mut snap) = out.write() else { return };
                 snap.computed += 1;
                 match result {
                     Some(segs) if !segs.is_empty() => {
-                        snap.windows.insert(job.key, segs);
+                        snap.windows.insert(key, segs);
                     }
                     _ => {
-                        snap.windows.remove(&job.key);
+                        snap.windows.remove(&key);
                     }
                 }
             }
@@ -110,10 +136,11 @@ impl WindowSink {
             references,
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.bootstrap.seed),
             cfg,
-            open: HashMap::new(),
-            published: HashMap::new(),
+            open: FxHashMap::default(),
+            published: FxHashMap::default(),
             started: Instant::now(),
             tx: Some(tx),
+            out: shared,
             worker: Some(worker),
         })
     }
@@ -127,9 +154,18 @@ impl WindowSink {
             columns.push("total".into());
         }
         let reference = self.references[key.0 as usize];
-        let job = Job { key, columns, reference, runs: res.runs, end_unix: now_unix() };
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(job);
+        let job = Job { key, columns, reference, values: res.values, end_unix: now_unix() };
+        self.send(job);
+    }
+
+    /// Hand a job to the worker without waiting; a full queue drops it (counted).
+    fn send(&mut self, job: Job) {
+        let Some(tx) = &self.tx else { return };
+        if let Err(mpsc::TrySendError::Full(job)) = tx.try_send(job) {
+            tracing::warn!(chain = job.key.0, "statistics worker behind: window skipped");
+            if let Ok(mut snap) = self.out.write() {
+                snap.skipped += 1;
+            }
         }
     }
 
@@ -158,7 +194,8 @@ impl WindowSink {
         for key in stale {
             self.published.remove(&key);
             if let Some(tx) = &self.tx {
-                let _ = tx.send(Job { key, columns: Vec::new(), reference: 0, runs: Vec::new(), end_unix: now_unix() });
+                let _ =
+                    tx.send(Job { key, columns: Vec::new(), reference: 0, values: Vec::new(), end_unix: now_unix() });
             }
         }
         self.close_all(now);
@@ -167,11 +204,12 @@ impl WindowSink {
 
 /// Per-segment statistics of a closed window; None when it had no runs.
 fn compute(job: &Job, sigma: f64, boot: &stats::Bootstrap) -> Option<Vec<SegmentWindow>> {
-    if job.runs.is_empty() {
+    let ncol = job.columns.len();
+    if job.values.is_empty() || ncol == 0 {
         return None;
     }
-    let ncol = job.columns.len();
-    let columns: Vec<Vec<f64>> = (0..ncol).map(|c| job.runs.iter().map(|r| r[c] / 1e9).collect()).collect();
+    let columns: Vec<Vec<f64>> =
+        (0..ncol).map(|c| job.values.iter().skip(c).step_by(ncol).map(|v| v / 1e9).collect()).collect();
     match stats::analyze_runs(&columns, job.reference, sigma, boot) {
         Ok(a) => Some(
             job.columns
@@ -194,26 +232,40 @@ fn compute(job: &Job, sigma: f64, boot: &stats::Bootstrap) -> Option<Vec<Segment
 }
 
 impl Sink for WindowSink {
+    fn memory(&self) -> Option<(&'static str, usize)> {
+        Some(("window_reservoirs", self.open.values().map(Reservoir::bytes).sum()))
+    }
+
     fn on_chain(&mut self, rec: &ChainRecord) {
         if rec.outcome != Outcome::Completed {
             return;
         }
         let Some(shape) = self.shapes.get(rec.chain as usize).and_then(Option::as_ref) else { return };
-        let mut run: Vec<f64> = rec.segments.iter().map(|s| s.duration_ns() as f64).collect();
-        if shape.segments() > 1 {
-            run.push(rec.total_ns() as f64);
-        }
+        let multi = shape.segments() > 1;
+        let cols = rec.segments.len() + multi as usize;
         let key = (rec.chain, rec.session.clone());
         let cap = self.cfg.reservoir;
-        let res = self.open.entry(key.clone()).or_insert_with(|| Reservoir { runs: Vec::new(), seen: 0 });
+        let res = self.open.entry(key.clone()).or_insert_with(|| Reservoir { values: Vec::new(), cols, seen: 0 });
+        if res.cols != cols {
+            // A completed run has every segment: this cannot differ within a chain.
+            return;
+        }
         res.seen += 1;
-        if res.runs.len() < cap {
-            res.runs.push(run);
+        // Algorithm R: keep each of the `seen` runs with probability cap / seen.
+        let slot = if res.len() < cap {
+            res.values.resize(res.values.len() + cols, 0.0);
+            Some(res.len() - 1)
         } else {
-            // Algorithm R: keep each of the `seen` runs with probability cap / seen.
-            let j = self.rng.random_range(0..res.seen);
-            if (j as usize) < cap {
-                res.runs[j as usize] = run;
+            let j = self.rng.random_range(0..res.seen) as usize;
+            (j < cap).then_some(j)
+        };
+        if let Some(r) = slot {
+            let row = &mut res.values[r * cols..(r + 1) * cols];
+            for (v, s) in row.iter_mut().zip(&rec.segments) {
+                *v = s.duration_ns() as f64;
+            }
+            if multi {
+                row[cols - 1] = rec.total_ns() as f64;
             }
         }
         if self.cfg.every_chains > 0 && res.seen >= self.cfg.every_chains {
@@ -319,7 +371,7 @@ mod tests {
         for i in 0..10_000 {
             w.on_chain(&run(i, None));
         }
-        assert_eq!(w.open[&(0, None)].runs.len(), 64);
+        assert_eq!(w.open[&(0, None)].len(), 64);
         assert_eq!(w.open[&(0, None)].seen, 10_000);
         let t0 = w.started;
         w.tick_at(t0 + Duration::from_millis(900));

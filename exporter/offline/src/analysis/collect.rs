@@ -38,7 +38,7 @@ use crate::{
         assembler::RecordAssembler,
         hits::{Hit as StageHit, HitAssembler, HitRole},
     },
-    trace::read::{self, Flow, Hit, Interner},
+    trace::read::{Flow, Hit, Interner},
 };
 
 /// Probe names of older tooling, mapped to (chain, stage).
@@ -501,7 +501,7 @@ fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut O
         let mut names = std::mem::take(&mut r.out.names);
         let mut stats = std::mem::take(&mut r.out.read);
         let base = read_before;
-        let result = read::read_file(
+        let result = crate::trace::read_file(
             f,
             opts.read,
             &mut names,

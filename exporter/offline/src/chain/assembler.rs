@@ -25,7 +25,10 @@ pub struct AssemblerStats {
     pub segments: u64,
     pub emitted: u64,
     pub incomplete: u64,
+    /// Partial instances emitted because their chain's timeout passed.
     pub evicted: u64,
+    /// Partial instances emitted because `max_open` were held.
+    pub evicted_over_cap: u64,
     /// Records for a chain index with no shape (not configured).
     pub unknown_chain: u64,
 }
@@ -33,14 +36,31 @@ pub struct AssemblerStats {
 pub struct RecordAssembler {
     shapes: Vec<Option<ChainShape>>,
     open: rustc_hash::FxHashMap<(u8, u64), Partial>,
+    /// Most partial instances held; past it the least recently extended are emitted as
+    /// incomplete (records of theirs were lost, or they would have finished).
+    max_open: usize,
     latest_ns: u64,
     pub stats: AssemblerStats,
 }
 
+/// Default cap on partial instances: more than the kernel can have open at its default size.
+pub const DEFAULT_MAX_OPEN: usize = 1 << 17;
+
 impl RecordAssembler {
     /// `shapes[i]` describes chain index `i` (None: not running).
     pub fn new(shapes: Vec<Option<ChainShape>>) -> Self {
-        RecordAssembler { shapes, open: Default::default(), latest_ns: 0, stats: AssemblerStats::default() }
+        Self::with_max_open(shapes, DEFAULT_MAX_OPEN)
+    }
+
+    /// Holding at most `max_open` partial instances (at least 1).
+    pub fn with_max_open(shapes: Vec<Option<ChainShape>>, max_open: usize) -> Self {
+        RecordAssembler {
+            shapes,
+            open: Default::default(),
+            max_open: max_open.max(1),
+            latest_ns: 0,
+            stats: AssemblerStats::default(),
+        }
     }
 
     pub fn shape(&self, chain: u8) -> Option<&ChainShape> {
@@ -50,6 +70,13 @@ impl RecordAssembler {
     /// Instances waiting for more records.
     pub fn open_instances(&self) -> usize {
         self.open.len()
+    }
+
+    /// Heap bytes of the open instances (table slots and their segments), approximately.
+    pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<((u8, u64), Partial)>() + 1;
+        let segments: usize = self.open.values().map(|p| p.segments.capacity() * std::mem::size_of::<Segment>()).sum();
+        self.open.capacity() * slot + segments
     }
 
     /// Feed one record; completed or closed instances go to `out`.
@@ -70,6 +97,26 @@ impl RecordAssembler {
                     slot: r.slot,
                     interference_ns: r.interference_ns,
                 };
+                let last = r.stage as usize >= nseg;
+                if last && !self.open.contains_key(&(r.chain, r.instance_id)) {
+                    // A one-segment instance (or one whose earlier records were lost): emitted
+                    // at once, never stored. Most records of the busiest chains take this path.
+                    let complete = nseg == 1 && r.stage == 1;
+                    let p = Partial {
+                        key: r.key,
+                        capture: r.aux,
+                        start_ns: r.start_ns,
+                        last_ns: r.end_ns,
+                        cpu: r.cpu,
+                        segments: vec![seg],
+                    };
+                    let outcome = if complete { Outcome::Completed } else { Outcome::Incomplete };
+                    self.emit(r.chain, r.instance_id, p, outcome, out);
+                    return;
+                }
+                if self.open.len() >= self.max_open && !self.open.contains_key(&(r.chain, r.instance_id)) {
+                    self.evict_oldest(out);
+                }
                 let p = self.open.entry((r.chain, r.instance_id)).or_insert_with(|| Partial {
                     key: r.key,
                     capture: r.aux,
@@ -144,6 +191,29 @@ impl RecordAssembler {
                 self.stats.evicted += 1;
                 self.emit(k.0, k.1, p, Outcome::Incomplete, out);
             }
+        }
+    }
+
+    /// Emit the least recently extended tenth of the held instances as `Incomplete`, so the
+    /// cap is not hit again on the very next record.
+    fn evict_oldest(&mut self, out: &mut impl FnMut(ChainRecord)) {
+        let mut ages: Vec<(u64, (u8, u64))> = self.open.iter().map(|(k, p)| (p.last_ns, *k)).collect();
+        let n = (ages.len() / 10).max(1);
+        if n < ages.len() {
+            ages.select_nth_unstable(n);
+        }
+        for (_, k) in ages.into_iter().take(n) {
+            if let Some(p) = self.open.remove(&k) {
+                self.stats.evicted_over_cap += 1;
+                self.emit(k.0, k.1, p, Outcome::Incomplete, out);
+            }
+        }
+    }
+
+    /// Give back table memory after a burst (hashbrown never shrinks on its own).
+    pub fn shrink(&mut self) {
+        if self.open.capacity() > 1024 && self.open.capacity() > 4 * self.open.len() {
+            self.open.shrink_to(2 * self.open.len());
         }
     }
 
@@ -227,6 +297,31 @@ mod tests {
         a.evict(2000, &mut |r| got.push(r));
         assert_eq!(got[0].outcome, Outcome::Incomplete);
         assert_eq!(a.stats.evicted, 1);
+    }
+
+    #[test]
+    fn a_one_segment_chain_is_emitted_without_being_held() {
+        let mut a = RecordAssembler::new(vec![shape(&["a", "b"])]);
+        let mut got = Vec::new();
+        a.push(&seg(3, 1, 10, 60), &mut |r| got.push(r));
+        assert_eq!((got[0].outcome, got[0].total_ns(), a.open_instances()), (Outcome::Completed, 50, 0));
+    }
+
+    #[test]
+    fn past_the_cap_the_least_recently_extended_partials_are_emitted() {
+        let mut a = RecordAssembler::with_max_open(vec![shape(&["a", "b", "c"])], 10);
+        let mut got = Vec::new();
+        for id in 0..25u64 {
+            a.push(&seg(id, 1, id * 100, id * 100 + 10), &mut |r| got.push(r));
+            assert!(a.open_instances() <= 10);
+        }
+        assert_eq!(a.stats.evicted_over_cap as usize, got.len());
+        assert!(got.len() >= 15 && got.iter().all(|r| r.outcome == Outcome::Incomplete));
+        // The oldest went first: every instance still held is newer than every one emitted.
+        let newest_emitted = got.iter().map(|r| r.instance_id).max().unwrap();
+        let mut rest = Vec::new();
+        a.flush(&mut |r| rest.push(r.instance_id));
+        assert!(rest.iter().all(|id| *id > newest_emitted), "{rest:?} vs {newest_emitted}");
     }
 
     #[test]

@@ -45,6 +45,23 @@ impl Format {
     }
 }
 
+/// Read `path`, calling `on_hit` for every hit until it says stop. `progress` is called with
+/// bytes read.
+pub fn read_file(
+    path: &Path,
+    opts: read::ReadOptions,
+    names: &mut read::Interner,
+    stats: &mut read::ReadStats,
+    on_hit: &mut dyn FnMut(read::Hit, &read::Interner) -> read::Flow,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), read::ReadError> {
+    if parquet::is_parquet(path) {
+        return parquet::read(path, opts, names, stats, on_hit, progress);
+    }
+    let input = read::open(path)?;
+    read::read_stream(path, input, opts, names, stats, on_hit, progress)
+}
+
 pub const CSV_HEADER: &str = "timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id,chain,env";
 
 /// One stage hit.
@@ -213,6 +230,15 @@ impl TraceWriter {
         match &self.inner {
             Inner::Text { bytes, .. } => *bytes,
             Inner::Parquet(w) => w.bytes(),
+        }
+    }
+
+    /// Heap bytes buffered (text: the pending lines; Parquet: the open row group and rows not
+    /// yet encoded).
+    pub fn memory_bytes(&self) -> usize {
+        match &self.inner {
+            Inner::Text { buf, .. } => buf.capacity(),
+            Inner::Parquet(w) => w.memory_bytes(),
         }
     }
 

@@ -205,6 +205,13 @@ impl ParquetWriter {
         (self.writer.bytes_written() + in_progress + self.rows * per_row) as u64
     }
 
+    /// Heap bytes held: the open row group's encoders and the rows not yet encoded.
+    pub fn memory_bytes(&self) -> usize {
+        let builders = self.rows * (std::mem::size_of::<u64>() * 3 + std::mem::size_of::<u32>() * 5)
+            + self.interference.len() * self.rows * std::mem::size_of::<u64>();
+        self.writer.memory_size() + builders
+    }
+
     /// Encode what is buffered. (The file becomes readable only at `finish`.)
     pub fn flush(&mut self) -> Result<(), WriteError> {
         self.encode()
@@ -354,7 +361,7 @@ fn string_ids(col: &ArrayRef, names: &mut Interner, slot: usize, out: &mut Vec<u
     }
 }
 
-/// Read the Parquet trace `path`, calling `on_hit` for every row (see `read::read_file`).
+/// Read the Parquet trace `path`, calling `on_hit` for every row (see `super::read_file`).
 pub fn read(
     path: &Path,
     opts: ReadOptions,
@@ -498,7 +505,7 @@ mod tests {
         let mut names = Interner::new();
         let mut stats = ReadStats::default();
         let mut hits = Vec::new();
-        let r = super::super::read::read_file(
+        let r = super::super::read_file(
             p,
             opts,
             &mut names,

@@ -1,6 +1,6 @@
 //! Reading trace files: CSV (with a header), JSON Lines, and the plain
 //! `seconds.nanoseconds probe_name` lines of older tooling; each plain or gzip-compressed.
-//! Parquet files (by extension or magic) go to `super::parquet`.
+//! Parquet files are read by `super::parquet`; `super::read_file` picks the reader.
 //!
 //! The reader streams: it holds one buffer of the file, never the file. Lines are parsed in
 //! place (no allocation per line once the names are interned), which is what makes the
@@ -122,7 +122,7 @@ pub struct ReadStats {
     pub bad_examples: Vec<String>,
 }
 
-fn open(path: &Path) -> Result<Box<dyn Read>, ReadError> {
+pub(super) fn open(path: &Path) -> Result<Box<dyn Read>, ReadError> {
     let f = fs::File::open(path).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
     let gz = path.extension().is_some_and(|e| e == "gz");
     Ok(if gz { Box::new(flate2::read::MultiGzDecoder::new(f)) } else { Box::new(f) })
@@ -276,23 +276,6 @@ pub struct ReadOptions {
 
 /// What `on_hit` returns: go on, or stop reading (the caller has what it needs).
 pub type Flow = std::ops::ControlFlow<()>;
-
-/// Read `path`, calling `on_hit` for every hit until it says stop. `progress` is called with
-/// bytes read.
-pub fn read_file(
-    path: &Path,
-    opts: ReadOptions,
-    names: &mut Interner,
-    stats: &mut ReadStats,
-    on_hit: &mut dyn FnMut(Hit, &Interner) -> Flow,
-    progress: &mut dyn FnMut(u64),
-) -> Result<(), ReadError> {
-    if super::parquet::is_parquet(path) {
-        return super::parquet::read(path, opts, names, stats, on_hit, progress);
-    }
-    let input = open(path)?;
-    read_stream(path, input, opts, names, stats, on_hit, progress)
-}
 
 /// Parse a stream as if it were the file `path` (fuzzing and tests use in-memory input).
 pub fn read_stream(
@@ -598,7 +581,7 @@ mod tests {
         let mut names = Interner::new();
         let mut stats = ReadStats::default();
         let mut hits = Vec::new();
-        let r = read_file(
+        let r = super::super::read_file(
             &p,
             opts,
             &mut names,
@@ -641,7 +624,7 @@ mod tests {
         let mut names = Interner::new();
         let mut stats = ReadStats::default();
         let mut n = 0;
-        read_file(
+        super::super::read_file(
             &p,
             ReadOptions::default(),
             &mut names,

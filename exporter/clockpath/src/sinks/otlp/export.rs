@@ -185,7 +185,7 @@ pub fn chain_spans(
     for seg in &rec.segments {
         let span_id = ids.span();
         let name: Arc<str> = meta
-            .and_then(|m| m.segments.get(seg.index as usize - 1).cloned())
+            .and_then(|m| m.segments.get((seg.index as usize).checked_sub(1)?).cloned())
             .unwrap_or_else(|| Arc::from(format!("segment_{}", seg.index)));
         let mut attributes = vec![
             KeyValue::new("clockpath.chain", chain_name.to_string()),

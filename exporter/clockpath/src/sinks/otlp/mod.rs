@@ -233,6 +233,13 @@ impl OtlpSink {
 }
 
 impl Sink for OtlpSink {
+    fn memory(&self) -> Option<(&'static str, usize)> {
+        // Queued instances: the record and its segments (the export thread's batch of spans
+        // being encoded is transient and bounded by otlp.batch_chains).
+        let per_job = std::mem::size_of::<Job>() + 4 * std::mem::size_of::<clockpath_offline::chain::Segment>();
+        Some(("otlp_queue", self.stats.queued.load(Ordering::Relaxed) as usize * per_job))
+    }
+
     fn on_chain(&mut self, rec: &ChainRecord) {
         if rec.segments.is_empty() {
             return;
