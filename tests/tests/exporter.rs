@@ -192,6 +192,46 @@ fn concurrent_scrapes_under_scheduler_load_are_consistent() {
 }
 
 #[test]
+fn the_exporter_accounts_for_its_memory_per_component() {
+    require_root();
+    let ring_bytes: u64 = 8 << 20;
+    let e = Exporter::start(&["--duration", "60"], &[("CLOCKPATH_PROBE__RING_BYTES", "8388608")]);
+    let component = |s: &Scrape, c: &str| {
+        s.named("clockpath_memory_bytes")
+            .find(|x| x.labels.get("component").map(String::as_str) == Some(c))
+            .map(|x| x.value)
+    };
+    // Components appear once the assembly thread has published (every second) with segments
+    // recorded: the scheduler chains fire on any machine.
+    let scrape = wait_for("heap figures per component", Duration::from_secs(30), || {
+        let s = Scrape::parse(&e.scrape()).ok()?;
+        (component(&s, "hdr_histograms").is_some_and(|v| v > 0.0) && component(&s, "window_reservoirs").is_some())
+            .then_some(s)
+    });
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    assert_eq!(component(&scrape, "ring_mapping"), Some((2 * ring_bytes + 2 * page) as f64), "data pages mapped twice");
+    for c in ["assembly", "assembly_queue"] {
+        assert!(component(&scrape, c).is_some(), "no clockpath_memory_bytes{{component=\"{c}\"}}");
+    }
+    let rss = scrape.named("process_resident_memory_bytes").next().expect("process_resident_memory_bytes").value;
+    let heap: f64 = scrape
+        .named("clockpath_memory_bytes")
+        .filter(|x| x.labels["component"] != "ring_mapping")
+        .map(|x| x.value)
+        .sum();
+    assert!(rss > heap, "resident {rss} B is less than the heap the components report ({heap} B)");
+    assert!(scrape.named("process_cpu_seconds_total").next().is_some_and(|x| x.value > 0.0));
+    for reason in ["timeout", "cap"] {
+        assert!(
+            scrape.named("clockpath_assembly_evictions_total").any(|x| x.labels["reason"] == reason),
+            "no eviction counter for {reason}"
+        );
+    }
+    assert!(scrape.named("clockpath_windows_skipped_total").next().is_some());
+}
+
+#[test]
 fn healthz_is_ok_while_attached() {
     require_root();
     let e = Exporter::start(&["--duration", "60"], &[]);

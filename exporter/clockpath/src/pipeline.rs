@@ -299,3 +299,93 @@ impl CaptureNames {
         rec.labels.push((Arc::from(format!("new_{what}")), new));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::mpsc::{Receiver, Sender},
+        time::Instant,
+    };
+
+    use super::*;
+
+    /// A sink whose `tick` (called after every batch) waits for the test's word: it holds the
+    /// assembly thread so that the test knows what is queued.
+    struct Gate(std::sync::Mutex<Receiver<()>>);
+
+    impl Sink for Gate {
+        fn on_chain(&mut self, _: &ChainRecord) {}
+        fn tick(&mut self) {
+            if let Ok(rx) = self.0.lock() {
+                let _ = rx.recv_timeout(Duration::from_secs(20));
+            }
+        }
+    }
+
+    fn start(queued_bytes: u64) -> (Assembly, Sender<()>) {
+        let (open, rx) = mpsc::channel();
+        let gate: Box<dyn Sink> = Box::new(Gate(std::sync::Mutex::new(rx)));
+        let limits = Limits { queued_bytes, open_instances: 16 };
+        let a = Assembly::start(Vec::new(), CaptureNames::default(), vec![gate], Arc::default(), limits)
+            .expect("assembly thread");
+        (a, open)
+    }
+
+    fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            thread::yield_now();
+        }
+    }
+
+    fn batch(records: usize) -> Vec<Record> {
+        let mut b = Vec::with_capacity(records);
+        b.resize(records, Record { kind: RECORD_HIT, ..Default::default() });
+        b
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_a_batch_beyond_is_dropped_and_counted() {
+        let one = batch_bytes(&batch(1024));
+        let (a, open) = start(one);
+        a.send(batch(1024));
+        // Taken by the assembly thread, which now waits in the gate.
+        poll("the first batch to be taken", || (a.stats.records.load(Ordering::Relaxed) == 1024).then_some(()));
+        a.send(batch(1024));
+        assert_eq!(a.stats.queued_bytes.load(Ordering::Relaxed), one, "the second batch is queued");
+        a.send(batch(1024));
+        assert_eq!(a.stats.dropped.load(Ordering::Relaxed), 1024, "the third is beyond the bound");
+        assert_eq!(a.stats.queued_bytes.load(Ordering::Relaxed), one);
+        for _ in 0..4 {
+            let _ = open.send(());
+        }
+        let stats = a.stats.clone();
+        drop(a.finish());
+        assert_eq!(stats.records.load(Ordering::Relaxed), 2048);
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn emptied_batches_come_back_for_reuse_and_a_bursts_batch_comes_back_smaller() {
+        let (a, open) = start(u64::MAX);
+        for _ in 0..8 {
+            let _ = open.send(());
+        }
+        let first = batch(1024);
+        let ptr = first.as_ptr();
+        a.send(first);
+        let back = poll("the batch to come back", || a.spare.try_recv().ok());
+        assert_eq!(back.as_ptr(), ptr, "the same allocation");
+        assert!(back.is_empty() && back.capacity() >= 1024);
+
+        a.send(batch(100_000));
+        let back = poll("the burst's batch to come back", || a.spare.try_recv().ok());
+        assert!(back.capacity() < 100_000 && back.capacity() >= KEPT_BATCH_RECORDS, "{}", back.capacity());
+        assert_eq!(a.empty_batch().capacity(), BATCH_RECORDS, "a new batch when none is spare");
+        drop(a.finish());
+    }
+}

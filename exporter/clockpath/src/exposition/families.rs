@@ -443,6 +443,27 @@ mod tests {
         out
     }
 
+    #[test]
+    fn memory_reports_every_component_the_queue_the_ring_and_the_process() {
+        static STATS: std::sync::LazyLock<PipelineStats> = std::sync::LazyLock::new(|| {
+            let st = PipelineStats::default();
+            *st.memory.lock().unwrap() = vec![("assembly", 4096), ("hdr_histograms", 123_456)];
+            st.queued_bytes.store(65_536, Ordering::Relaxed);
+            st.evicted_over_cap.store(7, Ordering::Relaxed);
+            st
+        });
+        let t = text(|enc| memory(enc, &STATS, 33_562_624));
+        assert_eq!(value(&t, "clockpath_memory_bytes{component=\"assembly\"}"), 4096.0);
+        assert_eq!(value(&t, "clockpath_memory_bytes{component=\"hdr_histograms\"}"), 123_456.0);
+        assert_eq!(value(&t, "clockpath_memory_bytes{component=\"assembly_queue\"}"), 65_536.0);
+        assert_eq!(value(&t, "clockpath_memory_bytes{component=\"ring_mapping\"}"), 33_562_624.0);
+        assert!(value(&t, "process_resident_memory_bytes") > 1e6, "{t}");
+        assert!(value(&t, "process_cpu_seconds_total") >= 0.0, "{t}");
+        let t = text(|enc| pipeline(enc, &STATS));
+        assert_eq!(value(&t, "clockpath_assembly_evictions_total{reason=\"cap\"}"), 7.0);
+        assert_eq!(value(&t, "clockpath_assembly_evictions_total{reason=\"timeout\"}"), 0.0);
+    }
+
     /// The value of the sample whose line starts with `prefix`.
     fn value(text: &str, prefix: &str) -> f64 {
         let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
