@@ -88,12 +88,25 @@ pub struct RunArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct SessionCliArgs {
-    /// Switches to make.
+    /// Switches to make (per C-state policy with --cstates).
     #[arg(long, default_value_t = 300)]
     pub runs: usize,
     /// Clocksources to cycle through, comma-separated (e.g. hpet,acpi_pm).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "restore")]
     pub clocksources: Vec<String>,
+    /// C-state policies to compare, comma-separated: default, max_cstate=N (idle states up to
+    /// N), poll. `--runs` runs each; set at runtime through cpuidle sysfs and restored after.
+    #[arg(long, value_delimiter = ',')]
+    pub cstates: Vec<String>,
+    /// Order of the policies over the runs.
+    #[arg(long, value_enum, default_value = "interleaved")]
+    pub schedule: crate::session::idle::Schedule,
+    /// Seed of the random schedule.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Only put back the idle-state settings a session that did not end left behind.
+    #[arg(long, conflicts_with_all = ["clocksources", "cstates"])]
+    pub restore: bool,
     /// A label for the session, KEY=VALUE (repeatable), e.g. --label cstate=max1.
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,

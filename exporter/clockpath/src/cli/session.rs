@@ -19,7 +19,30 @@ use crate::{
 pub(super) fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result<ExitCode, CliError> {
     crate::process::tune_allocator();
     let loaded = load_config(config)?;
+    let cstates = args
+        .cstates
+        .iter()
+        .map(|s| session::idle::Policy::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(config_error)?;
+    // Before the lock: a policy this machine cannot apply, or cannot apply for lack of
+    // permission, is refused (exit 2) with nothing changed.
+    session::idle::preflight(std::path::Path::new(session::idle::CPU_DIR), &cstates).map_err(config_error)?;
     let _lock = session::clocksource::lock().map_err(|e| CliError { code: EXIT_FAILURE, error: e.into() })?;
+    // A session that did not end (killed, crashed) may have left idle states changed.
+    let leftover = session::idle::restore_leftover(&session::idle::restore_path())
+        .map_err(|e| CliError { code: EXIT_FAILURE, error: e.into() })?;
+    if let Some(said) = &leftover {
+        tracing::warn!("{said}");
+        println!("{said}");
+    }
+    if args.restore {
+        if leftover.is_none() {
+            println!("nothing to restore: no session left {}", session::idle::restore_path().display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
@@ -32,6 +55,9 @@ pub(super) fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result
         out: args.out,
         timeout: Duration::from_millis(args.timeout_ms),
         force_degraded: args.force_degraded,
+        cstates,
+        schedule: args.schedule,
+        seed: args.seed,
     };
     let report = session::run(&loaded, &session_args, &env, stop).map_err(|e| match e {
         SessionError::Usage(_) | SessionError::Start(StartError::Config(_)) => config_error(e),

@@ -10,6 +10,7 @@
 //! degraded fallback), [`runner`] is the run loop and [`report`] the result and its files.
 
 pub mod clocksource;
+pub mod idle;
 pub mod mode;
 pub mod report;
 pub mod runner;
@@ -64,6 +65,11 @@ pub struct SessionArgs {
     pub timeout: Duration,
     /// Skip the clocksource chain and measure the write syscall (for testing degraded mode).
     pub force_degraded: bool,
+    /// C-state policies to compare (`runs` runs each); empty: leave idle states alone.
+    pub cstates: Vec<idle::Policy>,
+    /// Order of the policies over the runs.
+    pub schedule: idle::Schedule,
+    pub seed: u64,
 }
 
 fn session_id(env: &str) -> String {
@@ -85,6 +91,9 @@ pub fn run(
     }
     let original = clocksource::current()?;
     clocksource::check_requested(&args.clocksources, &clocksource::available()?, &original)?;
+    // Every policy is checked against the machine, and the files it writes for permission,
+    // before anything changes.
+    let cpuidle = idle::preflight(std::path::Path::new(idle::CPU_DIR), &args.cstates)?;
     fs::create_dir_all(&args.out).map_err(|source| SessionError::Output { path: args.out.clone(), source })?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -107,6 +116,13 @@ pub fn run(
 
     let id = session_id(env);
     let mut restore = clocksource::Restore::new(original.clone());
+    let mut idle_guard = match cpuidle {
+        Some(c) => Some(idle::Guard::save(c, idle::restore_path())?),
+        None => None,
+    };
+    let policies: Vec<idle::Policy> =
+        if args.cstates.is_empty() { vec![idle::Policy::Default] } else { args.cstates.clone() };
+    let order = idle::schedule(args.schedule, policies.len(), args.runs, args.seed);
     let outcomes = runner::Runner {
         args,
         session_id: &id,
@@ -115,9 +131,15 @@ pub fn run(
         records: &rx,
         otlp: otlp.as_mut(),
         stop,
+        policies: &policies,
+        order: &order,
+        idle: idle_guard.as_ref(),
     }
     .run(original.clone());
     restore.now()?;
+    if let Some(g) = idle_guard.as_mut() {
+        g.now()?;
+    }
     if let Some(mut o) = otlp.take() {
         o.finish();
     }
@@ -143,7 +165,7 @@ pub fn run(
         labels: args.labels.iter().cloned().collect(),
         original_clocksource: original,
         restored_clocksource: restored,
-        runs_requested: args.runs,
+        runs_requested: order.len(),
         runs_done: runs.len(),
         completed: runs.iter().filter(|r| r.missing.is_none()).count(),
         missing: report::missing(&runs),
@@ -153,9 +175,20 @@ pub fn run(
         } else {
             Default::default()
         },
-        segments,
+        segments: segments.clone(),
         kernel: kernel_summary,
         interrupted: outcomes.interrupted,
+        policies: if args.cstates.is_empty() {
+            Vec::new()
+        } else {
+            report::per_policy(&runs, &policies, &outcomes.evidence, &segments, &loaded.config.windows)
+        },
+        comparisons: if args.cstates.is_empty() {
+            Vec::new()
+        } else {
+            report::compare_policies(&runs, &policies, &segments, &loaded.config.windows)
+        },
+        schedule: (!args.cstates.is_empty()).then(|| format!("{:?}", args.schedule).to_lowercase()),
         runs,
     };
     report::write_outputs(&args.out, &report, &outcomes.records, &attached.plan, env)?;

@@ -90,6 +90,9 @@ pub fn degraded_chain(tid: u64) -> ChainConfig {
     }
 }
 
+/// The smallest ring a session runs with.
+pub const SESSION_RING_BYTES: u32 = 64 << 20;
+
 /// `config` with only `name` enabled (added when `chain` is given).
 fn only_chain(config: &Config, name: &str, chain: Option<ChainConfig>) -> Config {
     let mut c = config.clone();
@@ -101,6 +104,8 @@ fn only_chain(config: &Config, name: &str, chain: Option<ChainConfig>) -> Config
     }
     // Each switch waits for its record: drain often.
     c.probe.drain_interval_ms = c.probe.drain_interval_ms.min(5);
+    // Sessions keep whole traces: at least 64 MiB of ring (records lost are in the summary).
+    c.probe.ring_bytes = c.probe.ring_bytes.max(SESSION_RING_BYTES);
     c
 }
 

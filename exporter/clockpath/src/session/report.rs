@@ -12,13 +12,16 @@ use std::{
 use clockpath_common::interference::{NAMES, SOURCES};
 use clockpath_offline::{
     chain::ChainRecord,
-    stats::{self, RunsAnalysis},
+    stats::{self, Interval, RunsAnalysis},
     trace,
 };
 use clockpath_probe::plan::ChainPlan;
 use serde::Serialize;
 
-use super::SessionError;
+use super::{
+    SessionError,
+    idle::{Evidence, Policy},
+};
 use crate::{config::WindowsConfig, daemon::summary::ChainSummary};
 
 /// One switch and what became of it.
@@ -38,6 +41,35 @@ pub struct Run {
     /// Per segment, time (ns) charged to each interference source
     /// (irq, softirq, sched, hrtimer, kvm); None when the segment changed CPU.
     pub interference_ns: Vec<Option<[u64; SOURCES]>>,
+    /// The C-state policy in force (sessions with `--cstates`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+/// One C-state policy's runs, statistics, and the evidence that it held.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyReport {
+    pub policy: String,
+    pub runs: usize,
+    pub completed: usize,
+    pub analysis: Option<RunsAnalysis>,
+    pub evidence: Option<Evidence>,
+}
+
+/// Policy `a` against policy `b`, per column (segments, then the total): difference of medians
+/// (a − b, ns) and ratio of variances (a / b), each with its bootstrap CI.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyComparison {
+    pub a: String,
+    pub b: String,
+    pub columns: Vec<ColumnComparison>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ColumnComparison {
+    pub column: String,
+    pub median_difference_ns: Option<Interval>,
+    pub variance_ratio: Option<Interval>,
 }
 
 /// The session's result.
@@ -60,6 +92,13 @@ pub struct SessionReport {
     /// Median time charged to each interference source, per segment (ns), over complete runs.
     pub interference_median_ns: BTreeMap<String, BTreeMap<String, f64>>,
     pub interrupted: bool,
+    /// Order of the C-state policies over the runs (blocks, interleaved, random).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<PolicyComparison>,
     pub runs: Vec<Run>,
 }
 
@@ -76,6 +115,71 @@ pub fn analyze(runs: &[Run], segments: &[String], windows: &WindowsConfig) -> Op
         columns.push(complete.iter().map(|r| r.total_ns.unwrap_or(0) as f64).collect());
     }
     stats::analyze_runs(&columns, 0, windows.sigma, &windows.bootstrap).ok()
+}
+
+/// Per policy: its runs' statistics and the evidence it held.
+pub fn per_policy(
+    runs: &[Run],
+    policies: &[Policy],
+    evidence: &[Option<Evidence>],
+    segments: &[String],
+    windows: &WindowsConfig,
+) -> Vec<PolicyReport> {
+    policies
+        .iter()
+        .zip(evidence)
+        .map(|(p, e)| {
+            let label = p.label();
+            let mine: Vec<Run> = runs.iter().filter(|r| r.policy.as_deref() == Some(&label)).cloned().collect();
+            PolicyReport {
+                runs: mine.len(),
+                completed: mine.iter().filter(|r| r.missing.is_none()).count(),
+                analysis: analyze(&mine, segments, windows),
+                evidence: e.clone(),
+                policy: label,
+            }
+        })
+        .collect()
+}
+
+/// Complete runs' values of each column (segments, then the total) under `policy`.
+fn columns_of(runs: &[Run], policy: &str, segments: &[String]) -> Vec<Vec<f64>> {
+    let complete: Vec<&Run> =
+        runs.iter().filter(|r| r.missing.is_none() && r.policy.as_deref() == Some(policy)).collect();
+    let mut cols: Vec<Vec<f64>> =
+        (0..segments.len()).map(|i| complete.iter().map(|r| r.segments_ns[i] as f64).collect()).collect();
+    if segments.len() > 1 {
+        cols.push(complete.iter().map(|r| r.total_ns.unwrap_or(0) as f64).collect());
+    }
+    cols
+}
+
+/// Every pair of policies: difference of medians and variance ratio with CIs, per column.
+pub fn compare_policies(
+    runs: &[Run],
+    policies: &[Policy],
+    segments: &[String],
+    windows: &WindowsConfig,
+) -> Vec<PolicyComparison> {
+    let names: Vec<String> =
+        segments.iter().cloned().chain((segments.len() > 1).then(|| "total".to_string())).collect();
+    let mut out = Vec::new();
+    for (i, a) in policies.iter().enumerate() {
+        for b in &policies[i + 1..] {
+            let (ca, cb) = (columns_of(runs, &a.label(), segments), columns_of(runs, &b.label(), segments));
+            let columns = names
+                .iter()
+                .zip(ca.iter().zip(&cb))
+                .map(|(name, (x, y))| ColumnComparison {
+                    column: name.clone(),
+                    median_difference_ns: stats::median_difference_ci(x, y, &windows.bootstrap).ok(),
+                    variance_ratio: stats::variance_ratio_ci(x, y, &windows.bootstrap).ok(),
+                })
+                .collect();
+            out.push(PolicyComparison { a: a.label(), b: b.label(), columns });
+        }
+    }
+    out
 }
 
 /// Median time charged to each interference source, per segment (ns), over complete runs.
@@ -130,6 +234,9 @@ pub fn write_outputs(
     let labels: Vec<(String, String)> = report.labels.clone().into_iter().collect();
     let mut keys: Vec<String> = labels.iter().map(|(k, _)| k.clone()).collect();
     keys.extend(["old_clocksource".to_string(), "new_clocksource".to_string()]);
+    if !report.policies.is_empty() {
+        keys.push(super::runner::CSTATE_LABEL.to_string());
+    }
     let columns = trace::CsvColumns { interference: plan.charges_interference, labels: keys };
     let mut w = trace::TraceWriter::with_columns(&p, trace::Format::Csv, columns).map_err(err(p.clone()))?;
     for rec in records {
@@ -189,6 +296,56 @@ pub fn markdown(r: &SessionReport) -> String {
     for (seg, per) in &r.interference_median_ns {
         let parts: Vec<String> = per.iter().map(|(k, v)| format!("{k} {:.3}", v / 1e3)).collect();
         let _ = writeln!(s, "\nInterference charged to `{seg}` (median µs): {}", parts.join(", "));
+    }
+    if !r.policies.is_empty() {
+        let _ = writeln!(s, "\n## C-state policies ({} schedule)\n", r.schedule.as_deref().unwrap_or("blocks"));
+        let _ = writeln!(
+            s,
+            "| policy | runs | complete | median total (µs) | 95 % CI (µs) | SD (µs) | disabled states | entered while held |"
+        );
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- | ---: | --- | --- |");
+        for p in &r.policies {
+            let last = p.analysis.as_ref().and_then(|a| a.columns.last());
+            let (med, ci, sd) = match last {
+                Some(c) => (
+                    format!("{:.3}", c.median / 1e3),
+                    c.ci.map(|ci| format!("[{:.3}, {:.3}]", ci.lower / 1e3, ci.upper / 1e3))
+                        .unwrap_or_else(|| "—".into()),
+                    format!("{:.3}", c.std_dev / 1e3),
+                ),
+                None => ("—".into(), "—".into(), "—".into()),
+            };
+            let (disabled, entered) = match &p.evidence {
+                Some(e) => (
+                    if e.disabled.is_empty() { "none".to_string() } else { e.disabled.join(", ") },
+                    format!(
+                        "{} ({})",
+                        if e.held { "none: held" } else { "DISABLED STATE ENTERED" },
+                        e.entries.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+                    ),
+                ),
+                None => ("—".into(), "—".into()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {med} | {ci} | {sd} | {disabled} | {entered} |",
+                p.policy, p.runs, p.completed
+            );
+        }
+        for c in &r.comparisons {
+            let _ = writeln!(s, "\n{} vs {}:\n", c.a, c.b);
+            let _ = writeln!(s, "| column | median difference (µs), 95 % CI | variance ratio, 95 % CI |");
+            let _ = writeln!(s, "| --- | --- | --- |");
+            for col in &c.columns {
+                let d = col.median_difference_ns.map_or("—".into(), |i| {
+                    format!("{:.3} [{:.3}, {:.3}]", i.estimate / 1e3, i.lower / 1e3, i.upper / 1e3)
+                });
+                let v = col
+                    .variance_ratio
+                    .map_or("—".into(), |i| format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.lower, i.upper));
+                let _ = writeln!(s, "| {} | {d} | {v} |", col.column);
+            }
+        }
     }
     if let Some(k) = &r.kernel {
         let _ = writeln!(

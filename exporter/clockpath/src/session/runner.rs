@@ -15,7 +15,11 @@ use clockpath_common::record::UNKNOWN_INTERFERENCE;
 use clockpath_offline::chain::{ChainRecord, Outcome};
 use clockpath_probe::plan::{ChainPlan, Status};
 
-use super::{Run, SessionArgs, clocksource, mode::Mode};
+use super::{
+    Run, SessionArgs, clocksource,
+    idle::{self, Evidence, Policy},
+    mode::Mode,
+};
 use crate::{ktime, pipeline::Sink as _, sinks::otlp::OtlpSink};
 
 /// What the loop produced.
@@ -24,6 +28,8 @@ pub struct Outcomes {
     /// The chain record of each run that got one, labelled.
     pub records: Vec<ChainRecord>,
     pub interrupted: bool,
+    /// Per policy (index into `Runner::policies`): entries into each idle state while it held.
+    pub evidence: Vec<Option<Evidence>>,
 }
 
 /// Drives the switches of one session.
@@ -38,22 +44,44 @@ pub struct Runner<'a> {
     pub otlp: Option<&'a mut OtlpSink>,
     /// Set by a signal handler to end the session early.
     pub stop: Arc<AtomicBool>,
+    /// The C-state policies, and the policy index of each run (its length is the run count).
+    pub policies: &'a [Policy],
+    pub order: &'a [usize],
+    /// Idle-state control, when the session sets policies.
+    pub idle: Option<&'a idle::Guard>,
+}
+
+/// The policy in force: which, the usage counters when it was set, and its PM QoS request.
+struct InForce {
+    policy: usize,
+    since: Vec<u64>,
+    _request: Option<idle::LatencyRequest>,
 }
 
 impl Runner<'_> {
-    /// Make `args.runs` switches starting from `current`, cycling through the requested
-    /// clocksources.
+    /// Make one switch per entry of `order` starting from `current`, cycling through the
+    /// requested clocksources, under the policy the entry names.
     pub fn run(mut self, mut current: String) -> Outcomes {
         let points = slot_targets(self.plan);
         let read_points = first_read_points(self.plan);
         let requested = &self.args.clocksources;
-        let mut out = Outcomes { runs: Vec::with_capacity(self.args.runs), records: Vec::new(), interrupted: false };
+        let mut out = Outcomes {
+            runs: Vec::with_capacity(self.order.len()),
+            records: Vec::new(),
+            interrupted: false,
+            evidence: vec![None; self.policies.len()],
+        };
         let mut next = 0usize;
-        for index in 0..self.args.runs {
+        let mut in_force: Option<InForce> = None;
+        for (index, &policy) in self.order.iter().enumerate() {
             if self.stop.load(Ordering::Relaxed) {
                 out.interrupted = true;
                 break;
             }
+            let policy_error = match self.set_policy(policy, &mut in_force, &mut out.evidence) {
+                Ok(()) => None,
+                Err(e) => Some(format!("setting {}: {e}", self.policies[policy].label())),
+            };
             // The next requested clocksource that differs from the current one.
             let mut target = requested[next % requested.len()].clone();
             if target == current {
@@ -71,7 +99,13 @@ impl Runner<'_> {
                 missing: None,
                 points: Vec::new(),
                 interference_ns: Vec::new(),
+                policy: self.idle.map(|_| self.policies[policy].label()),
             };
+            if let Some(why) = policy_error {
+                run.missing = Some(why);
+                out.runs.push(run);
+                continue;
+            }
             let t0 = ktime::monotonic_now_ns();
             let result = clocksource::switch_to(&target);
             let now = clocksource::current().unwrap_or_default();
@@ -88,6 +122,9 @@ impl Runner<'_> {
                             (Arc::from("old_clocksource"), Arc::from(run.old.as_str())),
                             (Arc::from("new_clocksource"), Arc::from(run.new.as_str())),
                         ];
+                        if let Some(p) = &run.policy {
+                            rec.labels.push((Arc::from(CSTATE_LABEL), Arc::from(p.as_str())));
+                        }
                         fill(&mut run, &rec, &points);
                         if let Some(o) = self.otlp.as_deref_mut() {
                             // Traces also carry the session's own labels (--label k=v).
@@ -110,7 +147,37 @@ impl Runner<'_> {
             }
             out.runs.push(run);
         }
+        if let (Some(g), Some(f)) = (self.idle, in_force.take()) {
+            close(g, f, &mut out.evidence);
+        }
         out
+    }
+
+    /// Put `policy` in force if it is not: close the evidence of the one before, write the
+    /// settings, and start counting entries from now.
+    fn set_policy(
+        &self,
+        policy: usize,
+        in_force: &mut Option<InForce>,
+        evidence: &mut [Option<Evidence>],
+    ) -> Result<(), super::SessionError> {
+        let Some(g) = self.idle else { return Ok(()) };
+        if in_force.as_ref().is_some_and(|f| f.policy == policy) {
+            return Ok(());
+        }
+        if let Some(f) = in_force.take() {
+            close(g, f, evidence);
+        }
+        let settings = g.idle().settings(&self.policies[policy], g.original());
+        g.idle().apply(&settings)?;
+        let request = match g.idle().latency_limit(&settings) {
+            Some(us) => Some(idle::LatencyRequest::hold(std::path::Path::new(idle::PM_QOS_DEVICE), us)?),
+            None => None,
+        };
+        evidence[policy].get_or_insert_with(|| Evidence::new(g.idle(), &settings));
+        // Counted from here: entries while the settings were being written are not the policy's.
+        *in_force = Some(InForce { policy, since: g.idle().usage(), _request: request });
+        Ok(())
     }
 
     /// The first chain record that started after `t0`, or None at the timeout.
@@ -124,6 +191,16 @@ impl Runner<'_> {
                 Err(_) => return None,
             }
         }
+    }
+}
+
+/// The label each run's records carry with the policy in force.
+pub const CSTATE_LABEL: &str = "cstate_policy";
+
+fn close(g: &idle::Guard, f: InForce, evidence: &mut [Option<Evidence>]) {
+    let now = g.idle().usage();
+    if let Some(e) = evidence[f.policy].as_mut() {
+        e.add(g.idle(), &f.since, &now);
     }
 }
 

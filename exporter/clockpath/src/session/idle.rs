@@ -1,0 +1,517 @@
+//! C-state policies at runtime, without a reboot: which cpuidle states a session lets the CPUs
+//! enter, set on every CPU by two means at once:
+//!
+//! - cpuidle sysfs (`cpuN/cpuidle/stateK/disable`) names the exact states a policy means
+//!   (`max_cstate=N` is not expressible as a latency), and the menu, teo and ladder governors
+//!   honour it;
+//! - a PM QoS CPU latency request (`/dev/cpu_dma_latency`, held open while the policy is in
+//!   force) of the deepest allowed state's exit latency, because the haltpoll governor (KVM
+//!   guests, this development VM) ignores `disable` and only honours a latency request. The
+//!   kernel drops the request when the file is closed, so it cannot outlive the process.
+//!
+//! Each state's `usage` counter, read when a policy is set and when it ends, shows whether a
+//! disabled state was still entered: the evidence a summary carries.
+//!
+//! The original sysfs settings are saved to a file before the first change (`restore_path`)
+//! and put back at the end, on error, on a signal (the session stops and unwinds through the
+//! guard) and, after a crash, by the next `clockpath session` or `clockpath session --restore`.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::SessionError;
+
+/// Where CPUs live in sysfs.
+pub const CPU_DIR: &str = "/sys/devices/system/cpu";
+
+/// What a session may let the CPUs enter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// The machine's own settings, as found.
+    Default,
+    /// States up to index N (state0 is POLL on x86): `intel_idle.max_cstate=N` at runtime.
+    MaxCstate(usize),
+    /// Only the polling state.
+    Poll,
+}
+
+impl Policy {
+    pub fn parse(s: &str) -> Result<Policy, SessionError> {
+        let s = s.trim();
+        match s {
+            "default" => return Ok(Policy::Default),
+            "poll" => return Ok(Policy::Poll),
+            _ => {}
+        }
+        if let Some(n) = s.strip_prefix("max_cstate=")
+            && let Ok(n) = n.parse()
+        {
+            return Ok(Policy::MaxCstate(n));
+        }
+        Err(SessionError::Usage(format!("--cstates: unknown policy `{s}` (expected default, max_cstate=N or poll)")))
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Policy::Default => "default".into(),
+            Policy::MaxCstate(n) => format!("max_cstate={n}"),
+            Policy::Poll => "poll".into(),
+        }
+    }
+}
+
+/// One idle state, as cpu0 describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IdleState {
+    pub index: usize,
+    pub name: String,
+    /// Exit latency, µs.
+    pub latency_us: u64,
+}
+
+/// One CPU's `disable` of one state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disable {
+    pub cpu: u32,
+    pub state: usize,
+    pub disabled: bool,
+}
+
+/// The machine's cpuidle states and the CPUs that have them.
+#[derive(Clone, Debug)]
+pub struct Cpuidle {
+    root: PathBuf,
+    pub cpus: Vec<u32>,
+    pub states: Vec<IdleState>,
+}
+
+fn read(path: &Path) -> Result<String, SessionError> {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|source| SessionError::Sysfs { path: path.display().to_string(), source })
+}
+
+impl Cpuidle {
+    /// The cpuidle states under `root` (`/sys/devices/system/cpu`); None when there are none.
+    pub fn open(root: &Path) -> Result<Option<Cpuidle>, SessionError> {
+        let online = read(&root.join("online"))?;
+        let cpus = parse_cpu_list(&online)
+            .ok_or_else(|| SessionError::Usage(format!("{}/online: cannot parse `{online}`", root.display())))?;
+        let mut states = Vec::new();
+        for index in 0.. {
+            let dir = root.join(format!("cpu{}/cpuidle/state{index}", cpus.first().copied().unwrap_or(0)));
+            if !dir.is_dir() {
+                break;
+            }
+            let latency = read(&dir.join("latency"))?;
+            states.push(IdleState {
+                index,
+                name: read(&dir.join("name"))?,
+                latency_us: latency.parse().map_err(|_| {
+                    SessionError::Usage(format!("{}: not a number: `{latency}`", dir.join("latency").display()))
+                })?,
+            });
+        }
+        Ok((!states.is_empty()).then(|| Cpuidle { root: root.to_path_buf(), cpus, states }))
+    }
+
+    fn state_file(&self, cpu: u32, state: usize, file: &str) -> PathBuf {
+        self.root.join(format!("cpu{cpu}/cpuidle/state{state}/{file}"))
+    }
+
+    /// Every CPU's `disable` of every state.
+    pub fn disables(&self) -> Result<Vec<Disable>, SessionError> {
+        let mut out = Vec::new();
+        for &cpu in &self.cpus {
+            for s in &self.states {
+                let v = read(&self.state_file(cpu, s.index, "disable"))?;
+                out.push(Disable { cpu, state: s.index, disabled: v != "0" });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Refuse, naming the file, when a `disable` (or the PM QoS device) cannot be opened for
+    /// writing (not root, a read-only sysfs in a container): before anything is changed.
+    pub fn check_writable(&self) -> Result<(), SessionError> {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(PM_QOS_DEVICE)
+            .map_err(|e| SessionError::Usage(format!("--cstates: cannot write {PM_QOS_DEVICE}: {e}")))?;
+        for &cpu in &self.cpus {
+            for s in &self.states {
+                let path = self.state_file(cpu, s.index, "disable");
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| SessionError::Usage(format!("--cstates: cannot write {}: {e}", path.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries into each state, summed over the CPUs.
+    pub fn usage(&self) -> Vec<u64> {
+        self.states
+            .iter()
+            .map(|s| {
+                self.cpus
+                    .iter()
+                    .filter_map(|&cpu| read(&self.state_file(cpu, s.index, "usage")).ok()?.parse::<u64>().ok())
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// Refuse a policy this machine cannot express, naming what it has.
+    pub fn check(&self, policy: &Policy) -> Result<(), SessionError> {
+        let have = || {
+            self.states
+                .iter()
+                .map(|s| format!("state{} {} ({} µs)", s.index, s.name, s.latency_us))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match policy {
+            Policy::Default => Ok(()),
+            Policy::MaxCstate(n) if *n < self.states.len() => Ok(()),
+            Policy::MaxCstate(n) => Err(SessionError::Usage(format!(
+                "--cstates max_cstate={n}: this machine has no idle state {n} (it has {})",
+                have()
+            ))),
+            Policy::Poll if self.states.iter().any(|s| s.name == "POLL") => Ok(()),
+            Policy::Poll => Err(SessionError::Usage(format!("--cstates poll: no POLL state here (it has {})", have()))),
+        }
+    }
+
+    /// The settings `policy` means, given the machine's own (`original`).
+    pub fn settings(&self, policy: &Policy, original: &[Disable]) -> Vec<Disable> {
+        original
+            .iter()
+            .map(|d| Disable {
+                disabled: match policy {
+                    Policy::Default => d.disabled,
+                    Policy::MaxCstate(n) => d.state > *n,
+                    Policy::Poll => self.states.get(d.state).is_none_or(|s| s.name != "POLL"),
+                },
+                ..*d
+            })
+            .collect()
+    }
+
+    /// Write `settings` (only the ones that differ from what sysfs says).
+    pub fn apply(&self, settings: &[Disable]) -> Result<(), SessionError> {
+        for d in settings {
+            let path = self.state_file(d.cpu, d.state, "disable");
+            let want = if d.disabled { "1" } else { "0" };
+            if read(&path)? != want {
+                fs::write(&path, want)
+                    .map_err(|source| SessionError::Sysfs { path: path.display().to_string(), source })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Check `policies` against this machine's idle states and the files they need for writing,
+/// changing nothing; None when there are no policies.
+pub fn preflight(root: &Path, policies: &[Policy]) -> Result<Option<Cpuidle>, SessionError> {
+    if policies.is_empty() {
+        return Ok(None);
+    }
+    let idle = Cpuidle::open(root)?.ok_or_else(|| {
+        SessionError::Usage(format!("--cstates: this machine has no cpuidle states ({}/cpu*/cpuidle)", root.display()))
+    })?;
+    for p in policies {
+        idle.check(p)?;
+    }
+    idle.check_writable()?;
+    Ok(Some(idle))
+}
+
+/// The PM QoS device: a CPU latency request lasts while it is held open.
+pub const PM_QOS_DEVICE: &str = "/dev/cpu_dma_latency";
+
+impl Cpuidle {
+    /// The latency limit that matches `settings`: the exit latency of the deepest state left
+    /// enabled, when any state is disabled (µs).
+    pub fn latency_limit(&self, settings: &[Disable]) -> Option<u64> {
+        if !settings.iter().any(|d| d.disabled) {
+            return None;
+        }
+        self.states
+            .iter()
+            .filter(|s| settings.iter().filter(|d| d.state == s.index).all(|d| !d.disabled))
+            .map(|s| s.latency_us)
+            .max()
+            .or(Some(0))
+    }
+}
+
+/// A PM QoS CPU latency request, in force until dropped.
+pub struct LatencyRequest {
+    _file: fs::File,
+    pub latency_us: u64,
+}
+
+impl LatencyRequest {
+    pub fn hold(device: &Path, latency_us: u64) -> Result<LatencyRequest, SessionError> {
+        let err = |source| SessionError::Sysfs { path: device.display().to_string(), source };
+        let mut f = fs::OpenOptions::new().write(true).open(device).map_err(err)?;
+        let v = i32::try_from(latency_us).unwrap_or(i32::MAX);
+        std::io::Write::write_all(&mut f, &v.to_ne_bytes()).map_err(err)?;
+        Ok(LatencyRequest { _file: f, latency_us })
+    }
+}
+
+/// `0-3,5,7-8` → [0, 1, 2, 3, 5, 7, 8].
+fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => out.extend(a.parse::<u32>().ok()?..=b.parse::<u32>().ok()?),
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The file holding the settings to put back, written before the first change.
+pub const RESTORE_FILE: &str = "clockpath-cpuidle-restore.json";
+
+/// What the restore file holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    root: PathBuf,
+    pid: u32,
+    disables: Vec<Disable>,
+}
+
+/// Where the restore file lives: /run (gone at reboot, like the settings it restores).
+pub fn restore_path() -> PathBuf {
+    let dir = if Path::new("/run").is_dir() { PathBuf::from("/run") } else { std::env::temp_dir() };
+    dir.join(RESTORE_FILE)
+}
+
+/// Put back what a session that did not end saved, if any; says what it restored.
+pub fn restore_leftover(file: &Path) -> Result<Option<String>, SessionError> {
+    let text = match fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(SessionError::Sysfs { path: file.display().to_string(), source }),
+    };
+    let saved: Saved = serde_json::from_str(&text)
+        .map_err(|e| SessionError::Usage(format!("{}: not a clockpath restore file: {e}", file.display())))?;
+    let idle = Cpuidle::open(&saved.root)?
+        .ok_or_else(|| SessionError::Usage(format!("{}: no cpuidle states to restore", saved.root.display())))?;
+    let now = idle.disables()?;
+    let changed: Vec<String> = saved
+        .disables
+        .iter()
+        .filter(|d| now.iter().any(|n| n.cpu == d.cpu && n.state == d.state && n.disabled != d.disabled))
+        .map(|d| format!("cpu{} state{} {}", d.cpu, d.state, if d.disabled { "disabled" } else { "enabled" }))
+        .collect();
+    idle.apply(&saved.disables)?;
+    fs::remove_file(file).map_err(|source| SessionError::Sysfs { path: file.display().to_string(), source })?;
+    Ok(Some(if changed.is_empty() {
+        format!("session {} left {}; its settings were already in place", saved.pid, file.display())
+    } else {
+        format!("restored the idle states of session {} (which did not end): {}", saved.pid, changed.join(", "))
+    }))
+}
+
+/// Holds the original settings: saved to the restore file on creation, put back by `now` or
+/// on drop (error paths, unwinding), and the file removed once they are.
+pub struct Guard {
+    idle: Cpuidle,
+    original: Vec<Disable>,
+    file: PathBuf,
+    done: bool,
+}
+
+impl Guard {
+    pub fn save(idle: Cpuidle, file: PathBuf) -> Result<Guard, SessionError> {
+        let original = idle.disables()?;
+        let saved = Saved { root: idle.root.clone(), pid: std::process::id(), disables: original.clone() };
+        let out = |source| SessionError::Output { path: file.clone(), source };
+        let tmp = file.with_extension("json.partial");
+        let text = serde_json::to_vec(&saved).map_err(|e| out(std::io::Error::other(e)))?;
+        // Durable before the first change: written whole, synced, then renamed into place.
+        let f = fs::File::create(&tmp).map_err(out)?;
+        std::io::Write::write_all(&mut &f, &text).map_err(out)?;
+        f.sync_all().map_err(out)?;
+        fs::rename(&tmp, &file).map_err(out)?;
+        Ok(Guard { idle, original, file, done: false })
+    }
+
+    pub fn idle(&self) -> &Cpuidle {
+        &self.idle
+    }
+
+    pub fn original(&self) -> &[Disable] {
+        &self.original
+    }
+
+    /// Put the original settings back (once) and remove the restore file.
+    pub fn now(&mut self) -> Result<(), SessionError> {
+        if !self.done {
+            self.idle.apply(&self.original)?;
+            let _ = fs::remove_file(&self.file);
+            self.done = true;
+            tracing::info!("original idle-state settings restored");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Err(error) = self.now() {
+            tracing::error!(%error, file = %self.file.display(), "could not restore the idle states; `clockpath session --restore` retries");
+        }
+    }
+}
+
+/// Evidence that a policy held: entries into each state while it was in force.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Evidence {
+    /// States the policy disabled (names).
+    pub disabled: Vec<String>,
+    /// Entries per state (name → count) while the policy was in force.
+    pub entries: std::collections::BTreeMap<String, u64>,
+    /// True when no disabled state was entered.
+    pub held: bool,
+    /// The PM QoS latency request held with the policy (µs), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_request_us: Option<u64>,
+}
+
+impl Evidence {
+    pub fn new(idle: &Cpuidle, settings: &[Disable]) -> Evidence {
+        let disabled = idle
+            .states
+            .iter()
+            .filter(|s| settings.iter().any(|d| d.state == s.index && d.disabled))
+            .map(|s| s.name.clone())
+            .collect();
+        Evidence { disabled, entries: Default::default(), held: true, latency_request_us: idle.latency_limit(settings) }
+    }
+
+    /// Add the entries between two `usage` snapshots.
+    pub fn add(&mut self, idle: &Cpuidle, before: &[u64], after: &[u64]) {
+        for (s, (b, a)) in idle.states.iter().zip(before.iter().zip(after)) {
+            *self.entries.entry(s.name.clone()).or_default() += a.saturating_sub(*b);
+        }
+        self.held = self.disabled.iter().all(|d| self.entries.get(d).copied().unwrap_or(0) == 0);
+    }
+}
+
+/// Order of policies over a session's runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Schedule {
+    /// All runs of the first policy, then all of the next.
+    Blocks,
+    /// One run of each policy in turn.
+    Interleaved,
+    /// The runs of all policies in a random order (`--seed`).
+    Random,
+}
+
+/// The policy index of each run: `runs` runs of each of `policies` policies.
+pub fn schedule(kind: Schedule, policies: usize, runs: usize, seed: u64) -> Vec<usize> {
+    match kind {
+        Schedule::Blocks => (0..policies).flat_map(|p| std::iter::repeat_n(p, runs)).collect(),
+        Schedule::Interleaved => (0..runs).flat_map(|_| 0..policies).collect(),
+        Schedule::Random => {
+            use rand::{RngExt as _, SeedableRng as _};
+            let mut order = schedule(Schedule::Blocks, policies, runs, seed);
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.random_range(0..=i));
+            }
+            order
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sysfs tree with two CPUs and the dev machine's states (POLL, haltpoll idle).
+    fn fake(dir: &Path) {
+        fs::write(dir.join("online"), "0-1\n").unwrap();
+        for cpu in 0..2 {
+            for (i, (name, lat)) in [("POLL", 0), ("haltpoll idle", 1)].iter().enumerate() {
+                let d = dir.join(format!("cpu{cpu}/cpuidle/state{i}"));
+                fs::create_dir_all(&d).unwrap();
+                fs::write(d.join("name"), format!("{name}\n")).unwrap();
+                fs::write(d.join("latency"), format!("{lat}\n")).unwrap();
+                fs::write(d.join("disable"), "0\n").unwrap();
+                fs::write(d.join("usage"), format!("{}\n", 100 * (i + 1))).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn policies_parse_and_bad_ones_are_named() {
+        assert_eq!(Policy::parse("max_cstate=1").unwrap(), Policy::MaxCstate(1));
+        assert_eq!(Policy::parse("poll").unwrap().label(), "poll");
+        let e = Policy::parse("max_cstate=deep").unwrap_err().to_string();
+        assert!(e.contains("`max_cstate=deep`"), "{e}");
+        assert_eq!(parse_cpu_list("0-2,5"), Some(vec![0, 1, 2, 5]));
+    }
+
+    #[test]
+    fn a_policy_sets_each_cpu_and_the_guard_restores_even_after_a_crash() {
+        let t = tempfile::tempdir().unwrap();
+        fake(t.path());
+        let idle = Cpuidle::open(t.path()).unwrap().expect("states");
+        assert_eq!(idle.states.len(), 2);
+        let e = idle.check(&Policy::MaxCstate(2)).unwrap_err().to_string();
+        assert!(e.contains("no idle state 2") && e.contains("state1 haltpoll idle (1 µs)"), "{e}");
+        idle.check(&Policy::Poll).unwrap();
+
+        let file = t.path().join("restore.json");
+        let mut guard = Guard::save(idle.clone(), file.clone()).unwrap();
+        assert!(file.exists(), "saved before the first change");
+        let poll = idle.settings(&Policy::Poll, guard.original());
+        idle.apply(&poll).unwrap();
+        assert_eq!(fs::read_to_string(t.path().join("cpu1/cpuidle/state1/disable")).unwrap(), "1");
+        assert_eq!(fs::read_to_string(t.path().join("cpu1/cpuidle/state0/disable")).unwrap().trim(), "0");
+        assert_eq!(idle.latency_limit(&poll), Some(0), "POLL's exit latency");
+        assert_eq!(idle.latency_limit(guard.original()), None, "nothing disabled: no request");
+        let mut ev = Evidence::new(&idle, &poll);
+        ev.add(&idle, &[200, 400], &[260, 400]);
+        assert!(ev.held && ev.disabled == ["haltpoll idle"], "{ev:?}");
+        ev.add(&idle, &[0, 0], &[0, 3]);
+        assert!(!ev.held, "a disabled state was entered");
+        guard.now().unwrap();
+        assert_eq!(fs::read_to_string(t.path().join("cpu1/cpuidle/state1/disable")).unwrap(), "0");
+        assert!(!file.exists());
+
+        // A session killed with its policy in force: the next one restores from the file.
+        let guard = Guard::save(idle.clone(), file.clone()).unwrap();
+        idle.apply(&idle.settings(&Policy::MaxCstate(0), guard.original())).unwrap();
+        std::mem::forget(guard);
+        let said = restore_leftover(&file).unwrap().expect("something restored");
+        assert!(said.contains("cpu0 state1 enabled") && said.contains("cpu1 state1 enabled"), "{said}");
+        assert_eq!(fs::read_to_string(t.path().join("cpu0/cpuidle/state1/disable")).unwrap(), "0");
+        assert_eq!(restore_leftover(&file).unwrap(), None, "nothing left");
+    }
+
+    #[test]
+    fn schedules_cover_every_run_in_their_order() {
+        assert_eq!(schedule(Schedule::Blocks, 2, 3, 0), [0, 0, 0, 1, 1, 1]);
+        assert_eq!(schedule(Schedule::Interleaved, 2, 3, 0), [0, 1, 0, 1, 0, 1]);
+        let r = schedule(Schedule::Random, 2, 50, 7);
+        assert_eq!(r, schedule(Schedule::Random, 2, 50, 7), "the seed fixes the order");
+        assert_ne!(r, schedule(Schedule::Random, 2, 50, 8));
+        assert_eq!(r.iter().filter(|&&p| p == 1).count(), 50);
+        assert_ne!(r, schedule(Schedule::Blocks, 2, 50, 7));
+    }
+}
