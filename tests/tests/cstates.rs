@@ -114,7 +114,32 @@ fn two_policies_freeze_the_deeper_state_while_the_shallow_one_holds_and_the_sett
     assert!(csv.lines().next().unwrap().ends_with(",cstate_policy"), "{}", csv.lines().next().unwrap());
     assert_eq!(csv.lines().filter(|l| l.ends_with(&format!(",{shallow}"))).count(), 60, "two hits per run");
     let md = fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(md.contains("## C-state policies") && md.contains("none: held"), "{md}");
+    assert!(md.contains("## C-state policies") && md.contains("none: held") && md.contains("## Machine"), "{md}");
+
+    // The machine, recorded; sessions keep whole traces in at least 64 MiB of ring.
+    assert!(s["ring_bytes"].as_u64().unwrap() >= 64 << 20, "{}", s["ring_bytes"]);
+    assert_eq!(s["kernel"]["ring_lost_segments"], 0);
+    let m = &s["machine"];
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(m["kernel"], release.trim());
+    assert_eq!(m["vcpus"].as_u64().unwrap() as usize, online_cpus().len());
+    assert_eq!(m["cmdline"], fs::read_to_string("/proc/cmdline").unwrap().trim());
+    assert_eq!(m["idle_state_latencies"].as_array().unwrap().len(), names.len());
+    assert_eq!(m["cpuidle_driver"], fs::read_to_string(format!("{CPU}/cpuidle/current_driver")).unwrap().trim());
+    assert!(m["time_sync"]["synchronised"].is_boolean() && m["time_sync"]["max_error_us"].is_i64(), "{m}");
+    assert!(m["tsc_flags"].is_array() && m["scheduler"].as_object().is_some_and(|o| !o.is_empty()), "{m}");
+    let header = csv.lines().next().unwrap();
+    for column in [",kernel,", ",hypervisor,", ",vcpus,", ",cpuidle_governor,"] {
+        assert!(header.contains(column), "no {column} column in {header}");
+    }
+    // Offline tools group by the policy like any other label.
+    let o = clockpath(&["compare", out.join("traces.csv").to_str().unwrap(), "--group-by", "cstate_policy"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("default") && text.contains(&shallow),
+        "{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // And moving again once the session has ended.
     let after = usage(deepest);

@@ -199,6 +199,150 @@ fn idle_states() -> Vec<String> {
     states.into_iter().map(|(_, s)| s).collect()
 }
 
+/// Everything a result must say about the machine it was measured on (the investigation
+/// documents CPU, scheduler and kernel with every result): the environment plus the kernel
+/// command line, CPU, TSC flags, cpufreq and cpuidle drivers, idle states with their exit
+/// latencies, scheduler knobs and the kernel clock's synchronisation state.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    #[serde(flatten)]
+    pub environment: Environment,
+    pub cmdline: String,
+    pub cpu_model: String,
+    pub vcpus: usize,
+    /// constant_tsc, nonstop_tsc, tsc_reliable, tsc_known_freq: those the CPU reports.
+    pub tsc_flags: Vec<String>,
+    pub cpufreq_driver: String,
+    pub cpuidle_driver: String,
+    /// `name (exit latency µs)` of each idle state of cpu0.
+    pub idle_state_latencies: Vec<String>,
+    /// sched_* knobs under /proc/sys/kernel, and the preemption model.
+    pub scheduler: std::collections::BTreeMap<String, String>,
+    pub time_sync: TimeSync,
+    pub clockpath_version: String,
+}
+
+/// The kernel clock's discipline, read with `adjtimex` (modes 0: reads only).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TimeSync {
+    /// STA_UNSYNC clear.
+    pub synchronised: bool,
+    pub max_error_us: i64,
+    pub est_error_us: i64,
+    /// The kernel's offset (ns when STA_NANO, else µs) and frequency (ppm).
+    pub offset: i64,
+    pub frequency_ppm: f64,
+    /// STA_PPSFREQ, STA_PPSTIME, STA_PPSSIGNAL as set.
+    pub pps_flags: Vec<String>,
+    pub tai_offset_s: i32,
+}
+
+impl TimeSync {
+    pub fn read() -> Option<TimeSync> {
+        // SAFETY: a zeroed timex with modes 0 only reads; adjtimex fills it.
+        let mut t: libc::timex = unsafe { std::mem::zeroed() };
+        // SAFETY: t is a valid timex.
+        let state = unsafe { libc::adjtimex(&mut t) };
+        if state < 0 {
+            return None;
+        }
+        let pps = [(libc::STA_PPSFREQ, "PPSFREQ"), (libc::STA_PPSTIME, "PPSTIME"), (libc::STA_PPSSIGNAL, "PPSSIGNAL")]
+            .iter()
+            .filter(|(bit, _)| t.status & bit != 0)
+            .map(|(_, n)| n.to_string())
+            .collect();
+        Some(TimeSync {
+            synchronised: t.status & libc::STA_UNSYNC == 0 && state != libc::TIME_ERROR,
+            max_error_us: t.maxerror,
+            est_error_us: t.esterror,
+            offset: t.offset,
+            // The kernel's frequency is scaled by 2^16.
+            frequency_ppm: t.freq as f64 / 65536.0,
+            pps_flags: pps,
+            tai_offset_s: t.tai,
+        })
+    }
+}
+
+impl Machine {
+    pub fn detect() -> Machine {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let flags: Vec<String> = field("flags").unwrap_or_default().split_whitespace().map(str::to_string).collect();
+        let mut scheduler = std::collections::BTreeMap::new();
+        if let Ok(dir) = fs::read_dir("/proc/sys/kernel") {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("sched_")
+                    && let Some(v) = read_trim(e.path())
+                {
+                    scheduler.insert(name, v);
+                }
+            }
+        }
+        if let Some(p) = read_trim("/sys/kernel/debug/sched/preempt") {
+            scheduler.insert("preempt".into(), p);
+        }
+        let idle_dir = Path::new("/sys/devices/system/cpu/cpu0/cpuidle");
+        let idle_state_latencies = (0..)
+            .map(|i| idle_dir.join(format!("state{i}")))
+            .take_while(|d| d.is_dir())
+            .map(|d| {
+                format!(
+                    "{} ({} µs)",
+                    read_trim(d.join("name")).unwrap_or_default(),
+                    read_trim(d.join("latency")).unwrap_or_default()
+                )
+            })
+            .collect();
+        Machine {
+            environment: Environment::detect(),
+            cmdline: read_trim("/proc/cmdline").unwrap_or_default(),
+            cpu_model: field("model name").unwrap_or_else(|| "unknown".into()),
+            vcpus: std::thread::available_parallelism().map_or(0, usize::from),
+            tsc_flags: ["constant_tsc", "nonstop_tsc", "tsc_reliable", "tsc_known_freq"]
+                .into_iter()
+                .filter(|f| flags.iter().any(|x| x == f))
+                .map(str::to_string)
+                .collect(),
+            cpufreq_driver: read_trim("/sys/devices/system/cpu/cpu0/cpufreq/scaling_driver")
+                .unwrap_or_else(|| "none".into()),
+            cpuidle_driver: read_trim("/sys/devices/system/cpu/cpuidle/current_driver")
+                .unwrap_or_else(|| "none".into()),
+            idle_state_latencies,
+            scheduler,
+            time_sync: TimeSync::read().unwrap_or(TimeSync {
+                synchronised: false,
+                max_error_us: -1,
+                est_error_us: -1,
+                offset: 0,
+                frequency_ppm: 0.0,
+                pps_flags: Vec::new(),
+                tai_offset_s: 0,
+            }),
+            clockpath_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// The few facts small enough to label every trace row with, for `analyze` and
+    /// `compare --group-by`.
+    pub fn labels(&self) -> Vec<(String, String)> {
+        vec![
+            ("kernel".into(), self.environment.kernel.clone()),
+            ("hypervisor".into(), self.environment.hypervisor.clone()),
+            ("vcpus".into(), self.vcpus.to_string()),
+            ("cpufreq_governor".into(), self.environment.cpufreq_governor.clone()),
+            ("cpuidle_governor".into(), self.environment.cpuidle_governor.clone()),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

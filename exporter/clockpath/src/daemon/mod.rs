@@ -65,6 +65,8 @@ pub struct Daemon {
     pub maps: Arc<Mutex<KernelMaps>>,
     pub plans: Arc<Vec<ChainPlan>>,
     pub stats: Arc<PipelineStats>,
+    /// The ring buffer's size, bytes.
+    pub ring_bytes: u32,
     stop_tx: watch::Sender<bool>,
     task: JoinHandle<Option<Assembly>>,
 }
@@ -179,7 +181,8 @@ impl Daemon {
             }
             .run(),
         );
-        Ok(Daemon { engine: Arc::new(Mutex::new(engine)), health, maps, plans, stats, stop_tx, task })
+        let ring_bytes = probe.ring_bytes;
+        Ok(Daemon { engine: Arc::new(Mutex::new(engine)), health, maps, plans, stats, ring_bytes, stop_tx, task })
     }
 
     /// Kernel run time/count of the attached programs (meaningful with bpf_stats on).

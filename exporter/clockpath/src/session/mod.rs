@@ -89,6 +89,13 @@ pub fn run(
     if args.runs == 0 {
         return Err(SessionError::Usage("--runs must be at least 1".into()));
     }
+    // Before any change: the machine as the user left it.
+    let machine = crate::host::Machine::detect();
+    if !machine.time_sync.synchronised {
+        tracing::warn!(
+            "the system clock is not synchronised (adjtimex): wall-clock times in this session's outputs are the local clock's"
+        );
+    }
     let original = clocksource::current()?;
     clocksource::check_requested(&args.clocksources, &clocksource::available()?, &original)?;
     // Every policy is checked against the machine, and the files it writes for permission,
@@ -146,6 +153,7 @@ pub fn run(
     let restored = clocksource::current().unwrap_or_default();
     let (maps, stats, plans) =
         (attached.daemon.maps.clone(), attached.daemon.stats.clone(), attached.daemon.plans.clone());
+    let ring_bytes = attached.daemon.ring_bytes;
     rt.block_on(attached.daemon.stop());
     let chain = attached.mode.chain();
     let kernel_summary = {
@@ -178,6 +186,8 @@ pub fn run(
         segments: segments.clone(),
         kernel: kernel_summary,
         interrupted: outcomes.interrupted,
+        machine,
+        ring_bytes,
         policies: if args.cstates.is_empty() {
             Vec::new()
         } else {

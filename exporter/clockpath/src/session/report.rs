@@ -92,6 +92,10 @@ pub struct SessionReport {
     /// Median time charged to each interference source, per segment (ns), over complete runs.
     pub interference_median_ns: BTreeMap<String, BTreeMap<String, f64>>,
     pub interrupted: bool,
+    /// The machine, as it was when the session started.
+    pub machine: crate::host::Machine,
+    /// Ring buffer of the session (bytes).
+    pub ring_bytes: u32,
     /// Order of the C-state policies over the runs (blocks, interleaved, random).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
@@ -231,7 +235,13 @@ pub fn write_outputs(
     let shape = plan.shape();
     // The session's labels and each run's old and new clocksource, as columns analyze groups
     // and regresses by; interference per segment when the chain charges it.
-    let labels: Vec<(String, String)> = report.labels.clone().into_iter().collect();
+    // The session's labels win over the machine's of the same name.
+    let mut labels: Vec<(String, String)> = report.labels.clone().into_iter().collect();
+    for (k, v) in report.machine.labels() {
+        if !report.labels.contains_key(&k) {
+            labels.push((k, v));
+        }
+    }
     let mut keys: Vec<String> = labels.iter().map(|(k, _)| k.clone()).collect();
     keys.extend(["old_clocksource".to_string(), "new_clocksource".to_string()]);
     if !report.policies.is_empty() {
@@ -297,6 +307,45 @@ pub fn markdown(r: &SessionReport) -> String {
         let parts: Vec<String> = per.iter().map(|(k, v)| format!("{k} {:.3}", v / 1e3)).collect();
         let _ = writeln!(s, "\nInterference charged to `{seg}` (median µs): {}", parts.join(", "));
     }
+    let m = &r.machine;
+    let _ = writeln!(s, "\n## Machine\n");
+    let _ = writeln!(
+        s,
+        "- kernel {} ({}), {} vCPUs: {}; {} {}",
+        m.environment.kernel,
+        m.cmdline,
+        m.vcpus,
+        m.cpu_model,
+        m.environment.env,
+        if m.environment.hypervisor == "none" { String::new() } else { format!("({})", m.environment.hypervisor) }
+    );
+    let _ = writeln!(
+        s,
+        "- clocksources: {} (current {}); TSC flags: {}",
+        m.environment.available_clocksources.join(", "),
+        m.environment.current_clocksource,
+        if m.tsc_flags.is_empty() { "none".into() } else { m.tsc_flags.join(", ") }
+    );
+    let _ = writeln!(
+        s,
+        "- cpufreq: {} / {}; cpuidle: {} / {}, states {}; C-state limit: {}",
+        m.cpufreq_driver,
+        m.environment.cpufreq_governor,
+        m.cpuidle_driver,
+        m.environment.cpuidle_governor,
+        m.idle_state_latencies.join(", "),
+        m.environment.cstate_limit
+    );
+    let _ = writeln!(
+        s,
+        "- time sync: {} (max error {} µs, estimated {} µs{}); ring {} MiB; clockpath {}",
+        if m.time_sync.synchronised { "synchronised" } else { "NOT synchronised" },
+        m.time_sync.max_error_us,
+        m.time_sync.est_error_us,
+        if m.time_sync.pps_flags.is_empty() { String::new() } else { format!(", {}", m.time_sync.pps_flags.join(" ")) },
+        r.ring_bytes >> 20,
+        m.clockpath_version
+    );
     if !r.policies.is_empty() {
         let _ = writeln!(s, "\n## C-state policies ({} schedule)\n", r.schedule.as_deref().unwrap_or("blocks"));
         let _ = writeln!(
