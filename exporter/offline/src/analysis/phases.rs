@@ -120,15 +120,7 @@ mod tests {
 
     /// A pseudo-random series around 20 µs, SD ~1 µs.
     fn noise(n: usize, seed: u64) -> Vec<f64> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                20_000.0 + ((x % 2001) as f64 - 1000.0) * 1.7
-            })
-            .collect()
+        crate::stats::test_sequence(n, seed).map(|x| 20_000.0 + ((x % 2001) as f64 - 1000.0) * 1.7).collect()
     }
 
     #[test]

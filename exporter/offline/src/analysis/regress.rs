@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{AnalyzeOptions, ChainData, Collected, RunRef, column_names, label_value};
-use crate::stats::{self, Attribution, IndependenceCheck};
+use crate::stats::{self, Attribution, IndependenceCheck, QuantileCheck};
 
 /// What to regress.
 #[derive(Clone, Debug, Default)]
@@ -61,37 +61,16 @@ pub struct SessionCheck {
     pub session: String,
     /// Quantiles in seconds.
     pub runs: usize,
-    pub quantiles: Vec<QuantileReport>,
+    /// In seconds.
+    pub quantiles: Vec<QuantileCheck>,
     pub level: f64,
     /// Whether every difference's CI covers 0.
     pub consistent_with_independence: bool,
 }
 
-/// A model-check quantile, in seconds.
-#[derive(Clone, Debug, Serialize)]
-pub struct QuantileReport {
-    pub q: f64,
-    pub measured: f64,
-    pub independent: f64,
-    pub difference: f64,
-    pub lower: f64,
-    pub upper: f64,
-}
-
 impl SessionCheck {
     fn new(session: String, c: IndependenceCheck) -> Self {
-        let quantiles: Vec<QuantileReport> = c
-            .quantiles
-            .iter()
-            .map(|q| QuantileReport {
-                q: q.q,
-                measured: q.measured / 1e9,
-                independent: q.independent / 1e9,
-                difference: q.difference / 1e9,
-                lower: q.lower / 1e9,
-                upper: q.upper / 1e9,
-            })
-            .collect();
+        let quantiles: Vec<QuantileCheck> = c.quantiles.iter().map(QuantileCheck::in_seconds).collect();
         let consistent = quantiles.iter().all(|q| q.lower <= 0.0 && 0.0 <= q.upper);
         SessionCheck { session, runs: c.runs, quantiles, level: c.level, consistent_with_independence: consistent }
     }

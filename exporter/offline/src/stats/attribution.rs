@@ -101,15 +101,7 @@ mod tests {
     use super::*;
 
     fn series(n: usize, seed: u64, scale: f64) -> Vec<f64> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                1000.0 + (x % 1000) as f64 * scale
-            })
-            .collect()
+        crate::stats::test_sequence(n, seed).map(|x| 1000.0 + (x % 1000) as f64 * scale).collect()
     }
 
     #[test]

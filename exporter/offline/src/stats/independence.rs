@@ -26,13 +26,27 @@ const DRAWS: usize = 1 << 18;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct QuantileCheck {
     pub q: f64,
-    /// Q_T(q) and Q_ind(q), ns.
+    /// Q_T(q) and Q_ind(q), in the unit of the input (ns; `in_seconds` for reports).
     pub measured: f64,
     pub independent: f64,
     /// Δ_q = measured − independent, ns, and its CI.
     pub difference: f64,
     pub lower: f64,
     pub upper: f64,
+}
+
+impl QuantileCheck {
+    /// The same check with its values in seconds (the input in ns).
+    pub fn in_seconds(&self) -> QuantileCheck {
+        QuantileCheck {
+            q: self.q,
+            measured: self.measured / 1e9,
+            independent: self.independent / 1e9,
+            difference: self.difference / 1e9,
+            lower: self.lower / 1e9,
+            upper: self.upper / 1e9,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -162,15 +176,7 @@ mod tests {
     use super::*;
 
     fn series(n: usize, seed: u64) -> Vec<f64> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                1000.0 + (x % 997) as f64
-            })
-            .collect()
+        crate::stats::test_sequence(n, seed).map(|x| 1000.0 + (x % 997) as f64).collect()
     }
 
     #[test]

@@ -120,6 +120,19 @@ pub fn describe(xs: &[f64]) -> Result<Describe, StatsError> {
     Ok(Describe { n: xs.len(), median: median(xs), std_dev: std_dev(xs) })
 }
 
+/// A deterministic pseudo-random sequence (xorshift64) for the statistics tests: the same
+/// numbers on every platform and rand version.
+#[cfg(test)]
+pub(crate) fn test_sequence(n: usize, seed: u64) -> impl Iterator<Item = u64> {
+    let mut x = seed;
+    (0..n).map(move |_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

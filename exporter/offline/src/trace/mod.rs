@@ -62,6 +62,29 @@ pub fn read_file(
     read::read_stream(path, input, opts, names, stats, on_hit, progress)
 }
 
+/// Every hit of `path`, with the read's statistics and names (the readers' tests).
+#[cfg(test)]
+pub(crate) fn read_hits(
+    path: &Path,
+    opts: read::ReadOptions,
+) -> (Result<Vec<read::Hit>, read::ReadError>, read::ReadStats, read::Interner) {
+    let mut names = read::Interner::new();
+    let mut stats = read::ReadStats::default();
+    let mut hits = Vec::new();
+    let r = read_file(
+        path,
+        opts,
+        &mut names,
+        &mut stats,
+        &mut |h, _| {
+            hits.push(h);
+            read::Flow::Continue(())
+        },
+        &mut |_| {},
+    );
+    (r.map(|()| hits), stats, names)
+}
+
 pub const CSV_HEADER: &str = "timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id,chain,env";
 
 /// One stage hit.

@@ -501,24 +501,6 @@ mod tests {
         }
     }
 
-    fn read_back(p: &Path, opts: ReadOptions) -> (Result<Vec<Hit>, ReadError>, ReadStats, Interner) {
-        let mut names = Interner::new();
-        let mut stats = ReadStats::default();
-        let mut hits = Vec::new();
-        let r = super::super::read_file(
-            p,
-            opts,
-            &mut names,
-            &mut stats,
-            &mut |h, _| {
-                hits.push(h);
-                Flow::Continue(())
-            },
-            &mut |_| {},
-        );
-        (r.map(|()| hits), stats, names)
-    }
-
     #[test]
     fn written_rows_read_back_as_the_csv_reader_reads_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -547,8 +529,8 @@ mod tests {
             );
         }
         fs::write(&csv, text).unwrap();
-        let (pq, pq_stats, pq_names) = read_back(&p, ReadOptions::default());
-        let (cs, _, cs_names) = read_back(&csv, ReadOptions::default());
+        let (pq, pq_stats, pq_names) = super::super::read_hits(&p, ReadOptions::default());
+        let (cs, _, cs_names) = super::super::read_hits(&csv, ReadOptions::default());
         let (pq, cs) = (pq.unwrap(), cs.unwrap());
         assert_eq!(pq.len() as u64, n);
         assert_eq!(pq_stats.lines, n);
@@ -588,7 +570,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.parquet");
         foreign(&p, &[("timestamp_ns", DataType::UInt64), ("probe", DataType::Utf8), ("session_id", DataType::Utf8)]);
-        let e = read_back(&p, ReadOptions::default()).0.unwrap_err().to_string();
+        let e = super::super::read_hits(&p, ReadOptions::default()).0.unwrap_err().to_string();
         assert!(
             e.contains("x.parquet")
                 && e.contains("no column `probe_name`")
@@ -597,23 +579,23 @@ mod tests {
         );
 
         foreign(&p, &[("timestamp_ns", DataType::Utf8), ("probe_name", DataType::Utf8)]);
-        let e = read_back(&p, ReadOptions::default()).0.unwrap_err().to_string();
+        let e = super::super::read_hits(&p, ReadOptions::default()).0.unwrap_err().to_string();
         assert!(e.contains("column `timestamp_ns` is Utf8, expected integers"), "{e}");
 
         foreign(&p, &[("timestamp_ns", DataType::UInt64), ("probe_name", DataType::Utf8), ("temp", DataType::Float64)]);
-        let e = read_back(&p, ReadOptions::default()).0.unwrap_err().to_string();
+        let e = super::super::read_hits(&p, ReadOptions::default()).0.unwrap_err().to_string();
         assert!(e.contains("column `temp` is Float64"), "{e}");
 
         // A negative timestamp is a row error, located by row; skip_bad_lines counts it.
         foreign(&p, &[("timestamp_ns", DataType::Int64), ("probe_name", DataType::Utf8)]);
-        let e = read_back(&p, ReadOptions::default()).0.unwrap_err().to_string();
+        let e = super::super::read_hits(&p, ReadOptions::default()).0.unwrap_err().to_string();
         assert!(e.contains("x.parquet: row 1: timestamp_ns -5 is negative"), "{e}");
-        let (r, st, _) = read_back(&p, ReadOptions { skip_bad_lines: true });
+        let (r, st, _) = super::super::read_hits(&p, ReadOptions { skip_bad_lines: true });
         assert_eq!((r.unwrap().len(), st.bad_lines), (0, 1));
 
         // Not Parquet at all, though named so.
         fs::write(&p, "timestamp_ns,probe_name\n1,a\n").unwrap();
-        let e = read_back(&p, ReadOptions::default()).0.unwrap_err().to_string();
+        let e = super::super::read_hits(&p, ReadOptions::default()).0.unwrap_err().to_string();
         assert!(e.contains("x.parquet") && e.contains("not a Parquet file"), "{e}");
     }
 
@@ -623,7 +605,7 @@ mod tests {
         let p = dir.path().join("archive.bin");
         foreign(&p, &[("timestamp_ns", DataType::UInt64), ("probe_name", DataType::Utf8)]);
         assert!(is_parquet(&p));
-        let (r, _, names) = read_back(&p, ReadOptions::default());
+        let (r, _, names) = super::super::read_hits(&p, ReadOptions::default());
         let h = r.unwrap();
         assert_eq!((h[0].timestamp_ns, names.name(h[0].probe)), (42, "switch_entry"));
     }

@@ -578,21 +578,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(format!("t.{ext}"));
         fs::write(&p, text).unwrap();
-        let mut names = Interner::new();
-        let mut stats = ReadStats::default();
-        let mut hits = Vec::new();
-        let r = super::super::read_file(
-            &p,
-            opts,
-            &mut names,
-            &mut stats,
-            &mut |h, _| {
-                hits.push(h);
-                Flow::Continue(())
-            },
-            &mut |_| {},
-        );
-        (r.map(|()| hits), stats, names)
+        super::super::read_hits(&p, opts)
     }
 
     #[test]
@@ -621,22 +607,8 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(fs::File::create(&p).unwrap(), flate2::Compression::fast());
         e.write_all(b"{\"timestamp_ns\":1,\"probe_name\":\"a\"}\n{\"timestamp_ns\":2,\"probe_name\":\"b\"}\n").unwrap();
         e.finish().unwrap();
-        let mut names = Interner::new();
-        let mut stats = ReadStats::default();
-        let mut n = 0;
-        super::super::read_file(
-            &p,
-            ReadOptions::default(),
-            &mut names,
-            &mut stats,
-            &mut |_, _| {
-                n += 1;
-                Flow::Continue(())
-            },
-            &mut |_| {},
-        )
-        .unwrap();
-        assert_eq!(n, 2);
+        let (hits, _, _) = super::super::read_hits(&p, ReadOptions::default());
+        assert_eq!(hits.unwrap().len(), 2);
     }
 
     #[test]
