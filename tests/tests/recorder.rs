@@ -31,6 +31,16 @@ fn recorded_while(
     (dir, files)
 }
 
+/// `clockpath analyze` over `files` into `out`; its report.json.
+fn analyze(out: &std::path::Path, files: &[std::path::PathBuf]) -> serde_json::Value {
+    let mut args = vec!["analyze".to_string(), "--no-plots".into(), "--out".into(), out.display().to_string()];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = clockpath(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn recorded_traces_rotate_end_with_whole_lines_and_analyse() {
     require_root();
@@ -45,14 +55,7 @@ fn recorded_traces_rotate_end_with_whole_lines_and_analyse() {
         );
         assert!(text.ends_with('\n'), "{} ends mid-line", f.display());
     }
-    let out = dir.path().join("report");
-    let mut args = vec!["analyze".to_string(), "--no-plots".into(), "--out".into(), out.display().to_string()];
-    args.extend(files.iter().map(|f| f.display().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = clockpath(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let r = analyze(&dir.path().join("report"), &files);
     let sched = r["chains"]
         .as_array()
         .unwrap()
@@ -109,14 +112,7 @@ fn recorded_parquet_files_are_whole_and_analyse() {
         let bytes = std::fs::read(f).unwrap();
         assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"), "{name}: not a whole Parquet file");
     }
-    let out = dir.path().join("report");
-    let mut args = vec!["analyze".to_string(), "--no-plots".into(), "--out".into(), out.display().to_string()];
-    args.extend(files.iter().map(|f| f.display().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = clockpath(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let r = analyze(&dir.path().join("report"), &files);
     let sched = r["chains"].as_array().unwrap().iter().find(|c| c["chain"] == "sched_wakeup").expect("sched_wakeup");
     let seen: u64 = sched["sessions"].as_array().unwrap().iter().map(|s| s["seen"].as_u64().unwrap()).sum();
     assert!(seen > 1000, "only {seen} sched_wakeup chains recorded");

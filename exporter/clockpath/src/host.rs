@@ -54,7 +54,10 @@ impl Environment {
                 .or_else(|| read_trim("/sys/devices/system/cpu/cpuidle/current_governor_ro"))
                 .unwrap_or_else(|| "none".into()),
             cstate_limit: cstate_limit(&read_trim("/proc/cmdline").unwrap_or_default()),
-            idle_states: idle_states(),
+            idle_states: idle_states()
+                .into_iter()
+                .map(|(name, _, disabled)| if disabled { format!("{name} (disabled)") } else { name })
+                .collect(),
         }
     }
 }
@@ -181,22 +184,20 @@ pub fn cstate_limit(cmdline: &str) -> String {
     if limits.is_empty() { "none".into() } else { limits.join(",") }
 }
 
-fn idle_states() -> Vec<String> {
+/// cpu0's idle states in index order: name, exit latency (µs) as sysfs writes it, disabled.
+fn idle_states() -> Vec<(String, String, bool)> {
     let dir = Path::new("/sys/devices/system/cpu/cpu0/cpuidle");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut states: Vec<(u32, String)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let n: u32 = e.file_name().to_str()?.strip_prefix("state")?.parse().ok()?;
-            let name = read_trim(e.path().join("name"))?;
-            let disabled = read_trim(e.path().join("disable")).is_some_and(|d| d != "0");
-            Some((n, if disabled { format!("{name} (disabled)") } else { name }))
+    (0..)
+        .map(|i| dir.join(format!("state{i}")))
+        .take_while(|d| d.is_dir())
+        .map(|d| {
+            (
+                read_trim(d.join("name")).unwrap_or_default(),
+                read_trim(d.join("latency")).unwrap_or_default(),
+                read_trim(d.join("disable")).is_some_and(|v| v != "0"),
+            )
         })
-        .collect();
-    states.sort();
-    states.into_iter().map(|(_, s)| s).collect()
+        .collect()
 }
 
 /// Everything a result must say about the machine it was measured on (the investigation
@@ -218,7 +219,8 @@ pub struct Machine {
     pub idle_state_latencies: Vec<String>,
     /// sched_* knobs under /proc/sys/kernel, and the preemption model.
     pub scheduler: std::collections::BTreeMap<String, String>,
-    pub time_sync: TimeSync,
+    /// None where adjtimex cannot be read.
+    pub time_sync: Option<TimeSync>,
     pub clockpath_version: String,
 }
 
@@ -289,18 +291,8 @@ impl Machine {
         if let Some(p) = read_trim("/sys/kernel/debug/sched/preempt") {
             scheduler.insert("preempt".into(), p);
         }
-        let idle_dir = Path::new("/sys/devices/system/cpu/cpu0/cpuidle");
-        let idle_state_latencies = (0..)
-            .map(|i| idle_dir.join(format!("state{i}")))
-            .take_while(|d| d.is_dir())
-            .map(|d| {
-                format!(
-                    "{} ({} µs)",
-                    read_trim(d.join("name")).unwrap_or_default(),
-                    read_trim(d.join("latency")).unwrap_or_default()
-                )
-            })
-            .collect();
+        let idle_state_latencies =
+            idle_states().into_iter().map(|(name, latency, _)| format!("{name} ({latency} µs)")).collect();
         Machine {
             environment: Environment::detect(),
             cmdline: read_trim("/proc/cmdline").unwrap_or_default(),
@@ -317,15 +309,7 @@ impl Machine {
                 .unwrap_or_else(|| "none".into()),
             idle_state_latencies,
             scheduler,
-            time_sync: TimeSync::read().unwrap_or(TimeSync {
-                synchronised: false,
-                max_error_us: -1,
-                est_error_us: -1,
-                offset: 0,
-                frequency_ppm: 0.0,
-                pps_flags: Vec::new(),
-                tai_offset_s: 0,
-            }),
+            time_sync: TimeSync::read(),
             clockpath_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }

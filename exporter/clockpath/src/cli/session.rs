@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use super::{CliError, EXIT_FAILURE, SessionCliArgs, config_error, load_config};
 use crate::{
     daemon::StartError,
-    host::Environment,
+    host::Machine,
     session::{self, SessionArgs, SessionError},
 };
 
@@ -27,7 +27,8 @@ pub(super) fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result
         .map_err(config_error)?;
     // Before the lock: a policy this machine cannot apply, or cannot apply for lack of
     // permission, is refused (exit 2) with nothing changed.
-    session::idle::preflight(std::path::Path::new(session::idle::CPU_DIR), &cstates).map_err(config_error)?;
+    let cstates =
+        session::idle::preflight(std::path::Path::new(session::idle::CPU_DIR), cstates).map_err(config_error)?;
     let _lock = session::clocksource::lock().map_err(|e| CliError { code: EXIT_FAILURE, error: e.into() })?;
     // A session that did not end (killed, crashed) may have left idle states changed.
     let leftover = session::idle::restore_leftover(&session::idle::restore_path())
@@ -47,7 +48,9 @@ pub(super) fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
-    let env = Environment::detect().env_label(&loaded.config.environment.env);
+    // Before any change: the machine as the user left it.
+    let machine = Machine::detect();
+    let env = machine.environment.env_label(&loaded.config.environment.env);
     let session_args = SessionArgs {
         runs: args.runs,
         clocksources: args.clocksources,
@@ -59,7 +62,7 @@ pub(super) fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result
         schedule: args.schedule,
         seed: args.seed,
     };
-    let report = session::run(&loaded, &session_args, &env, stop).map_err(|e| match e {
+    let report = session::run(&loaded, &session_args, &env, machine, stop).map_err(|e| match e {
         SessionError::Usage(_) | SessionError::Start(StartError::Config(_)) => config_error(e),
         other => other.into(),
     })?;

@@ -217,20 +217,28 @@ impl Cpuidle {
     }
 }
 
+/// Policies checked against this machine's idle states and the files they write: only
+/// `preflight` makes one.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub idle: Cpuidle,
+    pub policies: Vec<Policy>,
+}
+
 /// Check `policies` against this machine's idle states and the files they need for writing,
 /// changing nothing; None when there are no policies.
-pub fn preflight(root: &Path, policies: &[Policy]) -> Result<Option<Cpuidle>, SessionError> {
+pub fn preflight(root: &Path, policies: Vec<Policy>) -> Result<Option<Checked>, SessionError> {
     if policies.is_empty() {
         return Ok(None);
     }
     let idle = Cpuidle::open(root)?.ok_or_else(|| {
         SessionError::Usage(format!("--cstates: this machine has no cpuidle states ({}/cpu*/cpuidle)", root.display()))
     })?;
-    for p in policies {
+    for p in &policies {
         idle.check(p)?;
     }
     idle.check_writable()?;
-    Ok(Some(idle))
+    Ok(Some(Checked { idle, policies }))
 }
 
 /// The PM QoS device: a CPU latency request lasts while it is held open.

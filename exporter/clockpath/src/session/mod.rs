@@ -65,8 +65,9 @@ pub struct SessionArgs {
     pub timeout: Duration,
     /// Skip the clocksource chain and measure the write syscall (for testing degraded mode).
     pub force_degraded: bool,
-    /// C-state policies to compare (`runs` runs each); empty: leave idle states alone.
-    pub cstates: Vec<idle::Policy>,
+    /// C-state policies to compare (`runs` runs each), checked by `idle::preflight`; None:
+    /// leave idle states alone.
+    pub cstates: Option<idle::Checked>,
     /// Order of the policies over the runs.
     pub schedule: idle::Schedule,
     pub seed: u64,
@@ -78,20 +79,19 @@ fn session_id(env: &str) -> String {
     format!("{env}-{stamp}-{:04x}", std::process::id() & 0xffff)
 }
 
-/// Run a session. `stop` is set by a signal handler to end it early (the clocksource is still
-/// restored and the outputs written).
+/// Run a session on `machine` (detected before any change). `stop` is set by a signal
+/// handler to end it early (the clocksource is still restored and the outputs written).
 pub fn run(
     loaded: &Loaded,
     args: &SessionArgs,
     env: &str,
+    machine: crate::host::Machine,
     stop: Arc<AtomicBool>,
 ) -> Result<SessionReport, SessionError> {
     if args.runs == 0 {
         return Err(SessionError::Usage("--runs must be at least 1".into()));
     }
-    // Before any change: the machine as the user left it.
-    let machine = crate::host::Machine::detect();
-    if !machine.time_sync.synchronised {
+    if machine.time_sync.as_ref().is_some_and(|t| !t.synchronised) {
         tracing::warn!(
             "the system clock is not synchronised (adjtimex): wall-clock times in this session's outputs are the local clock's"
         );
@@ -100,7 +100,6 @@ pub fn run(
     clocksource::check_requested(&args.clocksources, &clocksource::available()?, &original)?;
     // Every policy is checked against the machine, and the files it writes for permission,
     // before anything changes.
-    let cpuidle = idle::preflight(std::path::Path::new(idle::CPU_DIR), &args.cstates)?;
     fs::create_dir_all(&args.out).map_err(|source| SessionError::Output { path: args.out.clone(), source })?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -123,12 +122,12 @@ pub fn run(
 
     let id = session_id(env);
     let mut restore = clocksource::Restore::new(original.clone());
-    let mut idle_guard = match cpuidle {
-        Some(c) => Some(idle::Guard::save(c, idle::restore_path())?),
+    let mut idle_guard = match &args.cstates {
+        Some(c) => Some(idle::Guard::save(c.idle.clone(), idle::restore_path())?),
         None => None,
     };
     let policies: Vec<idle::Policy> =
-        if args.cstates.is_empty() { vec![idle::Policy::Default] } else { args.cstates.clone() };
+        args.cstates.as_ref().map_or_else(|| vec![idle::Policy::Default], |c| c.policies.clone());
     let order = idle::schedule(args.schedule, policies.len(), args.runs, args.seed);
     let outcomes = runner::Runner {
         args,
@@ -188,17 +187,15 @@ pub fn run(
         interrupted: outcomes.interrupted,
         machine,
         ring_bytes,
-        policies: if args.cstates.is_empty() {
-            Vec::new()
-        } else {
-            report::per_policy(&runs, &policies, &outcomes.evidence, &segments, &loaded.config.windows)
+        policies: match args.cstates {
+            Some(_) => report::per_policy(&runs, &policies, &outcomes.evidence, &segments, &loaded.config.windows),
+            None => Vec::new(),
         },
-        comparisons: if args.cstates.is_empty() {
-            Vec::new()
-        } else {
-            report::compare_policies(&runs, &policies, &segments, &loaded.config.windows)
+        comparisons: match args.cstates {
+            Some(_) => report::compare_policies(&runs, &policies, &segments, &loaded.config.windows),
+            None => Vec::new(),
         },
-        schedule: (!args.cstates.is_empty()).then(|| format!("{:?}", args.schedule).to_lowercase()),
+        schedule: args.cstates.as_ref().map(|_| format!("{:?}", args.schedule).to_lowercase()),
         runs,
     };
     report::write_outputs(&args.out, &report, &outcomes.records, &attached.plan, env)?;

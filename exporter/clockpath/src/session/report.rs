@@ -109,16 +109,26 @@ pub struct SessionReport {
 /// The statistics of the complete runs: per segment (and total), after rejecting runs whose
 /// first segment lies more than `windows.sigma` SDs from its median.
 pub fn analyze(runs: &[Run], segments: &[String], windows: &WindowsConfig) -> Option<RunsAnalysis> {
-    let complete: Vec<&Run> = runs.iter().filter(|r| r.missing.is_none()).collect();
-    if complete.is_empty() {
+    analyze_columns(&columns(runs.iter(), segments), windows)
+}
+
+fn analyze_columns(columns: &[Vec<f64>], windows: &WindowsConfig) -> Option<RunsAnalysis> {
+    if columns.first().is_none_or(Vec::is_empty) {
         return None;
     }
+    stats::analyze_runs(columns, 0, windows.sigma, &windows.bootstrap).ok()
+}
+
+/// The complete runs' values of each column: the segments, then the total (with more than
+/// one segment).
+fn columns<'a>(runs: impl Iterator<Item = &'a Run>, segments: &[String]) -> Vec<Vec<f64>> {
+    let complete: Vec<&Run> = runs.filter(|r| r.missing.is_none()).collect();
     let mut columns: Vec<Vec<f64>> =
         (0..segments.len()).map(|i| complete.iter().map(|r| r.segments_ns[i] as f64).collect()).collect();
     if segments.len() > 1 {
         columns.push(complete.iter().map(|r| r.total_ns.unwrap_or(0) as f64).collect());
     }
-    stats::analyze_runs(&columns, 0, windows.sigma, &windows.bootstrap).ok()
+    columns
 }
 
 /// Per policy: its runs' statistics and the evidence it held.
@@ -134,11 +144,10 @@ pub fn per_policy(
         .zip(evidence)
         .map(|(p, e)| {
             let label = p.label();
-            let mine: Vec<Run> = runs.iter().filter(|r| r.policy.as_deref() == Some(&label)).cloned().collect();
             PolicyReport {
-                runs: mine.len(),
-                completed: mine.iter().filter(|r| r.missing.is_none()).count(),
-                analysis: analyze(&mine, segments, windows),
+                runs: under(runs, &label).count(),
+                completed: under(runs, &label).filter(|r| r.missing.is_none()).count(),
+                analysis: analyze_columns(&columns(under(runs, &label), segments), windows),
                 evidence: e.clone(),
                 policy: label,
             }
@@ -146,16 +155,9 @@ pub fn per_policy(
         .collect()
 }
 
-/// Complete runs' values of each column (segments, then the total) under `policy`.
-fn columns_of(runs: &[Run], policy: &str, segments: &[String]) -> Vec<Vec<f64>> {
-    let complete: Vec<&Run> =
-        runs.iter().filter(|r| r.missing.is_none() && r.policy.as_deref() == Some(policy)).collect();
-    let mut cols: Vec<Vec<f64>> =
-        (0..segments.len()).map(|i| complete.iter().map(|r| r.segments_ns[i] as f64).collect()).collect();
-    if segments.len() > 1 {
-        cols.push(complete.iter().map(|r| r.total_ns.unwrap_or(0) as f64).collect());
-    }
-    cols
+/// The runs under `policy`.
+fn under<'a>(runs: &'a [Run], policy: &'a str) -> impl Iterator<Item = &'a Run> + 'a {
+    runs.iter().filter(move |r| r.policy.as_deref() == Some(policy))
 }
 
 /// Every pair of policies: difference of medians and variance ratio with CIs, per column.
@@ -170,7 +172,8 @@ pub fn compare_policies(
     let mut out = Vec::new();
     for (i, a) in policies.iter().enumerate() {
         for b in &policies[i + 1..] {
-            let (ca, cb) = (columns_of(runs, &a.label(), segments), columns_of(runs, &b.label(), segments));
+            let (la, lb) = (a.label(), b.label());
+            let (ca, cb) = (columns(under(runs, &la), segments), columns(under(runs, &lb), segments));
             let columns = names
                 .iter()
                 .zip(ca.iter().zip(&cb))
@@ -336,16 +339,17 @@ pub fn markdown(r: &SessionReport) -> String {
         m.idle_state_latencies.join(", "),
         m.environment.cstate_limit
     );
-    let _ = writeln!(
-        s,
-        "- time sync: {} (max error {} µs, estimated {} µs{}); ring {} MiB; clockpath {}",
-        if m.time_sync.synchronised { "synchronised" } else { "NOT synchronised" },
-        m.time_sync.max_error_us,
-        m.time_sync.est_error_us,
-        if m.time_sync.pps_flags.is_empty() { String::new() } else { format!(", {}", m.time_sync.pps_flags.join(" ")) },
-        r.ring_bytes >> 20,
-        m.clockpath_version
-    );
+    let sync = match &m.time_sync {
+        Some(t) => format!(
+            "{} (max error {} µs, estimated {} µs{})",
+            if t.synchronised { "synchronised" } else { "NOT synchronised" },
+            t.max_error_us,
+            t.est_error_us,
+            if t.pps_flags.is_empty() { String::new() } else { format!(", {}", t.pps_flags.join(" ")) }
+        ),
+        None => "unknown (adjtimex failed)".into(),
+    };
+    let _ = writeln!(s, "- time sync: {sync}; ring {} MiB; clockpath {}", r.ring_bytes >> 20, m.clockpath_version);
     if !r.policies.is_empty() {
         let _ = writeln!(s, "\n## C-state policies ({} schedule)\n", r.schedule.as_deref().unwrap_or("blocks"));
         let _ = writeln!(
