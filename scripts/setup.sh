@@ -18,7 +18,7 @@ BUILD_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev pkg-config fonts-
 # Packages the test suite uses: peers (runqlat, bpftrace), load generators (perf, hackbench),
 # a real Prometheus, and the guest kernel harness (qemu, busybox, cpio, kernel image tools).
 TEST_PKGS=(libbpf-tools bpftrace linux-perf rt-tests prometheus wrk curl
-           qemu-system-x86 busybox-static cpio xz-utils lz4 zstd kmod
+           qemu-system-x86 busybox-static cpio xz-utils lz4 zstd kmod acpica-tools
            python3-venv python3-yaml)
 # The Helm chart is linted and rendered with Helm's own Go SDK, through its Python binding
 # (a self-contained wheel from PyPI): no helm binary or Go toolchain is packaged for bookworm.

@@ -95,6 +95,7 @@ fn ensure_packages() {
         ("xz", "xz-utils"),
         ("zstd", "zstd"),
         ("lz4", "lz4"),
+        ("iasl", "acpica-tools"),
     ]
     .iter()
     .filter(|(bin, _)| crate::which(bin).is_none())
@@ -264,6 +265,23 @@ fn build_initramfs(assets: &Assets, out: &Path) {
     assert!(status.success(), "building the initramfs failed");
 }
 
+/// The SSDT that gives the guest's vCPUs ACPI C-states (`fixtures/guest-cstates.asl`, see
+/// there why), compiled with `iasl` into `target/guest/`: boot with it in
+/// `GuestOptions::acpi_tables` and the stock kernel's acpi_idle offers POLL, C1 and C2.
+pub fn cstate_table() -> PathBuf {
+    ensure_packages();
+    let src = workspace().join("tests/fixtures/guest-cstates.asl");
+    let dir = workspace().join("target/guest/acpi");
+    fs::create_dir_all(&dir).expect("create target/guest/acpi");
+    let asl = dir.join("guest-cstates.asl");
+    fs::copy(&src, &asl).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+    let aml = dir.join("guest-cstates.aml");
+    // iasl writes its output into the working directory.
+    run(Command::new("iasl").arg("guest-cstates.asl").current_dir(&dir), "iasl guest-cstates.asl");
+    assert!(aml.is_file(), "iasl wrote no {}", aml.display());
+    aml
+}
+
 /// Options for one boot.
 pub struct GuestOptions {
     pub cpus: u32,
@@ -274,6 +292,10 @@ pub struct GuestOptions {
     pub forward: Option<u16>,
     /// Kill the guest after this long.
     pub timeout: Duration,
+    /// Extra ACPI tables (compiled AML, e.g. an SSDT) handed to the guest firmware.
+    pub acpi_tables: Vec<PathBuf>,
+    /// qemu's `-cpu` model and flags.
+    pub cpu: String,
 }
 
 impl Default for GuestOptions {
@@ -284,6 +306,8 @@ impl Default for GuestOptions {
             cmdline: String::new(),
             forward: None,
             timeout: Duration::from_secs(600),
+            acpi_tables: Vec::new(),
+            cpu: "max".into(),
         }
     }
 }
@@ -339,8 +363,21 @@ impl Guest {
             _ => "user,id=n0".to_string(),
         };
         let serial = fs::File::create(share.join("serial.log")).unwrap();
-        let child = Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-cpu", "max", "-m", &opts.memory_mb.to_string(), "-smp", &opts.cpus.to_string()])
+        let mut qemu = Command::new("qemu-system-x86_64");
+        for t in &opts.acpi_tables {
+            qemu.arg("-acpitable").arg(format!("file={}", t.display()));
+        }
+        let child = qemu
+            .args([
+                "-accel",
+                "tcg",
+                "-cpu",
+                &opts.cpu,
+                "-m",
+                &opts.memory_mb.to_string(),
+                "-smp",
+                &opts.cpus.to_string(),
+            ])
             .args(["-no-reboot", "-nodefaults", "-display", "none", "-serial", "stdio"])
             .arg("-kernel")
             .arg(&assets.vmlinux)
@@ -383,7 +420,11 @@ impl Guest {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 let serial = fs::read_to_string(dir.path().join("serial.log")).unwrap_or_default();
-                panic!("guest did not finish within {:?}; serial console:\n{serial}", self.timeout);
+                let so_far = fs::read_to_string(dir.path().join("results.txt")).unwrap_or_default();
+                panic!(
+                    "guest did not finish within {:?}; the script's output so far:\n{so_far}\nserial console:\n{serial}",
+                    self.timeout
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -47,10 +47,11 @@ fn session(dir: &std::path::Path, name: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn distribution(s: &Value) -> String {
+/// Each column of `analysis` (a session's, or one policy's), named from the session `s`.
+fn distribution(s: &Value, analysis: &Value) -> String {
     let segs = s["segments"].as_array().unwrap();
     let mut out = String::new();
-    let cols = s["analysis"]["columns"].as_array().unwrap();
+    let cols = analysis["columns"].as_array().unwrap();
     for (i, c) in cols.iter().enumerate() {
         let name = segs.get(i).and_then(|v| v.as_str()).unwrap_or("total");
         out.push_str(&format!(
@@ -155,7 +156,7 @@ echo "final=$(cat {CS})"
             k["segments_received"].as_u64().unwrap() + k["ring_lost_segments"].as_u64().unwrap(),
             "{name}: {k}"
         );
-        eprintln!("{name} ({} complete): {}", s["completed"], distribution(&s));
+        eprintln!("{name} ({} complete): {}", s["completed"], distribution(&s, &s["analysis"]));
         // Inside stop_machine, with interrupts off, nothing can interfere with the switch.
         let charged = &s["interference_median_ns"]["switch_entry->first_read"];
         eprintln!("    interference charged to switch_entry->first_read (median ns): {charged}");
@@ -183,4 +184,103 @@ echo "final=$(cat {CS})"
     }
     assert_eq!(results.get("run_exit").map(String::as_str), Some("0"));
     assert_eq!(results.get("final"), results.get("original"), "the original clocksource is back");
+}
+
+/// Issue 14 in the guest: an interleaved session over two C-state policies and two clocksource
+/// pairs on the real clocksource chain. qemu offers the guest no idle states of its own (no
+/// _CST; the haltpoll driver needs KVM), so the guest boots with an SSDT
+/// (`fixtures/guest-cstates.asl`) that gives each vCPU two HLT states, C1 (1 µs) and C2
+/// (50 µs): acpi_idle then offers POLL, C1 and C2, and the shallow policy is `max_cstate=1`.
+#[test]
+fn cstate_policies_interleaved_over_clocksource_pairs_in_a_stock_kernel() {
+    require_root();
+    let script = format!(
+        r#"
+echo "driver=$(cat /sys/devices/system/cpu/cpuidle/current_driver)"
+for s in /sys/devices/system/cpu/cpu0/cpuidle/state*; do echo "state=$(cat $s/name):$(cat $s/latency)"; done
+echo "original=$(cat {CS})"
+echo "disable_before=$(cat /sys/devices/system/cpu/cpu*/cpuidle/state*/disable | tr -d '\n')"
+./clockpath session --runs 40 --clocksources hpet,acpi_pm --cstates default,max_cstate=1 --schedule interleaved --out s-cst > s-cst.log 2>&1; echo "session=$?"
+echo "disable_after=$(cat /sys/devices/system/cpu/cpu*/cpuidle/state*/disable | tr -d '\n')"
+echo "final=$(cat {CS})"
+"#
+    );
+    let out = Guest::start(
+        &script,
+        &[],
+        GuestOptions {
+            cmdline: "tsc=reliable".into(),
+            timeout: Duration::from_secs(600),
+            acpi_tables: vec![clockpath_tests::guest::cstate_table()],
+            ..Default::default()
+        },
+    )
+    .wait();
+    eprintln!("guest finished in {:?}:\n{}", out.elapsed, out.results);
+    let dir = out.dir.path();
+    let lines: Vec<(String, String)> =
+        out.results.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
+    let get = |k: &str| lines.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let states: Vec<&str> = lines.iter().filter(|(k, _)| k == "state").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(get("driver"), Some("acpi_idle"), "the SSDT's C-states are in use: {}", out.serial);
+    assert_eq!(states, ["POLL:0", "C1:1", "C2:50"]);
+    assert_eq!(get("session"), Some("0"), "{}", std::fs::read_to_string(dir.join("s-cst.log")).unwrap_or_default());
+    assert_eq!(get("disable_after"), get("disable_before"), "the idle settings are back");
+    assert_eq!(get("final"), get("original"), "the original clocksource is back");
+
+    let s = session(dir, "s-cst");
+    assert_eq!(s["mode"], "kernel");
+    assert_eq!(s["schedule"], "interleaved");
+    assert_eq!(s["runs_done"], 80, "40 runs per policy");
+    assert_eq!(s["machine"]["cpuidle_driver"], "acpi_idle");
+    // Interleaved in units of one pass over the pairs: each policy makes both switches.
+    let mut cells: BTreeMap<(String, String), u32> = BTreeMap::new();
+    for r in s["runs"].as_array().unwrap() {
+        let pair = format!("{}->{}", r["old"].as_str().unwrap(), r["new"].as_str().unwrap());
+        *cells.entry((r["policy"].as_str().unwrap().to_string(), pair)).or_default() += 1;
+    }
+    for policy in ["default", "max_cstate=1"] {
+        for pair in ["hpet->acpi_pm", "acpi_pm->hpet"] {
+            let n = cells.get(&(policy.to_string(), pair.to_string())).copied().unwrap_or(0);
+            assert!(n >= 19, "{policy} made {pair} {n} times: {cells:?}");
+        }
+    }
+    let p = s["policies"].as_array().expect("per-policy results");
+    assert_eq!(p.len(), 2);
+    let (default, held) = (&p[0], &p[1]);
+    assert_eq!((default["policy"].as_str(), held["policy"].as_str()), (Some("default"), Some("max_cstate=1")));
+    // C2 frozen while max_cstate=1 holds, entered again under default (the policies alternate).
+    assert_eq!(held["evidence"]["disabled"], serde_json::json!(["C2"]), "{}", held["evidence"]);
+    assert_eq!(held["evidence"]["held"], true, "{}", held["evidence"]);
+    assert_eq!(held["evidence"]["entries"]["C2"], 0, "{}", held["evidence"]);
+    assert!(held["evidence"]["entries"]["C1"].as_u64().unwrap() > 0, "{}", held["evidence"]);
+    assert!(default["evidence"]["entries"]["C2"].as_u64().unwrap() > 0, "{}", default["evidence"]);
+    for (name, pol) in [("default", default), ("max_cstate=1", held)] {
+        assert!(pol["completed"].as_u64().unwrap() >= 38, "{name}: {}", s["missing"]);
+        eprintln!(
+            "{name} ({} complete, evidence {}):{}",
+            pol["completed"],
+            pol["evidence"],
+            distribution(&s, &pol["analysis"])
+        );
+    }
+    let c = &s["comparisons"][0];
+    assert_eq!((c["a"].as_str(), c["b"].as_str()), (Some("default"), Some("max_cstate=1")));
+    let cols = c["columns"].as_array().unwrap();
+    assert_eq!(cols.len(), 3, "two segments and the total: {c}");
+    for col in cols {
+        let d = &col["median_difference_ns"];
+        assert!(d["lower"].as_f64().unwrap() <= d["upper"].as_f64().unwrap(), "{col}");
+        assert!(col["variance_ratio"]["estimate"].as_f64().unwrap() > 0.0, "{col}");
+        eprintln!(
+            "    {:<32} median difference {:.2} µs [{:.2}, {:.2}], variance ratio {:.2} [{:.2}, {:.2}]",
+            col["column"].as_str().unwrap(),
+            d["estimate"].as_f64().unwrap() / 1e3,
+            d["lower"].as_f64().unwrap() / 1e3,
+            d["upper"].as_f64().unwrap() / 1e3,
+            col["variance_ratio"]["estimate"].as_f64().unwrap(),
+            col["variance_ratio"]["lower"].as_f64().unwrap(),
+            col["variance_ratio"]["upper"].as_f64().unwrap()
+        );
+    }
 }

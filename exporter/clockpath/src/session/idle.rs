@@ -167,6 +167,39 @@ impl Cpuidle {
             .collect()
     }
 
+    /// Bring every CPU out of idle once, by running this thread on each in turn. A CPU's usage
+    /// counter counts an entry when the state is left, so one that was already idling in a
+    /// state when it was disabled would count that entry later, as if the policy had let it
+    /// in; after this, every entry counted from here began under the settings now written.
+    pub fn flush(&self) -> Result<(), SessionError> {
+        let affinity = |set: &libc::cpu_set_t| {
+            // SAFETY: pid 0 is this thread; `set` is a valid cpu_set_t of the size given.
+            let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+            if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        };
+        let err = |source| SessionError::Sysfs { path: "sched_setaffinity".into(), source };
+        // SAFETY: cpu_set_t is plain data; zeroed is the empty set, filled by sched_getaffinity.
+        let mut original: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above, for this thread.
+        if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut original) } != 0 {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        let mut result = Ok(());
+        for &cpu in &self.cpus {
+            // SAFETY: as above.
+            let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            // SAFETY: cpu is a CPU number below CPU_SETSIZE (from sysfs `online`).
+            unsafe { libc::CPU_SET(cpu as usize, &mut one) };
+            // Returns once the thread has been moved to `cpu` and runs there.
+            if let Err(e) = affinity(&one) {
+                result = Err(err(e));
+                break;
+            }
+        }
+        affinity(&original).map_err(err)?;
+        result
+    }
+
     /// Refuse a policy this machine cannot express, naming what it has.
     pub fn check(&self, policy: &Policy) -> Result<(), SessionError> {
         let have = || {
@@ -429,14 +462,32 @@ pub enum Schedule {
     Random,
 }
 
-/// The policy index of each run: `runs` runs of each of `policies` policies.
-pub fn schedule(kind: Schedule, policies: usize, runs: usize, seed: u64) -> Vec<usize> {
+/// The policy index of each run: `runs` runs of each of `policies` policies, ordered in units
+/// of `cycle` consecutive runs (one pass over the session's clocksource pairs). A policy keeps
+/// a whole unit so that every policy switches through every pair equally often: with two
+/// clocksources and policies alternating run by run, each policy would only ever make the one
+/// same switch, and the pair's effect would pass for the policy's.
+pub fn schedule(kind: Schedule, policies: usize, runs: usize, cycle: usize, seed: u64) -> Vec<usize> {
+    let cycle = cycle.max(1);
+    let mut left = vec![runs; policies];
+    units(kind, policies, runs.div_ceil(cycle), seed)
+        .into_iter()
+        .flat_map(|p| {
+            let n = left[p].min(cycle);
+            left[p] -= n;
+            std::iter::repeat_n(p, n)
+        })
+        .collect()
+}
+
+/// The policy of each unit: `units` units of each policy.
+fn units(kind: Schedule, policies: usize, units: usize, seed: u64) -> Vec<usize> {
     match kind {
-        Schedule::Blocks => (0..policies).flat_map(|p| std::iter::repeat_n(p, runs)).collect(),
-        Schedule::Interleaved => (0..runs).flat_map(|_| 0..policies).collect(),
+        Schedule::Blocks => (0..policies).flat_map(|p| std::iter::repeat_n(p, units)).collect(),
+        Schedule::Interleaved => (0..units).flat_map(|_| 0..policies).collect(),
         Schedule::Random => {
             use rand::{RngExt as _, SeedableRng as _};
-            let mut order = schedule(Schedule::Blocks, policies, runs, seed);
+            let mut order = self::units(Schedule::Blocks, policies, units, seed);
             let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.random_range(0..=i));
@@ -514,12 +565,37 @@ mod tests {
 
     #[test]
     fn schedules_cover_every_run_in_their_order() {
-        assert_eq!(schedule(Schedule::Blocks, 2, 3, 0), [0, 0, 0, 1, 1, 1]);
-        assert_eq!(schedule(Schedule::Interleaved, 2, 3, 0), [0, 1, 0, 1, 0, 1]);
-        let r = schedule(Schedule::Random, 2, 50, 7);
-        assert_eq!(r, schedule(Schedule::Random, 2, 50, 7), "the seed fixes the order");
-        assert_ne!(r, schedule(Schedule::Random, 2, 50, 8));
+        assert_eq!(schedule(Schedule::Blocks, 2, 3, 1, 0), [0, 0, 0, 1, 1, 1]);
+        assert_eq!(schedule(Schedule::Interleaved, 2, 3, 1, 0), [0, 1, 0, 1, 0, 1]);
+        // Units of two (two clocksource pairs); the last unit of each policy is cut short.
+        assert_eq!(schedule(Schedule::Interleaved, 2, 3, 2, 0), [0, 0, 1, 1, 0, 1]);
+        let r = schedule(Schedule::Random, 2, 50, 1, 7);
+        assert_eq!(r, schedule(Schedule::Random, 2, 50, 1, 7), "the seed fixes the order");
+        assert_ne!(r, schedule(Schedule::Random, 2, 50, 1, 8));
         assert_eq!(r.iter().filter(|&&p| p == 1).count(), 50);
-        assert_ne!(r, schedule(Schedule::Blocks, 2, 50, 7));
+        assert_ne!(r, schedule(Schedule::Blocks, 2, 50, 1, 7));
+    }
+
+    /// Every policy makes every switch of the cycle equally often, whatever the schedule.
+    #[test]
+    fn schedules_balance_policies_over_clocksource_pairs() {
+        let sources = ["hpet", "acpi_pm", "tsc"];
+        for cycle in [2, 3] {
+            for kind in [Schedule::Blocks, Schedule::Interleaved, Schedule::Random] {
+                let order = schedule(kind, 2, 12, cycle, 3);
+                // The runner's walk: the next requested clocksource, starting from the last.
+                let mut counts = std::collections::BTreeMap::new();
+                let mut current = sources[cycle - 1];
+                for (i, p) in order.iter().enumerate() {
+                    let next = sources[i % cycle];
+                    *counts.entry((*p, current, next)).or_insert(0) += 1;
+                    current = next;
+                }
+                for ((p, from, to), n) in &counts {
+                    assert_eq!(*n, 12 / cycle, "{kind:?} cycle {cycle}: policy {p} made {from}->{to} {n} times");
+                }
+                assert_eq!(counts.len(), 2 * cycle, "{kind:?} cycle {cycle}: {counts:?}");
+            }
+        }
     }
 }

@@ -128,7 +128,8 @@ pub fn run(
     };
     let policies: Vec<idle::Policy> =
         args.cstates.as_ref().map_or_else(|| vec![idle::Policy::Default], |c| c.policies.clone());
-    let order = idle::schedule(args.schedule, policies.len(), args.runs, args.seed);
+    // One unit of the schedule is a pass over the clocksource pairs (see `idle::schedule`).
+    let order = idle::schedule(args.schedule, policies.len(), args.runs, args.clocksources.len(), args.seed);
     let outcomes = runner::Runner {
         args,
         session_id: &id,

@@ -175,7 +175,9 @@ impl Runner<'_> {
             None => None,
         };
         evidence[policy].get_or_insert_with(|| Evidence::new(g.idle(), &settings));
-        // Counted from here: entries while the settings were being written are not the policy's.
+        // Counted from here: entries while the settings were being written, and those in flight
+        // when they were (counted when the CPU wakes), are not the policy's.
+        g.idle().flush()?;
         *in_force = Some(InForce { policy, since: g.idle().usage(), _request: request });
         Ok(())
     }
