@@ -228,6 +228,18 @@ fn bad_policies_are_usage_errors_that_change_nothing() {
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("cannot write") && e.contains("Permission denied"), "{e}");
+
+    // Governors where there is no cpufreq (this VM, like most): refused, saying why.
+    assert!(!PathBuf::from(format!("{CPU}/cpufreq/policy0")).exists(), "this test expects a machine without cpufreq");
+    let o = clockpath(
+        &["session", "--runs", "3", "--clocksources", &list, "--cstates", "default,max_cstate=0"]
+            .into_iter()
+            .chain(["--governors", "performance", "--out", "/tmp/clockpath-bad"])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--governors: this machine has no cpufreq policies"), "{e}");
     let after: Vec<Vec<String>> = (0..names.len()).map(disables).collect();
     assert_eq!(after, before, "nothing changed");
 }

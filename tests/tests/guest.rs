@@ -210,7 +210,7 @@ echo "final=$(cat {CS})"
         &[],
         GuestOptions {
             cmdline: "tsc=reliable".into(),
-            timeout: Duration::from_secs(600),
+            timeout: Duration::from_secs(240),
             acpi_tables: vec![clockpath_tests::guest::cstate_table()],
             ..Default::default()
         },

@@ -98,14 +98,19 @@ pub struct SessionCliArgs {
     /// N), poll. `--runs` runs each; set at runtime through cpuidle sysfs and restored after.
     #[arg(long, value_delimiter = ',')]
     pub cstates: Vec<String>,
+    /// cpufreq governors to compare, comma-separated (e.g. performance,powersave): every
+    /// C-state policy runs under each, `--runs` runs each. Only where the machine has cpufreq.
+    #[arg(long, value_delimiter = ',')]
+    pub governors: Vec<String>,
     /// Order of the policies over the runs.
     #[arg(long, value_enum, default_value = "interleaved")]
     pub schedule: crate::session::idle::Schedule,
     /// Seed of the random schedule.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Only put back the idle-state settings a session that did not end left behind.
-    #[arg(long, conflicts_with_all = ["clocksources", "cstates"])]
+    /// Only put back the idle-state settings and governors a session that did not end left
+    /// behind.
+    #[arg(long, conflicts_with_all = ["clocksources", "cstates", "governors"])]
     pub restore: bool,
     /// A label for the session, KEY=VALUE (repeatable), e.g. --label cstate=max1.
     #[arg(long = "label", value_parser = parse_label)]

@@ -27,19 +27,28 @@ pub(super) fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result
         .map_err(config_error)?;
     // Before the lock: a policy this machine cannot apply, or cannot apply for lack of
     // permission, is refused (exit 2) with nothing changed.
-    let cstates =
-        session::idle::preflight(std::path::Path::new(session::idle::CPU_DIR), cstates).map_err(config_error)?;
+    let cstates = session::idle::preflight(Path::new(session::idle::CPU_DIR), cstates).map_err(config_error)?;
+    let governors = session::cpufreq::preflight(Path::new(session::cpufreq::CPUFREQ_DIR), args.governors.clone())
+        .map_err(config_error)?;
     let _lock = session::clocksource::lock().map_err(|e| CliError { code: EXIT_FAILURE, error: e.into() })?;
-    // A session that did not end (killed, crashed) may have left idle states changed.
-    let leftover = session::idle::restore_leftover(&session::idle::restore_path())
-        .map_err(|e| CliError { code: EXIT_FAILURE, error: e.into() })?;
-    if let Some(said) = &leftover {
+    // A session that did not end (killed, crashed) may have left idle states or governors
+    // changed.
+    let failed = |e: SessionError| CliError { code: EXIT_FAILURE, error: e.into() };
+    let leftovers = [
+        session::idle::restore_leftover(&session::idle::restore_path()).map_err(failed)?,
+        session::cpufreq::restore_leftover(&session::cpufreq::restore_path()).map_err(failed)?,
+    ];
+    for said in leftovers.iter().flatten() {
         tracing::warn!("{said}");
         println!("{said}");
     }
     if args.restore {
-        if leftover.is_none() {
-            println!("nothing to restore: no session left {}", session::idle::restore_path().display());
+        if leftovers.iter().all(Option::is_none) {
+            println!(
+                "nothing to restore: no session left {} or {}",
+                session::idle::restore_path().display(),
+                session::cpufreq::restore_path().display()
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -59,6 +68,7 @@ pub(super) fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result
         timeout: Duration::from_millis(args.timeout_ms),
         force_degraded: args.force_degraded,
         cstates,
+        governors,
         schedule: args.schedule,
         seed: args.seed,
     };

@@ -12,7 +12,8 @@
 //! Each state's `usage` counter, read when a policy is set and when it ends, shows whether a
 //! disabled state was still entered: the evidence a summary carries.
 //!
-//! The original sysfs settings are saved to a file before the first change (`restore_path`)
+//! The original sysfs settings are saved to a file before the first change (`restore_path`,
+//! see [`super::restore_file`])
 //! and put back at the end, on error, on a signal (the session stops and unwinds through the
 //! guard) and, after a crash, by the next `clockpath session` or `clockpath session --restore`.
 
@@ -23,7 +24,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::SessionError;
+use super::{SessionError, restore_file};
 
 /// Where CPUs live in sysfs.
 pub const CPU_DIR: &str = "/sys/devices/system/cpu";
@@ -84,7 +85,7 @@ pub struct Disable {
 /// The machine's cpuidle states and the CPUs that have them.
 #[derive(Clone, Debug)]
 pub struct Cpuidle {
-    root: PathBuf,
+    pub(super) root: PathBuf,
     pub cpus: Vec<u32>,
     pub states: Vec<IdleState>,
 }
@@ -332,21 +333,14 @@ struct Saved {
     disables: Vec<Disable>,
 }
 
-/// Where the restore file lives: /run (gone at reboot, like the settings it restores).
+/// Where the restore file lives (/run: gone at reboot, like the settings it restores).
 pub fn restore_path() -> PathBuf {
-    let dir = if Path::new("/run").is_dir() { PathBuf::from("/run") } else { std::env::temp_dir() };
-    dir.join(RESTORE_FILE)
+    restore_file::dir().join(RESTORE_FILE)
 }
 
 /// Put back what a session that did not end saved, if any; says what it restored.
 pub fn restore_leftover(file: &Path) -> Result<Option<String>, SessionError> {
-    let text = match fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(SessionError::Sysfs { path: file.display().to_string(), source }),
-    };
-    let saved: Saved = serde_json::from_str(&text)
-        .map_err(|e| SessionError::Usage(format!("{}: not a clockpath restore file: {e}", file.display())))?;
+    let Some(saved) = restore_file::load::<Saved>(file)? else { return Ok(None) };
     let idle = Cpuidle::open(&saved.root)?
         .ok_or_else(|| SessionError::Usage(format!("{}: no cpuidle states to restore", saved.root.display())))?;
     let now = idle.disables()?;
@@ -357,7 +351,7 @@ pub fn restore_leftover(file: &Path) -> Result<Option<String>, SessionError> {
         .map(|d| format!("cpu{} state{} {}", d.cpu, d.state, if d.disabled { "disabled" } else { "enabled" }))
         .collect();
     idle.apply(&saved.disables)?;
-    fs::remove_file(file).map_err(|source| SessionError::Sysfs { path: file.display().to_string(), source })?;
+    restore_file::remove(file)?;
     Ok(Some(if changed.is_empty() {
         format!("session {} left {}; its settings were already in place", saved.pid, file.display())
     } else {
@@ -378,14 +372,7 @@ impl Guard {
     pub fn save(idle: Cpuidle, file: PathBuf) -> Result<Guard, SessionError> {
         let original = idle.disables()?;
         let saved = Saved { root: idle.root.clone(), pid: std::process::id(), disables: original.clone() };
-        let out = |source| SessionError::Output { path: file.clone(), source };
-        let tmp = file.with_extension("json.partial");
-        let text = serde_json::to_vec(&saved).map_err(|e| out(std::io::Error::other(e)))?;
-        // Durable before the first change: written whole, synced, then renamed into place.
-        let f = fs::File::create(&tmp).map_err(out)?;
-        std::io::Write::write_all(&mut &f, &text).map_err(out)?;
-        f.sync_all().map_err(out)?;
-        fs::rename(&tmp, &file).map_err(out)?;
+        restore_file::save(&file, &saved)?;
         Ok(Guard { idle, original, file, done: false })
     }
 

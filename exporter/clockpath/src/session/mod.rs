@@ -10,9 +10,11 @@
 //! degraded fallback), [`runner`] is the run loop and [`report`] the result and its files.
 
 pub mod clocksource;
+pub mod cpufreq;
 pub mod idle;
 pub mod mode;
 pub mod report;
+pub mod restore_file;
 pub mod runner;
 
 use std::{
@@ -68,9 +70,40 @@ pub struct SessionArgs {
     /// C-state policies to compare (`runs` runs each), checked by `idle::preflight`; None:
     /// leave idle states alone.
     pub cstates: Option<idle::Checked>,
+    /// cpufreq governors to compare (every C-state policy under each), checked by
+    /// `cpufreq::preflight`; None: leave governors alone.
+    pub governors: Option<cpufreq::Checked>,
     /// Order of the policies over the runs.
     pub schedule: idle::Schedule,
     pub seed: u64,
+}
+
+/// What a run is measured under: a C-state policy and, with `--governors`, a cpufreq governor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub cstate: idle::Policy,
+    pub governor: Option<String>,
+}
+
+impl Condition {
+    /// `max_cstate=1`, or `max_cstate=1+governor=performance` with a governor.
+    pub fn label(&self) -> String {
+        match &self.governor {
+            None => self.cstate.label(),
+            Some(g) => format!("{}+governor={g}", self.cstate.label()),
+        }
+    }
+}
+
+/// Every C-state policy under every governor (the ones given; the machine's own otherwise).
+pub fn conditions(cstates: Option<&idle::Checked>, governors: Option<&cpufreq::Checked>) -> Vec<Condition> {
+    let cstates = cstates.map_or_else(|| vec![idle::Policy::Default], |c| c.policies.clone());
+    let governors: Vec<Option<String>> =
+        governors.map_or_else(|| vec![None], |g| g.governors.iter().cloned().map(Some).collect());
+    cstates
+        .iter()
+        .flat_map(|c| governors.iter().map(move |g| Condition { cstate: c.clone(), governor: g.clone() }))
+        .collect()
 }
 
 fn session_id(env: &str) -> String {
@@ -126,11 +159,14 @@ pub fn run(
         Some(c) => Some(idle::Guard::save(c.idle.clone(), idle::restore_path())?),
         None => None,
     };
-    let policies: Vec<idle::Policy> =
-        args.cstates.as_ref().map_or_else(|| vec![idle::Policy::Default], |c| c.policies.clone());
+    let mut freq_guard = match &args.governors {
+        Some(c) => Some(cpufreq::Guard::save(c.cpufreq.clone(), cpufreq::restore_path())?),
+        None => None,
+    };
+    let policies = conditions(args.cstates.as_ref(), args.governors.as_ref());
     // One unit of the schedule is a pass over the clocksource pairs (see `idle::schedule`).
     let order = idle::schedule(args.schedule, policies.len(), args.runs, args.clocksources.len(), args.seed);
-    let outcomes = runner::Runner {
+    let mut outcomes = runner::Runner {
         args,
         session_id: &id,
         mode: attached.mode,
@@ -141,10 +177,14 @@ pub fn run(
         policies: &policies,
         order: &order,
         idle: idle_guard.as_ref(),
+        governors: freq_guard.as_ref(),
     }
     .run(original.clone());
     restore.now()?;
     if let Some(g) = idle_guard.as_mut() {
+        g.now()?;
+    }
+    if let Some(g) = freq_guard.as_mut() {
         g.now()?;
     }
     if let Some(mut o) = otlp.take() {
@@ -164,7 +204,8 @@ pub fn run(
 
     let shape = attached.plan.shape();
     let segments: Vec<String> = (1..=shape.segments() as u8).map(|i| shape.segment_name(i)).collect();
-    let runs = outcomes.runs;
+    let set_conditions = args.cstates.is_some() || args.governors.is_some();
+    let runs = std::mem::take(&mut outcomes.runs);
     let report = SessionReport {
         session_id: id,
         mode: attached.mode.as_str().into(),
@@ -188,17 +229,49 @@ pub fn run(
         interrupted: outcomes.interrupted,
         machine,
         ring_bytes,
-        policies: match args.cstates {
-            Some(_) => report::per_policy(&runs, &policies, &outcomes.evidence, &segments, &loaded.config.windows),
-            None => Vec::new(),
+        policies: match set_conditions {
+            true => report::per_policy(&runs, &policies, &outcomes, &segments, &loaded.config.windows),
+            false => Vec::new(),
         },
-        comparisons: match args.cstates {
-            Some(_) => report::compare_policies(&runs, &policies, &segments, &loaded.config.windows),
-            None => Vec::new(),
+        comparisons: match set_conditions {
+            true => report::compare_policies(&runs, &policies, &segments, &loaded.config.windows),
+            false => Vec::new(),
         },
-        schedule: args.cstates.as_ref().map(|_| format!("{:?}", args.schedule).to_lowercase()),
+        schedule: set_conditions.then(|| format!("{:?}", args.schedule).to_lowercase()),
         runs,
     };
     report::write_outputs(&args.out, &report, &outcomes.records, &attached.plan, env)?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cstate_policy_runs_under_every_governor() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("policy0")).unwrap();
+        std::fs::write(root.join("policy0/scaling_available_governors"), "performance powersave").unwrap();
+        std::fs::write(root.join("policy0/scaling_governor"), "powersave").unwrap();
+        let governors = cpufreq::preflight(root, vec!["performance".into(), "powersave".into()]).unwrap();
+        let labels: Vec<String> = conditions(None, governors.as_ref()).iter().map(Condition::label).collect();
+        assert_eq!(labels, ["default+governor=performance", "default+governor=powersave"]);
+        assert_eq!(conditions(None, None), [Condition { cstate: idle::Policy::Default, governor: None }]);
+        let cstates = idle::Checked {
+            idle: idle::Cpuidle { root: root.into(), cpus: vec![0], states: Vec::new() },
+            policies: vec![idle::Policy::Default, idle::Policy::MaxCstate(1)],
+        };
+        let labels: Vec<String> = conditions(Some(&cstates), governors.as_ref()).iter().map(Condition::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "default+governor=performance",
+                "default+governor=powersave",
+                "max_cstate=1+governor=performance",
+                "max_cstate=1+governor=powersave"
+            ]
+        );
+    }
 }

@@ -18,10 +18,7 @@ use clockpath_offline::{
 use clockpath_probe::plan::ChainPlan;
 use serde::Serialize;
 
-use super::{
-    SessionError,
-    idle::{Evidence, Policy},
-};
+use super::{Condition, SessionError, cpufreq, idle::Evidence, runner::Outcomes};
 use crate::{config::WindowsConfig, daemon::summary::ChainSummary};
 
 /// One switch and what became of it.
@@ -46,7 +43,7 @@ pub struct Run {
     pub policy: Option<String>,
 }
 
-/// One C-state policy's runs, statistics, and the evidence that it held.
+/// One condition's (C-state policy, governor) runs, statistics, and the evidence that it held.
 #[derive(Clone, Debug, Serialize)]
 pub struct PolicyReport {
     pub policy: String,
@@ -54,6 +51,9 @@ pub struct PolicyReport {
     pub completed: usize,
     pub analysis: Option<RunsAnalysis>,
     pub evidence: Option<Evidence>,
+    /// With `--governors`: the governor, read back when the condition ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub governor: Option<cpufreq::Evidence>,
 }
 
 /// Policy `a` against policy `b`, per column (segments, then the total): difference of medians
@@ -134,21 +134,22 @@ fn columns<'a>(runs: impl Iterator<Item = &'a Run>, segments: &[String]) -> Vec<
 /// Per policy: its runs' statistics and the evidence it held.
 pub fn per_policy(
     runs: &[Run],
-    policies: &[Policy],
-    evidence: &[Option<Evidence>],
+    policies: &[Condition],
+    outcomes: &Outcomes,
     segments: &[String],
     windows: &WindowsConfig,
 ) -> Vec<PolicyReport> {
     policies
         .iter()
-        .zip(evidence)
-        .map(|(p, e)| {
+        .zip(outcomes.evidence.iter().zip(&outcomes.governor_evidence))
+        .map(|(p, (e, g))| {
             let label = p.label();
             PolicyReport {
                 runs: under(runs, &label).count(),
                 completed: under(runs, &label).filter(|r| r.missing.is_none()).count(),
                 analysis: analyze_columns(&columns(under(runs, &label), segments), windows),
                 evidence: e.clone(),
+                governor: g.clone(),
                 policy: label,
             }
         })
@@ -163,7 +164,7 @@ fn under<'a>(runs: &'a [Run], policy: &'a str) -> impl Iterator<Item = &'a Run> 
 /// Every pair of policies: difference of medians and variance ratio with CIs, per column.
 pub fn compare_policies(
     runs: &[Run],
-    policies: &[Policy],
+    policies: &[Condition],
     segments: &[String],
     windows: &WindowsConfig,
 ) -> Vec<PolicyComparison> {
@@ -247,8 +248,11 @@ pub fn write_outputs(
     }
     let mut keys: Vec<String> = labels.iter().map(|(k, _)| k.clone()).collect();
     keys.extend(["old_clocksource".to_string(), "new_clocksource".to_string()]);
-    if !report.policies.is_empty() {
+    if report.policies.iter().any(|p| p.evidence.is_some()) {
         keys.push(super::runner::CSTATE_LABEL.to_string());
+    }
+    if report.policies.iter().any(|p| p.governor.is_some()) {
+        keys.push(super::runner::GOVERNOR_LABEL.to_string());
     }
     let columns = trace::CsvColumns { interference: plan.charges_interference, labels: keys };
     let mut w = trace::TraceWriter::with_columns(&p, trace::Format::Csv, columns).map_err(err(p.clone()))?;
@@ -351,12 +355,23 @@ pub fn markdown(r: &SessionReport) -> String {
     };
     let _ = writeln!(s, "- time sync: {sync}; ring {} MiB; clockpath {}", r.ring_bytes >> 20, m.clockpath_version);
     if !r.policies.is_empty() {
-        let _ = writeln!(s, "\n## C-state policies ({} schedule)\n", r.schedule.as_deref().unwrap_or("blocks"));
+        let governors = r.policies.iter().any(|p| p.governor.is_some());
         let _ = writeln!(
             s,
-            "| policy | runs | complete | median total (µs) | 95 % CI (µs) | SD (µs) | disabled states | entered while held |"
+            "\n## C-state policies{} ({} schedule)\n",
+            if governors { " and governors" } else { "" },
+            r.schedule.as_deref().unwrap_or("blocks")
         );
-        let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- | ---: | --- | --- |");
+        let _ = writeln!(
+            s,
+            "| policy | runs | complete | median total (µs) | 95 % CI (µs) | SD (µs) | disabled states | entered while held |{}",
+            if governors { " governor read back |" } else { "" }
+        );
+        let _ = writeln!(
+            s,
+            "| --- | ---: | ---: | ---: | --- | ---: | --- | --- |{}",
+            if governors { " --- |" } else { "" }
+        );
         for p in &r.policies {
             let last = p.analysis.as_ref().and_then(|a| a.columns.last());
             let (med, ci, sd) = match last {
@@ -379,9 +394,18 @@ pub fn markdown(r: &SessionReport) -> String {
                 ),
                 None => ("—".into(), "—".into()),
             };
+            let governor = match &p.governor {
+                Some(g) if g.held => format!(" {}: held |", g.governor),
+                Some(g) => format!(
+                    " CHANGED: {} |",
+                    g.changed.iter().map(|c| format!("{} {}", c.policy, c.governor)).collect::<Vec<_>>().join(", ")
+                ),
+                None if governors => " — |".into(),
+                None => String::new(),
+            };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {med} | {ci} | {sd} | {disabled} | {entered} |",
+                "| {} | {} | {} | {med} | {ci} | {sd} | {disabled} | {entered} |{governor}",
                 p.policy, p.runs, p.completed
             );
         }

@@ -16,8 +16,8 @@ use clockpath_offline::chain::{ChainRecord, Outcome};
 use clockpath_probe::plan::{ChainPlan, Status};
 
 use super::{
-    Run, SessionArgs, clocksource,
-    idle::{self, Evidence, Policy},
+    Condition, Run, SessionArgs, clocksource, cpufreq,
+    idle::{self, Evidence},
     mode::Mode,
 };
 use crate::{ktime, pipeline::Sink as _, sinks::otlp::OtlpSink};
@@ -30,6 +30,8 @@ pub struct Outcomes {
     pub interrupted: bool,
     /// Per policy (index into `Runner::policies`): entries into each idle state while it held.
     pub evidence: Vec<Option<Evidence>>,
+    /// Per policy with a governor: the governors read back when it ended.
+    pub governor_evidence: Vec<Option<cpufreq::Evidence>>,
 }
 
 /// Drives the switches of one session.
@@ -44,11 +46,14 @@ pub struct Runner<'a> {
     pub otlp: Option<&'a mut OtlpSink>,
     /// Set by a signal handler to end the session early.
     pub stop: Arc<AtomicBool>,
-    /// The C-state policies, and the policy index of each run (its length is the run count).
-    pub policies: &'a [Policy],
+    /// The conditions (C-state policy, governor), and the index of each run's (its length is
+    /// the run count).
+    pub policies: &'a [Condition],
     pub order: &'a [usize],
     /// Idle-state control, when the session sets policies.
     pub idle: Option<&'a idle::Guard>,
+    /// Governor control, when the session sets governors.
+    pub governors: Option<&'a cpufreq::Guard>,
 }
 
 /// The policy in force: which, the usage counters when it was set, and its PM QoS request.
@@ -70,6 +75,7 @@ impl Runner<'_> {
             records: Vec::new(),
             interrupted: false,
             evidence: vec![None; self.policies.len()],
+            governor_evidence: vec![None; self.policies.len()],
         };
         let mut next = 0usize;
         let mut in_force: Option<InForce> = None;
@@ -78,7 +84,7 @@ impl Runner<'_> {
                 out.interrupted = true;
                 break;
             }
-            let policy_error = match self.set_policy(policy, &mut in_force, &mut out.evidence) {
+            let policy_error = match self.set_policy(policy, &mut in_force, &mut out) {
                 Ok(()) => None,
                 Err(e) => Some(format!("setting {}: {e}", self.policies[policy].label())),
             };
@@ -99,7 +105,7 @@ impl Runner<'_> {
                 missing: None,
                 points: Vec::new(),
                 interference_ns: Vec::new(),
-                policy: self.idle.map(|_| self.policies[policy].label()),
+                policy: self.sets_conditions().then(|| self.policies[policy].label()),
             };
             if let Some(why) = policy_error {
                 run.missing = Some(why);
@@ -122,8 +128,12 @@ impl Runner<'_> {
                             (Arc::from("old_clocksource"), Arc::from(run.old.as_str())),
                             (Arc::from("new_clocksource"), Arc::from(run.new.as_str())),
                         ];
-                        if let Some(p) = &run.policy {
-                            rec.labels.push((Arc::from(CSTATE_LABEL), Arc::from(p.as_str())));
+                        let condition = &self.policies[policy];
+                        if self.idle.is_some() {
+                            rec.labels.push((Arc::from(CSTATE_LABEL), Arc::from(condition.cstate.label())));
+                        }
+                        if let (Some(_), Some(g)) = (self.governors, &condition.governor) {
+                            rec.labels.push((Arc::from(GOVERNOR_LABEL), Arc::from(g.as_str())));
                         }
                         fill(&mut run, &rec, &points);
                         if let Some(o) = self.otlp.as_deref_mut() {
@@ -147,10 +157,15 @@ impl Runner<'_> {
             }
             out.runs.push(run);
         }
-        if let (Some(g), Some(f)) = (self.idle, in_force.take()) {
-            close(g, f, &mut out.evidence);
+        if let Some(f) = in_force.take() {
+            self.close(f, &mut out);
         }
         out
+    }
+
+    /// Whether runs carry a condition (the session sets C-states or governors).
+    fn sets_conditions(&self) -> bool {
+        self.idle.is_some() || self.governors.is_some()
     }
 
     /// Put `policy` in force if it is not: close the evidence of the one before, write the
@@ -159,27 +174,52 @@ impl Runner<'_> {
         &self,
         policy: usize,
         in_force: &mut Option<InForce>,
-        evidence: &mut [Option<Evidence>],
+        out: &mut Outcomes,
     ) -> Result<(), super::SessionError> {
-        let Some(g) = self.idle else { return Ok(()) };
-        if in_force.as_ref().is_some_and(|f| f.policy == policy) {
+        if !self.sets_conditions() || in_force.as_ref().is_some_and(|f| f.policy == policy) {
             return Ok(());
         }
         if let Some(f) = in_force.take() {
-            close(g, f, evidence);
+            self.close(f, out);
         }
-        let settings = g.idle().settings(&self.policies[policy], g.original());
+        let condition = &self.policies[policy];
+        if let (Some(f), Some(gov)) = (self.governors, &condition.governor) {
+            f.cpufreq().apply(&f.cpufreq().settings(gov))?;
+        }
+        let Some(g) = self.idle else {
+            *in_force = Some(InForce { policy, since: Vec::new(), _request: None });
+            return Ok(());
+        };
+        let settings = g.idle().settings(&condition.cstate, g.original());
         g.idle().apply(&settings)?;
         let request = match g.idle().latency_limit(&settings) {
             Some(us) => Some(idle::LatencyRequest::hold(std::path::Path::new(idle::PM_QOS_DEVICE), us)?),
             None => None,
         };
-        evidence[policy].get_or_insert_with(|| Evidence::new(g.idle(), &settings));
+        out.evidence[policy].get_or_insert_with(|| Evidence::new(g.idle(), &settings));
         // Counted from here: entries while the settings were being written, and those in flight
         // when they were (counted when the CPU wakes), are not the policy's.
         g.idle().flush()?;
         *in_force = Some(InForce { policy, since: g.idle().usage(), _request: request });
         Ok(())
+    }
+
+    /// End the condition in force: add its idle-state entries and read its governors back.
+    fn close(&self, f: InForce, out: &mut Outcomes) {
+        if let Some(g) = self.idle {
+            let now = g.idle().usage();
+            if let Some(e) = out.evidence[f.policy].as_mut() {
+                e.add(g.idle(), &f.since, &now);
+            }
+        }
+        if let (Some(freq), Some(gov)) = (self.governors, &self.policies[f.policy].governor) {
+            let read = cpufreq::Evidence::read(freq.cpufreq(), gov);
+            // Once a governor did not hold, the condition's evidence keeps saying so.
+            let slot = &mut out.governor_evidence[f.policy];
+            if slot.as_ref().is_none_or(|e| e.held) {
+                *slot = Some(read);
+            }
+        }
     }
 
     /// The first chain record that started after `t0`, or None at the timeout.
@@ -196,15 +236,10 @@ impl Runner<'_> {
     }
 }
 
-/// The label each run's records carry with the policy in force.
+/// The label each run's records carry with the C-state policy in force.
 pub const CSTATE_LABEL: &str = "cstate_policy";
-
-fn close(g: &idle::Guard, f: InForce, evidence: &mut [Option<Evidence>]) {
-    let now = g.idle().usage();
-    if let Some(e) = evidence[f.policy].as_mut() {
-        e.add(g.idle(), &f.since, &now);
-    }
-}
+/// The label each run's records carry with the cpufreq governor in force (`--governors`).
+pub const GOVERNOR_LABEL: &str = "governor_policy";
 
 /// What a chain record says about its run.
 fn fill(run: &mut Run, rec: &ChainRecord, points: &BTreeMap<u32, String>) {
