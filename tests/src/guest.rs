@@ -1,9 +1,12 @@
 //! A stock Debian kernel booted under qemu (TCG) for tests that need what the development
 //! kernel lacks (kprobes, fentry, real clocksource switches).
 //!
-//! - Assets are prepared once and cached under `target/guest/`: Debian's `linux-image-amd64`
-//!   kernel (the .deb from the archive), its uncompressed ELF `vmlinux` (PVH boot skips the
-//!   slow decompressor under TCG), and the virtio / 9p modules.
+//! - Assets are prepared once per kernel package and cached under `target/guest/<package>/`:
+//!   the kernel .deb from the archive (`linux-image-amd64`, the stock 6.1, by default; the
+//!   6.12 and 6.12 PREEMPT_RT packages for the kernel matrix), its uncompressed ELF `vmlinux`
+//!   (PVH boot skips the slow decompressor under TCG), and the virtio / 9p modules with their
+//!   dependencies from `modules.dep`. Test modules (`tests/modules/<name>`) are built against
+//!   the matching headers, unpacked next to them (`build_module`).
 //! - Each boot builds a small initramfs (busybox, the `clockpath` binary's shared libraries,
 //!   the modules, an init) and shares a work directory over 9p as `/mnt/host`: the test's
 //!   script runs from there as `/mnt/host/test.sh`, with the freshly built `clockpath` next to
@@ -13,8 +16,8 @@
 //!   a `clockpath run` inside the guest.
 //!
 //! KVM on these machines cannot run a stock kernel, so the guest always uses TCG (about 2-3 s
-//! to boot). Everything that is missing is installed (apt) or downloaded; a failure panics with
-//! what to fix.
+//! to boot), single-threaded by default (see `GuestOptions::tcg_thread`). Everything that is
+//! missing is installed (apt) or downloaded; a failure panics with what to fix.
 
 use std::{
     fs,
@@ -27,23 +30,9 @@ use std::{
 
 use crate::{clockpath_bin, free_port, workspace};
 
-/// Modules the init loads, in dependency order.
-const MODULES: &[&str] = &[
-    "virtio_ring",
-    "virtio",
-    "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev",
-    "virtio_pci",
-    "failover",
-    "net_failover",
-    "virtio_net",
-    "virtio_console",
-    "netfs",
-    "fscache",
-    "9pnet",
-    "9pnet_virtio",
-    "9p",
-];
+/// Modules the init needs (virtio devices, the 9p share); their dependencies are found in the
+/// kernel's `modules.dep`, so the list holds across kernels (6.12 folds fscache into netfs).
+const MODULES: &[&str] = &["virtio_pci", "virtio_net", "virtio_console", "9pnet_virtio", "9p"];
 
 const INIT: &str = r#"#!/bin/sh
 # PID 1 of the clockpath test guest.
@@ -96,6 +85,8 @@ fn ensure_packages() {
         ("zstd", "zstd"),
         ("lz4", "lz4"),
         ("iasl", "acpica-tools"),
+        ("make", "make"),
+        ("gcc-12", "gcc-12"),
     ]
     .iter()
     .filter(|(bin, _)| crate::which(bin).is_none())
@@ -114,24 +105,107 @@ fn ensure_packages() {
     }
 }
 
-/// Prepare (once per process; cached on disk across runs) the guest kernel.
-pub fn assets() -> &'static Assets {
-    static ASSETS: OnceLock<Assets> = OnceLock::new();
-    ASSETS.get_or_init(prepare_assets)
+/// The stock kernel: what `linux-image-amd64` depends on (Debian bookworm: 6.1).
+pub const STOCK_KERNEL: &str = "linux-image-amd64";
+
+/// Prepare (once per process; cached under `target/guest/<package>/` across runs) the kernel
+/// of a Debian package (`linux-image-6.12.107+deb12-rt-amd64-unsigned`), or of the package a
+/// meta-package depends on (`linux-image-amd64`).
+pub fn assets_for(package: &str) -> &'static Assets {
+    static ASSETS: OnceLock<std::sync::Mutex<std::collections::BTreeMap<String, &'static Assets>>> = OnceLock::new();
+    let mut cache = ASSETS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    cache.entry(package.to_string()).or_insert_with(|| Box::leak(Box::new(prepare_assets(package))))
 }
 
-fn prepare_assets() -> Assets {
+/// The newest Debian bookworm 6.12 kernel package of `flavour` (`amd64`, `rt-amd64`) in the
+/// archive (`linux-image-6.12.N+deb12-<flavour>-unsigned`): the archive keeps a few point
+/// releases, and the newest is the one sure to be downloadable.
+pub fn kernel_6_12(flavour: &str) -> String {
+    let pattern = format!(r"^linux-image-6\.12\.[0-9]+\+deb12-{flavour}-unsigned$");
+    let found = run(Command::new("apt-cache").args(["search", "--names-only", &pattern]), "apt-cache search");
+    found
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .max_by_key(|p| p.trim_start_matches("linux-image-6.12.").split('+').next().and_then(|n| n.parse::<u32>().ok()))
+        .map(String::from)
+        .unwrap_or_else(|| panic!("no 6.12 {flavour} kernel in the apt archive (apt-get update?)"))
+}
+
+/// Build the test module `tests/modules/<name>` against the headers of `kernel`'s release
+/// (cached under `target/guest/<package>/`) and return the `.ko`. The headers packages
+/// (`linux-headers-<release>`, its common headers and kbuild) are downloaded and unpacked
+/// there rather than installed: installing them would pull the kernel image onto the host.
+pub fn build_module(kernel: &str, name: &str) -> PathBuf {
+    let assets = assets_for(kernel);
+    let dir = workspace().join("target/guest").join(kernel);
+    let root = dir.join("headers");
+    let headers = root.join("usr/src").join(format!("linux-headers-{}", assets.release));
+    if !headers.join("Makefile").is_file() {
+        let top = format!("linux-headers-{}", assets.release);
+        let depends = run(Command::new("apt-cache").args(["depends", &top]), "apt-cache depends headers");
+        let mut pkgs = vec![top.clone()];
+        pkgs.extend(
+            depends
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Depends: "))
+                .filter(|p| p.starts_with("linux-headers-") || p.starts_with("linux-kbuild-"))
+                .map(String::from),
+        );
+        let debs = dir.join("header-debs");
+        fs::create_dir_all(&debs).unwrap();
+        run(Command::new("apt-get").arg("download").args(&pkgs).current_dir(&debs), "apt-get download headers");
+        let tmp = dir.join("headers.tmp");
+        let _ = fs::remove_dir_all(&tmp);
+        for deb in fs::read_dir(&debs).unwrap().filter_map(Result::ok).map(|e| e.path()) {
+            run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp), "dpkg-deb -x headers");
+        }
+        // The flavour's Makefile includes the common headers by absolute path.
+        let makefile = tmp.join("usr/src").join(&top).join("Makefile");
+        let text = fs::read_to_string(&makefile).unwrap_or_else(|e| panic!("{}: {e}", makefile.display()));
+        fs::write(&makefile, text.replace("/usr/src/", &format!("{}/usr/src/", root.display()))).unwrap();
+        let _ = fs::remove_dir_all(&root);
+        fs::rename(&tmp, &root).unwrap();
+    }
+    let build = dir.join("module-build").join(name);
+    let _ = fs::remove_dir_all(&build);
+    fs::create_dir_all(&build).unwrap();
+    let src = workspace().join("tests/modules").join(name);
+    for f in fs::read_dir(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display())).filter_map(Result::ok) {
+        fs::copy(f.path(), build.join(f.file_name())).unwrap();
+    }
+    // No BTF for the test module: pahole is not needed, and nothing attaches to it.
+    run(
+        Command::new("make")
+            .arg("-C")
+            .arg(&headers)
+            .arg(format!("M={}", build.display()))
+            .arg("CONFIG_DEBUG_INFO_BTF_MODULES=")
+            .arg("modules"),
+        "make modules",
+    );
+    let ko = build.join(format!("{name}.ko"));
+    assert!(ko.is_file(), "make wrote no {}", ko.display());
+    ko
+}
+
+/// The package holding the kernel image: `package` itself, or the image a meta-package
+/// (`linux-image-amd64`) depends on.
+fn image_package(package: &str) -> String {
+    let depends = run(Command::new("apt-cache").args(["depends", package]), "apt-cache depends");
+    depends
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|p| p.starts_with("linux-image-")))
+        .map(String::from)
+        .unwrap_or_else(|| package.to_string())
+}
+
+fn prepare_assets(package: &str) -> Assets {
     ensure_packages();
-    let dir = workspace().join("target/guest");
-    fs::create_dir_all(&dir).expect("create target/guest");
+    let dir = workspace().join("target/guest").join(package);
+    fs::create_dir_all(&dir).expect("create target/guest/<package>");
     let kdir = dir.join("kernel");
     if !kdir.join("boot").is_dir() {
-        let depends = run(Command::new("apt-cache").args(["depends", "linux-image-amd64"]), "apt-cache depends");
-        let pkg = depends
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|p| p.starts_with("linux-image-")))
-            .unwrap_or_else(|| panic!("cannot find the kernel package behind linux-image-amd64:\n{depends}"))
-            .to_string();
+        let pkg = image_package(package);
         let debs = dir.join("debs");
         fs::create_dir_all(&debs).unwrap();
         run(Command::new("apt-get").args(["download", &pkg]).current_dir(&debs), "apt-get download kernel");
@@ -158,15 +232,81 @@ fn prepare_assets() -> Assets {
         extract_vmlinux(&vmlinuz, &vmlinux);
     }
     let mdir = kdir.join("lib/modules").join(&release);
-    let mut modules = Vec::new();
-    for m in MODULES {
-        let found = find_file(&mdir, &format!("{m}.ko"));
-        match found {
-            Some(p) => modules.push(p),
-            None => panic!("module {m}.ko not found under {}", mdir.display()),
+    if !mdir.join("modules.dep").is_file() {
+        // The package's postinst would run depmod; the extracted tree has no modules.dep yet.
+        run(Command::new("depmod").arg("-b").arg(&kdir).arg(&release), "depmod");
+    }
+    let modules = load_order(&mdir, &dir.join("modules"));
+    Assets { vmlinux, modules, release }
+}
+
+/// `MODULES` and their dependencies in load order, uncompressed into `out` (busybox insmod
+/// takes plain .ko files; 6.12 packages ship .ko.xz). Built-in ones are skipped.
+fn load_order(mdir: &Path, out: &Path) -> Vec<PathBuf> {
+    let deps_text =
+        fs::read_to_string(mdir.join("modules.dep")).unwrap_or_else(|e| panic!("{}/modules.dep: {e}", mdir.display()));
+    let builtin = fs::read_to_string(mdir.join("modules.builtin")).unwrap_or_default();
+    // Module name (as insmod/modprobe spell it: file stem) of a modules.dep path.
+    let name = |path: &str| -> String {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        file.split(".ko").next().unwrap_or(file).to_string()
+    };
+    let deps: std::collections::BTreeMap<String, (String, Vec<String>)> = deps_text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(m, d)| (name(m), (m.to_string(), d.split_whitespace().map(String::from).collect())))
+        .collect();
+    fn visit(
+        m: &str,
+        deps: &std::collections::BTreeMap<String, (String, Vec<String>)>,
+        builtin: &str,
+        order: &mut Vec<String>,
+    ) {
+        if order.iter().any(|o| o == m) {
+            return;
+        }
+        match deps.get(m) {
+            Some((_, ds)) => {
+                for d in ds {
+                    let dn = d.rsplit('/').next().unwrap_or(d).split(".ko").next().unwrap_or(d).to_string();
+                    visit(&dn, deps, builtin, order);
+                }
+                order.push(m.to_string());
+            }
+            None if builtin.lines().any(|l| l.ends_with(&format!("/{m}.ko"))) => {}
+            None => panic!("module {m} is neither in modules.dep nor built in"),
         }
     }
-    Assets { vmlinux, modules, release }
+    let mut order = Vec::new();
+    for m in MODULES {
+        visit(m, &deps, &builtin, &mut order);
+    }
+    fs::create_dir_all(out).expect("create the modules directory");
+    order
+        .iter()
+        .map(|m| {
+            let src = mdir.join(&deps[m].0);
+            let dst = out.join(format!("{m}.ko"));
+            if !dst.exists() {
+                let tool = match src.extension().and_then(|e| e.to_str()) {
+                    Some("xz") => Some("xz"),
+                    Some("zst") => Some("zstd"),
+                    _ => None,
+                };
+                match tool {
+                    Some(t) => {
+                        let ko = Command::new(t).arg("-dc").arg(&src).output().expect("decompress a module");
+                        assert!(ko.status.success(), "{t} -dc {}", src.display());
+                        fs::write(&dst, ko.stdout).unwrap();
+                    }
+                    None => {
+                        fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+                    }
+                }
+            }
+            dst
+        })
+        .collect()
 }
 
 fn is_elf(p: &Path) -> bool {
@@ -208,20 +348,6 @@ fn extract_vmlinux(vmlinuz: &Path, out: &Path) {
     panic!("no ELF kernel found inside {}", vmlinuz.display());
 }
 
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    for e in fs::read_dir(dir).ok()?.filter_map(Result::ok) {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(f) = find_file(&p, name) {
-                return Some(f);
-            }
-        } else if p.file_name().is_some_and(|n| n == name) {
-            return Some(p);
-        }
-    }
-    None
-}
-
 /// Shared libraries a dynamically linked binary needs (from ldd).
 fn shared_libs(bin: &Path) -> Vec<PathBuf> {
     let out = run(Command::new("ldd").arg(bin), "ldd");
@@ -253,7 +379,10 @@ fn build_initramfs(assets: &Assets, out: &Path) {
     for m in &assets.modules {
         fs::copy(m, r.join("lib/modules").join(m.file_name().unwrap())).unwrap();
     }
-    let init = INIT.replace("__MODULES__", &MODULES.join(" "));
+    // In load order (dependencies first).
+    let names: Vec<String> =
+        assets.modules.iter().map(|m| m.file_stem().unwrap().to_string_lossy().into_owned()).collect();
+    let init = INIT.replace("__MODULES__", &names.join(" "));
     fs::write(r.join("init"), init).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     fs::set_permissions(r.join("init"), fs::Permissions::from_mode(0o755)).unwrap();
@@ -296,6 +425,16 @@ pub struct GuestOptions {
     pub acpi_tables: Vec<PathBuf>,
     /// qemu's `-cpu` model and flags.
     pub cpu: String,
+    /// The Debian kernel package to boot (see `assets_for`).
+    pub kernel: String,
+    /// Files (built modules) copied into the share, next to the script.
+    pub share_files: Vec<PathBuf>,
+    /// qemu's TCG threading: `single` (the vCPUs take turns on one host thread) or `multi`.
+    /// Single by default: with multi-threaded TCG a vCPU can run a stale translation of code
+    /// another vCPU just patched, and the kernel patches live text whenever a probe attaches
+    /// (jump labels, BPF trampolines): 6.12 PREEMPT_RT guests died of an unhandled int3 in
+    /// __schedule seconds after `clockpath doctor`, in two boots of four.
+    pub tcg_thread: &'static str,
 }
 
 impl Default for GuestOptions {
@@ -308,6 +447,9 @@ impl Default for GuestOptions {
             timeout: Duration::from_secs(600),
             acpi_tables: Vec::new(),
             cpu: "max".into(),
+            kernel: STOCK_KERNEL.into(),
+            share_files: Vec::new(),
+            tcg_thread: "single",
         }
     }
 }
@@ -347,13 +489,16 @@ impl Guest {
     /// Boot the guest running `script` (sh) with the built `clockpath` at `/mnt/host/clockpath`
     /// and `files` (name, contents) next to it.
     pub fn start(script: &str, files: &[(&str, &str)], opts: GuestOptions) -> Guest {
-        let assets = assets();
+        let assets = assets_for(&opts.kernel);
         let dir = tempfile::tempdir().expect("guest share dir");
         let share = dir.path();
         fs::write(share.join("test.sh"), script).unwrap();
         fs::copy(clockpath_bin(), share.join("clockpath")).expect("copy clockpath into the share");
         for (name, contents) in files {
             fs::write(share.join(name), contents).unwrap();
+        }
+        for f in &opts.share_files {
+            fs::copy(f, share.join(f.file_name().expect("a file"))).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         }
         let initrd = share.join("initramfs.cpio.gz");
         build_initramfs(assets, &initrd);
@@ -370,7 +515,7 @@ impl Guest {
         let child = qemu
             .args([
                 "-accel",
-                "tcg",
+                &format!("tcg,thread={}", opts.tcg_thread),
                 "-cpu",
                 &opts.cpu,
                 "-m",
@@ -402,6 +547,22 @@ impl Guest {
     /// The share directory (`/mnt/host` in the guest).
     pub fn share(&self) -> &Path {
         self.dir.as_ref().expect("guest share dir").path()
+    }
+
+    /// Poll the share until `probe` holds; on timeout, panic with the script's output so far
+    /// and the serial console (what a hung or crashed guest left).
+    pub fn wait_until(&self, what: &str, within: Duration, mut probe: impl FnMut(&Path) -> bool) {
+        let deadline = Instant::now() + within;
+        while !probe(self.share()) {
+            if Instant::now() >= deadline {
+                let so_far = fs::read_to_string(self.share().join("results.txt")).unwrap_or_default();
+                let serial = fs::read_to_string(self.share().join("serial.log")).unwrap_or_default();
+                panic!(
+                    "timed out after {within:?} waiting for {what}; the script's output so far:\n{so_far}\nserial console:\n{serial}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// `http://127.0.0.1:PORT` of the forwarded guest port.

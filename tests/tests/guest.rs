@@ -1,5 +1,6 @@
-//! The clocksource chain on a real kernel (issue 6): a stock Debian kernel under qemu (TCG),
-//! where kprobes and fentry work and clocksources can really be switched.
+//! The clocksource chain on real kernels (issue 6; the kernel matrix of issue 16: Debian's
+//! 6.1, 6.12 and 6.12 PREEMPT_RT) under qemu (TCG), where kprobes and fentry work and
+//! clocksources can really be switched; C-state policies in the guest (issue 14).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -29,7 +30,35 @@ targets = ["kprobe:{clocksource_read}"]
 [[chains.clocksource_switch.stages]]
 name = "baseline_recalc"
 key = "global"
-targets = ["kprobe:timekeeping_update_from_shadow", "kprobe:timekeeping_update"]
+targets = ["kprobe:timekeeping_update_from_shadow", "kprobe:timekeeping_update", "kretprobe:change_clocksource"]
+"#;
+
+/// The clocksource chain with a fourth stage at the return of change_clocksource: the target
+/// that stands in for baseline_recalc where the update function is inlined (6.18). Measured
+/// here behind the update's entry on kernels that have both, its segment is what the fallback
+/// adds to first_read->baseline_recalc.
+const SWITCH_RETURN: &str = r#"
+[[chains.clocksource_switch.stages]]
+name = "switch_entry"
+key = "global"
+capture = "(struct clocksource *)arg0->read"
+targets = ["fentry:change_clocksource"]
+
+[[chains.clocksource_switch.stages]]
+name = "first_read"
+key = "global"
+match_capture = true
+targets = ["fentry:{clocksource_read}"]
+
+[[chains.clocksource_switch.stages]]
+name = "baseline_recalc"
+key = "global"
+targets = ["fentry:timekeeping_update_from_shadow", "fentry:timekeeping_update"]
+
+[[chains.clocksource_switch.stages]]
+name = "switch_return"
+key = "global"
+targets = ["fexit:change_clocksource"]
 "#;
 
 fn read_fn(cs: &str) -> &'static str {
@@ -66,11 +95,33 @@ fn distribution(s: &Value, analysis: &Value) -> String {
     out
 }
 
-#[test]
-fn clocksource_chain_in_a_stock_kernel() {
+/// The targets that ended the segments of a session's complete runs: `stage: kind:function (n)`.
+fn attach_kinds(s: &Value) -> String {
+    // A run's points are the targets whose hits ended its segments.
+    let stages = ["first_read", "baseline_recalc", "switch_return"];
+    let mut used: BTreeMap<(usize, String), usize> = BTreeMap::new();
+    for run in s["runs"].as_array().unwrap().iter().filter(|r| r["missing"].is_null()) {
+        for (i, p) in run["points"].as_array().unwrap().iter().enumerate() {
+            *used.entry((i, p.as_str().unwrap().to_string())).or_default() += 1;
+        }
+    }
+    used.iter()
+        .map(|((i, t), n)| format!("{}: {t} ({n})", stages.get(*i).unwrap_or(&"?")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Issue 6 and the kernel matrix of issue 16: the clocksource chain on a Debian kernel package
+/// (300 switches with fentry, 300 with kprobes, the inlined-update fallback, tsc's notrace read
+/// counted), each switch accounted for, the original clocksource back.
+fn clocksource_chain_on(kernel: &str) {
     require_root();
     let script = format!(
         r#"
+insmod pps_clockpath.ko phase_ns=250000000; echo "pps_insmod=$?"
+echo "pps_name=$(cat /sys/class/pps/pps0/name)"
+for i in $(seq 1 100); do case "$(cat /sys/class/pps/pps0/assert)" in *#0) sleep 0.1;; *) break;; esac; done
+echo "pps_assert=$(cat /sys/class/pps/pps0/assert)"
 ./clockpath doctor --json > doctor.json; echo "doctor=$?"
 echo "original=$(cat {CS})"
 ./clockpath run --duration 900 > run.log 2>&1 &
@@ -78,40 +129,74 @@ RUN=$!
 for i in $(seq 1 150); do wget -q -O /dev/null http://127.0.0.1:39111/healthz 2>/dev/null && break; sleep 0.2; done
 ./clockpath session --runs 300 --clocksources hpet,acpi_pm --label probe=fentry --out s-fentry > s-fentry.log 2>&1; echo "session_fentry=$?"
 ./clockpath --config kprobe.toml session --runs 300 --clocksources hpet,acpi_pm --label probe=kprobe --out s-kprobe > s-kprobe.log 2>&1; echo "session_kprobe=$?"
+./clockpath --config return.toml session --runs 100 --clocksources hpet,acpi_pm --label probe=fexit --out s-return > s-return.log 2>&1; echo "session_return=$?"
 ./clockpath session --runs 30 --clocksources hpet,acpi_pm,tsc --out s-tsc > s-tsc.log 2>&1; echo "session_tsc=$?"
 touch sessions-done
 for i in $(seq 1 600); do [ -e scraped ] && break; sleep 0.2; done
+echo "scrape_seen=$([ -e scraped ] && echo yes || echo no)"
 kill -TERM $RUN; wait $RUN; echo "run_exit=$?"
 echo "final=$(cat {CS})"
 "#
     );
     let guest = Guest::start(
         &script,
-        &[("kprobe.toml", KPROBE_ONLY)],
+        &[("kprobe.toml", KPROBE_ONLY), ("return.toml", SWITCH_RETURN)],
         GuestOptions {
             cmdline: "tsc=reliable".into(),
             forward: Some(39111),
             timeout: Duration::from_secs(900),
+            kernel: kernel.into(),
+            share_files: vec![clockpath_tests::guest::build_module(kernel, "pps_clockpath")],
             ..Default::default()
         },
     );
     // Scrape the guest's exporter from the host once the sessions are done.
-    let share = guest.share().to_path_buf();
-    wait_for("the guest's sessions", Duration::from_secs(800), || {
+    guest.wait_until("the guest's sessions", Duration::from_secs(800), |share| {
         let ended = std::fs::read_to_string(share.join("results.txt")).unwrap_or_default().contains("GUEST_TEST_EXIT");
-        (share.join("sessions-done").exists() || ended).then_some(())
+        share.join("sessions-done").exists() || ended
     });
-    let scrape = ureq::get(&guest.url("/metrics")).call().map(|r| r.into_string().unwrap_or_default());
+    let share = guest.share().to_path_buf();
+    // Bounded: a guest that stopped answering fails the test instead of hanging it.
+    let scrape = ureq::get(&guest.url("/metrics"))
+        .timeout(Duration::from_secs(60))
+        .call()
+        .map(|r| r.into_string().unwrap_or_default());
     std::fs::write(share.join("scraped"), "").unwrap();
     let out = guest.wait();
-    eprintln!("guest finished in {:?}:\n{}", out.elapsed, out.results);
+    eprintln!("{kernel}: guest finished in {:?}:\n{}", out.elapsed, out.results);
     let dir = out.dir.path();
     let results: BTreeMap<String, String> =
         out.results.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
     assert_eq!(results.get("doctor").map(String::as_str), Some("0"), "{}", out.serial);
 
-    // doctor: kprobes and fentry available in the stock kernel.
+    // The test PPS module, built against this kernel's headers, loads and gives edges at the
+    // top of the second plus its phase (250 ms; the hrtimer fires a little after).
+    assert_eq!(results.get("pps_insmod").map(String::as_str), Some("0"), "{}", out.serial);
+    assert_eq!(results.get("pps_name").map(String::as_str), Some("clockpath-pps"));
+    let assert = results.get("pps_assert").expect("pps0 assert");
+    let (stamp, seq) = assert.split_once('#').expect("SEC.NSEC#SEQ");
+    assert!(seq.parse::<u64>().unwrap() >= 1, "{assert}");
+    let nsec: u64 = stamp.split_once('.').unwrap().1.parse().unwrap();
+    assert!((250_000_000..300_000_000).contains(&nsec), "edge at the phase: {assert}");
+
+    // doctor: kprobes and fentry available in the stock kernel; the targets the default
+    // config attaches, per stage.
     let doctor: Value = serde_json::from_str(&out.file("doctor.json")).unwrap();
+    let cs = doctor["chains"].as_array().unwrap().iter().find(|c| c["name"] == "clocksource_switch").unwrap();
+    let mut attached = Vec::new();
+    for stage in cs["stages"].as_array().unwrap() {
+        for point in stage["points"].as_array().unwrap() {
+            let first = point["candidates"].as_array().unwrap().iter().find(|c| c["status"]["state"] == "attached");
+            let label = point["label"].as_str().map(|l| format!(" ({l})")).unwrap_or_default();
+            attached.push(format!(
+                "{}{label}: {}",
+                stage["name"].as_str().unwrap(),
+                first.map_or("none", |c| c["target"].as_str().unwrap())
+            ));
+        }
+    }
+    eprintln!("{kernel}: doctor attaches {}", attached.join(", "));
+    assert!(attached.iter().any(|a| a.starts_with("switch_entry: fentry:change_clocksource")), "{attached:?}");
     for k in doctor["attach_kinds"].as_array().unwrap() {
         if ["fentry", "kprobe"].contains(&k["kind"].as_str().unwrap()) {
             assert_eq!(k["supported"], true, "{k}");
@@ -156,7 +241,8 @@ echo "final=$(cat {CS})"
             k["segments_received"].as_u64().unwrap() + k["ring_lost_segments"].as_u64().unwrap(),
             "{name}: {k}"
         );
-        eprintln!("{name} ({} complete): {}", s["completed"], distribution(&s, &s["analysis"]));
+        eprintln!("{kernel} {name} ({} complete): {}", s["completed"], distribution(&s, &s["analysis"]));
+        eprintln!("    attach kinds used: {}", attach_kinds(&s));
         // Inside stop_machine, with interrupts off, nothing can interfere with the switch.
         let charged = &s["interference_median_ns"]["switch_entry->first_read"];
         eprintln!("    interference charged to switch_entry->first_read (median ns): {charged}");
@@ -164,6 +250,28 @@ echo "final=$(cat {CS})"
             assert_eq!(charged[src].as_f64(), Some(0.0), "{name}: {src} charged inside stop_machine: {charged}");
         }
     }
+
+    // The fallback for inlined update functions, the return of change_clocksource, fires
+    // after the update's entry in every switch; what lies between is what the fallback adds.
+    assert_eq!(results.get("session_return").map(String::as_str), Some("0"), "{}", out.file("s-return.log"));
+    let ret = session(dir, "s-return");
+    assert!(ret["completed"].as_u64().unwrap() >= 95, "switch_return: {}", ret["missing"]);
+    for run in ret["runs"].as_array().unwrap().iter().filter(|r| r["missing"].is_null()) {
+        assert_eq!(run["points"][2], "fexit:change_clocksource", "run {}", run["index"]);
+    }
+    assert_eq!(ret["segments"][2], "baseline_recalc->switch_return");
+    // The return is stamped after the recalculation, on the new baseline: in many switches at
+    // or before the update's entry (a segment of 0: durations do not go below zero).
+    let complete: Vec<&Value> = ret["runs"].as_array().unwrap().iter().filter(|r| r["missing"].is_null()).collect();
+    let at_or_before = complete.iter().filter(|r| r["segments_ns"][2].as_u64() == Some(0)).count();
+    assert!(complete.iter().all(|r| r["segments_ns"].as_array().map(Vec::len) == Some(3)));
+    eprintln!(
+        "{kernel} s-return ({} complete): {}\n    attach kinds used: {}\n    switch_return stamped at or before the update's entry in {at_or_before} of {} switches",
+        ret["completed"],
+        distribution(&ret, &ret["analysis"]),
+        attach_kinds(&ret),
+        complete.len()
+    );
 
     // Switching to tsc (read_tsc is notrace): each such run is counted with its reason.
     let s = session(dir, "s-tsc");
@@ -184,6 +292,21 @@ echo "final=$(cat {CS})"
     }
     assert_eq!(results.get("run_exit").map(String::as_str), Some("0"));
     assert_eq!(results.get("final"), results.get("original"), "the original clocksource is back");
+}
+
+#[test]
+fn clocksource_chain_on_debian_6_1() {
+    clocksource_chain_on(clockpath_tests::guest::STOCK_KERNEL);
+}
+
+#[test]
+fn clocksource_chain_on_debian_6_12() {
+    clocksource_chain_on(&clockpath_tests::guest::kernel_6_12("amd64"));
+}
+
+#[test]
+fn clocksource_chain_on_debian_6_12_preempt_rt() {
+    clocksource_chain_on(&clockpath_tests::guest::kernel_6_12("rt-amd64"));
 }
 
 /// Issue 14 in the guest: an interleaved session over two C-state policies and two clocksource

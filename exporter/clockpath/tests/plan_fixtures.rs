@@ -142,6 +142,12 @@ fn clocksource_chain_on_the_development_kernel_has_no_usable_function_probe() {
         assert_eq!(s, "missing", "{t}: {r}");
         assert!(r.contains("not in /proc/kallsyms or the kernel's BTF"), "{t}: {r}");
     }
+    // ... so the return of change_clocksource stands in: it resolves (fexit is refused only at
+    // load, like fentry), and its kretprobe twin says kprobes are missing.
+    assert_eq!(state_of(p, "baseline_recalc", "fexit:change_clocksource").0, "ready");
+    let (s, r) = state_of(p, "baseline_recalc", "kretprobe:change_clocksource");
+    assert_eq!(s, "unusable", "{r}");
+    assert!(r.contains("kprobes are not built into this kernel"), "{r}");
     // One first-read point per registered clocksource with a known read function.
     assert_eq!(first_read_labels(p), ["tsc", "kvm-clock"]);
     assert_eq!(state_of(p, "first_read", "fentry:kvm_clock_get_cycles").0, "ready");
@@ -205,7 +211,10 @@ fn a_kprobe_only_config_is_refused_on_neither_kernel_but_disabled_where_kprobes_
             .flat_map(|pt| &pt.candidates)
             .map(|c| (c.target.kind, c.status == Status::Ready))
             .collect();
-        assert!(kinds.iter().all(|(kind, _)| *kind == AttachKind::Kprobe), "{k}: {kinds:?}");
+        assert!(
+            kinds.iter().all(|(kind, _)| matches!(kind, AttachKind::Kprobe | AttachKind::Kretprobe)),
+            "{k}: {kinds:?}"
+        );
         assert_eq!(kinds.iter().any(|(_, ready)| *ready), usable, "{k}: {kinds:?}");
     }
 }
