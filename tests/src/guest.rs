@@ -240,36 +240,33 @@ fn prepare_assets(package: &str) -> Assets {
     Assets { vmlinux, modules, release }
 }
 
+/// A module's name as insmod and modprobe spell it (the file stem) from a modules.dep path.
+fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.split(".ko").next().unwrap_or(file).to_string()
+}
+
 /// `MODULES` and their dependencies in load order, uncompressed into `out` (busybox insmod
 /// takes plain .ko files; 6.12 packages ship .ko.xz). Built-in ones are skipped.
 fn load_order(mdir: &Path, out: &Path) -> Vec<PathBuf> {
     let deps_text =
         fs::read_to_string(mdir.join("modules.dep")).unwrap_or_else(|e| panic!("{}/modules.dep: {e}", mdir.display()));
     let builtin = fs::read_to_string(mdir.join("modules.builtin")).unwrap_or_default();
-    // Module name (as insmod/modprobe spell it: file stem) of a modules.dep path.
-    let name = |path: &str| -> String {
-        let file = path.rsplit('/').next().unwrap_or(path);
-        file.split(".ko").next().unwrap_or(file).to_string()
-    };
-    let deps: std::collections::BTreeMap<String, (String, Vec<String>)> = deps_text
+    // Module name → (its path, the names of the modules it needs).
+    type Deps = std::collections::BTreeMap<String, (String, Vec<String>)>;
+    let deps: Deps = deps_text
         .lines()
         .filter_map(|l| l.split_once(':'))
-        .map(|(m, d)| (name(m), (m.to_string(), d.split_whitespace().map(String::from).collect())))
+        .map(|(m, d)| (module_name(m), (m.to_string(), d.split_whitespace().map(module_name).collect())))
         .collect();
-    fn visit(
-        m: &str,
-        deps: &std::collections::BTreeMap<String, (String, Vec<String>)>,
-        builtin: &str,
-        order: &mut Vec<String>,
-    ) {
+    fn visit(m: &str, deps: &Deps, builtin: &str, order: &mut Vec<String>) {
         if order.iter().any(|o| o == m) {
             return;
         }
         match deps.get(m) {
             Some((_, ds)) => {
                 for d in ds {
-                    let dn = d.rsplit('/').next().unwrap_or(d).split(".ko").next().unwrap_or(d).to_string();
-                    visit(&dn, deps, builtin, order);
+                    visit(d, deps, builtin, order);
                 }
                 order.push(m.to_string());
             }
@@ -549,20 +546,10 @@ impl Guest {
         self.dir.as_ref().expect("guest share dir").path()
     }
 
-    /// Poll the share until `probe` holds; on timeout, panic with the script's output so far
-    /// and the serial console (what a hung or crashed guest left).
+    /// Poll the share until `probe` holds; on timeout, panic with what the guest left.
     pub fn wait_until(&self, what: &str, within: Duration, mut probe: impl FnMut(&Path) -> bool) {
-        let deadline = Instant::now() + within;
-        while !probe(self.share()) {
-            if Instant::now() >= deadline {
-                let so_far = fs::read_to_string(self.share().join("results.txt")).unwrap_or_default();
-                let serial = fs::read_to_string(self.share().join("serial.log")).unwrap_or_default();
-                panic!(
-                    "timed out after {within:?} waiting for {what}; the script's output so far:\n{so_far}\nserial console:\n{serial}"
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let share = self.share();
+        crate::wait_for_or(what, within, || probe(share).then_some(()), || left_behind(share));
     }
 
     /// `http://127.0.0.1:PORT` of the forwarded guest port.
@@ -573,22 +560,15 @@ impl Guest {
     /// Wait for the guest to power off (or the timeout), and collect its output.
     pub fn wait(mut self) -> GuestOutput {
         let dir = self.dir.take().expect("guest share dir");
-        loop {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            if self.started.elapsed() > self.timeout {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let serial = fs::read_to_string(dir.path().join("serial.log")).unwrap_or_default();
-                let so_far = fs::read_to_string(dir.path().join("results.txt")).unwrap_or_default();
-                panic!(
-                    "guest did not finish within {:?}; the script's output so far:\n{so_far}\nserial console:\n{serial}",
-                    self.timeout
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let within = self.timeout.saturating_sub(self.started.elapsed());
+        let child = &mut self.child;
+        // On timeout the panic unwinds through Guest's drop, which kills qemu.
+        crate::wait_for_or(
+            "the guest to finish",
+            within,
+            || matches!(child.try_wait(), Ok(Some(_))).then_some(()),
+            || left_behind(dir.path()),
+        );
         let share = dir.path();
         let serial = fs::read_to_string(share.join("serial.log")).unwrap_or_default();
         let results = fs::read_to_string(share.join("results.txt"))
@@ -598,6 +578,14 @@ impl Guest {
             .unwrap_or_default();
         GuestOutput { serial, results, elapsed: self.started.elapsed(), dir }
     }
+}
+
+/// What a guest that did not finish left in its share: the script's output so far and the
+/// serial console.
+fn left_behind(share: &Path) -> String {
+    let so_far = fs::read_to_string(share.join("results.txt")).unwrap_or_default();
+    let serial = fs::read_to_string(share.join("serial.log")).unwrap_or_default();
+    format!("; the script's output so far:\n{so_far}\nserial console:\n{serial}")
 }
 
 impl Drop for Guest {

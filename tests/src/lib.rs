@@ -245,13 +245,25 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Poll `probe` until it returns `Some`, and return that; panic naming `what` when `within`
 /// passes first. Tests synchronise with what they wait for through this, never by sleeping.
-pub fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, within: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, within, probe, String::new)
+}
+
+/// [`wait_for`], with `context()` (what the thing waited for left behind) in the panic.
+pub fn wait_for_or<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    context: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = probe() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for {what}{}", context());
+        }
         std::thread::sleep(POLL);
     }
 }

@@ -13,25 +13,8 @@ use serde_json::Value;
 
 const CS: &str = "/sys/devices/system/clocksource/clocksource0/current_clocksource";
 
-/// The clocksource chain with kprobe targets only (to compare with fentry).
-const KPROBE_ONLY: &str = r#"
-[[chains.clocksource_switch.stages]]
-name = "switch_entry"
-key = "global"
-capture = "(struct clocksource *)arg0->read"
-targets = ["kprobe:change_clocksource"]
-
-[[chains.clocksource_switch.stages]]
-name = "first_read"
-key = "global"
-match_capture = true
-targets = ["kprobe:{clocksource_read}"]
-
-[[chains.clocksource_switch.stages]]
-name = "baseline_recalc"
-key = "global"
-targets = ["kprobe:timekeeping_update_from_shadow", "kprobe:timekeeping_update", "kretprobe:change_clocksource"]
-"#;
+/// The clocksource chain with kprobe targets only (to compare with fentry): the example config.
+const KPROBE_ONLY: &str = include_str!("../../examples/configs/kprobe-only.toml");
 
 /// The clocksource chain with a fourth stage at the return of change_clocksource: the target
 /// that stands in for baseline_recalc where the update function is inlined (6.18). Measured

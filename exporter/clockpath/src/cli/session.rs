@@ -35,8 +35,10 @@ pub(super) fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result
     // changed.
     let failed = |e: SessionError| CliError { code: EXIT_FAILURE, error: e.into() };
     let leftovers = [
-        session::idle::restore_leftover(&session::idle::restore_path()).map_err(failed)?,
-        session::cpufreq::restore_leftover(&session::cpufreq::restore_path()).map_err(failed)?,
+        session::restore_file::restore_leftover::<session::idle::Cpuidle>(&session::idle::restore_path())
+            .map_err(failed)?,
+        session::restore_file::restore_leftover::<session::cpufreq::Cpufreq>(&session::cpufreq::restore_path())
+            .map_err(failed)?,
     ];
     for said in leftovers.iter().flatten() {
         tracing::warn!("{said}");

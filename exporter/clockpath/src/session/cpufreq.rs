@@ -148,78 +148,41 @@ pub fn preflight(root: &Path, governors: Vec<String>) -> Result<Option<Checked>,
 /// The file holding the governors to put back, written before the first change.
 pub const RESTORE_FILE: &str = "clockpath-cpufreq-restore.json";
 
-/// What the restore file holds.
-#[derive(Debug, Serialize, Deserialize)]
-struct Saved {
-    root: PathBuf,
-    pid: u32,
-    governors: Vec<Governor>,
-}
-
 /// Where the restore file lives (/run: gone at reboot, like the settings it restores).
 pub fn restore_path() -> PathBuf {
     restore_file::dir().join(RESTORE_FILE)
 }
 
-/// Put back what a session that did not end saved, if any; says what it restored.
-pub fn restore_leftover(file: &Path) -> Result<Option<String>, SessionError> {
-    let Some(saved) = restore_file::load::<Saved>(file)? else { return Ok(None) };
-    let freq = Cpufreq::open(&saved.root)?
-        .ok_or_else(|| SessionError::Usage(format!("{}: no cpufreq policies to restore", saved.root.display())))?;
-    let now = freq.governors()?;
-    let changed: Vec<String> = saved
-        .governors
-        .iter()
-        .filter(|g| now.iter().any(|n| n.policy == g.policy && n.governor != g.governor))
-        .map(|g| format!("{} {}", g.policy, g.governor))
-        .collect();
-    freq.apply(&saved.governors)?;
-    restore_file::remove(file)?;
-    Ok(Some(if changed.is_empty() {
-        format!("session {} left {}; its governors were already in place", saved.pid, file.display())
-    } else {
-        format!("restored the cpufreq governors of session {} (which did not end): {}", saved.pid, changed.join(", "))
-    }))
-}
+/// Holds the original governors (see [`restore_file::Guard`]).
+pub type Guard = restore_file::Guard<Cpufreq>;
 
-/// Holds the original governors: saved to the restore file on creation, put back by `now`
-/// or on drop.
-pub struct Guard {
-    cpufreq: Cpufreq,
-    original: Vec<Governor>,
-    file: PathBuf,
-    done: bool,
-}
+impl restore_file::Settings for Cpufreq {
+    type Values = Vec<Governor>;
+    const WHAT: &'static str = "cpufreq governors";
 
-impl Guard {
-    pub fn save(cpufreq: Cpufreq, file: PathBuf) -> Result<Guard, SessionError> {
-        let original = cpufreq.governors()?;
-        let saved = Saved { root: cpufreq.root.clone(), pid: std::process::id(), governors: original.clone() };
-        restore_file::save(&file, &saved)?;
-        Ok(Guard { cpufreq, original, file, done: false })
+    fn root(&self) -> &Path {
+        &self.root
     }
 
-    pub fn cpufreq(&self) -> &Cpufreq {
-        &self.cpufreq
+    fn reopen(root: &Path) -> Result<Cpufreq, SessionError> {
+        Cpufreq::open(root)?
+            .ok_or_else(|| SessionError::Usage(format!("{}: no cpufreq policies to restore", root.display())))
     }
 
-    /// Put the original governors back (once) and remove the restore file.
-    pub fn now(&mut self) -> Result<(), SessionError> {
-        if !self.done {
-            self.cpufreq.apply(&self.original)?;
-            let _ = fs::remove_file(&self.file);
-            self.done = true;
-            tracing::info!("original cpufreq governors restored");
-        }
-        Ok(())
+    fn read(&self) -> Result<Vec<Governor>, SessionError> {
+        self.governors()
     }
-}
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Err(error) = self.now() {
-            tracing::error!(%error, file = %self.file.display(), "could not restore the cpufreq governors; `clockpath session --restore` retries");
-        }
+    fn write(&self, values: &Vec<Governor>) -> Result<(), SessionError> {
+        self.apply(values)
+    }
+
+    fn differences(saved: &Vec<Governor>, now: &Vec<Governor>) -> Vec<String> {
+        saved
+            .iter()
+            .filter(|g| now.iter().any(|n| n.policy == g.policy && n.governor != g.governor))
+            .map(|g| format!("{} {}", g.policy, g.governor))
+            .collect()
     }
 }
 
@@ -245,7 +208,7 @@ impl Evidence {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{restore_file::restore_leftover, *};
 
     /// Two cpufreq policies offering performance, powersave and schedutil.
     fn fake(dir: &Path) {
@@ -296,9 +259,9 @@ mod tests {
         let guard = Guard::save(freq.clone(), file.clone()).unwrap();
         freq.apply(&freq.settings("powersave")).unwrap();
         std::mem::forget(guard);
-        let said = restore_leftover(&file).unwrap().expect("something restored");
+        let said = restore_leftover::<Cpufreq>(&file).unwrap().expect("something restored");
         assert!(said.contains("policy0 schedutil") && said.contains("policy1 schedutil"), "{said}");
         assert_eq!(gov("policy1").trim(), "schedutil");
-        assert_eq!(restore_leftover(&file).unwrap(), None, "nothing left");
+        assert_eq!(restore_leftover::<Cpufreq>(&file).unwrap(), None, "nothing left");
     }
 }

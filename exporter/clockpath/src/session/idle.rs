@@ -325,82 +325,41 @@ fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
 /// The file holding the settings to put back, written before the first change.
 pub const RESTORE_FILE: &str = "clockpath-cpuidle-restore.json";
 
-/// What the restore file holds.
-#[derive(Debug, Serialize, Deserialize)]
-struct Saved {
-    root: PathBuf,
-    pid: u32,
-    disables: Vec<Disable>,
-}
-
 /// Where the restore file lives (/run: gone at reboot, like the settings it restores).
 pub fn restore_path() -> PathBuf {
     restore_file::dir().join(RESTORE_FILE)
 }
 
-/// Put back what a session that did not end saved, if any; says what it restored.
-pub fn restore_leftover(file: &Path) -> Result<Option<String>, SessionError> {
-    let Some(saved) = restore_file::load::<Saved>(file)? else { return Ok(None) };
-    let idle = Cpuidle::open(&saved.root)?
-        .ok_or_else(|| SessionError::Usage(format!("{}: no cpuidle states to restore", saved.root.display())))?;
-    let now = idle.disables()?;
-    let changed: Vec<String> = saved
-        .disables
-        .iter()
-        .filter(|d| now.iter().any(|n| n.cpu == d.cpu && n.state == d.state && n.disabled != d.disabled))
-        .map(|d| format!("cpu{} state{} {}", d.cpu, d.state, if d.disabled { "disabled" } else { "enabled" }))
-        .collect();
-    idle.apply(&saved.disables)?;
-    restore_file::remove(file)?;
-    Ok(Some(if changed.is_empty() {
-        format!("session {} left {}; its settings were already in place", saved.pid, file.display())
-    } else {
-        format!("restored the idle states of session {} (which did not end): {}", saved.pid, changed.join(", "))
-    }))
-}
+/// Holds the original idle-state settings (see [`restore_file::Guard`]).
+pub type Guard = restore_file::Guard<Cpuidle>;
 
-/// Holds the original settings: saved to the restore file on creation, put back by `now` or
-/// on drop (error paths, unwinding), and the file removed once they are.
-pub struct Guard {
-    idle: Cpuidle,
-    original: Vec<Disable>,
-    file: PathBuf,
-    done: bool,
-}
+impl restore_file::Settings for Cpuidle {
+    type Values = Vec<Disable>;
+    const WHAT: &'static str = "idle states";
 
-impl Guard {
-    pub fn save(idle: Cpuidle, file: PathBuf) -> Result<Guard, SessionError> {
-        let original = idle.disables()?;
-        let saved = Saved { root: idle.root.clone(), pid: std::process::id(), disables: original.clone() };
-        restore_file::save(&file, &saved)?;
-        Ok(Guard { idle, original, file, done: false })
+    fn root(&self) -> &Path {
+        &self.root
     }
 
-    pub fn idle(&self) -> &Cpuidle {
-        &self.idle
+    fn reopen(root: &Path) -> Result<Cpuidle, SessionError> {
+        Cpuidle::open(root)?
+            .ok_or_else(|| SessionError::Usage(format!("{}: no cpuidle states to restore", root.display())))
     }
 
-    pub fn original(&self) -> &[Disable] {
-        &self.original
+    fn read(&self) -> Result<Vec<Disable>, SessionError> {
+        self.disables()
     }
 
-    /// Put the original settings back (once) and remove the restore file.
-    pub fn now(&mut self) -> Result<(), SessionError> {
-        if !self.done {
-            self.idle.apply(&self.original)?;
-            let _ = fs::remove_file(&self.file);
-            self.done = true;
-            tracing::info!("original idle-state settings restored");
-        }
-        Ok(())
+    fn write(&self, values: &Vec<Disable>) -> Result<(), SessionError> {
+        self.apply(values)
     }
-}
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Err(error) = self.now() {
-            tracing::error!(%error, file = %self.file.display(), "could not restore the idle states; `clockpath session --restore` retries");
-        }
+    fn differences(saved: &Vec<Disable>, now: &Vec<Disable>) -> Vec<String> {
+        saved
+            .iter()
+            .filter(|d| now.iter().any(|n| n.cpu == d.cpu && n.state == d.state && n.disabled != d.disabled))
+            .map(|d| format!("cpu{} state{} {}", d.cpu, d.state, if d.disabled { "disabled" } else { "enabled" }))
+            .collect()
     }
 }
 
@@ -486,7 +445,7 @@ fn units(kind: Schedule, policies: usize, units: usize, seed: u64) -> Vec<usize>
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{restore_file::restore_leftover, *};
 
     /// A sysfs tree with two CPUs and the dev machine's states (POLL, haltpoll idle).
     fn fake(dir: &Path) {
@@ -544,10 +503,10 @@ mod tests {
         let guard = Guard::save(idle.clone(), file.clone()).unwrap();
         idle.apply(&idle.settings(&Policy::MaxCstate(0), guard.original())).unwrap();
         std::mem::forget(guard);
-        let said = restore_leftover(&file).unwrap().expect("something restored");
+        let said = restore_leftover::<Cpuidle>(&file).unwrap().expect("something restored");
         assert!(said.contains("cpu0 state1 enabled") && said.contains("cpu1 state1 enabled"), "{said}");
         assert_eq!(fs::read_to_string(t.path().join("cpu0/cpuidle/state1/disable")).unwrap(), "0");
-        assert_eq!(restore_leftover(&file).unwrap(), None, "nothing left");
+        assert_eq!(restore_leftover::<Cpuidle>(&file).unwrap(), None, "nothing left");
     }
 
     #[test]

@@ -184,36 +184,36 @@ impl Runner<'_> {
         }
         let condition = &self.policies[policy];
         if let (Some(f), Some(gov)) = (self.governors, &condition.governor) {
-            f.cpufreq().apply(&f.cpufreq().settings(gov))?;
+            f.apply(&f.settings(gov))?;
         }
         let Some(g) = self.idle else {
             *in_force = Some(InForce { policy, since: Vec::new(), _request: None });
             return Ok(());
         };
-        let settings = g.idle().settings(&condition.cstate, g.original());
-        g.idle().apply(&settings)?;
-        let request = match g.idle().latency_limit(&settings) {
+        let settings = g.settings(&condition.cstate, g.original());
+        g.apply(&settings)?;
+        let request = match g.latency_limit(&settings) {
             Some(us) => Some(idle::LatencyRequest::hold(std::path::Path::new(idle::PM_QOS_DEVICE), us)?),
             None => None,
         };
-        out.evidence[policy].get_or_insert_with(|| Evidence::new(g.idle(), &settings));
+        out.evidence[policy].get_or_insert_with(|| Evidence::new(g, &settings));
         // Counted from here: entries while the settings were being written, and those in flight
         // when they were (counted when the CPU wakes), are not the policy's.
-        g.idle().flush()?;
-        *in_force = Some(InForce { policy, since: g.idle().usage(), _request: request });
+        g.flush()?;
+        *in_force = Some(InForce { policy, since: g.usage(), _request: request });
         Ok(())
     }
 
     /// End the condition in force: add its idle-state entries and read its governors back.
     fn close(&self, f: InForce, out: &mut Outcomes) {
         if let Some(g) = self.idle {
-            let now = g.idle().usage();
+            let now = g.usage();
             if let Some(e) = out.evidence[f.policy].as_mut() {
-                e.add(g.idle(), &f.since, &now);
+                e.add(g, &f.since, &now);
             }
         }
         if let (Some(freq), Some(gov)) = (self.governors, &self.policies[f.policy].governor) {
-            let read = cpufreq::Evidence::read(freq.cpufreq(), gov);
+            let read = cpufreq::Evidence::read(freq, gov);
             // Once a governor did not hold, the condition's evidence keeps saying so.
             let slot = &mut out.governor_evidence[f.policy];
             if slot.as_ref().is_none_or(|e| e.held) {
