@@ -20,6 +20,7 @@ use clockpath::{
     exemplars::ExemplarStore,
     ktime::WallClock,
     pipeline::Sink as _,
+    pps::TimeReference,
     sinks::otlp::{ChainMeta, OtlpParts, OtlpSink, Sampler, SpanContextInfo},
 };
 use clockpath_offline::chain::{ChainRecord, ChainShape, Outcome, Segment};
@@ -111,7 +112,7 @@ fn run(transport: Transport, chains: u64) {
         settings,
         info,
         sampler,
-        clock: Arc::new(WallClock::new()),
+        reference: Arc::new(TimeReference::system(Arc::new(WallClock::new()))),
         exemplars: Some(Arc::new(ExemplarStore::new(le))),
     })
     .expect("start the OTLP sink");

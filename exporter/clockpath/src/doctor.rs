@@ -11,7 +11,47 @@ use clockpath_probe::{
     target::AttachKind,
 };
 
-use crate::{config::Loaded, host::Environment};
+use crate::{
+    config::{Loaded, PpsConfig},
+    host::{Environment, TimeSync},
+    ktime,
+    pps::device::{self, Device},
+};
+
+/// Each configured PPS device (with `auto` or none configured: each present), opened without
+/// changing it, and one edge waited for.
+fn check_pps(cfg: &PpsConfig) -> Vec<PpsCheck> {
+    let configured: Vec<std::path::PathBuf> =
+        cfg.devices.iter().filter(|d| *d != "auto").map(std::path::PathBuf::from).collect();
+    let mut list: Vec<(std::path::PathBuf, bool)> = configured.iter().map(|p| (p.clone(), true)).collect();
+    for p in device::discover() {
+        if !configured.contains(&p) {
+            list.push((p, cfg.auto()));
+        }
+    }
+    list.into_iter()
+        .map(|(path, configured)| {
+            let (usable, pulse_offset_ns, note) = match Device::inspect(&path, cfg.edge) {
+                Err(e) => (Err(format!("{:#}", anyhow::Error::new(e))), None, String::new()),
+                Ok(dev) => {
+                    let note = if dev.edge_enabled {
+                        String::new()
+                    } else {
+                        "edge not enabled: `run` enables it, which needs CAP_SYS_TIME".to_string()
+                    };
+                    let offset = dev.fetch(std::time::Duration::from_millis(1500)).ok().flatten().map(|e| {
+                        let mut t = ktime::PulseTrain::new(cfg.cable_delay_ns, cfg.lost_after_ms as i64 * 1_000_000);
+                        let mono = e.realtime_ns - ktime::measure_offset();
+                        t.push(ktime::Edge { realtime_ns: e.realtime_ns, monotonic_ns: mono, sequence: e.sequence })
+                            .map_or(0, |p| p.offset_ns)
+                    });
+                    (Ok(if dev.name.is_empty() { "PPS source".into() } else { dev.name.clone() }), offset, note)
+                }
+            };
+            PpsCheck { device: path.display().to_string(), configured, usable, pulse_offset_ns, note }
+        })
+        .collect()
+}
 
 /// Whether one attach kind works here.
 #[derive(Clone, Debug, Serialize)]
@@ -30,6 +70,23 @@ pub struct Report {
     pub btf: Result<String, String>,
     pub attach_kinds: Vec<KindSupport>,
     pub chains: Vec<ChainPlan>,
+    /// The kernel clock's synchronisation (adjtimex), and what is wrong with it for measuring.
+    pub time_sync: Option<TimeSync>,
+    pub time_sync_problem: Option<String>,
+    /// Each configured PPS device (or, with none configured, each present).
+    pub pps: Vec<PpsCheck>,
+}
+
+/// A PPS device as `doctor` found it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PpsCheck {
+    pub device: String,
+    pub configured: bool,
+    /// The source's name, or why the device cannot be used.
+    pub usable: Result<String, String>,
+    /// An edge seen within 1.5 s: the system clock's offset from its second, ns.
+    pub pulse_offset_ns: Option<i64>,
+    pub note: String,
 }
 
 impl Report {
@@ -61,6 +118,49 @@ impl Report {
         let _ = writeln!(s, "C-state limit    {}", e.cstate_limit);
         if !e.idle_states.is_empty() {
             let _ = writeln!(s, "idle states      {}", e.idle_states.join(", "));
+        }
+        match &self.time_sync {
+            Some(t) => {
+                let _ = writeln!(
+                    s,
+                    "clock sync       {} (max error {:.3} ms, estimated {:.3} ms, offset {:.9} s, freq {:+.3} ppm, TAI {} s{})",
+                    if t.synchronised { "synchronised" } else { "NOT synchronised" },
+                    t.max_error_us as f64 / 1e3,
+                    t.est_error_us as f64 / 1e3,
+                    t.offset_seconds,
+                    t.frequency_ppm,
+                    t.tai_offset_s,
+                    if t.pps_flags.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", kernel PPS: {}", t.pps_flags.join(" "))
+                    }
+                );
+            }
+            None => {
+                let _ = writeln!(s, "clock sync       unknown (adjtimex failed)");
+            }
+        }
+        if let Some(p) = &self.time_sync_problem {
+            let _ = writeln!(s, "                 WARNING: {p}");
+        }
+        if self.pps.is_empty() {
+            let _ = writeln!(s, "PPS reference    none (no /sys/class/pps device; [pps] devices empty)");
+        }
+        for p in &self.pps {
+            let what = match (&p.usable, p.pulse_offset_ns) {
+                (Ok(name), Some(o)) => format!("{name}: pulse seen, system clock offset {:+.9} s", o as f64 / 1e9),
+                (Ok(name), None) => format!("{name}: NO pulse within 1.5 s"),
+                (Err(e), _) => format!("NOT usable: {e}"),
+            };
+            let _ = writeln!(
+                s,
+                "PPS              {} {}{}{}",
+                p.device,
+                if p.configured { "" } else { "(present, not configured) " },
+                what,
+                if p.note.is_empty() { String::new() } else { format!(" ({})", p.note) }
+            );
         }
         let _ = writeln!(s, "\nattach kinds");
         for k in &self.attach_kinds {
@@ -157,7 +257,10 @@ pub fn examine(loaded: &Loaded, kernel: &Kernel, plans: Vec<ChainPlan>) -> Repor
             (kinds, chains)
         }
     };
-    Report { environment, root: is_root(), tracefs, btf, attach_kinds, chains }
+    let time_sync = TimeSync::read();
+    let time_sync_problem = time_sync.as_ref().and_then(|t| t.problem(loaded.config.time_sync.max_error_ms));
+    let pps = check_pps(&loaded.config.pps);
+    Report { environment, root: is_root(), tracefs, btf, attach_kinds, chains, time_sync, time_sync_problem, pps }
 }
 
 /// Functions most kernels have, traceable, for the kprobe/fentry checks.

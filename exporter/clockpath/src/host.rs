@@ -224,19 +224,34 @@ pub struct Machine {
     pub clockpath_version: String,
 }
 
-/// The kernel clock's discipline, read with `adjtimex` (modes 0: reads only).
+/// The kernel clock's discipline, read with `adjtimex` (modes 0: reads only). Units as
+/// node_exporter's timex collector converts them, so the metrics join with its `node_timex_*`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TimeSync {
-    /// STA_UNSYNC clear.
+    /// adjtimex did not return TIME_ERROR (STA_UNSYNC or STA_CLOCKERR clear).
     pub synchronised: bool,
     pub max_error_us: i64,
     pub est_error_us: i64,
     /// The kernel's offset (ns when STA_NANO, else µs) and frequency (ppm).
     pub offset: i64,
     pub frequency_ppm: f64,
-    /// STA_PPSFREQ, STA_PPSTIME, STA_PPSSIGNAL as set.
+    /// STA_PPSFREQ, STA_PPSTIME, STA_PPSSIGNAL, STA_PPSJITTER, STA_PPSWANDER, STA_PPSERROR as
+    /// set: the kernel's own PPS discipline (hardpps), when a source is bound to it.
     pub pps_flags: Vec<String>,
     pub tai_offset_s: i32,
+    /// The raw status word.
+    pub status: i32,
+    pub offset_seconds: f64,
+    pub loop_time_constant: i64,
+    pub tick_seconds: f64,
+    pub pps_frequency_hertz: f64,
+    pub pps_jitter_seconds: f64,
+    pub pps_shift_seconds: f64,
+    pub pps_stability_hertz: f64,
+    pub pps_jitter_count: i64,
+    pub pps_calibration_count: i64,
+    pub pps_error_count: i64,
+    pub pps_stability_exceeded_count: i64,
 }
 
 impl TimeSync {
@@ -248,20 +263,63 @@ impl TimeSync {
         if state < 0 {
             return None;
         }
-        let pps = [(libc::STA_PPSFREQ, "PPSFREQ"), (libc::STA_PPSTIME, "PPSTIME"), (libc::STA_PPSSIGNAL, "PPSSIGNAL")]
-            .iter()
-            .filter(|(bit, _)| t.status & bit != 0)
-            .map(|(_, n)| n.to_string())
-            .collect();
+        let pps = [
+            (libc::STA_PPSFREQ, "PPSFREQ"),
+            (libc::STA_PPSTIME, "PPSTIME"),
+            (libc::STA_PPSSIGNAL, "PPSSIGNAL"),
+            (libc::STA_PPSJITTER, "PPSJITTER"),
+            (libc::STA_PPSWANDER, "PPSWANDER"),
+            (libc::STA_PPSERROR, "PPSERROR"),
+        ]
+        .iter()
+        .filter(|(bit, _)| t.status & bit != 0)
+        .map(|(_, n)| n.to_string())
+        .collect();
+        // Offset and PPS jitter are in ns with STA_NANO, else µs; frequencies are ppm × 2^16.
+        let sub = if t.status & libc::STA_NANO != 0 { 1e-9 } else { 1e-6 };
+        let scaled_ppm = |v: i64| v as f64 / 65536.0;
         Some(TimeSync {
-            synchronised: t.status & libc::STA_UNSYNC == 0 && state != libc::TIME_ERROR,
+            synchronised: state != libc::TIME_ERROR,
             max_error_us: t.maxerror,
             est_error_us: t.esterror,
             offset: t.offset,
-            // The kernel's frequency is scaled by 2^16.
-            frequency_ppm: t.freq as f64 / 65536.0,
+            frequency_ppm: scaled_ppm(t.freq),
             pps_flags: pps,
             tai_offset_s: t.tai,
+            status: t.status,
+            offset_seconds: t.offset as f64 * sub,
+            loop_time_constant: t.constant,
+            tick_seconds: t.tick as f64 / 1e6,
+            pps_frequency_hertz: scaled_ppm(t.ppsfreq) / 1e6,
+            pps_jitter_seconds: t.jitter as f64 * sub,
+            pps_shift_seconds: (1i64 << t.shift.clamp(0, 62)) as f64,
+            pps_stability_hertz: scaled_ppm(t.stabil) / 1e6,
+            pps_jitter_count: t.jitcnt,
+            pps_calibration_count: t.calcnt,
+            pps_error_count: t.errcnt,
+            pps_stability_exceeded_count: t.stbcnt,
+        })
+    }
+
+    /// The frequency adjustment as a ratio (node_exporter's `frequency_adjustment_ratio`).
+    pub fn frequency_adjustment_ratio(&self) -> f64 {
+        1.0 + self.frequency_ppm / 1e6
+    }
+
+    /// What is wrong with the clock's synchronisation for a measurement, if anything:
+    /// unsynchronised, or a maximum error above `max_error_ms` (0: no bound).
+    pub fn problem(&self, max_error_ms: u64) -> Option<String> {
+        if !self.synchronised {
+            return Some(
+                "the system clock is not synchronised (adjtimex: TIME_ERROR): wall-clock times are the local clock's"
+                    .into(),
+            );
+        }
+        let max_error_ms_now = self.max_error_us as f64 / 1000.0;
+        (max_error_ms > 0 && max_error_ms_now > max_error_ms as f64).then(|| {
+            format!(
+                "the system clock's maximum error is {max_error_ms_now:.1} ms (adjtimex), above time_sync.max_error_ms = {max_error_ms}"
+            )
         })
     }
 }
@@ -338,6 +396,19 @@ mod tests {
             "intel_idle.max_cstate=1,processor.max_cstate=1"
         );
         assert_eq!(cstate_limit("idle=poll"), "idle=poll");
+    }
+
+    #[test]
+    fn time_sync_problems() {
+        let mut t = TimeSync::read().expect("adjtimex reads on Linux");
+        t.synchronised = true;
+        t.max_error_us = 16_000_000;
+        assert!(t.problem(100).unwrap().contains("16000.0 ms"), "{:?}", t.problem(100));
+        assert_eq!(t.problem(0), None, "no bound");
+        t.max_error_us = 50_000;
+        assert_eq!(t.problem(100), None);
+        t.synchronised = false;
+        assert!(t.problem(100).unwrap().contains("not synchronised"));
     }
 
     #[test]

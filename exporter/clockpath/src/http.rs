@@ -22,7 +22,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use clockpath_probe::plan::{ChainPlan, ChainState};
 
-use crate::{daemon::Health, exemplars::ExemplarStore, exposition::openmetrics};
+use crate::{daemon::Health, exemplars::ExemplarStore, exposition::openmetrics, host::TimeSync, pps::TimeReference};
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -44,6 +44,8 @@ pub struct HttpState {
     pub landing: String,
     /// Trace exemplars for the OpenMetrics histogram buckets (when traces are exported).
     pub exemplars: Option<Arc<ExemplarStore>>,
+    /// The time reference, shown on `/` with the clock's synchronisation state.
+    pub reference: Option<Arc<TimeReference>>,
 }
 
 /// Bind the listener first, so a taken port fails before anything is attached.
@@ -142,13 +144,68 @@ async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Respons
                 response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", why)
             }
         }
-        "/" => response(StatusCode::OK, "text/html; charset=utf-8", state.landing.clone()),
+        "/" => {
+            // The plan is fixed once attached; the clock's state is read per request.
+            let time = time_section(TimeSync::read().as_ref(), state.reference.as_deref());
+            let page = state.landing.replacen("</body>", &format!("{time}</body>"), 1);
+            response(StatusCode::OK, "text/html; charset=utf-8", page)
+        }
         _ => response(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz or /\n"),
     })
 }
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The clock's synchronisation (adjtimex) and each PPS source, for the landing page.
+pub fn time_section(sync: Option<&TimeSync>, reference: Option<&TimeReference>) -> String {
+    let mut h = String::from("<h2>Time</h2>");
+    match sync {
+        Some(t) => {
+            let _ = write!(
+                h,
+                "<p>System clock: <span class=\"{}\">{}</span>; maximum error {:.3} ms, estimated error {:.3} ms, \
+                 offset {:.9} s, frequency {:+.3} ppm, TAI offset {} s{}.</p>",
+                if t.synchronised { "attached" } else { "bad" },
+                if t.synchronised { "synchronised" } else { "NOT synchronised" },
+                t.max_error_us as f64 / 1e3,
+                t.est_error_us as f64 / 1e3,
+                t.offset_seconds,
+                t.frequency_ppm,
+                t.tai_offset_s,
+                if t.pps_flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(", kernel PPS discipline {}", esc(&t.pps_flags.join(" ")))
+                }
+            );
+        }
+        None => h.push_str("<p>System clock: adjtimex cannot be read.</p>"),
+    }
+    let sources = reference.map(|r| r.sources()).unwrap_or_default();
+    if sources.is_empty() {
+        h.push_str("<p>PPS reference: none configured (<code>[pps] devices</code>); times are the system clock's.</p>");
+        return h;
+    }
+    h.push_str("<table><tr><th>PPS device</th><th>name</th><th>signal</th><th>offset</th><th>jitter</th><th>pulses</th><th>missed</th></tr>");
+    for s in sources {
+        let snap = s.snapshot();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.device),
+            esc(&s.name),
+            if snap.signal_present { "attached" } else { "bad" },
+            if snap.signal_present { "present" } else { "lost" },
+            snap.last_offset_ns.map_or("–".into(), |o| format!("{:.9} s", o as f64 / 1e9)),
+            snap.jitter_ns.map_or("–".into(), |j| format!("{:.0} ns", j)),
+            snap.pulses,
+            snap.missed
+        );
+    }
+    h.push_str("</table>");
+    h
 }
 
 /// The landing page: links and the attach plan.

@@ -592,3 +592,100 @@ fn the_report_does_not_depend_on_the_number_of_threads() {
     let o = clockpath(&["analyze", "--threads", "0", csv.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Two trace sets with a reference time: a host and a VM whose clock is 111 ms behind the
+/// host's against the same PPS reference. `analyze` pairs them on reference time.
+#[test]
+fn two_trace_sets_are_aligned_on_reference_time() {
+    let d = tempfile::tempdir().unwrap();
+    let t0: u64 = 1_700_000_000_000_000_000;
+    let mut noise = 0x2545_f491_4f6c_dd1du64;
+    let mut jitter = move || {
+        noise ^= noise << 13;
+        noise ^= noise >> 7;
+        noise ^= noise << 17;
+        (noise % 60_001) as i64 - 30_000
+    };
+    // (env, file, clock error against the reference in ns, phase of its hits in ns)
+    let sets = [("host", "host.csv", 5_000i64, 0u64), ("vm", "vm.csv", 5_000 - 111_000_000, 37_000_000)];
+    let mut files = Vec::new();
+    for (env, name, error, phase) in sets {
+        let mut text =
+            String::from("timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id,chain,env,reference_ns,reference\n");
+        // 60 s, a switch every 100 ms: three stage hits 20 µs apart.
+        for i in 0..600u64 {
+            for (k, stage) in ["switch_entry", "first_read", "baseline_recalc"].iter().enumerate() {
+                let r = t0 + phase + i * 100_000_000 + k as u64 * 20_000;
+                let ts = (r as i64 + error + jitter()) as u64;
+                text.push_str(&format!(
+                    "{ts},{stage},{env}-1,0,{},clocksource_switch,{env},{r},pps:/dev/pps0\n",
+                    i + 1
+                ));
+            }
+        }
+        let f = d.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        files.push(f);
+    }
+    let (host, vm) = (files[0].to_str().unwrap(), files[1].to_str().unwrap());
+    let out = d.path().join("r");
+    let md = ok(&["analyze", "--no-plots", "--out", out.to_str().unwrap(), host, vm]);
+    let r = report(&out);
+    let offsets = r["clock_offsets"].as_array().unwrap();
+    assert_eq!(offsets.len(), 1, "{offsets:?}");
+    let o = &offsets[0];
+    // Host is A: its clock minus the VM's is +111 ms.
+    assert_eq!(
+        (&o["label"], &o["a"], &o["b"], &o["established"]),
+        (&"env".into(), &"host".into(), &"vm".into(), &true.into()),
+        "{o}"
+    );
+    let m = o["median"].as_f64().unwrap();
+    assert!((m - 0.111).abs() < 1e-3, "median {m}: {o}");
+    assert!(covers(&o["ci"], 0.111) && covers(&o["ci"], m), "{o}");
+    assert_eq!((o["ci"]["level"].as_f64(), o["ci"]["resamples"].as_u64()), (Some(0.95), Some(500)));
+    // One point per 10 ms of reference time and group: a switch's three hits 20 µs apart are one.
+    assert_eq!((o["pairs"].as_u64(), o["bins"].as_u64()), (Some(600), Some(60)), "{o}");
+    let (lo, hi) = (o["min_bin_median"].as_f64().unwrap(), o["max_bin_median"].as_f64().unwrap());
+    assert!(lo <= m && m <= hi && hi - lo < 1e-3, "{o}");
+    assert_eq!(o["reference_a"], serde_json::json!(["pps:/dev/pps0"]));
+    assert_eq!(o["reference_b"], serde_json::json!(["pps:/dev/pps0"]));
+    assert!(r.get("clock_offset_notes").is_none(), "{r}");
+    assert!(md.contains("## Clock offsets on reference time") && md.contains("modulo one second"), "{md}");
+    assert!(md.contains("| host | vm |"), "{md}");
+    // The chains are analysed as before: `reference` is a label like any other.
+    assert_eq!(r["chains"][0]["sessions"].as_array().unwrap().len(), 2);
+
+    // A narrower window, as a duration.
+    let out2 = d.path().join("r2");
+    ok(&["analyze", "--no-plots", "--align-within", "50ms", "--out", out2.to_str().unwrap(), host, vm]);
+    assert_eq!(report(&out2)["clock_offsets"][0]["within"], 0.05);
+    // A label the hits do not have, and a name that is no label.
+    let o = clockpath(&["analyze", "--no-plots", "--align", "governor", "--out", out2.to_str().unwrap(), host, vm]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "--align governor: no hit has the label `governor` (the hits with reference_ns have: env, reference)"
+        ),
+        "{err}"
+    );
+    let o = clockpath(&["analyze", "--align", "no label", host]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("a label name is [a-zA-Z_][a-zA-Z0-9_]*"), "{err}");
+    let o = clockpath(&["analyze", "--align-within", "soon", host]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("neither a number of seconds nor a duration"));
+
+    // Without a reference time: an empty list, and no section.
+    let plain = d.path().join("plain.csv");
+    std::fs::write(
+        &plain,
+        "timestamp_ns,probe_name,delta_chain_id,env\n1,switch_entry,1,host\n2,first_read,1,host\n3,baseline_recalc,1,host\n",
+    )
+    .unwrap();
+    let md = ok(&["analyze", "--no-plots", "--out", out2.to_str().unwrap(), plain.to_str().unwrap()]);
+    assert_eq!(report(&out2)["clock_offsets"], serde_json::json!([]));
+    assert!(!md.contains("Clock offsets"), "{md}");
+}

@@ -154,6 +154,7 @@ fn analyze(file: &Path, out: &Path, reservoir: usize, threads: usize) {
         bootstrap: Bootstrap::default(),
         progress: false,
         sort_memory: analysis::DEFAULT_SORT_MEMORY,
+        align: Default::default(),
     };
     let c = analysis::collect(&[file.to_path_buf()], &chains(), &opts).expect("analysis reads the file");
     let r = analysis::report::build(&c, &opts);

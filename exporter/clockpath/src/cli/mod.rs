@@ -170,6 +170,8 @@ pub struct AnalyzeArgs {
     #[arg(long)]
     pub no_plots: bool,
     #[command(flatten)]
+    pub align: offline::AlignArgs,
+    #[command(flatten)]
     pub stats: StatsArgs,
 }
 

@@ -3,6 +3,7 @@
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -10,6 +11,30 @@ use clockpath_offline::{analysis, stats, trace};
 
 use super::{AnalyzeArgs, CliError, CompareArgs, RegressArgs, SimulateArgs, StatsArgs, config_error, load_config};
 use crate::config::Loaded;
+
+/// How `analyze` aligns trace sets on reference time (hits with `reference_ns`).
+#[derive(Debug, clap::Args)]
+pub struct AlignArgs {
+    /// Group the hits that carry a reference time (`reference_ns`) by this label and report the
+    /// clock offset between every two groups on reference time [default: env].
+    #[arg(long, value_name = "LABEL", value_parser = super::parse_label_name)]
+    pub align: Option<String>,
+    /// Pair points of two groups at most this far apart in reference time: seconds (0.5, 2s) or
+    /// a duration (500ms, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_within)]
+    pub align_within: Duration,
+}
+
+fn parse_within(s: &str) -> Result<Duration, String> {
+    let d = super::parse_seconds(s).or_else(|_| {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}` is neither a number of seconds nor a duration such as 500ms: {e}"))
+    })?;
+    if d.is_zero() {
+        return Err(format!("`{s}`: the duration must be positive"));
+    }
+    Ok(d)
+}
 
 fn analyze_options(loaded: &Loaded, a: &StatsArgs) -> Result<analysis::AnalyzeOptions, CliError> {
     let w = &loaded.config.windows;
@@ -33,6 +58,7 @@ fn analyze_options(loaded: &Loaded, a: &StatsArgs) -> Result<analysis::AnalyzeOp
         bootstrap: boot,
         progress: true,
         sort_memory: a.sort_memory,
+        align: analysis::align::AlignOptions::default(),
     })
 }
 
@@ -76,10 +102,22 @@ fn collect(
 
 pub(super) fn analyze_cmd(config: Option<&Path>, args: AnalyzeArgs) -> Result<ExitCode, CliError> {
     let loaded = load_config(config)?;
-    let opts = analyze_options(&loaded, &args.stats)?;
+    let mut opts = analyze_options(&loaded, &args.stats)?;
+    opts.align = analysis::align::AlignOptions {
+        label: args.align.align.clone().unwrap_or_else(|| analysis::align::DEFAULT_LABEL.into()),
+        within_ns: u64::try_from(args.align.align_within.as_nanos()).unwrap_or(u64::MAX),
+    };
     let t = std::time::Instant::now();
     let c = collect(&loaded, &args.files, &opts)?;
     tracing::debug!(elapsed = ?t.elapsed(), "traces read and assembled");
+    // An explicit --align must name a label the hits have; the default one may be absent
+    // (the report says so).
+    if let Some(label) = &args.align.align {
+        c.clock.check_label().map_err(|e| config_error(anyhow::anyhow!("--align {label}: {e}")))?;
+        if c.clock.referenced() == 0 {
+            eprintln!("clockpath: --align {label}: no hit has a reference time (reference_ns); no clock offsets");
+        }
+    }
     let report = analysis::report::build(&c, &opts);
     tracing::debug!(elapsed = ?t.elapsed(), "statistics computed");
     analysis::report::write(&args.out, &report, &c)

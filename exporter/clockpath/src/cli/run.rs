@@ -8,10 +8,13 @@ use clockpath_probe::{kernel::Kernel, loader::ProgramStats};
 
 use super::{CliError, RunArgs, config_error, load_config, runtime, start_error};
 use crate::{
+    config::ConfigError,
     daemon::{self, Daemon},
     exposition::{CommonLabels, EnvironmentInfo, Exposition},
-    host::Environment,
+    host::{Environment, TimeSync},
     http,
+    ktime::WallClock,
+    pps::TimeReference,
     sinks::{self, Builder, Published},
 };
 
@@ -31,9 +34,21 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
         let environment = Environment::detect();
         let env = environment.env_label(&cfg.environment.env);
         let le_buckets = sinks::le_buckets(&loaded).map_err(config_error)?;
+        let time_sync_at_start = TimeSync::read();
+        if let Some(problem) = time_sync_at_start.as_ref().and_then(|t| t.problem(cfg.time_sync.max_error_ms)) {
+            tracing::warn!("{problem}; the summary records the state");
+        }
+        // The PPS sources open before anything is attached: a device that cannot be used is a
+        // configuration error naming its entry.
+        let reference =
+            Arc::new(TimeReference::start(&cfg.pps, &cfg.windows, Arc::new(WallClock::new())).map_err(|e| {
+                let issue =
+                    loaded.issue(format!("pps.devices[{}]", e.index), format!("{:#}", anyhow::Error::new(e.source)));
+                config_error(ConfigError::Invalid(vec![issue]))
+            })?);
         let mut published = Published::default();
         let daemon = Daemon::start_with(&loaded, plans, |attached| {
-            let set = Builder::exporter(&loaded, attached, &env)?;
+            let set = Builder::exporter(&loaded, attached, &env, reference.clone())?;
             published = set.published;
             Ok(set.sinks)
         })
@@ -52,6 +67,7 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
             },
             le_buckets,
             ring_mapping_bytes: clockpath_probe::ring::mapping_bytes(cfg.probe.ring_bytes),
+            reference: Some(reference.clone()),
             program_stats: cfg
                 .probe
                 .bpf_stats
@@ -62,6 +78,7 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
             health: daemon.health.clone(),
             landing: http::landing_page(&daemon.plans, &env),
             exemplars: published.exemplars.clone(),
+            reference: Some(reference.clone()),
         });
         let (stop_http, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(http::serve(listener, state, stop_rx));
@@ -72,12 +89,14 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
         let _sinks = daemon.stop().await;
         let _ = stop_http.send(true);
         let _ = server.await;
-        let summary = {
+        reference.stop();
+        let mut summary = {
             let m = maps.lock().map_err(|_| anyhow::anyhow!("kernel maps lock poisoned"))?;
             let tally = published.tally.as_ref().context("the exporter counts what it receives")?;
             let t = tally.chains.lock().map_err(|_| anyhow::anyhow!("tally lock poisoned"))?;
             daemon::summary::summarize(&plans, &m, &t, &stats)
         };
+        summary.time = Some(daemon::summary::TimeSummary::new(time_sync_at_start, TimeSync::read(), &reference));
         for c in &summary.chains {
             tracing::info!(
                 chain = %c.name,

@@ -48,6 +48,8 @@ pub struct Config {
     pub windows: WindowsConfig,
     pub recorder: RecorderConfig,
     pub otlp: OtlpConfig,
+    pub pps: PpsConfig,
+    pub time_sync: TimeSyncConfig,
     pub environment: EnvironmentConfig,
     /// Chains by name; their index in the kernel follows the name order.
     pub chains: BTreeMap<String, ChainConfig>,
@@ -138,6 +140,59 @@ pub struct RecorderConfig {
     pub keep_files: usize,
 }
 
+/// `[pps]`: PPS sources, the time reference.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PpsConfig {
+    /// Device paths; `auto` for every `/sys/class/pps/ppsN`; empty: no PPS reference.
+    #[serde(deserialize_with = "one_or_many")]
+    pub devices: Vec<String>,
+    /// Which edge marks the second.
+    pub edge: PpsEdge,
+    /// How late an edge reaches the kernel after the true second (cable, receiver), ns.
+    pub cable_delay_ns: i64,
+    /// The signal is lost after this long without an edge, ms.
+    pub lost_after_ms: u64,
+}
+
+impl PpsConfig {
+    /// `devices = ["auto"]` (or `devices = "auto"`).
+    pub fn auto(&self) -> bool {
+        self.devices.iter().any(|d| d == "auto")
+    }
+}
+
+/// The edge of a PPS signal that marks the second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PpsEdge {
+    Assert,
+    Clear,
+}
+
+/// A list, or one string for a one-element list (so `CLOCKPATH_PPS__DEVICES=auto` works).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) if s.is_empty() => Vec::new(),
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// `[time_sync]`: when the system clock's synchronisation is worth a warning.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeSyncConfig {
+    /// Warn when the kernel's maximum error (adjtimex) exceeds this, ms (0: never).
+    pub max_error_ms: u64,
+}
+
 /// The `env` label and static labels.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +222,7 @@ pub const RESERVED_LABELS: &[&str] = &[
     "reason",
     "program",
     "outcome",
+    "device",
 ];
 
 /// Where a configuration value came from.
@@ -403,6 +459,21 @@ impl Loaded {
             }
         }
         otlp::validate(self, &mut issues);
+        let pps = &self.config.pps;
+        for (i, d) in pps.devices.iter().enumerate() {
+            if d != "auto" && !d.starts_with('/') {
+                issues.push(self.issue(
+                    format!("pps.devices[{i}]"),
+                    format!("`{d}`: expected a device path (/dev/ppsN) or \"auto\""),
+                ));
+            }
+        }
+        if !(0..1_000_000_000).contains(&pps.cable_delay_ns) {
+            issues.push(self.issue("pps.cable_delay_ns", "must be at least 0 and under a second"));
+        }
+        if pps.lost_after_ms < 1100 {
+            issues.push(self.issue("pps.lost_after_ms", "must exceed one pulse period: at least 1100 ms"));
+        }
         let e = &self.config.environment;
         if !["auto", "host", "vm"].contains(&e.env.as_str()) {
             issues.push(self.issue("environment.env", format!("`{}`: expected auto, host or vm", e.env)));
@@ -535,6 +606,31 @@ mod tests {
             n += 1;
         }
         assert!(n >= 3);
+    }
+
+    #[test]
+    fn pps_settings_are_checked_and_located() {
+        let i = issues("[pps]\ndevices = [\"pps0\"]\ncable_delay_ns = -1\nlost_after_ms = 900\n");
+        let keys: Vec<_> = i.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["pps.devices[0]", "pps.cable_delay_ns", "pps.lost_after_ms"], "{i:?}");
+        assert!(i[0].why.contains("/dev/ppsN"), "{}", i[0]);
+        let i = issues("[pps]\nedge = \"rising\"\n");
+        assert_eq!(i[0].key, "pps.edge", "{i:?}");
+        assert!(load_str("[pps]\ndevices = \"auto\"\n").unwrap().config.pps.auto());
+    }
+
+    #[test]
+    #[expect(clippy::result_large_err, reason = "figment::Jail closures return figment::Error")]
+    fn pps_devices_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("CLOCKPATH_PPS__DEVICES", "/dev/pps1");
+            jail.set_env("CLOCKPATH_TIME_SYNC__MAX_ERROR_MS", "5");
+            let loaded = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(loaded.config.pps.devices, ["/dev/pps1"]);
+            assert_eq!(loaded.config.time_sync.max_error_ms, 5);
+            Ok(())
+        });
     }
 
     #[test]

@@ -22,6 +22,64 @@ pub struct Summary {
     pub records: u64,
     pub dropped_in_userspace: u64,
     pub swept: u64,
+    /// The clock's synchronisation and the PPS sources over the run (`clockpath run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<TimeSummary>,
+}
+
+/// What the outputs of a run say about time: adjtimex at start and end, and each PPS source.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimeSummary {
+    pub time_sync_at_start: Option<crate::host::TimeSync>,
+    pub time_sync_at_end: Option<crate::host::TimeSync>,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC at the end: adds to a trace's `timestamp_ns` (kernel
+    /// monotonic) to give the system clock's time.
+    pub realtime_minus_monotonic_ns: i64,
+    pub pps: Vec<PpsSummary>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PpsSummary {
+    pub device: String,
+    pub name: String,
+    pub pulses: u64,
+    pub missed: u64,
+    pub signal_present_at_end: bool,
+    pub last_offset_ns: Option<i64>,
+    pub jitter_ns: Option<f64>,
+    pub read_errors: u64,
+}
+
+impl TimeSummary {
+    pub fn new(
+        start: Option<crate::host::TimeSync>,
+        end: Option<crate::host::TimeSync>,
+        reference: &crate::pps::TimeReference,
+    ) -> TimeSummary {
+        let pps = reference
+            .sources()
+            .iter()
+            .map(|s| {
+                let snap = s.snapshot();
+                PpsSummary {
+                    device: s.device.clone(),
+                    name: s.name.clone(),
+                    pulses: snap.pulses,
+                    missed: snap.missed,
+                    signal_present_at_end: snap.signal_present,
+                    last_offset_ns: snap.last_offset_ns,
+                    jitter_ns: snap.jitter_ns,
+                    read_errors: snap.read_errors,
+                }
+            })
+            .collect();
+        TimeSummary {
+            time_sync_at_start: start,
+            time_sync_at_end: end,
+            realtime_minus_monotonic_ns: crate::ktime::measure_offset(),
+            pps,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -123,6 +181,7 @@ pub fn summarize(
         records: stats.records.load(Ordering::Relaxed),
         dropped_in_userspace: stats.dropped.load(Ordering::Relaxed),
         swept: stats.swept.load(Ordering::Relaxed),
+        time: None,
     }
 }
 

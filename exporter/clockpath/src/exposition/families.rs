@@ -23,7 +23,9 @@ use super::{
     snapshot::{HistSeries, KernelSnapshot},
 };
 use crate::{
+    host::TimeSync,
     pipeline::PipelineStats,
+    pps::{OffsetWindow, PpsSource, SourceSnapshot},
     sinks::{
         hdr::QuantileSnapshot,
         interference::Charged,
@@ -397,6 +399,71 @@ pub fn bpf_programs(enc: &mut DescriptorEncoder, programs: &[ProgramStats]) -> f
     counter(enc, BPF_RUN_COUNT, BPF_RUN_COUNT_HELP, &count)
 }
 
+/// The PPS sources: info, signal, offset, pulses, missed pulses, jitter, read errors, and the
+/// offset's statistics window.
+pub fn pps(
+    enc: &mut DescriptorEncoder,
+    labels: &CommonLabels,
+    sources: &[(&PpsSource, SourceSnapshot)],
+) -> fmt::Result {
+    let infos: Vec<Labels> = sources
+        .iter()
+        .map(|(src, _)| labels.with(&[("device", &src.device), ("name", &src.name), ("path", &src.source_path)]))
+        .collect();
+    info(enc, PPS_INFO, PPS_INFO_HELP, &infos)?;
+    let l = |src: &PpsSource| labels.with(&[("device", &src.device)]);
+    let each = |f: &dyn Fn(&SourceSnapshot) -> Option<f64>| -> Vec<(Labels, f64)> {
+        sources.iter().filter_map(|(src, snap)| f(snap).map(|v| (l(src), v))).collect()
+    };
+    let each_count = |f: &dyn Fn(&SourceSnapshot) -> u64| -> Vec<(Labels, u64)> {
+        sources.iter().map(|(src, snap)| (l(src), f(snap))).collect()
+    };
+    gauge(enc, PPS_SIGNAL, PPS_SIGNAL_HELP, &each(&|x| Some(if x.signal_present { 1.0 } else { 0.0 })))?;
+    gauge(enc, PPS_OFFSET, PPS_OFFSET_HELP, &each(&|x| x.last_offset_ns.map(|o| o as f64 / 1e9)))?;
+    gauge(enc, PPS_JITTER, PPS_JITTER_HELP, &each(&|x| x.jitter_ns.map(|j| j / 1e9)))?;
+    counter(enc, PPS_PULSES, PPS_PULSES_HELP, &each_count(&|x| x.pulses))?;
+    counter(enc, PPS_MISSED, PPS_MISSED_HELP, &each_count(&|x| x.missed))?;
+    counter(enc, PPS_READ_ERRORS, PPS_READ_ERRORS_HELP, &each_count(&|x| x.read_errors))?;
+    let win =
+        |f: &dyn Fn(&OffsetWindow) -> Option<f64>| each(&|x| x.window.as_ref().and_then(f).filter(|v| v.is_finite()));
+    gauge(enc, PPS_WINDOW_MEDIAN, PPS_WINDOW_MEDIAN_HELP, &win(&|w| Some(w.stats.median)))?;
+    gauge(enc, PPS_WINDOW_CI_LOWER, PPS_WINDOW_CI_LOWER_HELP, &win(&|w| w.stats.ci.as_ref().map(|c| c.lower)))?;
+    gauge(enc, PPS_WINDOW_CI_UPPER, PPS_WINDOW_CI_UPPER_HELP, &win(&|w| w.stats.ci.as_ref().map(|c| c.upper)))?;
+    gauge(enc, PPS_WINDOW_STD_DEV, PPS_WINDOW_STD_DEV_HELP, &win(&|w| Some(w.stats.std_dev)))?;
+    gauge(enc, PPS_WINDOW_SAMPLES, PPS_WINDOW_SAMPLES_HELP, &win(&|w| Some(w.stats.n as f64)))?;
+    gauge(enc, PPS_WINDOW_REJECTED, PPS_WINDOW_REJECTED_HELP, &win(&|w| Some(w.rejected as f64)))?;
+    gauge(enc, PPS_WINDOW_END, PPS_WINDOW_END_HELP, &win(&|w| Some(w.end_unix)))?;
+    gauge(enc, PPS_WINDOW_RELIABLE, PPS_WINDOW_RELIABLE_HELP, &win(&|w| Some(if w.stats.reliable { 1.0 } else { 0.0 })))
+}
+
+/// The kernel clock's synchronisation state (adjtimex), as node_exporter's timex collector.
+pub fn timex(enc: &mut DescriptorEncoder, t: &TimeSync) -> fmt::Result {
+    let one = |v: f64| [(Labels::new(), v)];
+    gauge(enc, TIMEX_SYNC, TIMEX_SYNC_HELP, &one(if t.synchronised { 1.0 } else { 0.0 }))?;
+    gauge(enc, TIMEX_MAXERROR, TIMEX_MAXERROR_HELP, &one(t.max_error_us as f64 / 1e6))?;
+    gauge(enc, TIMEX_ESTERROR, TIMEX_ESTERROR_HELP, &one(t.est_error_us as f64 / 1e6))?;
+    gauge(enc, TIMEX_OFFSET, TIMEX_OFFSET_HELP, &one(t.offset_seconds))?;
+    gauge(enc, TIMEX_FREQ, TIMEX_FREQ_HELP, &one(t.frequency_adjustment_ratio()))?;
+    gauge(enc, TIMEX_STATUS, TIMEX_STATUS_HELP, &one(f64::from(t.status)))?;
+    gauge(enc, TIMEX_TAI, TIMEX_TAI_HELP, &one(f64::from(t.tai_offset_s)))?;
+    gauge(enc, TIMEX_CONSTANT, TIMEX_CONSTANT_HELP, &one(t.loop_time_constant as f64))?;
+    gauge(enc, TIMEX_TICK, TIMEX_TICK_HELP, &one(t.tick_seconds))?;
+    gauge(enc, TIMEX_PPS_FREQ, TIMEX_PPS_FREQ_HELP, &one(t.pps_frequency_hertz))?;
+    gauge(enc, TIMEX_PPS_JITTER, TIMEX_PPS_JITTER_HELP, &one(t.pps_jitter_seconds))?;
+    gauge(enc, TIMEX_PPS_SHIFT, TIMEX_PPS_SHIFT_HELP, &one(t.pps_shift_seconds))?;
+    gauge(enc, TIMEX_PPS_STABILITY, TIMEX_PPS_STABILITY_HELP, &one(t.pps_stability_hertz))?;
+    let count = |v: i64| [(Labels::new(), v.max(0) as u64)];
+    counter(enc, TIMEX_PPS_JITTER_COUNT, TIMEX_PPS_JITTER_COUNT_HELP, &count(t.pps_jitter_count))?;
+    counter(enc, TIMEX_PPS_CALIBRATION, TIMEX_PPS_CALIBRATION_HELP, &count(t.pps_calibration_count))?;
+    counter(enc, TIMEX_PPS_ERROR, TIMEX_PPS_ERROR_HELP, &count(t.pps_error_count))?;
+    counter(
+        enc,
+        TIMEX_PPS_STABILITY_EXCEEDED,
+        TIMEX_PPS_STABILITY_EXCEEDED_HELP,
+        &count(t.pps_stability_exceeded_count),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -441,6 +508,72 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &r).expect("encode");
         out
+    }
+
+    #[test]
+    fn timex_metrics_have_node_exporters_names_and_units() {
+        static SYNC: std::sync::LazyLock<TimeSync> =
+            std::sync::LazyLock::new(|| TimeSync::read().expect("adjtimex reads on Linux"));
+        let t = text(|enc| timex(enc, &SYNC));
+        // node_timex_* without the node_ prefix, each present.
+        for name in [
+            "clockpath_timex_sync_status ",
+            "clockpath_timex_maxerror_seconds ",
+            "clockpath_timex_estimated_error_seconds ",
+            "clockpath_timex_offset_seconds ",
+            "clockpath_timex_frequency_adjustment_ratio ",
+            "clockpath_timex_status ",
+            "clockpath_timex_tai_offset_seconds ",
+            "clockpath_timex_loop_time_constant ",
+            "clockpath_timex_tick_seconds ",
+            "clockpath_timex_pps_frequency_hertz ",
+            "clockpath_timex_pps_jitter_seconds ",
+            "clockpath_timex_pps_shift_seconds ",
+            "clockpath_timex_pps_stability_hertz ",
+            "clockpath_timex_pps_jitter_total ",
+            "clockpath_timex_pps_calibration_total ",
+            "clockpath_timex_pps_error_total ",
+            "clockpath_timex_pps_stability_exceeded_total ",
+        ] {
+            assert!(t.lines().any(|l| l.starts_with(name)), "{name} missing:\n{t}");
+        }
+        assert_eq!(value(&t, "clockpath_timex_maxerror_seconds"), SYNC.max_error_us as f64 / 1e6);
+        assert_eq!(value(&t, "clockpath_timex_sync_status"), if SYNC.synchronised { 1.0 } else { 0.0 });
+        assert_eq!(value(&t, "clockpath_timex_tick_seconds"), SYNC.tick_seconds);
+    }
+
+    #[test]
+    fn pps_sources_give_signal_offset_pulses_missed_and_info() {
+        use crate::{config::Config, ktime::Edge, pps::PpsSource};
+        static SOURCE: std::sync::LazyLock<PpsSource> = std::sync::LazyLock::new(|| {
+            let cfg = Config::builtin().pps;
+            let s = PpsSource::new("/dev/pps0".into(), "clockpath-pps".into(), "".into(), &cfg);
+            // Five seconds of edges ending now, the third one missing, the clock 250 µs ahead.
+            let now = crate::ktime::monotonic_now_ns() as i64;
+            for k in [0i64, 1, 3, 4] {
+                let mono = now - (4 - k) * 1_000_000_000;
+                s.add(Edge {
+                    realtime_ns: 1_790_000_000_000_000_000 + k * 1_000_000_000 + 250_000,
+                    monotonic_ns: mono,
+                    sequence: k as u32 + 1,
+                });
+            }
+            s
+        });
+        let t = text(|enc| {
+            let labels = CommonLabels { env: "vm".into(), statics: BTreeMap::new() };
+            pps(enc, &labels, &[(&*SOURCE, SOURCE.snapshot())])
+        });
+        let l = "{device=\"/dev/pps0\",env=\"vm\"}";
+        assert_eq!(value(&t, &format!("clockpath_pps_signal_present{l}")), 1.0);
+        assert_eq!(value(&t, &format!("clockpath_pps_offset_seconds{l}")), 0.000_25);
+        assert_eq!(value(&t, &format!("clockpath_pps_pulses_total{l}")), 4.0);
+        assert_eq!(value(&t, &format!("clockpath_pps_missed_pulses_total{l}")), 1.0);
+        assert!(
+            t.contains("clockpath_pps_info{device=\"/dev/pps0\",name=\"clockpath-pps\",path=\"\",env=\"vm\"} 1"),
+            "{t}"
+        );
+        assert!(!t.contains("clockpath_pps_window_median_seconds{"), "no window closed yet:\n{t}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, regis
 pub use families::{CommonLabels, EnvironmentInfo};
 use snapshot::KernelSnapshot;
 
-use crate::{pipeline::PipelineStats, sinks::Published};
+use crate::{host::TimeSync, pipeline::PipelineStats, pps::TimeReference, sinks::Published};
 
 /// Everything a scrape reads.
 pub struct Exposition {
@@ -35,6 +35,8 @@ pub struct Exposition {
     pub le_buckets: Vec<usize>,
     /// Bytes the ring buffer's mapping takes (its data pages are mapped twice).
     pub ring_mapping_bytes: u64,
+    /// The time reference (its PPS sources' metrics).
+    pub reference: Option<Arc<TimeReference>>,
     /// Per-program kernel run time and count, when bpf_stats is on.
     pub program_stats: Option<Box<dyn Fn() -> Vec<ProgramStats> + Send + Sync>>,
 }
@@ -95,6 +97,15 @@ impl Collector for Exposition {
         }
         if let Some(f) = &self.program_stats {
             families::bpf_programs(&mut enc, &f())?;
+        }
+        if let Some(r) = &self.reference
+            && !r.sources().is_empty()
+        {
+            let snaps: Vec<_> = r.sources().iter().map(|s| (s.as_ref(), s.snapshot())).collect();
+            families::pps(&mut enc, labels, &snaps)?;
+        }
+        if let Some(t) = TimeSync::read() {
+            families::timex(&mut enc, &t)?;
         }
         Ok(())
     }

@@ -102,3 +102,78 @@ pub const OTLP_QUEUE_CAPACITY: &str = "clockpath_otlp_queue_capacity_chains";
 pub const OTLP_QUEUE_CAPACITY_HELP: &str = "Size of the export queue (otlp.queue_chains).";
 pub const OTLP_LAST_EXPORT: &str = "clockpath_otlp_last_export_timestamp_seconds";
 pub const OTLP_LAST_EXPORT_HELP: &str = "When the collector last accepted spans (UNIX time).";
+
+// The time reference: PPS sources (per `device`).
+pub const PPS_INFO: &str = "clockpath_pps";
+pub const PPS_INFO_HELP: &str = "A configured PPS source: its device, and the name and path the kernel gives it.";
+pub const PPS_SIGNAL: &str = "clockpath_pps_signal_present";
+pub const PPS_SIGNAL_HELP: &str =
+    "1 while the source's edges come (one within pps.lost_after_ms), 0 once the signal is lost.";
+pub const PPS_OFFSET: &str = "clockpath_pps_offset_seconds";
+pub const PPS_OFFSET_HELP: &str = "The system clock's offset from the true second at the last edge (edge time minus cable delay minus the second; positive: the system clock is ahead). A PPS edge gives the offset modulo one second.";
+pub const PPS_PULSES: &str = "clockpath_pps_pulses";
+pub const PPS_PULSES_HELP: &str = "Edges read from the source.";
+pub const PPS_MISSED: &str = "clockpath_pps_missed_pulses";
+pub const PPS_MISSED_HELP: &str = "Pulses missed: seconds between consecutive edges (or their sequence numbers) beyond one, including while the signal was lost.";
+pub const PPS_JITTER: &str = "clockpath_pps_jitter_seconds";
+pub const PPS_JITTER_HELP: &str = "RMS scatter of the last 16 offsets around their straight line (drift removed).";
+pub const PPS_READ_ERRORS: &str = "clockpath_pps_read_errors";
+pub const PPS_READ_ERRORS_HELP: &str = "PPS_FETCH calls that failed (device gone, driver error).";
+pub const PPS_WINDOW_MEDIAN: &str = "clockpath_pps_window_median_seconds";
+pub const PPS_WINDOW_MEDIAN_HELP: &str =
+    "Median of the PPS offset over the last statistics window (outliers rejected as for chains).";
+pub const PPS_WINDOW_CI_LOWER: &str = "clockpath_pps_window_ci_lower_seconds";
+pub const PPS_WINDOW_CI_LOWER_HELP: &str =
+    "Lower bound of the bootstrap percentile CI of the window's median PPS offset.";
+pub const PPS_WINDOW_CI_UPPER: &str = "clockpath_pps_window_ci_upper_seconds";
+pub const PPS_WINDOW_CI_UPPER_HELP: &str =
+    "Upper bound of the bootstrap percentile CI of the window's median PPS offset.";
+pub const PPS_WINDOW_STD_DEV: &str = "clockpath_pps_window_std_dev_seconds";
+pub const PPS_WINDOW_STD_DEV_HELP: &str = "Standard deviation of the PPS offset over the window (outliers rejected).";
+pub const PPS_WINDOW_SAMPLES: &str = "clockpath_pps_window_samples";
+pub const PPS_WINDOW_SAMPLES_HELP: &str = "Offsets the window statistics were computed from (after rejection).";
+pub const PPS_WINDOW_REJECTED: &str = "clockpath_pps_window_outliers_rejected";
+pub const PPS_WINDOW_REJECTED_HELP: &str = "Offsets rejected as outliers in the window.";
+pub const PPS_WINDOW_END: &str = "clockpath_pps_window_end_timestamp_seconds";
+pub const PPS_WINDOW_END_HELP: &str = "When the PPS offset window closed (UNIX time).";
+pub const PPS_WINDOW_RELIABLE: &str = "clockpath_pps_window_reliable";
+pub const PPS_WINDOW_RELIABLE_HELP: &str =
+    "1 when the window had at least 100 offsets, 0 when its CI is not to be relied on.";
+
+// The kernel clock's synchronisation (adjtimex, read-only): node_exporter's timex names and
+// units with the clockpath_ prefix, so `node_timex_X` and `clockpath_timex_X` join on instance.
+pub const TIMEX_SYNC: &str = "clockpath_timex_sync_status";
+pub const TIMEX_SYNC_HELP: &str =
+    "1 when the kernel clock is synchronised (adjtimex does not return TIME_ERROR), as node_timex_sync_status.";
+pub const TIMEX_MAXERROR: &str = "clockpath_timex_maxerror_seconds";
+pub const TIMEX_MAXERROR_HELP: &str = "The kernel clock's maximum error (adjtimex maxerror).";
+pub const TIMEX_ESTERROR: &str = "clockpath_timex_estimated_error_seconds";
+pub const TIMEX_ESTERROR_HELP: &str = "The kernel clock's estimated error (adjtimex esterror).";
+pub const TIMEX_OFFSET: &str = "clockpath_timex_offset_seconds";
+pub const TIMEX_OFFSET_HELP: &str = "The kernel discipline's time offset (adjtimex offset).";
+pub const TIMEX_FREQ: &str = "clockpath_timex_frequency_adjustment_ratio";
+pub const TIMEX_FREQ_HELP: &str = "The kernel clock's frequency adjustment as a ratio (1 + ppm / 10^6).";
+pub const TIMEX_STATUS: &str = "clockpath_timex_status";
+pub const TIMEX_STATUS_HELP: &str = "The adjtimex status word (STA_* bits).";
+pub const TIMEX_TAI: &str = "clockpath_timex_tai_offset_seconds";
+pub const TIMEX_TAI_HELP: &str = "TAI minus UTC as the kernel knows it.";
+pub const TIMEX_CONSTANT: &str = "clockpath_timex_loop_time_constant";
+pub const TIMEX_CONSTANT_HELP: &str = "The kernel PLL's time constant.";
+pub const TIMEX_TICK: &str = "clockpath_timex_tick_seconds";
+pub const TIMEX_TICK_HELP: &str = "Seconds between clock ticks.";
+pub const TIMEX_PPS_FREQ: &str = "clockpath_timex_pps_frequency_hertz";
+pub const TIMEX_PPS_FREQ_HELP: &str = "The kernel PPS discipline's frequency.";
+pub const TIMEX_PPS_JITTER: &str = "clockpath_timex_pps_jitter_seconds";
+pub const TIMEX_PPS_JITTER_HELP: &str = "The kernel PPS discipline's jitter.";
+pub const TIMEX_PPS_SHIFT: &str = "clockpath_timex_pps_shift_seconds";
+pub const TIMEX_PPS_SHIFT_HELP: &str = "The kernel PPS discipline's calibration interval.";
+pub const TIMEX_PPS_STABILITY: &str = "clockpath_timex_pps_stability_hertz";
+pub const TIMEX_PPS_STABILITY_HELP: &str = "The kernel PPS discipline's stability (average relative frequency change).";
+pub const TIMEX_PPS_JITTER_COUNT: &str = "clockpath_timex_pps_jitter";
+pub const TIMEX_PPS_JITTER_COUNT_HELP: &str = "Kernel PPS jitter limit exceeded events.";
+pub const TIMEX_PPS_CALIBRATION: &str = "clockpath_timex_pps_calibration";
+pub const TIMEX_PPS_CALIBRATION_HELP: &str = "Kernel PPS calibration intervals.";
+pub const TIMEX_PPS_ERROR: &str = "clockpath_timex_pps_error";
+pub const TIMEX_PPS_ERROR_HELP: &str = "Kernel PPS calibration errors.";
+pub const TIMEX_PPS_STABILITY_EXCEEDED: &str = "clockpath_timex_pps_stability_exceeded";
+pub const TIMEX_PPS_STABILITY_EXCEEDED_HELP: &str = "Kernel PPS stability limit exceeded events.";

@@ -32,7 +32,9 @@ pub use report::{Run, SessionReport, markdown};
 use crate::{
     config::Loaded,
     daemon::{self, StartError},
+    ktime::WallClock,
     pipeline::Sink as _,
+    pps::TimeReference,
     sinks::otlp::OtlpSink,
 };
 
@@ -124,11 +126,15 @@ pub fn run(
     if args.runs == 0 {
         return Err(SessionError::Usage("--runs must be at least 1".into()));
     }
-    if machine.time_sync.as_ref().is_some_and(|t| !t.synchronised) {
-        tracing::warn!(
-            "the system clock is not synchronised (adjtimex): wall-clock times in this session's outputs are the local clock's"
-        );
+    if let Some(problem) = machine.time_sync.as_ref().and_then(|t| t.problem(loaded.config.time_sync.max_error_ms)) {
+        tracing::warn!("{problem}; the session's summary records the state");
     }
+    // Traces of the session go on PPS time when a source is configured (checked before any
+    // change to the machine).
+    let reference = Arc::new(
+        TimeReference::start(&loaded.config.pps, &loaded.config.windows, Arc::new(WallClock::new()))
+            .map_err(|e| SessionError::Usage(format!("{:#}", anyhow::Error::new(e))))?,
+    );
     let original = clocksource::current()?;
     clocksource::check_requested(&args.clocksources, &clocksource::available()?, &original)?;
     // Every policy is checked against the machine, and the files it writes for permission,
@@ -149,7 +155,7 @@ pub fn run(
         let mut cfg = loaded.config.clone();
         cfg.otlp.sampling.per_chain_per_second = f64::MAX;
         cfg.otlp.sampling.burst = u32::MAX;
-        OtlpSink::for_plans(&loaded.with_config(cfg), &attached.daemon.plans, env, None, None, None)
+        OtlpSink::for_plans(&loaded.with_config(cfg), &attached.daemon.plans, env, None, None, None, reference.clone())
             .map_err(|e| SessionError::Start(crate::sinks::SinkError::from(e).into()))?
     };
 
@@ -240,7 +246,7 @@ pub fn run(
         schedule: set_conditions.then(|| format!("{:?}", args.schedule).to_lowercase()),
         runs,
     };
-    report::write_outputs(&args.out, &report, &outcomes.records, &attached.plan, env)?;
+    report::write_outputs(&args.out, &report, &outcomes.records, &attached.plan, env, &reference)?;
     Ok(report)
 }
 

@@ -226,6 +226,7 @@ pub fn write_outputs(
     records: &[ChainRecord],
     plan: &ChainPlan,
     env: &str,
+    reference: &crate::pps::TimeReference,
 ) -> Result<(), SessionError> {
     let err = |path: PathBuf| move |source| SessionError::Output { path, source };
     let p = dir.join("summary.json");
@@ -254,10 +255,14 @@ pub fn write_outputs(
     if report.policies.iter().any(|p| p.governor.is_some()) {
         keys.push(super::runner::GOVERNOR_LABEL.to_string());
     }
-    let columns = trace::CsvColumns { interference: plan.charges_interference, labels: keys };
+    keys.push("reference".to_string());
+    let columns = trace::CsvColumns { interference: plan.charges_interference, reference: true, labels: keys };
     let mut w = trace::TraceWriter::with_columns(&p, trace::Format::Csv, columns).map_err(err(p.clone()))?;
     for rec in records {
-        for hit in trace::hits_of(rec, &shape, env, &labels) {
+        for mut hit in trace::hits_of(rec, &shape, env, &labels) {
+            let at = reference.to_reference(hit.timestamp_ns);
+            hit.reference_ns = Some(at.ns);
+            hit.labels.insert("reference".to_string(), at.label());
             w.write(&hit).map_err(err(p.clone()))?;
         }
     }

@@ -23,7 +23,7 @@ use self::{
     tally::TallySink,
     windows::{SharedWindows, WindowSink},
 };
-use crate::{config::Loaded, exemplars::ExemplarStore, pipeline::Sink};
+use crate::{config::Loaded, exemplars::ExemplarStore, ktime::WallClock, pipeline::Sink, pps::TimeReference};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -64,19 +64,39 @@ pub struct Builder<'a> {
     loaded: &'a Loaded,
     plans: &'a [ChainPlan],
     env: &'a str,
+    /// The time traces and recorded hits are put on.
+    reference: Arc<TimeReference>,
     set: SinkSet,
 }
 
 impl<'a> Builder<'a> {
     /// `plans`: the attached plan (slots known); `env`: `host` or `vm`, as records carry it.
+    /// Times are the system clock's until [`Self::reference`] gives a time reference.
     pub fn new(loaded: &'a Loaded, plans: &'a [ChainPlan], env: &'a str) -> Self {
-        Builder { loaded, plans, env, set: SinkSet { sinks: Vec::new(), published: Published::default() } }
+        Builder {
+            loaded,
+            plans,
+            env,
+            reference: Arc::new(TimeReference::system(Arc::new(WallClock::new()))),
+            set: SinkSet { sinks: Vec::new(), published: Published::default() },
+        }
+    }
+
+    /// Put traces and recorded hits on `reference` (PPS time while a source is locked).
+    pub fn reference(mut self, reference: Arc<TimeReference>) -> Self {
+        self.reference = reference;
+        self
     }
 
     /// The sinks of the continuous exporter (`clockpath run`): counts, HDR quantiles,
     /// statistics windows, interference totals, OTLP traces and the recorder, as configured.
-    pub fn exporter(loaded: &'a Loaded, plans: &'a [ChainPlan], env: &'a str) -> Result<SinkSet, SinkError> {
-        Ok(Builder::new(loaded, plans, env).tally().statistics()?.traces()?.recorder()?.build())
+    pub fn exporter(
+        loaded: &'a Loaded,
+        plans: &'a [ChainPlan],
+        env: &'a str,
+        reference: Arc<TimeReference>,
+    ) -> Result<SinkSet, SinkError> {
+        Ok(Builder::new(loaded, plans, env).reference(reference).tally().statistics()?.traces()?.recorder()?.build())
     }
 
     /// Any other sink (a session's feed, a test's probe).
@@ -136,6 +156,7 @@ impl<'a> Builder<'a> {
             p.quantiles.clone(),
             p.windows.clone(),
             Some(exemplars.clone()),
+            self.reference.clone(),
         )?;
         Ok(match otlp {
             Some(otlp) => {
@@ -162,10 +183,20 @@ impl<'a> Builder<'a> {
         if running().any(|p| p.stages.iter().any(|s| s.match_capture)) {
             keys.extend(["old_clocksource".to_string(), "new_clocksource".to_string()]);
         }
-        let columns = CsvColumns { interference: running().any(|p| p.charges_interference), labels: keys };
-        let rec =
-            Recorder::new(cfg.recorder.clone(), self.env.to_string(), all_shapes(self.plans), slots, labels, columns)
-                .map_err(|source| SinkError::Recorder { dir: cfg.recorder.dir.clone(), source })?;
+        // Every hit gets its time on the reference and which reference that was.
+        keys.push("reference".to_string());
+        let columns =
+            CsvColumns { interference: running().any(|p| p.charges_interference), reference: true, labels: keys };
+        let rec = Recorder::new(
+            cfg.recorder.clone(),
+            self.env.to_string(),
+            all_shapes(self.plans),
+            slots,
+            labels,
+            columns,
+            self.reference.clone(),
+        )
+        .map_err(|source| SinkError::Recorder { dir: cfg.recorder.dir.clone(), source })?;
         Ok(self.with(Box::new(rec)))
     }
 

@@ -11,6 +11,7 @@ use std::{
     collections::{BTreeMap, VecDeque},
     fs, io,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -21,7 +22,7 @@ use clockpath_offline::{
     trace::{CsvColumns, TraceHit, TraceWriter, hits_of},
 };
 
-use crate::{config::RecorderConfig, pipeline::Sink};
+use crate::{config::RecorderConfig, pipeline::Sink, pps::TimeReference};
 
 pub struct Recorder {
     cfg: RecorderConfig,
@@ -41,6 +42,8 @@ pub struct Recorder {
     last_flush: Instant,
     /// Lines written, for logs and tests.
     pub lines: u64,
+    /// Puts each hit on reference time (`reference_ns`, and the `reference` label).
+    reference: Arc<TimeReference>,
 }
 
 impl Recorder {
@@ -54,6 +57,7 @@ impl Recorder {
         slots: BTreeMap<u32, (u8, String)>,
         labels: Vec<(String, String)>,
         columns: CsvColumns,
+        reference: Arc<TimeReference>,
     ) -> io::Result<Recorder> {
         fs::create_dir_all(&cfg.dir)?;
         // A Parquet file still named `.partial` was open when a recorder died: it has no
@@ -78,6 +82,7 @@ impl Recorder {
             seq: 0,
             last_flush: Instant::now(),
             lines: 0,
+            reference,
         };
         r.rotate()?;
         Ok(r)
@@ -104,7 +109,10 @@ impl Recorder {
         Ok(())
     }
 
-    fn write(&mut self, hit: &TraceHit) {
+    fn write(&mut self, hit: &mut TraceHit) {
+        let at = self.reference.to_reference(hit.timestamp_ns);
+        hit.reference_ns = Some(at.ns);
+        hit.labels.insert("reference".to_string(), at.label());
         let Some(w) = self.writer.as_mut() else { return };
         if let Err(error) = w.write(hit) {
             tracing::error!(%error, path = %w.path().display(), "recorder write failed; recording stops");
@@ -132,8 +140,8 @@ impl Sink for Recorder {
             return;
         }
         let Some(shape) = self.shapes.get(rec.chain as usize).and_then(Option::as_ref).cloned() else { return };
-        for hit in hits_of(rec, &shape, &self.env, &self.labels) {
-            self.write(&hit);
+        for mut hit in hits_of(rec, &shape, &self.env, &self.labels) {
+            self.write(&mut hit);
         }
     }
 
@@ -141,7 +149,7 @@ impl Sink for Recorder {
         let Some((chain, stage)) = self.slots.get(&(r.slot as u32)).cloned() else { return };
         let chain_name =
             self.shapes.get(chain as usize).and_then(Option::as_ref).map(|s| s.name.clone()).unwrap_or_default();
-        let hit = TraceHit {
+        let mut hit = TraceHit {
             timestamp_ns: r.end_ns,
             probe_name: stage,
             session_id: String::new(),
@@ -150,9 +158,10 @@ impl Sink for Recorder {
             chain: chain_name,
             env: self.env.clone(),
             interference_ns: None,
+            reference_ns: None,
             labels: self.labels.iter().cloned().collect(),
         };
-        self.write(&hit);
+        self.write(&mut hit);
     }
 
     fn tick(&mut self) {

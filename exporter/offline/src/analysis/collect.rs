@@ -478,7 +478,12 @@ struct Reading {
 /// Read every file, calling `on` with each hit of a configured chain.
 fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut OnHit<'_>) -> Result<Reading, Stop> {
     let mut r = Reading {
-        out: Collected { files: files.to_vec(), names: Interner::new(), ..Default::default() },
+        out: Collected {
+            files: files.to_vec(),
+            names: Interner::new(),
+            clock: super::align::ClockPoints::new(&opts.align.label),
+            ..Default::default()
+        },
         unknown: FxHashMap::default(),
         ambiguous: FxHashMap::default(),
     };
@@ -510,6 +515,8 @@ fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut O
                 if stop.is_some() {
                     return Flow::Break(());
                 }
+                // Every hit tells its clock's error, whatever its probe.
+                r.out.clock.add(&hit, names);
                 let looked = *lookups
                     .entry((hit.chain, hit.probe))
                     .or_insert_with(|| map.lookup(names.name(hit.chain), names.name(hit.probe)));

@@ -1,13 +1,16 @@
 //! Offline analysis of recorded traces (`clockpath analyze`, `compare`, `regress`): read the
 //! files in any line order, map probe names to chain stages, assemble chains with the kernel's
 //! semantics ([`collect`]), and keep runs — complete or partial — per chain and session for the
-//! statistics ([`runs`]).
+//! statistics ([`runs`]). Hits with a reference time also give each trace set's clock error,
+//! from which [`align`] estimates the clock offsets between trace sets.
 //!
 //! Memory is bounded by the chains open while reading (or the sort budget, for input out of
 //! time order), plus the runs kept for the statistics: up to `reservoir` runs per chain and
 //! session (a uniform sample beyond that, documented in the report); the exported histograms
-//! are exact whatever the file size.
+//! are exact whatever the file size. The clock alignment keeps at most 100 points per second
+//! of reference time per trace set (see [`align`]).
 
+pub mod align;
 pub mod collect;
 pub mod compare;
 pub mod phases;
@@ -51,6 +54,8 @@ pub struct AnalyzeOptions {
     /// Bytes of hits held in memory when input out of time order is sorted (beyond it, sorted
     /// runs go to temporary files).
     pub sort_memory: usize,
+    /// How hits with a reference time are grouped and paired for the clock offsets.
+    pub align: align::AlignOptions,
 }
 
 /// Everything read, per chain.
@@ -84,6 +89,8 @@ pub struct Collected {
     pub ambiguous_probes: BTreeMap<String, u64>,
     pub chains: BTreeMap<String, ChainData>,
     pub names: Interner,
+    /// Clock errors of the hits with a reference time, per group (`AnalyzeOptions::align`).
+    pub clock: align::ClockPoints,
 }
 
 impl Collected {

@@ -1,5 +1,6 @@
 //! The analysis report: JSON (durations in SI seconds, said so in `unit`), Markdown (one table
-//! per segment, each in the unit that reads best) and exact histogram exports (CSV and JSON).
+//! per segment, each in the unit that reads best; the clock offsets on reference time when
+//! hits have one) and exact histogram exports (CSV and JSON).
 
 use std::{collections::BTreeMap, fmt::Write as _, fs, io, path::Path};
 
@@ -8,7 +9,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{
-    AnalyzeOptions, Collected, GROUP_DIMENSIONS, GroupStats, OrderStats, column_names, groups_of,
+    AnalyzeOptions, Collected, GROUP_DIMENSIONS, GroupStats, OrderStats,
+    align::{self, ClockOffset},
+    column_names, groups_of,
     phases::{self, Phases},
     sessions_of,
     units::Unit,
@@ -111,6 +114,12 @@ pub struct Report {
     pub level: f64,
     pub reservoir: usize,
     pub chains: Vec<ChainReport>,
+    /// Clock offsets between the groups of `--align LABEL` on reference time (empty when no
+    /// hit has a reference time).
+    pub clock_offsets: Vec<ClockOffset>,
+    /// Why hits with a reference time could not be aligned (no such label, a single group).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clock_offset_notes: Vec<String>,
 }
 
 pub fn build(c: &Collected, opts: &AnalyzeOptions) -> Report {
@@ -151,6 +160,7 @@ pub fn build(c: &Collected, opts: &AnalyzeOptions) -> Report {
             })
         })
         .collect();
+    let alignment = c.clock.align(opts.align.within_ns, &opts.bootstrap);
     Report {
         unit: "s",
         files: c.files.iter().map(|f| f.display().to_string()).collect(),
@@ -163,6 +173,8 @@ pub fn build(c: &Collected, opts: &AnalyzeOptions) -> Report {
         level: opts.bootstrap.level,
         reservoir: opts.reservoir,
         chains,
+        clock_offsets: alignment.offsets,
+        clock_offset_notes: alignment.notes,
     }
 }
 
@@ -310,6 +322,7 @@ pub fn markdown(r: &Report) -> String {
             tables(&mut s, &c.columns, groups, dim, r.level);
         }
     }
+    s.push_str(&align::markdown(&r.clock_offsets, &r.clock_offset_notes, r.level, r.resamples));
     s
 }
 

@@ -123,7 +123,8 @@ pub fn simulate(dir: &Path, o: &SimulateOptions) -> io::Result<Vec<String>> {
     fs::create_dir_all(dir)?;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(o.seed);
     let mut written = Vec::new();
-    let columns = CsvColumns { interference: o.interference, labels: vec!["governor".into(), "cstate".into()] };
+    let columns =
+        CsvColumns { interference: o.interference, reference: false, labels: vec!["governor".into(), "cstate".into()] };
     let mut all: Vec<TraceHit> = Vec::new();
     for env in &o.envs {
         for cstate in &o.cstates {
@@ -152,6 +153,7 @@ pub fn simulate(dir: &Path, o: &SimulateOptions) -> io::Result<Vec<String>> {
                         chain: chain.into(),
                         env: env.clone(),
                         interference_ns: interference,
+                        reference_ns: None,
                         labels: labels.clone(),
                     };
                     let start = ts + r.outer.0;

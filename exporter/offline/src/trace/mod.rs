@@ -1,6 +1,8 @@
 //! Raw trace files: one row per stage hit, with the fields
 //! `timestamp_ns, probe_name, session_id, cpu_id, delta_chain_id` (plus `chain` and `env`),
-//! as CSV, JSON Lines or Parquet.
+//! as CSV, JSON Lines or Parquet. Optional columns: the interference charged to a segment,
+//! `reference_ns` (the hit's instant on a reference time scale, e.g. PPS-disciplined), and
+//! labels.
 //!
 //! Text writing is line-atomic: whole lines are buffered and handed to the kernel in one
 //! `write` each, so a reader only ever sees complete lines — except after a crash in the
@@ -105,17 +107,24 @@ pub struct TraceHit {
     /// Interference charged to the segment this hit ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interference_ns: Option<[u64; clockpath_common::interference::SOURCES]>,
+    /// The same instant as `timestamp_ns` on reference time (ns since the UNIX epoch, e.g.
+    /// PPS-disciplined), when a reference was available; `timestamp_ns − reference_ns` is the
+    /// system clock's error at that instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_ns: Option<u64>,
     /// Labels of the run (session labels, old and new clocksource, machine facts); CSV files
     /// write the columns their writer was created with.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
-/// The columns a CSV trace has beyond the base ones: interference (`interference_SRC_ns`,
-/// empty when a hit has none) and label columns (empty when a hit lacks the label).
+/// The columns a CSV trace has beyond the base ones, in this order: interference
+/// (`interference_SRC_ns`, empty when a hit has none), `reference_ns` (empty when a hit has
+/// no reference time) and label columns (empty when a hit lacks the label).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CsvColumns {
     pub interference: bool,
+    pub reference: bool,
     pub labels: Vec<String>,
 }
 
@@ -127,6 +136,9 @@ impl CsvColumns {
             for src in clockpath_common::interference::NAMES {
                 h.push_str(&format!(",interference_{src}_ns"));
             }
+        }
+        if self.reference {
+            h.push_str(",reference_ns");
         }
         for l in &self.labels {
             h.push(',');
@@ -169,6 +181,12 @@ impl TraceHit {
                 None => l.push_str(",,,,,"),
             }
         }
+        if columns.reference {
+            l.push(',');
+            if let Some(r) = self.reference_ns {
+                l.push_str(&r.to_string());
+            }
+        }
         for k in &columns.labels {
             l.push(',');
             l.push_str(&csv_field(self.labels.get(k).map_or("", String::as_str)));
@@ -179,7 +197,8 @@ impl TraceHit {
 }
 
 /// Stage hits of an assembled chain: stage 0 at its start, stage k at the end of segment k.
-/// Every hit carries the record's labels and `extra` ones.
+/// Every hit carries the record's labels and `extra` ones; none has a reference time (the
+/// caller sets `reference_ns` where it has one).
 pub fn hits_of(rec: &ChainRecord, shape: &ChainShape, env: &str, extra: &[(String, String)]) -> Vec<TraceHit> {
     let session = rec.session.as_deref().unwrap_or("").to_string();
     let labels: BTreeMap<String, String> =
@@ -193,6 +212,7 @@ pub fn hits_of(rec: &ChainRecord, shape: &ChainShape, env: &str, extra: &[(Strin
         chain: shape.name.clone(),
         env: env.to_string(),
         interference_ns: interference,
+        reference_ns: None,
         labels: labels.clone(),
     };
     let mut out = Vec::with_capacity(rec.segments.len() + 1);
@@ -322,13 +342,15 @@ mod tests {
             chain: "clocksource_switch".into(),
             env: "vm".into(),
             interference_ns: None,
+            reference_ns: None,
             labels: BTreeMap::from([("cstate".to_string(), "max_cstate=1".to_string())]),
         };
         assert_eq!(
             h.csv_line(&CsvColumns::default()),
             "171223534912180,first_read,\"s,1\",3,42,clocksource_switch,vm\n"
         );
-        let cols = CsvColumns { interference: true, labels: vec!["cstate".into(), "governor".into()] };
+        let cols =
+            CsvColumns { interference: true, reference: false, labels: vec!["cstate".into(), "governor".into()] };
         assert!(cols.header().ends_with(",interference_kvm_ns,cstate,governor"), "{}", cols.header());
         assert_eq!(
             h.csv_line(&cols),
@@ -338,5 +360,43 @@ mod tests {
         assert!(j.ends_with('\n'));
         let back: TraceHit = serde_json::from_str(j.trim()).unwrap();
         assert_eq!(back, h);
+    }
+
+    #[test]
+    fn the_reference_column_sits_between_interference_and_labels() {
+        let cols = CsvColumns { interference: true, reference: true, labels: vec!["reference".into()] };
+        assert_eq!(
+            cols.header(),
+            format!(
+                "{CSV_HEADER},interference_irq_ns,interference_softirq_ns,interference_sched_ns,interference_hrtimer_ns,interference_kvm_ns,reference_ns,reference"
+            )
+        );
+        let mut h = TraceHit {
+            timestamp_ns: 1_700_000_000_111_000_000,
+            probe_name: "first_read".into(),
+            session_id: String::new(),
+            cpu_id: 0,
+            delta_chain_id: 1,
+            chain: "clocksource_switch".into(),
+            env: "host".into(),
+            interference_ns: None,
+            reference_ns: Some(1_700_000_000_000_000_123),
+            labels: BTreeMap::from([("reference".to_string(), "pps:/dev/pps0".to_string())]),
+        };
+        assert_eq!(
+            h.csv_line(&cols),
+            "1700000000111000000,first_read,,0,1,clocksource_switch,host,,,,,,1700000000000000123,pps:/dev/pps0\n"
+        );
+        let cols = CsvColumns { reference: true, ..CsvColumns::default() };
+        assert!(h.csv_line(&cols).ends_with(",host,1700000000000000123\n"));
+        let j = h.jsonl_line();
+        assert!(j.contains("\"reference_ns\":1700000000000000123"), "{j}");
+        assert_eq!(serde_json::from_str::<TraceHit>(j.trim()).unwrap(), h);
+        // Absent: an empty cell, no JSON field.
+        h.reference_ns = None;
+        assert!(h.csv_line(&cols).ends_with(",host,\n"));
+        let j = h.jsonl_line();
+        assert!(!j.contains("reference_ns"), "{j}");
+        assert_eq!(serde_json::from_str::<TraceHit>(j.trim()).unwrap(), h);
     }
 }

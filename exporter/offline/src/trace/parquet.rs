@@ -3,7 +3,7 @@
 //!
 //! Schema: `timestamp_ns` UInt64, `probe_name` / `session_id` / `chain` / `env` strings,
 //! `cpu_id` UInt32, `delta_chain_id` UInt64, then the optional `interference_SRC_ns` UInt64
-//! columns and one string column per label. Strings are dictionary-encoded: the same few
+//! columns, the optional nullable `reference_ns` UInt64 and one string column per label. Strings are dictionary-encoded: the same few
 //! names repeat on every row.
 //!
 //! A Parquet file is readable only once its footer is written, so the writer works on
@@ -63,6 +63,9 @@ pub fn schema(columns: &CsvColumns) -> SchemaRef {
             f.push(Field::new(format!("interference_{src}_ns"), DataType::UInt64, true));
         }
     }
+    if columns.reference {
+        f.push(Field::new("reference_ns", DataType::UInt64, true));
+    }
     f.extend(columns.labels.iter().map(|l| Field::new(l.as_str(), dict_utf8(), true)));
     Arc::new(Schema::new(f))
 }
@@ -101,6 +104,7 @@ pub struct ParquetWriter {
     chain: StringDictionaryBuilder<Int32Type>,
     env: StringDictionaryBuilder<Int32Type>,
     interference: Vec<UInt64Builder>,
+    reference: Option<UInt64Builder>,
     labels: Vec<StringDictionaryBuilder<Int32Type>>,
     rows: usize,
 }
@@ -132,6 +136,7 @@ impl ParquetWriter {
             } else {
                 Vec::new()
             },
+            reference: columns.reference.then(|| UInt64Builder::with_capacity(BATCH_ROWS)),
             labels: columns.labels.iter().map(|_| StringDictionaryBuilder::new()).collect(),
             columns,
             path: path.to_path_buf(),
@@ -163,6 +168,9 @@ impl ParquetWriter {
         for (k, b) in self.interference.iter_mut().enumerate() {
             b.append_option(h.interference_ns.map(|v| v[k]));
         }
+        if let Some(b) = &mut self.reference {
+            b.append_option(h.reference_ns);
+        }
         for (name, b) in self.columns.labels.iter().zip(&mut self.labels) {
             b.append_option(h.labels.get(name).filter(|v| !v.is_empty()));
         }
@@ -188,6 +196,7 @@ impl ParquetWriter {
             Arc::new(self.env.finish()),
         ];
         cols.extend(self.interference.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        cols.extend(self.reference.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         cols.extend(self.labels.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         let batch = RecordBatch::try_new(self.schema.clone(), cols)?;
         self.writer.write(&batch)?;
@@ -208,7 +217,7 @@ impl ParquetWriter {
     /// Heap bytes held: the open row group's encoders and the rows not yet encoded.
     pub fn memory_bytes(&self) -> usize {
         let builders = self.rows * (std::mem::size_of::<u64>() * 3 + std::mem::size_of::<u32>() * 5)
-            + self.interference.len() * self.rows * std::mem::size_of::<u64>();
+            + (self.interference.len() + self.reference.is_some() as usize) * self.rows * std::mem::size_of::<u64>();
         self.writer.memory_size() + builders
     }
 
@@ -249,6 +258,7 @@ struct Roles {
     chain_id: Option<usize>,
     chain: Option<usize>,
     interference: [Option<usize>; 5],
+    reference: Option<usize>,
     /// Label columns (env and every column that is not a known one), in schema order.
     labels: Vec<(usize, String)>,
 }
@@ -274,13 +284,15 @@ impl Roles {
             chain_id: find("delta_chain_id"),
             chain: find("chain"),
             interference: [None; 5],
+            reference: find("reference_ns"),
             labels: Vec::new(),
         };
         for (k, src) in clockpath_common::interference::NAMES.iter().enumerate() {
             r.interference[k] = find(&format!("interference_{src}_ns"));
         }
         for (i, f) in schema.fields().iter().enumerate() {
-            let known = [Some(r.ts), Some(r.probe), r.session, r.cpu, r.chain_id, r.chain].contains(&Some(i))
+            let known = [Some(r.ts), Some(r.probe), r.session, r.cpu, r.chain_id, r.chain, r.reference]
+                .contains(&Some(i))
                 || r.interference.contains(&Some(i));
             if !known {
                 r.labels.push((i, f.name().clone()));
@@ -294,7 +306,7 @@ impl Roles {
                 .ok_or_else(|| format!("column `{}` is {t}, expected integers", schema.field(i).name()))
         };
         integer(r.ts)?;
-        for i in [r.cpu, r.chain_id].into_iter().chain(r.interference).flatten() {
+        for i in [r.cpu, r.chain_id, r.reference].into_iter().chain(r.interference).flatten() {
             integer(i)?;
         }
         for i in [Some(r.probe), r.session, r.chain].into_iter().flatten().chain(r.labels.iter().map(|l| l.0)) {
@@ -395,7 +407,7 @@ pub fn read(
         let n = batch.num_rows();
         let ts = integers(batch.column(roles.ts));
         let opt_ints = |i: Option<usize>| i.map(|i| integers(batch.column(i)));
-        let (cpu, chain_id) = (opt_ints(roles.cpu), opt_ints(roles.chain_id));
+        let (cpu, chain_id, reference) = (opt_ints(roles.cpu), opt_ints(roles.chain_id), opt_ints(roles.reference));
         let interference: Vec<Option<Vec<Option<i128>>>> = roles.interference.iter().map(|i| opt_ints(*i)).collect();
         string_ids(batch.column(roles.probe), names, 0, &mut probes);
         match roles.session {
@@ -445,6 +457,11 @@ pub fn read(
                         interference_ns[k] = unsigned(col[r], "interference")?;
                     }
                 }
+                // A null: no reference time for this hit.
+                let reference_ns = match reference.as_ref().and_then(|c| c[r]) {
+                    None => None,
+                    v => Some(unsigned(v, "reference_ns")?),
+                };
                 Ok(Hit {
                     timestamp_ns,
                     probe: probes[r],
@@ -454,6 +471,7 @@ pub fn read(
                     chain: chains[r],
                     labels: if label_cols.is_empty() { 0 } else { names.id_in(3, &label_key) },
                     interference_ns: any.then_some(interference_ns),
+                    reference_ns,
                 })
             })();
             match hit {
@@ -497,6 +515,7 @@ mod tests {
             chain: "clocksource_switch".into(),
             env: "vm".into(),
             interference_ns: (probe == "first_read").then_some([1, 2, 3, 4, 5]),
+            reference_ns: (!id.is_multiple_of(3)).then_some(ts + 7),
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
@@ -505,7 +524,8 @@ mod tests {
     fn written_rows_read_back_as_the_csv_reader_reads_them() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.parquet");
-        let columns = CsvColumns { interference: true, labels: vec!["governor".into(), "cstate".into()] };
+        let columns =
+            CsvColumns { interference: true, reference: true, labels: vec!["governor".into(), "cstate".into()] };
         let mut w = ParquetWriter::create(&p, columns.clone()).unwrap();
         assert!(partial_path(&p).exists() && !p.exists(), "written under .partial until finished");
         let n = BATCH_ROWS as u64 * 2 + 7;
@@ -536,9 +556,10 @@ mod tests {
         assert_eq!(pq_stats.lines, n);
         for (a, b) in pq.iter().zip(&cs) {
             assert_eq!(
-                (a.timestamp_ns, a.cpu, a.chain_id, a.interference_ns),
-                (b.timestamp_ns, b.cpu, b.chain_id, b.interference_ns)
+                (a.timestamp_ns, a.cpu, a.chain_id, a.interference_ns, a.reference_ns),
+                (b.timestamp_ns, b.cpu, b.chain_id, b.interference_ns, b.reference_ns)
             );
+            assert_eq!(a.reference_ns, (!a.chain_id.is_multiple_of(3)).then_some(a.timestamp_ns + 7));
             for (x, y) in [(a.probe, b.probe), (a.session, b.session), (a.chain, b.chain), (a.labels, b.labels)] {
                 assert_eq!(pq_names.name(x), cs_names.name(y));
             }
@@ -608,5 +629,24 @@ mod tests {
         let (r, _, names) = super::super::read_hits(&p, ReadOptions::default());
         let h = r.unwrap();
         assert_eq!((h[0].timestamp_ns, names.name(h[0].probe)), (42, "switch_entry"));
+        assert_eq!(h[0].reference_ns, None, "no reference_ns column");
+    }
+
+    #[test]
+    fn reference_ns_is_read_from_any_integer_column_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.parquet");
+        let base = [("timestamp_ns", DataType::UInt64), ("probe_name", DataType::Utf8)];
+        foreign(&p, &[base[0].clone(), base[1].clone(), ("reference_ns", DataType::UInt64)]);
+        let (r, _, names) = super::super::read_hits(&p, ReadOptions::default());
+        let h = r.unwrap();
+        assert_eq!(h[0].reference_ns, Some(42));
+        assert_eq!(names.name(h[0].labels), "", "reference_ns is not a label");
+        foreign(&p, &[base[0].clone(), base[1].clone(), ("reference_ns", DataType::Int64)]);
+        let e = super::super::read_hits(&p, ReadOptions::default()).0.unwrap_err().to_string();
+        assert!(e.contains("r.parquet: row 1: reference_ns -5 is negative"), "{e}");
+        foreign(&p, &[base[0].clone(), base[1].clone(), ("reference_ns", DataType::Utf8)]);
+        let e = super::super::read_hits(&p, ReadOptions::default()).0.unwrap_err().to_string();
+        assert!(e.contains("column `reference_ns` is Utf8, expected integers"), "{e}");
     }
 }

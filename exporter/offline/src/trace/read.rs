@@ -57,6 +57,9 @@ pub struct Hit {
     pub labels: u32,
     /// Interference charged to the segment this hit ends, when the file has those columns.
     pub interference_ns: Option<[u64; 5]>,
+    /// The hit's instant on reference time (ns), when the file has a `reference_ns` column
+    /// (or field) and the hit a value in it.
+    pub reference_ns: Option<u64>,
 }
 
 /// Interned strings: probe names, sessions, chains, label sets. Consecutive lines mostly
@@ -184,6 +187,7 @@ struct Columns {
     chain_id: Option<usize>,
     chain: Option<usize>,
     interference: [Option<usize>; 5],
+    reference: Option<usize>,
     /// Other columns: (index, name) → labels.
     labels: Vec<(usize, String)>,
     n: usize,
@@ -202,6 +206,7 @@ impl Columns {
             cpu: find("cpu_id"),
             chain_id: find("delta_chain_id"),
             chain: find("chain"),
+            reference: find("reference_ns"),
             n: names.len(),
             ..Default::default()
         };
@@ -209,7 +214,7 @@ impl Columns {
             c.interference[k] = find(&format!("interference_{src}_ns"));
         }
         for (i, n) in names.iter().enumerate() {
-            let known = [Some(ts), Some(probe), c.session, c.cpu, c.chain_id, c.chain].contains(&Some(i))
+            let known = [Some(ts), Some(probe), c.session, c.cpu, c.chain_id, c.chain, c.reference].contains(&Some(i))
                 || c.interference.contains(&Some(i));
             if !known {
                 c.labels.push((i, n.clone()));
@@ -265,6 +270,8 @@ struct JsonHit<'a> {
     labels: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     interference_ns: Option<[u64; 5]>,
+    #[serde(default)]
+    reference_ns: Option<u64>,
 }
 
 /// Options of a read.
@@ -493,6 +500,14 @@ fn csv_fields(f: &[&[u8]], c: &Columns, names: &mut Interner, label_key: &mut Ve
             interference[k] = num(*col, "interference")?;
         }
     }
+    // An empty cell: no reference time for this hit.
+    let reference_ns =
+        match c.reference.map(|i| f[i].trim_ascii()).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(parse_u64(s).ok_or_else(|| {
+                format!("reference_ns `{}` is not a non-negative integer", String::from_utf8_lossy(s))
+            })?),
+        };
     Ok(Hit {
         timestamp_ns,
         probe: names.id_in(0, probe),
@@ -502,6 +517,7 @@ fn csv_fields(f: &[&[u8]], c: &Columns, names: &mut Interner, label_key: &mut Ve
         chain: c.chain.map_or(0, |i| names.id_in(2, f[i].trim_ascii())),
         labels: if c.labels.is_empty() { 0 } else { names.id_in(3, label_key) },
         interference_ns: any.then_some(interference),
+        reference_ns,
     })
 }
 
@@ -533,6 +549,7 @@ fn parse_json_line(l: &[u8], names: &mut Interner, label_key: &mut Vec<u8>) -> R
         chain: names.id(j.chain.as_bytes()),
         labels: names.id(label_key),
         interference_ns: j.interference_ns,
+        reference_ns: j.reference_ns,
     })
 }
 
@@ -556,6 +573,7 @@ fn parse_plain_line(l: &[u8], names: &mut Interner, file_session: &str) -> Resul
         chain: 0,
         labels: 0,
         interference_ns: None,
+        reference_ns: None,
     })
 }
 
@@ -637,6 +655,45 @@ mod tests {
     fn quoted_csv_fields() {
         let (h, _, n) = read_all("timestamp_ns,probe_name,session_id\n1,a,\"s,1\"\n", "csv", ReadOptions::default());
         assert_eq!(n.name(h.unwrap()[0].session), "s,1");
+    }
+
+    #[test]
+    fn reference_ns_is_read_from_csv_and_jsonl_and_is_not_a_label() {
+        let csv = "timestamp_ns,probe_name,env,reference_ns,reference\n10,a,host,7,pps:/dev/pps0\n20,a,vm,,system\n";
+        let (h, _, n) = read_all(csv, "csv", ReadOptions::default());
+        let h = h.unwrap();
+        assert_eq!((h[0].reference_ns, h[1].reference_ns), (Some(7), None));
+        assert_eq!(n.name(h[0].labels), "env=host\x1freference=pps:/dev/pps0\x1f");
+        assert_eq!(n.name(h[1].labels), "env=vm\x1freference=system\x1f");
+        let jsonl = "{\"timestamp_ns\":5,\"probe_name\":\"a\",\"reference_ns\":3}\n{\"timestamp_ns\":6,\"probe_name\":\"a\"}\n{\"timestamp_ns\":7,\"probe_name\":\"a\",\"reference_ns\":null}\n";
+        let (h, _, _) = read_all(jsonl, "jsonl", ReadOptions::default());
+        let h = h.unwrap();
+        assert_eq!(h.iter().map(|h| h.reference_ns).collect::<Vec<_>>(), [Some(3), None, None]);
+        // Files without the column read as before.
+        let (h, _, _) = read_all("timestamp_ns,probe_name\n1,a\n", "csv", ReadOptions::default());
+        assert_eq!(h.unwrap()[0].reference_ns, None);
+    }
+
+    #[test]
+    fn a_bad_reference_ns_is_located() {
+        let (r, _, _) =
+            read_all("timestamp_ns,probe_name,reference_ns\n1,a,5\n2,a,-3\n", "csv", ReadOptions::default());
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("t.csv:3:") && e.contains("reference_ns `-3` is not a non-negative integer"), "{e}");
+        let (r, st, _) = read_all(
+            "timestamp_ns,probe_name,reference_ns\n1,a,5\n2,a,x\n",
+            "csv",
+            ReadOptions { skip_bad_lines: true },
+        );
+        assert_eq!((r.unwrap().len(), st.bad_lines), (1, 1));
+        let (r, _, _) = read_all(
+            "{\"timestamp_ns\":1,\"probe_name\":\"a\",\"reference_ns\":\"x\"}\n",
+            "jsonl",
+            ReadOptions::default(),
+        );
+        let e = r.unwrap_err().to_string();
+        // As for the other numeric fields, serde names the position in the line.
+        assert!(e.contains("t.jsonl:1:") && e.contains("invalid type: string \"x\", expected u64"), "{e}");
     }
 
     #[test]

@@ -36,7 +36,8 @@ use super::{DropReason, Job, OtlpStats, SpanContextInfo};
 use crate::{
     config::otlp::settings::{Protocol, Settings},
     exemplars::{Exemplar, ExemplarStore},
-    ktime::{self, WallClock},
+    ktime,
+    pps::TimeReference,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -113,11 +114,15 @@ pub type ChainExemplars = Vec<(Arc<str>, Arc<str>, Exemplar)>;
 
 /// The spans of one chain instance: the root first, then one per segment; and the exemplars
 /// they would give once exported.
+/// `offset_ns` maps the chain's kernel times to span times (reference time minus monotonic at
+/// the chain's start: a chain lasts far less than a pulse period, so one offset serves all its
+/// spans); `time_reference` says which reference that was (`pps:/dev/pps0`, `system`, ...).
 pub fn chain_spans(
     info: &SpanContextInfo,
     scope: &InstrumentationScope,
     ids: &mut Ids,
     offset_ns: i64,
+    time_reference: &str,
     job: &Job,
     out: &mut Vec<SpanData>,
 ) -> ChainExemplars {
@@ -138,6 +143,7 @@ pub fn chain_spans(
         ns_attr("clockpath.ktime.start_ns", rec.start_ns),
         ns_attr("clockpath.ktime.end_ns", rec.end_ns),
         KeyValue::new("clockpath.wall_offset_ns", offset_ns),
+        KeyValue::new("clockpath.time_reference", time_reference.to_string()),
     ];
     if let Some(s) = &rec.session {
         attributes.push(KeyValue::new("clockpath.session_id", s.to_string()));
@@ -262,7 +268,7 @@ pub fn chain_spans(
 pub struct Worker {
     settings: Settings,
     info: SpanContextInfo,
-    clock: Arc<WallClock>,
+    reference: Arc<TimeReference>,
     exemplars: Option<Arc<ExemplarStore>>,
     stats: Arc<OtlpStats>,
     rx: Receiver<Job>,
@@ -277,7 +283,7 @@ impl Worker {
     pub fn spawn(
         settings: Settings,
         info: SpanContextInfo,
-        clock: Arc<WallClock>,
+        reference: Arc<TimeReference>,
         exemplars: Option<Arc<ExemplarStore>>,
         stats: Arc<OtlpStats>,
         rx: Receiver<Job>,
@@ -322,7 +328,7 @@ impl Worker {
                 let _ = ready_tx.send(Ok(()));
                 let scope = InstrumentationScope::builder("clockpath").with_version(env!("CARGO_PKG_VERSION")).build();
                 let mut w =
-                    Worker { settings, info, clock, exemplars, stats, rx, scope, ids: Ids::new(), failing: false };
+                    Worker { settings, info, reference, exemplars, stats, rx, scope, ids: Ids::new(), failing: false };
                 w.run(&rt, &exporter);
                 let _ = exporter.shutdown_with_timeout(Duration::from_secs(1));
             })
@@ -362,7 +368,7 @@ impl Worker {
             self.stats.queued.fetch_sub(batch.len() as u64, Ordering::Relaxed);
             if last_calibration.elapsed() >= RECALIBRATE_EVERY {
                 last_calibration = Instant::now();
-                let step = self.clock.recalibrate();
+                let step = self.reference.wall().recalibrate();
                 if step != 0 {
                     tracing::info!(step_ns = step, "wall clock stepped; trace times follow");
                 }
@@ -396,11 +402,12 @@ impl Worker {
         jobs: Vec<Job>,
         until: Option<Instant>,
     ) {
-        let offset = self.clock.offset_ns();
         let mut spans = Vec::with_capacity(jobs.len() * 4);
         let mut exemplars = Vec::new();
         for job in &jobs {
-            let e = chain_spans(&self.info, &self.scope, &mut self.ids, offset, job, &mut spans);
+            let at = self.reference.to_reference(job.rec.start_ns);
+            let offset = at.ns as i64 - job.rec.start_ns as i64;
+            let e = chain_spans(&self.info, &self.scope, &mut self.ids, offset, &at.label(), job, &mut spans);
             if self.exemplars.is_some() {
                 exemplars.extend(e);
             }

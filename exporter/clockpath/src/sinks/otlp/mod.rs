@@ -32,8 +32,8 @@ use crate::{
         otlp::settings::{self, Settings},
     },
     exemplars::ExemplarStore,
-    ktime::WallClock,
     pipeline::Sink,
+    pps::TimeReference,
 };
 
 /// Counters of one chain's sampling decisions.
@@ -183,7 +183,8 @@ pub struct OtlpParts {
     pub settings: Settings,
     pub info: SpanContextInfo,
     pub sampler: Sampler,
-    pub clock: Arc<WallClock>,
+    /// Span times are on this reference (PPS while a source is locked, else the system clock).
+    pub reference: Arc<TimeReference>,
     pub exemplars: Option<Arc<ExemplarStore>>,
 }
 
@@ -191,10 +192,10 @@ impl OtlpSink {
     /// Build the exporter and start the export thread. Fails when the exporter cannot be
     /// built (e.g. a malformed endpoint); an unreachable collector is not an error.
     pub fn start(parts: OtlpParts) -> Result<OtlpSink, export::ExportError> {
-        let OtlpParts { settings, info, sampler, clock, exemplars } = parts;
+        let OtlpParts { settings, info, sampler, reference, exemplars } = parts;
         let stats = Arc::new(OtlpStats::new(info.chains.len(), settings.queue_chains));
         let (tx, rx) = mpsc::sync_channel::<Job>(settings.queue_chains);
-        let worker = export::Worker::spawn(settings, info, clock, exemplars, stats.clone(), rx)?;
+        let worker = export::Worker::spawn(settings, info, reference, exemplars, stats.clone(), rx)?;
         Ok(OtlpSink { sampler, tx: Some(tx), stats, worker: Some(worker) })
     }
 
@@ -211,6 +212,7 @@ impl OtlpSink {
         quantiles: Option<SharedQuantiles>,
         windows: Option<SharedWindows>,
         exemplars: Option<Arc<ExemplarStore>>,
+        reference: Arc<TimeReference>,
     ) -> Result<Option<OtlpSink>, export::ExportError> {
         let cfg = &loaded.config;
         // validate() already reported every problem; here only the outcome matters.
@@ -227,8 +229,7 @@ impl OtlpSink {
             "exporting one OTLP trace per sampled chain instance"
         );
         let info = SpanContextInfo::from_plans(plans, env);
-        let clock = Arc::new(WallClock::new());
-        OtlpSink::start(OtlpParts { settings, info, sampler, clock, exemplars }).map(Some)
+        OtlpSink::start(OtlpParts { settings, info, sampler, reference, exemplars }).map(Some)
     }
 }
 

@@ -1,8 +1,13 @@
 //! Kernel time. BPF timestamps are CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns`); traces
 //! and exemplars need wall-clock time. [`WallClock::to_wall`] is the one place where the one
-//! becomes the other.
+//! becomes the other; [`to_reference`], beside it, gives PPS-disciplined time where a pulse
+//! train ([`reference::PulseTrain`]) covers the instant, and says when it fell back.
+
+pub mod reference;
 
 use std::sync::atomic::{AtomicI64, Ordering};
+
+pub use reference::{Edge, Pulse, PulseTrain};
 
 fn now_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -82,9 +87,36 @@ pub fn to_wall(monotonic_ns: u64, offset_ns: i64) -> u64 {
     (monotonic_ns as i128 + offset_ns as i128).clamp(0, u64::MAX as i128) as u64
 }
 
+/// Which time a converted instant is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Basis {
+    /// PPS-disciplined: interpolated between pulses of a source whose signal was present.
+    Pps,
+    /// The system clock (REALTIME − MONOTONIC), because no PPS source is configured.
+    SystemNoPps,
+    /// The system clock, because no pulse was within `lost_after` of the instant.
+    SystemSignalLost,
+}
+
+impl Basis {
+    pub fn is_pps(self) -> bool {
+        self == Basis::Pps
+    }
+}
+
+/// Kernel monotonic ns → reference time, ns since the UNIX epoch: the pulse train's time where
+/// it covers the instant, else the system clock's (`to_wall` with `offset_ns`), saying which.
+pub fn to_reference(monotonic_ns: u64, offset_ns: i64, train: Option<&PulseTrain>) -> (u64, Basis) {
+    let Some(train) = train else { return (to_wall(monotonic_ns, offset_ns), Basis::SystemNoPps) };
+    match i64::try_from(monotonic_ns).ok().and_then(|m| train.reference(m)) {
+        Some(ns) => (ns.max(0) as u64, Basis::Pps),
+        None => (to_wall(monotonic_ns, offset_ns), Basis::SystemSignalLost),
+    }
+}
+
 /// REALTIME − MONOTONIC: of several bracketed reads (mono, real, mono), the one with the
 /// tightest bracket, against the bracket's midpoint.
-fn measure_offset() -> i64 {
+pub fn measure_offset() -> i64 {
     let mut best: Option<(i128, i128)> = None;
     for _ in 0..16 {
         let a = now_ns(libc::CLOCK_MONOTONIC);
@@ -130,6 +162,26 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(250));
         }
         eprintln!("worst |to_wall - CLOCK_REALTIME| over 60 s: {worst} ns");
+    }
+
+    #[test]
+    fn reference_falls_back_to_the_system_clock_and_says_why() {
+        let offset = 1_790_000_000_000_000_000;
+        assert_eq!(to_reference(10, offset, None), (offset as u64 + 10, Basis::SystemNoPps));
+        let mut t = PulseTrain::new(0, 2_500_000_000);
+        // The system clock is 100 µs ahead of the pulses.
+        for k in 0..3i64 {
+            t.push(Edge {
+                realtime_ns: offset + k * 1_000_000_000 + 100_000,
+                monotonic_ns: k * 1_000_000_000 + 100_000,
+                sequence: k as u32,
+            });
+        }
+        let (ns, basis) = to_reference(1_500_000_000, offset, Some(&t));
+        assert_eq!(basis, Basis::Pps);
+        assert_eq!(ns as i64, offset - 100_000 + 1_500_000_000, "the PPS second, not the system clock's");
+        let (ns, basis) = to_reference(9_000_000_000, offset, Some(&t));
+        assert_eq!((ns, basis), (to_wall(9_000_000_000, offset), Basis::SystemSignalLost));
     }
 
     #[test]
