@@ -54,6 +54,7 @@ insmod pps_clockpath.ko phase_ns={PHASE_NS}; echo "pps_insmod=$?"
 for i in $(seq 1 100); do case "$(cat /sys/class/pps/pps0/assert)" in *#0) sleep 0.1;; *) break;; esac; done
 ./clockpath --config pps.toml doctor > doctor.txt 2>&1; echo "doctor=$?"
 ./clockpath --config missing.toml run --duration 5 > missing.log 2>&1; echo "missing_device=$?"
+CLOCKPATH_PPS__EDGE=clear ./clockpath --config pps.toml run --duration 5 > clear.log 2>&1; echo "clear_edge=$?"
 ./clockpath --config pps.toml run --duration 600 --summary-json summary.json > run.log 2>&1 &
 RUN=$!
 for i in $(seq 1 300); do [ -e lose ] && break; sleep 0.2; done
@@ -140,6 +141,10 @@ kill -TERM $RUN; wait $RUN; echo "run_exit=$?"
     assert_eq!(results.get("missing_device").map(String::as_str), Some("2"), "{}", out.file("missing.log"));
     let missing = out.file("missing.log");
     assert!(missing.contains("pps.devices[0]") && missing.contains("/dev/pps7"), "{missing}");
+    // The module captures assert edges only.
+    assert_eq!(results.get("clear_edge").map(String::as_str), Some("2"), "{}", out.file("clear.log"));
+    let clear = out.file("clear.log");
+    assert!(clear.contains("/dev/pps0 cannot capture clear edges (it can: assert)"), "{clear}");
     assert!(out.file("run.log").contains("PPS signal lost"), "the loss is logged");
 
     // The summary records the time state; its REALTIME − MONOTONIC maps trace times to the

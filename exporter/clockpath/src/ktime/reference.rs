@@ -11,9 +11,9 @@ use std::collections::VecDeque;
 
 pub const SECOND_NS: i64 = 1_000_000_000;
 
-/// Points kept: an hour of pulses (24 bytes each), so records converted late (the ring drained
-/// at stop, a slow OTLP export) still find their pulses.
-const KEPT: usize = 3600;
+/// Points kept: six hours of pulses (32 bytes each, 690 KiB), so records converted late (a
+/// session's traces are written when it ends, a slow OTLP export) still find their pulses.
+const KEPT: usize = 6 * 3600;
 /// Points of the current run the jitter is computed over.
 const JITTER_POINTS: usize = 16;
 

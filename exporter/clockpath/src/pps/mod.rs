@@ -166,7 +166,12 @@ pub struct TimeReference {
     sources: Vec<Arc<PpsSource>>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Monotonic ns of the wall clock's last calibration.
+    calibrated_at: AtomicU64,
 }
+
+/// How often the system-clock fallback is recalibrated.
+const RECALIBRATE_NS: u64 = 10_000_000_000;
 
 /// A kernel timestamp put on reference time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,7 +198,13 @@ impl ReferenceTime<'_> {
 impl TimeReference {
     /// The system clock alone.
     pub fn system(wall: Arc<WallClock>) -> TimeReference {
-        TimeReference { wall, sources: Vec::new(), stop: Arc::new(AtomicBool::new(false)), threads: Mutex::default() }
+        TimeReference {
+            wall,
+            sources: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Mutex::default(),
+            calibrated_at: AtomicU64::new(ktime::monotonic_now_ns()),
+        }
     }
 
     /// Open the configured devices and start reading them. A device that cannot be used is an
@@ -239,7 +250,13 @@ impl TimeReference {
                 Err(error) => tracing::error!(%error, "cannot start a PPS reader thread"),
             }
         }
-        Ok(TimeReference { wall, sources, stop, threads: Mutex::new(threads) })
+        Ok(TimeReference {
+            wall,
+            sources,
+            stop,
+            threads: Mutex::new(threads),
+            calibrated_at: AtomicU64::new(ktime::monotonic_now_ns()),
+        })
     }
 
     pub fn sources(&self) -> &[Arc<PpsSource>] {
@@ -256,6 +273,17 @@ impl TimeReference {
         for s in &self.sources {
             if let Some(ns) = s.reference(monotonic_ns) {
                 return ReferenceTime { ns, basis: Basis::Pps, device: Some(&s.device) };
+            }
+        }
+        // The fallback follows steps of the wall clock: recalibrated at most every 10 s (the
+        // record's own time stands in for now).
+        let last = self.calibrated_at.load(Ordering::Relaxed);
+        if monotonic_ns.saturating_sub(last) > RECALIBRATE_NS
+            && self.calibrated_at.compare_exchange(last, monotonic_ns, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let step = self.wall.recalibrate();
+            if step != 0 {
+                tracing::info!(step_ns = step, "the system clock was stepped: wall-clock times follow");
             }
         }
         let (ns, basis) = ktime::to_reference(monotonic_ns, self.wall.offset_ns(), None);
