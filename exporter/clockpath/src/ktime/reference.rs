@@ -146,21 +146,41 @@ impl PulseTrain {
         match (before, after) {
             (Some(a), Some(b)) if self.continuous(a, b) => Some(along(a, b, a, monotonic_ns)),
             (Some(a), _) if monotonic_ns - a.mono_ns <= self.lost_after_ns => {
-                let prev = i.checked_sub(2).and_then(|k| self.points.get(k)).filter(|p| self.continuous(p, a));
-                Some(match prev {
-                    Some(p) => along(p, a, a, monotonic_ns),
-                    None => a.ref_ns + (monotonic_ns - a.mono_ns),
+                let far = self.run_end(i - 1, false);
+                Some(if far.mono_ns == a.mono_ns {
+                    a.ref_ns + (monotonic_ns - a.mono_ns)
+                } else {
+                    along(far, a, a, monotonic_ns)
                 })
             }
             (_, Some(b)) if b.mono_ns - monotonic_ns <= self.lost_after_ns => {
-                let next = self.points.get(i + 1).filter(|n| self.continuous(b, n));
-                Some(match next {
-                    Some(n) => along(b, n, b, monotonic_ns),
-                    None => b.ref_ns - (b.mono_ns - monotonic_ns),
+                let far = self.run_end(i, true);
+                Some(if far.mono_ns == b.mono_ns {
+                    b.ref_ns - (b.mono_ns - monotonic_ns)
+                } else {
+                    along(b, far, b, monotonic_ns)
                 })
             }
             _ => None,
         }
+    }
+
+    /// The point up to `JITTER_POINTS` − 1 pulses from point `k` (later with `forward`, else
+    /// earlier) without leaving its run: the other end of the baseline extrapolation takes its
+    /// rate from. A long baseline keeps one late edge from tilting it (a 1 ms late edge is
+    /// 1000 ppm over one second, 67 ppm over fifteen).
+    fn run_end(&self, k: usize, forward: bool) -> &Point {
+        let mut end = k;
+        for _ in 1..JITTER_POINTS {
+            let next = if forward { end + 1 } else { end.wrapping_sub(1) };
+            match (self.points.get(end), self.points.get(next)) {
+                (Some(p), Some(q)) if (if forward { self.continuous(p, q) } else { self.continuous(q, p) }) => {
+                    end = next
+                }
+                _ => break,
+            }
+        }
+        &self.points[end]
     }
 
     fn run_jitter(&self) -> Option<f64> {
@@ -330,6 +350,21 @@ mod tests {
         }
         let j = t.jitter_ns().unwrap();
         assert!((900.0..1200.0).contains(&j), "jitter {j}");
+    }
+
+    #[test]
+    fn one_late_edge_does_not_tilt_the_extrapolation() {
+        let s = Source { mono0: 0, ppm: 0.0, phase_ns: 0 };
+        let mut t = train(2.5);
+        for k in 0..16 {
+            // The last edge comes 2 ms late (a timer's latency, not the clock).
+            let late = if k == 15 { 2_000_000 } else { 0 };
+            t.push(s.edge(k, late));
+        }
+        let m = s.mono(17.4e9);
+        let err = t.reference(m).unwrap() - s.truth(m);
+        // Off by the late edge itself (2 ms) plus its tilt over 15 pulses, not 2.4 × 2 ms.
+        assert!(err.abs() < 2_400_000, "{err}");
     }
 
     #[test]
