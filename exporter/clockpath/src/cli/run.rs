@@ -61,6 +61,7 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
             labels: CommonLabels { env: env.clone(), statics: cfg.environment.labels.clone() },
             environment: EnvironmentInfo {
                 env: env.clone(),
+                kernel: environment.kernel.clone(),
                 hypervisor: environment.hypervisor.clone(),
                 governor: environment.cpufreq_governor.clone(),
                 cstate_limit: environment.cstate_limit.clone(),

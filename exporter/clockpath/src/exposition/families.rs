@@ -57,6 +57,8 @@ impl CommonLabels {
 #[derive(Clone, Debug, Default)]
 pub struct EnvironmentInfo {
     pub env: String,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
     pub hypervisor: String,
     pub governor: String,
     pub cstate_limit: String,
@@ -246,7 +248,14 @@ pub fn probes(enc: &mut DescriptorEncoder, plans: &[ChainPlan]) -> fmt::Result {
             }
         }
     }
-    info(enc, PROBE, PROBE_HELP, &series)
+    info(enc, PROBE, PROBE_HELP, &series)?;
+    // One series per chain: the alerting rules' "chain unavailable" without parsing probes.
+    let running: Vec<(Labels, f64)> = plans
+        .iter()
+        .filter(|p| p.is_chain())
+        .map(|p| (vec![(s("chain"), p.name.clone())], if p.is_running() { 1.0 } else { 0.0 }))
+        .collect();
+    gauge(enc, CHAIN_RUNNING, CHAIN_RUNNING_HELP, &running)
 }
 
 /// `clockpath_build_info`.
@@ -270,6 +279,7 @@ pub fn environment(enc: &mut DescriptorEncoder, e: &EnvironmentInfo, clocksource
         ENVIRONMENT_HELP,
         &[vec![
             (s("env"), e.env.clone()),
+            (s("kernel"), e.kernel.clone()),
             (s("hypervisor"), e.hypervisor.clone()),
             (s("clocksource"), s(clocksource)),
             (s("governor"), e.governor.clone()),

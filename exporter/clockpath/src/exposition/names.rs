@@ -177,3 +177,6 @@ pub const TIMEX_PPS_ERROR: &str = "clockpath_timex_pps_error";
 pub const TIMEX_PPS_ERROR_HELP: &str = "Kernel PPS calibration errors.";
 pub const TIMEX_PPS_STABILITY_EXCEEDED: &str = "clockpath_timex_pps_stability_exceeded";
 pub const TIMEX_PPS_STABILITY_EXCEEDED_HELP: &str = "Kernel PPS stability limit exceeded events.";
+
+pub const CHAIN_RUNNING: &str = "clockpath_chain_running";
+pub const CHAIN_RUNNING_HELP: &str = "1 when the chain is attached and running, 0 when it is configured but unavailable (clockpath_probe_info says why).";
