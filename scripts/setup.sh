@@ -29,6 +29,11 @@ HELM_VENV=${CLOCKPATH_HELM_VENV:-/opt/clockpath-test/helm-venv}
 # reference implementation the analysis benchmark compares against. Pinned, from PyPI.
 ANALYSIS_PY=(duckdb==2.0.1 pandas==3.1.1 numpy==2.4.6)
 ANALYSIS_VENV=${CLOCKPATH_ANALYSIS_VENV:-/opt/clockpath-test/analysis-venv}
+# The dashboards are generated and schema-checked with Grafana's Foundation SDK (its models are
+# generated from Grafana's own dashboard schema). PyPI versions carry an epoch; this one is the
+# Grafana 11.6 schema.
+GRAFANA_SDK_VERSION='1769699379!11.6.0'
+GRAFANA_VENV=${CLOCKPATH_GRAFANA_VENV:-/opt/clockpath-test/grafana-venv}
 
 pkgs=("${BUILD_PKGS[@]}")
 [ "$MODE" = --run-only ] || pkgs+=("${TEST_PKGS[@]}")
@@ -77,6 +82,15 @@ sys.exit(any(have[k] != v for k, v in want.items()))' "${ANALYSIS_PY[@]}" 2>/dev
   log "installing ${ANALYSIS_PY[*]} into $ANALYSIS_VENV"
   python3 -m venv "$ANALYSIS_VENV"
   "$ANALYSIS_VENV/bin/pip" install --quiet --disable-pip-version-check "${ANALYSIS_PY[@]}"
+fi
+
+if [ "$MODE" != --run-only ] && ! "$GRAFANA_VENV/bin/python" -c '
+import sys
+from importlib.metadata import version
+sys.exit(version("grafana-foundation-sdk") != sys.argv[1])' "$GRAFANA_SDK_VERSION" 2>/dev/null; then
+  log "installing grafana-foundation-sdk $GRAFANA_SDK_VERSION into $GRAFANA_VENV"
+  python3 -m venv "$GRAFANA_VENV"
+  "$GRAFANA_VENV/bin/pip" install --quiet --disable-pip-version-check "grafana-foundation-sdk==$GRAFANA_SDK_VERSION"
 fi
 
 log "ready: $(bpf-linker --version), nightly $(rustup run nightly rustc --version | cut -d' ' -f2-)"

@@ -1,8 +1,12 @@
 //! The Helm chart, linted and rendered offline by Helm's own Go SDK (helm-python-sdk, installed
 //! by scripts/setup.sh): what it deploys, that the configuration it ships is one clockpath
-//! accepts, and that bad values are refused with the key named.
+//! accepts, that its dashboards and PrometheusRule are the repository's, and that bad values
+//! are refused with the key named.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use clockpath_tests::*;
 use serde_json::Value;
@@ -139,15 +143,8 @@ fn overrides_reach_the_exporter() {
     assert_eq!(sm[0]["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(kind(&objs, "Role").len(), 1);
     assert_eq!(kind(&objs, "RoleBinding").len(), 1);
-    let dash =
-        kind(&objs, "ConfigMap").into_iter().find(|c| c["data"].get("clockpath.json").is_some()).expect("dashboard");
-    let shipped = std::fs::read_to_string(workspace().join("dashboards/clockpath.json")).expect("dashboard file");
-    assert_eq!(
-        dash["data"]["clockpath.json"].as_str().map(str::trim_end),
-        Some(shipped.trim_end()),
-        "the chart ships dashboards/clockpath.json"
-    );
-    assert_eq!(dash["metadata"]["labels"]["grafana_dashboard"], "1");
+    check_dashboards(&objs);
+    assert!(kind(&objs, "PrometheusRule").is_empty(), "no PrometheusRule unless prometheusRule.enabled");
 
     // The same endpoint variables as the chart sets, on the real binary, are accepted.
     let (_dir, path) = config_file("");
@@ -163,6 +160,79 @@ fn overrides_reach_the_exporter() {
     assert!(text.contains("node = \"node-a\"") && text.contains("0.0.0.0:39200"), "{text}");
 }
 
+/// The dashboards ConfigMap carries every dashboards/*.json, each identical to its source.
+fn check_dashboards(objs: &[&Value]) {
+    let dash = kind(objs, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("a ConfigMap labelled for Grafana's sidecar");
+    let sources: Vec<PathBuf> = std::fs::read_dir(workspace().join("dashboards"))
+        .expect("dashboards/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(sources.len(), 2, "{sources:?}");
+    assert_eq!(dash["data"].as_object().map(|d| d.len()), Some(sources.len()), "{}", dash["data"]);
+    for src in sources {
+        let name = src.file_name().and_then(|n| n.to_str()).expect("utf-8 name");
+        let shipped = std::fs::read_to_string(&src).expect("dashboard file");
+        assert_eq!(
+            dash["data"][name].as_str().map(str::trim_end),
+            Some(shipped.trim_end()),
+            "the chart ships dashboards/{name}"
+        );
+    }
+}
+
+/// A YAML file as JSON, parsed by PyYAML (the helm venv sees Debian's python3-yaml).
+fn yaml_file(path: &Path) -> Value {
+    let out = Command::new(helm_python())
+        .args(["-c", "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)"])
+        .arg(path)
+        .output()
+        .expect("run python");
+    assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("YAML as JSON")
+}
+
+#[test]
+fn the_chart_ships_both_dashboards_and_the_rules_identical_to_their_sources() {
+    // The chart's files are its sources' (helm/clockpath/dashboards/ and rules/ link them).
+    for (copy, source) in [
+        ("helm/clockpath/dashboards/clockpath.json", "dashboards/clockpath.json"),
+        ("helm/clockpath/dashboards/clockpath-fleet.json", "dashboards/clockpath-fleet.json"),
+        ("helm/clockpath/rules/clockpath.rules.yml", "rules/clockpath.rules.yml"),
+    ] {
+        let read = |p: &str| std::fs::read(workspace().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(read(copy) == read(source), "{copy} differs from {source}");
+    }
+
+    let r = render(&serde_json::json!({
+        "grafanaDashboard": {"enabled": true},
+        "prometheusRule": {"enabled": true, "labels": {"release": "kube-prometheus"}},
+    }));
+    let objs = objects(&r);
+    check_dashboards(&objs);
+    let rules = kind(&objs, "PrometheusRule");
+    assert_eq!(rules.len(), 1);
+    let rule = rules[0];
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["metadata"]["namespace"], "monitoring", "the release's namespace by default");
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus");
+    assert_eq!(rule["metadata"]["labels"]["app.kubernetes.io/name"], "clockpath");
+    let source = yaml_file(&workspace().join("rules/clockpath.rules.yml"));
+    assert!(source["groups"].as_array().is_some_and(|g| g.len() == 2), "{}", source["groups"]);
+    assert_eq!(rule["spec"]["groups"], source["groups"], "the PrometheusRule's groups are rules/clockpath.rules.yml's");
+    assert_eq!(rule["spec"].as_object().map(|s| s.len()), Some(1), "spec holds only the groups");
+    let notes = r["notes"].as_str().expect("notes");
+    assert!(notes.contains("PrometheusRule monitoring/cp-clockpath"), "{notes}");
+
+    let r = render(&serde_json::json!({"prometheusRule": {"enabled": true, "namespace": "observability"}}));
+    let objs = objects(&r);
+    assert_eq!(kind(&objs, "PrometheusRule")[0]["metadata"]["namespace"], "observability");
+    assert!(kind(&objs, "ConfigMap").iter().all(|c| c["data"].get("clockpath.json").is_none()), "no dashboards");
+}
+
 #[test]
 fn bad_values_are_refused_naming_the_key() {
     for (values, expect) in [
@@ -170,6 +240,8 @@ fn bad_values_are_refused_naming_the_key() {
         (serde_json::json!({"otlp": {"endpoint": "https://collector:4317"}}), "/otlp/endpoint"),
         (serde_json::json!({"otlp": {"protocol": "http/json"}}), "/otlp/protocol"),
         (serde_json::json!({"port": 70000}), "/port"),
+        (serde_json::json!({"prometheusRule": {"enabled": "yes"}}), "/prometheusRule/enabled"),
+        (serde_json::json!({"prometheusRule": {"namespace": "Not_A_Namespace"}}), "/prometheusRule/namespace"),
         (serde_json::json!({"config": {"windows": {"interval_secs": 30}}}), "/config"),
         (
             serde_json::json!({"serviceMonitor": {"enabled": true}, "service": {"enabled": false}}),
