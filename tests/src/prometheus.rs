@@ -25,12 +25,19 @@ impl Prometheus {
 
     /// Same, with extra command-line flags (e.g. `--enable-feature=exemplar-storage`).
     pub fn start_with(targets: &[String], flags: &[&str]) -> Prometheus {
+        Self::start_with_rules(targets, &[], flags)
+    }
+
+    /// Same, evaluating the rule files `rules` every second.
+    pub fn start_with_rules(targets: &[String], rules: &[PathBuf], flags: &[&str]) -> Prometheus {
         let bin = require_tool("prometheus", "prometheus");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let rule_files: String = rules.iter().map(|r| format!("  - '{}'\n", r.display())).collect();
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: clockpath\n    static_configs:\n      - targets: [{}]\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{}scrape_configs:\n  - job_name: clockpath\n    static_configs:\n      - targets: [{}]\n",
+            if rule_files.is_empty() { String::new() } else { format!("rule_files:\n{rule_files}") },
             list.join(", ")
         );
         let cfg: PathBuf = dir.path().join("prometheus.yml");
@@ -66,6 +73,27 @@ impl Prometheus {
         v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
+    /// A range query over the last `secs` seconds (step `step_secs`), as Grafana runs a
+    /// panel's query; returns the `data.result` matrix.
+    pub fn query_range(&self, promql: &str, secs: u64, step_secs: u64) -> Vec<Value> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let url = format!("http://127.0.0.1:{}/api/v1/query_range", self.port);
+        let body = ureq::get(&url)
+            .query("query", promql)
+            // Whole steps back from now, so the last one is now (a series that appeared in the
+            // last step is not missed).
+            .query("start", &(now - secs.div_ceil(step_secs) * step_secs).to_string())
+            .query("end", &now.to_string())
+            .query("step", &step_secs.to_string())
+            .call()
+            .unwrap_or_else(|e| panic!("range query `{promql}` failed: {e}"))
+            .into_string()
+            .expect("range query body");
+        let v: Value = serde_json::from_str(&body).expect("range query JSON");
+        assert_eq!(v["status"], "success", "range query `{promql}`: {v}");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Exemplars of the series `promql` selects over the last `secs` seconds: the `data` array
     /// of /api/v1/query_exemplars (one entry per series, each with its `exemplars`).
     pub fn exemplars(&self, promql: &str, secs: u64) -> Vec<Value> {
@@ -82,6 +110,11 @@ impl Prometheus {
         let v: Value = serde_json::from_str(&body).expect("exemplar JSON");
         assert_eq!(v["status"], "success", "exemplar query `{promql}`: {v}");
         v["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// `http://127.0.0.1:PORT`, its HTTP API's base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The first sample's value of an instant query, if any.

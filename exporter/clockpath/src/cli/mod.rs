@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions, exit codes, and one function per command
 //! (`run`, `session`, the offline commands in their own modules).
 
+mod fleet;
 mod offline;
 mod run;
 mod session;
@@ -177,13 +178,25 @@ pub struct AnalyzeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct CompareArgs {
-    /// One input (with --group-by) or two (A then B).
-    #[arg(required = true, num_args = 1..=2)]
+    /// Two inputs (A then B), or with --group-by any number of trace files read together
+    /// (e.g. the recorders of a fleet); none with --prometheus.
+    #[arg(required_unless_present = "prometheus", num_args = 1..)]
     pub inputs: Vec<PathBuf>,
-    /// Compare the groups of one input by this label: env, governor, cstate, or any label the
-    /// traces carry (old_clocksource, a session's --label, a machine fact).
-    #[arg(long, value_name = "LABEL", value_parser = parse_label_name)]
+    /// Compare the groups of the inputs by this label: env, governor, cstate, or any label the
+    /// traces carry (old_clocksource, a session's --label, a machine fact). With --prometheus:
+    /// env, cstate, governor, instance or any label of the histogram series.
+    #[arg(long, visible_alias = "by", value_name = "LABEL", value_parser = parse_label_name)]
     pub group_by: Option<String>,
+    /// Compare the fleet's exact histograms in this Prometheus (URL of its HTTP API) instead of
+    /// trace files: each group's bucket counts over --range.
+    #[arg(long, value_name = "URL", conflicts_with = "inputs", requires = "group_by")]
+    pub prometheus: Option<String>,
+    /// With --prometheus: the range the histograms' increase is taken over (e.g. 30m, 1h).
+    #[arg(long, default_value = "1h", value_parser = parse_prometheus_range, requires = "prometheus")]
+    pub range: String,
+    /// With --prometheus: only this segment (`a->b`).
+    #[arg(long, requires = "prometheus")]
+    pub segment: Option<String>,
     /// Only this chain.
     #[arg(long)]
     pub chain: Option<String>,
@@ -309,6 +322,15 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
     }
 }
 
+/// A PromQL range: a humantime duration given in whole seconds (`90s`, `30m`, `1h`).
+fn parse_prometheus_range(s: &str) -> Result<String, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (e.g. 30m, 1h)"))?;
+    if d.as_secs() == 0 || d.subsec_nanos() != 0 {
+        return Err(format!("`{s}`: a range of whole seconds, at least 1 s"));
+    }
+    Ok(format!("{}s", d.as_secs()))
+}
+
 fn config_error(e: impl Into<anyhow::Error>) -> CliError {
     CliError { code: EXIT_CONFIG, error: e.into() }
 }
@@ -339,6 +361,7 @@ pub fn main() -> Result<ExitCode, CliError> {
         Command::Run(args) => run::run_cmd(cli.config.as_deref(), args),
         Command::Session(args) => session::session_cmd(cli.config.as_deref(), args),
         Command::Analyze(args) => offline::analyze_cmd(cli.config.as_deref(), args),
+        Command::Compare(args) if args.prometheus.is_some() => fleet::compare_cmd(cli.config.as_deref(), args),
         Command::Compare(args) => offline::compare_cmd(cli.config.as_deref(), args),
         Command::Regress(args) => offline::regress_cmd(cli.config.as_deref(), args),
         Command::Simulate(args) => offline::simulate_cmd(args),

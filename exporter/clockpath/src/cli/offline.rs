@@ -151,8 +151,8 @@ pub(super) fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<Ex
                 results.extend(compare(name, &column_names(shape), (&na, &ra), (&nb, &rb), &opts));
             }
         }
-        ([one], Some(dim)) => {
-            let c = collect(&loaded, std::slice::from_ref(one), &opts)?;
+        (files, Some(dim)) => {
+            let c = collect(&loaded, files, &opts)?;
             for (name, d) in &c.chains {
                 if args.chain.as_ref().is_some_and(|x| x != name) {
                     continue;
@@ -177,12 +177,11 @@ pub(super) fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<Ex
                 }
             }
         }
-        ([_], None) => {
+        (_, None) => {
             return Err(config_error(anyhow::anyhow!(
-                "give two inputs, or one input and --group-by LABEL (env, governor, cstate, …)"
+                "give two inputs, or inputs and --group-by LABEL (env, governor, cstate, …)"
             )));
         }
-        _ => return Err(config_error(anyhow::anyhow!("--group-by compares the groups of a single input"))),
     }
     if results.is_empty() {
         return Err(config_error(anyhow::anyhow!("nothing to compare: no chain has complete runs on both sides")));

@@ -57,12 +57,12 @@ impl Bootstrap {
         Ok(())
     }
 
-    fn rng(&self) -> Xoshiro256PlusPlus {
+    pub(crate) fn rng(&self) -> Xoshiro256PlusPlus {
         Xoshiro256PlusPlus::seed_from_u64(self.seed)
     }
 
     /// Percentile interval of a bootstrap distribution (sorted in place).
-    fn interval(&self, estimate: f64, mut dist: Vec<f64>) -> Interval {
+    pub(crate) fn interval(&self, estimate: f64, mut dist: Vec<f64>) -> Interval {
         dist.sort_unstable_by(f64::total_cmp);
         let alpha = (1.0 - self.level) / 2.0;
         Interval {

@@ -13,6 +13,7 @@
 
 mod attribution;
 mod bootstrap;
+pub mod buckets;
 mod independence;
 mod outliers;
 mod regression;
