@@ -80,10 +80,11 @@ impl Prometheus {
         let url = format!("http://127.0.0.1:{}/api/v1/query_range", self.port);
         let body = ureq::get(&url)
             .query("query", promql)
-            // Whole steps back from now, so the last one is now (a series that appeared in the
-            // last step is not missed).
-            .query("start", &(now - secs.div_ceil(step_secs) * step_secs).to_string())
-            .query("end", &now.to_string())
+            // Whole steps back from one step ahead of now (`now` is truncated), so the last
+            // step is after every sample written so far: a series that appeared in the last
+            // second is not missed.
+            .query("start", &(now + step_secs - (secs.div_ceil(step_secs) + 1) * step_secs).to_string())
+            .query("end", &(now + step_secs).to_string())
             .query("step", &step_secs.to_string())
             .call()
             .unwrap_or_else(|e| panic!("range query `{promql}` failed: {e}"))
