@@ -49,7 +49,10 @@ fn recorded_traces_rotate_end_with_whole_lines_and_analyse() {
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
         assert!(
-            text.starts_with("timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id,chain,env\n"),
+            // The base columns, the hit on reference time, and which reference (here, with no
+            // PPS source, the system clock).
+            text.starts_with("timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id,chain,env,reference_ns,reference\n")
+                && text.lines().nth(1).is_some_and(|l| l.ends_with(",system")),
             "{}",
             f.display()
         );

@@ -95,7 +95,12 @@ fn quote(v: &str) -> String {
 
 pub(super) fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<ExitCode, CliError> {
     let loaded = load_config(config)?;
-    let boot = loaded.config.windows.bootstrap;
+    // B, level and seed as the offline commands take them: [windows.bootstrap], then flags.
+    let mut boot = loaded.config.windows.bootstrap;
+    boot.resamples = args.stats.resamples.unwrap_or(boot.resamples);
+    boot.level = args.stats.level.unwrap_or(boot.level);
+    boot.seed = args.stats.seed.unwrap_or(boot.seed);
+    boot.validate().map_err(|e| config_error(anyhow::anyhow!("{e}")))?;
     let url = args.prometheus.as_deref().context("--prometheus")?;
     let by = args.group_by.as_deref().context("--by")?;
     let prom = Prometheus::new(url)?;
