@@ -20,7 +20,7 @@ BUILD_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev pkg-config fonts-
 # iasl for the guest's C-state table, make and gcc-12 for test modules).
 TEST_PKGS=(libbpf-tools bpftrace linux-perf rt-tests prometheus wrk curl
            qemu-system-x86 busybox-static cpio xz-utils lz4 zstd kmod acpica-tools make gcc-12
-           python3-venv python3-yaml)
+           python3-venv python3-yaml pps-tools adjtimex)
 # The Helm chart is linted and rendered with Helm's own Go SDK, through its Python binding
 # (a self-contained wheel from PyPI): no helm binary or Go toolchain is packaged for bookworm.
 HELM_SDK_VERSION=0.2.2

@@ -368,7 +368,20 @@ fn build_initramfs(assets: &Assets, out: &Path) {
             std::os::unix::fs::symlink("busybox", link).unwrap();
         }
     }
-    for lib in shared_libs(&clockpath_bin()) {
+    // Peer tools the guest tests compare clockpath with: ppstest (pps-tools) reads the same
+    // PPS device, adjtimex prints the same kernel clock state.
+    let peers = [("/usr/bin/ppstest", "pps-tools"), ("/usr/sbin/adjtimex", "adjtimex")];
+    for (tool, package) in peers {
+        let dst = r.join("usr/bin").join(Path::new(tool).file_name().unwrap());
+        fs::copy(tool, dst).unwrap_or_else(|e| panic!("copy {tool} ({package}; scripts/setup.sh installs it): {e}"));
+    }
+    let mut libs = shared_libs(&clockpath_bin());
+    for (tool, _) in peers {
+        libs.extend(shared_libs(Path::new(tool)));
+    }
+    libs.sort();
+    libs.dedup();
+    for lib in libs {
         let dst = r.join(lib.strip_prefix("/").unwrap());
         fs::create_dir_all(dst.parent().unwrap()).unwrap();
         fs::copy(&lib, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", lib.display()));

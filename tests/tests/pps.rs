@@ -18,6 +18,43 @@ const PHASE_NS: i64 = 250_000_000;
 /// The edges come from an hrtimer in a TCG guest: late by up to a few tens of ms.
 const LATE_NS: i64 = 50_000_000;
 
+/// `adjtimex --print` (adjtimex(8)) and clockpath's `time_sync` read the same kernel state.
+fn check_sync_against_adjtimex(ours: &Value, adjtimex: &str) {
+    let field = |name: &str| -> i64 {
+        adjtimex
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("adjtimex --print has no {name}:\n{adjtimex}"))
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("adjtimex {name}:\n{adjtimex}"))
+    };
+    assert_eq!(ours["status"].as_i64(), Some(field("status")), "status\n{adjtimex}\n{ours}");
+    assert_eq!(ours["offset"].as_i64(), Some(field("offset")), "offset");
+    assert_eq!(ours["est_error_us"].as_i64(), Some(field("esterror")), "esterror");
+    assert_eq!(ours["loop_time_constant"].as_i64(), Some(field("time_constant")), "time constant");
+    assert_eq!((ours["frequency_ppm"].as_f64().unwrap() * 65536.0).round() as i64, field("frequency"), "frequency");
+    assert_eq!((ours["tick_seconds"].as_f64().unwrap() * 1e6).round() as i64, field("tick"), "tick");
+    // maxerror grows by 500 µs each second the clock is not disciplined: read moments apart.
+    let maxerror = ours["max_error_us"].as_i64().unwrap();
+    assert!((maxerror - field("maxerror")).abs() <= 1000, "maxerror {maxerror} vs\n{adjtimex}");
+    let sync = field("status") & 0x40 == 0; // STA_UNSYNC
+    assert_eq!(ours["synchronised"].as_bool(), Some(sync), "synchronised vs STA_UNSYNC");
+}
+
+/// The same on this machine (its own kernel), root or not.
+#[test]
+fn sync_state_matches_adjtimex_here() {
+    require_root();
+    let adjtimex = require_tool("adjtimex", "adjtimex");
+    let out = clockpath(&["doctor", "--json"]);
+    let doctor: Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+    let printed = std::process::Command::new(adjtimex).arg("--print").output().expect("adjtimex --print");
+    let text = String::from_utf8_lossy(&printed.stdout);
+    eprintln!("adjtimex --print:\n{text}\nclockpath: {}", doctor["time_sync"]);
+    check_sync_against_adjtimex(&doctor["time_sync"], &text);
+}
+
 fn scrape(guest: &Guest) -> Option<Scrape> {
     let text = ureq::get(&guest.url("/metrics")).timeout(Duration::from_secs(20)).call().ok()?.into_string().ok()?;
     Scrape::parse(&text).ok()
@@ -53,16 +90,28 @@ per_chain_per_second = 20.0
 insmod pps_clockpath.ko phase_ns={PHASE_NS}; echo "pps_insmod=$?"
 for i in $(seq 1 100); do case "$(cat /sys/class/pps/pps0/assert)" in *#0) sleep 0.1;; *) break;; esac; done
 ./clockpath --config pps.toml doctor > doctor.txt 2>&1; echo "doctor=$?"
+./clockpath --config pps.toml doctor --json > doctor.json 2>/dev/null; /usr/bin/adjtimex --print > adjtimex.txt 2>&1; echo "adjtimex=$?"
 ./clockpath --config missing.toml run --duration 5 > missing.log 2>&1; echo "missing_device=$?"
 CLOCKPATH_PPS__EDGE=clear ./clockpath --config pps.toml run --duration 5 > clear.log 2>&1; echo "clear_edge=$?"
-./clockpath --config pps.toml run --duration 600 --summary-json summary.json > run.log 2>&1 &
+./clockpath --config pps.toml --log info,clockpath::pps=debug run --duration 600 --summary-json summary.json > run.log 2>&1 &
 RUN=$!
+for i in $(seq 1 150); do wget -q -O /dev/null http://127.0.0.1:39111/healthz 2>/dev/null && break; sleep 0.2; done
+# The peer: ppstest reads the same device for five seconds.
+timeout 5 ppstest /dev/pps0 > ppstest.txt 2>&1
 for i in $(seq 1 300); do [ -e lose ] && break; sleep 0.2; done
 echo 0 > /sys/module/pps_clockpath/parameters/running
 # No edges for 6 s: more than lost_after_ms, five pulses missed.
 sleep 6
 echo 1 > /sys/module/pps_clockpath/parameters/running
+for i in $(seq 1 600); do [ -e unload ] && break; sleep 0.2; done
+# The driver unloaded under the running exporter, and loaded again.
+rmmod pps_clockpath; echo "rmmod=$?"
+for i in $(seq 1 600); do [ -e reload ] && break; sleep 0.2; done
+insmod pps_clockpath.ko phase_ns={PHASE_NS}; echo "reinsmod=$?"
 for i in $(seq 1 600); do [ -e done ] && break; sleep 0.2; done
+# The reader thread's CPU time (clock ticks) and how long the exporter ran.
+for t in /proc/$RUN/task/*; do [ "$(cat $t/comm)" = pps-pps0 ] && echo "pps_thread_ticks=$(( $(cut -d' ' -f14 $t/stat) + $(cut -d' ' -f15 $t/stat) ))"; done
+echo "run_seconds=$(( $(cut -d. -f1 /proc/uptime) - $(cut -d' ' -f22 /proc/$RUN/stat) / 100 ))"
 kill -TERM $RUN; wait $RUN; echo "run_exit=$?"
 "#
     );
@@ -120,6 +169,29 @@ kill -TERM $RUN; wait $RUN; echo "run_exit=$?"
     let missed = one(&s, "clockpath_pps_missed_pulses_total").unwrap();
     assert!((4.0..=7.0).contains(&missed), "6 s without edges: {missed} missed");
 
+    // The driver unloaded under the exporter: counted and logged, the other chains go on; loaded
+    // again: the device is opened anew and the signal is back.
+    let completed = |s: &Scrape| {
+        s.named("clockpath_chains_completed_total")
+            .filter(|x| x.labels.get("chain").map(String::as_str) == Some("sched_wakeup"))
+            .map(|x| x.value)
+            .sum::<f64>()
+    };
+    let before = completed(&s);
+    std::fs::write(guest.share().join("unload"), "").unwrap();
+    let s = wait_for("the PPS device's removal counted", Duration::from_secs(60), || {
+        scrape(&guest).filter(|s| one(s, "clockpath_pps_device_removals_total") == Some(1.0))
+    });
+    assert!(completed(&s) > before, "sched_wakeup chains go on while the PPS device is gone");
+    assert!(ureq::get(&guest.url("/healthz")).call().is_ok(), "the exporter keeps serving");
+    std::fs::write(guest.share().join("reload"), "").unwrap();
+    wait_for("the PPS signal back after the driver's reload", Duration::from_secs(60), || {
+        scrape(&guest).filter(|s| {
+            one(s, "clockpath_pps_signal_present") == Some(1.0)
+                && one(s, "clockpath_pps_device_removals_total") == Some(1.0)
+        })
+    });
+
     // Spans: while locked, on PPS time (250 ms behind the system clock's), and they say so.
     rx.wait_for_spans(20, Duration::from_secs(60));
     std::fs::write(guest.share().join("done"), "").unwrap();
@@ -138,6 +210,40 @@ kill -TERM $RUN; wait $RUN; echo "run_exit=$?"
         "{doctor}"
     );
     assert!(doctor.contains("clock sync       "), "{doctor}");
+    assert!(doctor.contains("capabilities: capture-assert, offset-assert, can-wait, timespec"), "{doctor}");
+
+    // Peer check: ppstest saw the same pulses (sequence numbers and timestamps) as clockpath.
+    let ppstest = out.file("ppstest.txt");
+    let run_log = out.file("run.log");
+    let mut matched = 0;
+    for l in ppstest.lines().filter(|l| l.starts_with("source 0 - assert ")) {
+        // source 0 - assert 1795000000.250123456, sequence: 42 - clear  0.000000000, sequence: 0
+        let rest = &l["source 0 - assert ".len()..];
+        let (stamp, rest) = rest.split_once(", sequence: ").expect("ppstest line");
+        let seq = rest.split_whitespace().next().unwrap();
+        let ours = format!("sequence={seq} assert={stamp}");
+        assert!(
+            run_log.contains(&ours),
+            "clockpath did not log `{ours}` (ppstest: {l}); its edges:\n{}",
+            run_log.lines().filter(|l| l.contains("PPS edge")).take(10).collect::<Vec<_>>().join("\n")
+        );
+        matched += 1;
+    }
+    assert!(matched >= 3, "ppstest saw {matched} pulses:\n{ppstest}");
+    eprintln!("ppstest and clockpath agree on {matched} pulses (sequence and timestamp)");
+    assert!(run_log.contains("PPS device removed") && run_log.contains("PPS device back"), "{run_log}");
+    assert_eq!(results.get("rmmod").map(String::as_str), Some("0"));
+
+    // Sync state: adjtimex(8) in the guest (Debian's, not busybox's applet) prints what doctor read.
+    assert_eq!(results.get("adjtimex").map(String::as_str), Some("0"), "{}", out.file("adjtimex.txt"));
+    let doctor_json: Value = serde_json::from_str(&out.file("doctor.json")).unwrap();
+    check_sync_against_adjtimex(&doctor_json["time_sync"], &out.file("adjtimex.txt"));
+
+    // Cost of the reader thread (clock ticks of 10 ms; TCG makes it an upper bound).
+    if let (Some(ticks), Some(secs)) = (results.get("pps_thread_ticks"), results.get("run_seconds")) {
+        let (ticks, secs): (f64, f64) = (ticks.parse().unwrap(), secs.parse().unwrap());
+        eprintln!("PPS reader thread: {ticks} ticks in {secs} s = {:.3} % of a core", ticks / secs);
+    }
     assert_eq!(results.get("missing_device").map(String::as_str), Some("2"), "{}", out.file("missing.log"));
     let missing = out.file("missing.log");
     assert!(missing.contains("pps.devices[0]") && missing.contains("/dev/pps7"), "{missing}");

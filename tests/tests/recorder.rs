@@ -51,8 +51,9 @@ fn recorded_traces_rotate_end_with_whole_lines_and_analyse() {
         assert!(
             // The base columns, the hit on reference time, and which reference (here, with no
             // PPS source, the system clock).
-            text.starts_with("timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id,chain,env,reference_ns,reference\n")
-                && text.lines().nth(1).is_some_and(|l| l.ends_with(",system")),
+            text.starts_with(
+                "timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id,chain,env,reference_ns,reference\n"
+            ) && text.lines().nth(1).is_some_and(|l| l.ends_with(",system")),
             "{}",
             f.display()
         );

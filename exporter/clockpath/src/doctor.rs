@@ -31,9 +31,11 @@ fn check_pps(cfg: &PpsConfig) -> Vec<PpsCheck> {
     }
     list.into_iter()
         .map(|(path, configured)| {
+            let mut capabilities = Vec::new();
             let (usable, pulse_offset_ns, note) = match Device::inspect(&path, cfg.edge) {
                 Err(e) => (Err(format!("{:#}", anyhow::Error::new(e))), None, String::new()),
                 Ok(dev) => {
+                    capabilities = dev.capabilities.iter().map(|c| c.to_string()).collect();
                     let note = if dev.edge_enabled {
                         String::new()
                     } else {
@@ -48,7 +50,7 @@ fn check_pps(cfg: &PpsConfig) -> Vec<PpsCheck> {
                     (Ok(if dev.name.is_empty() { "PPS source".into() } else { dev.name.clone() }), offset, note)
                 }
             };
-            PpsCheck { device: path.display().to_string(), configured, usable, pulse_offset_ns, note }
+            PpsCheck { device: path.display().to_string(), configured, usable, capabilities, pulse_offset_ns, note }
         })
         .collect()
 }
@@ -84,6 +86,8 @@ pub struct PpsCheck {
     pub configured: bool,
     /// The source's name, or why the device cannot be used.
     pub usable: Result<String, String>,
+    /// What PPS_GETCAP says the device can do.
+    pub capabilities: Vec<String>,
     /// An edge seen within 1.5 s: the system clock's offset from its second, ns.
     pub pulse_offset_ns: Option<i64>,
     pub note: String,
@@ -161,6 +165,9 @@ impl Report {
                 what,
                 if p.note.is_empty() { String::new() } else { format!(" ({})", p.note) }
             );
+            if !p.capabilities.is_empty() {
+                let _ = writeln!(s, "                 capabilities: {}", p.capabilities.join(", "));
+            }
         }
         let _ = writeln!(s, "\nattach kinds");
         for k in &self.attach_kinds {

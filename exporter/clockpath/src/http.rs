@@ -184,6 +184,9 @@ pub fn time_section(sync: Option<&TimeSync>, reference: Option<&TimeReference>) 
         None => h.push_str("<p>System clock: adjtimex cannot be read.</p>"),
     }
     let sources = reference.map(|r| r.sources()).unwrap_or_default();
+    for (device, why) in reference.map(|r| r.unusable()).unwrap_or_default() {
+        let _ = write!(h, "<p class=\"bad\">PPS device {} (found by auto) is unusable: {}</p>", esc(device), esc(why));
+    }
     if sources.is_empty() {
         h.push_str("<p>PPS reference: none configured (<code>[pps] devices</code>); times are the system clock's.</p>");
         return h;

@@ -371,7 +371,13 @@ pub fn main() -> Result<ExitCode, CliError> {
 fn init_logging(filter: &str) -> Result<(), CliError> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| config_error(anyhow::anyhow!("invalid --log filter `{filter}`: {e}")))?;
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only for a terminal: logs redirected to files and journals stay plain text.
+    use std::io::IsTerminal as _;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
     Ok(())
 }
 

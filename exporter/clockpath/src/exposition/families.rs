@@ -415,7 +415,10 @@ pub fn pps(
     enc: &mut DescriptorEncoder,
     labels: &CommonLabels,
     sources: &[(&PpsSource, SourceSnapshot)],
+    unusable: &[(String, String)],
 ) -> fmt::Result {
+    let bad: Vec<Labels> = unusable.iter().map(|(d, why)| labels.with(&[("device", d), ("reason", why)])).collect();
+    info(enc, PPS_UNUSABLE, PPS_UNUSABLE_HELP, &bad)?;
     let infos: Vec<Labels> = sources
         .iter()
         .map(|(src, _)| labels.with(&[("device", &src.device), ("name", &src.name), ("path", &src.source_path)]))
@@ -434,6 +437,7 @@ pub fn pps(
     counter(enc, PPS_PULSES, PPS_PULSES_HELP, &each_count(&|x| x.pulses))?;
     counter(enc, PPS_MISSED, PPS_MISSED_HELP, &each_count(&|x| x.missed))?;
     counter(enc, PPS_READ_ERRORS, PPS_READ_ERRORS_HELP, &each_count(&|x| x.read_errors))?;
+    counter(enc, PPS_REMOVALS, PPS_REMOVALS_HELP, &each_count(&|x| x.removals))?;
     let win =
         |f: &dyn Fn(&OffsetWindow) -> Option<f64>| each(&|x| x.window.as_ref().and_then(f).filter(|v| v.is_finite()));
     gauge(enc, PPS_WINDOW_MEDIAN, PPS_WINDOW_MEDIAN_HELP, &win(&|w| Some(w.stats.median)))?;
@@ -572,7 +576,7 @@ mod tests {
         });
         let t = text(|enc| {
             let labels = CommonLabels { env: "vm".into(), statics: BTreeMap::new() };
-            pps(enc, &labels, &[(&*SOURCE, SOURCE.snapshot())])
+            pps(enc, &labels, &[(&*SOURCE, SOURCE.snapshot())], &[("/dev/pps1".into(), "not a PPS device".into())])
         });
         let l = "{device=\"/dev/pps0\",env=\"vm\"}";
         assert_eq!(value(&t, &format!("clockpath_pps_signal_present{l}")), 1.0);
@@ -584,6 +588,11 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("clockpath_pps_window_median_seconds{"), "no window closed yet:\n{t}");
+        assert_eq!(value(&t, &format!("clockpath_pps_device_removals_total{l}")), 0.0);
+        assert!(
+            t.contains("clockpath_pps_unusable_info{device=\"/dev/pps1\",reason=\"not a PPS device\",env=\"vm\"} 1"),
+            "{t}"
+        );
     }
 
     #[test]

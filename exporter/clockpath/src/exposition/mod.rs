@@ -99,10 +99,10 @@ impl Collector for Exposition {
             families::bpf_programs(&mut enc, &f())?;
         }
         if let Some(r) = &self.reference
-            && !r.sources().is_empty()
+            && (!r.sources().is_empty() || !r.unusable().is_empty())
         {
             let snaps: Vec<_> = r.sources().iter().map(|s| (s.as_ref(), s.snapshot())).collect();
-            families::pps(&mut enc, labels, &snaps)?;
+            families::pps(&mut enc, labels, &snaps, r.unusable())?;
         }
         if let Some(t) = TimeSync::read() {
             families::timex(&mut enc, &t)?;

@@ -119,6 +119,10 @@ pub const PPS_JITTER: &str = "clockpath_pps_jitter_seconds";
 pub const PPS_JITTER_HELP: &str = "RMS scatter of the last 16 offsets around their straight line (drift removed).";
 pub const PPS_READ_ERRORS: &str = "clockpath_pps_read_errors";
 pub const PPS_READ_ERRORS_HELP: &str = "PPS_FETCH calls that failed (device gone, driver error).";
+pub const PPS_REMOVALS: &str = "clockpath_pps_device_removals";
+pub const PPS_REMOVALS_HELP: &str = "Times the device went away under the reader (driver unloaded, receiver unplugged); it is opened again when it comes back.";
+pub const PPS_UNUSABLE: &str = "clockpath_pps_unusable";
+pub const PPS_UNUSABLE_HELP: &str = "A PPS device `pps.devices = auto` found but cannot use, and why.";
 pub const PPS_WINDOW_MEDIAN: &str = "clockpath_pps_window_median_seconds";
 pub const PPS_WINDOW_MEDIAN_HELP: &str =
     "Median of the PPS offset over the last statistics window (outliers rejected as for chains).";

@@ -76,7 +76,11 @@ impl PulseTrain {
             Some(last) => {
                 let gap = mono_ns - last.mono_ns;
                 let seconds = (gap + SECOND_NS / 2) / SECOND_NS;
+                // The device's own count says how many edges it saw; believed when it is a count
+                // a 1 Hz signal can give in that time (a device opened anew after its driver
+                // was reloaded starts again from 1).
                 let counted = i64::from(e.sequence.wrapping_sub(last.sequence));
+                let counted = if (1..=seconds + 1).contains(&counted) { counted } else { seconds };
                 let missed = (seconds.max(counted) - 1).max(0) as u64;
                 if gap <= self.lost_after_ns {
                     // Counted on from the previous second: a step of the system clock moves the
@@ -365,6 +369,21 @@ mod tests {
         let err = t.reference(m).unwrap() - s.truth(m);
         // Off by the late edge itself (2 ms) plus its tilt over 15 pulses, not 2.4 × 2 ms.
         assert!(err.abs() < 2_400_000, "{err}");
+    }
+
+    #[test]
+    fn a_device_counting_from_one_again_is_not_billions_of_missed_pulses() {
+        let s = Source { mono0: 0, ppm: 0.0, phase_ns: 0 };
+        let mut t = train(2.5);
+        for k in 0..5 {
+            t.push(s.edge(k, 0));
+        }
+        // The driver was reloaded: 10 s later its count starts again at 1.
+        let mut e = s.edge(15, 0);
+        e.sequence = 1;
+        let p = t.push(e).unwrap();
+        assert!(p.resumed);
+        assert_eq!(p.missed, 10);
     }
 
     #[test]

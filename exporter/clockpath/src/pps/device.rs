@@ -14,7 +14,13 @@ use crate::config::PpsEdge;
 // Modes and capabilities (linux/pps.h).
 const PPS_CAPTUREASSERT: i32 = 0x01;
 const PPS_CAPTURECLEAR: i32 = 0x02;
+const PPS_OFFSETASSERT: i32 = 0x10;
+const PPS_OFFSETCLEAR: i32 = 0x20;
+const PPS_ECHOASSERT: i32 = 0x40;
+const PPS_ECHOCLEAR: i32 = 0x80;
 const PPS_CANWAIT: i32 = 0x100;
+const PPS_CANPOLL: i32 = 0x200;
+const PPS_TSFMT_NTPFP: i32 = 0x2000;
 const PPS_TSFMT_TSPEC: i32 = 0x1000;
 const PPS_API_VERS_1: i32 = 1;
 
@@ -117,6 +123,28 @@ pub struct Device {
     pub source_path: String,
     /// The edge is enabled in the device's parameters.
     pub edge_enabled: bool,
+    /// What PPS_GETCAP says the device can do.
+    pub capabilities: Vec<&'static str>,
+}
+
+/// The names of the PPS_GETCAP bits set in `cap`.
+fn capability_names(cap: i32) -> Vec<&'static str> {
+    [
+        (PPS_CAPTUREASSERT, "capture-assert"),
+        (PPS_CAPTURECLEAR, "capture-clear"),
+        (PPS_OFFSETASSERT, "offset-assert"),
+        (PPS_OFFSETCLEAR, "offset-clear"),
+        (PPS_ECHOASSERT, "echo-assert"),
+        (PPS_ECHOCLEAR, "echo-clear"),
+        (PPS_CANWAIT, "can-wait"),
+        (PPS_CANPOLL, "can-poll"),
+        (PPS_TSFMT_TSPEC, "timespec"),
+        (PPS_TSFMT_NTPFP, "ntp-fixed-point"),
+    ]
+    .into_iter()
+    .filter(|(b, _)| cap & b != 0)
+    .map(|(_, n)| n)
+    .collect()
 }
 
 fn ioctl<T>(file: &fs::File, request: libc::c_ulong, arg: &mut T) -> std::io::Result<()> {
@@ -181,6 +209,7 @@ impl Device {
             name: read("name"),
             source_path: read("path"),
             edge_enabled: edge_enabled || enable,
+            capabilities: capability_names(cap),
             file,
             path: path.into(),
             edge,
@@ -246,6 +275,28 @@ mod tests {
         assert_eq!(PPS_SETPARAMS, 0x400870a2);
         assert_eq!(PPS_GETCAP, 0x800870a3);
         assert_eq!(PPS_FETCH, 0xc00870a4);
+    }
+
+    #[test]
+    fn capabilities_are_named() {
+        assert_eq!(
+            capability_names(PPS_CAPTUREASSERT | PPS_OFFSETASSERT | PPS_CANWAIT | PPS_TSFMT_TSPEC),
+            ["capture-assert", "offset-assert", "can-wait", "timespec"]
+        );
+    }
+
+    #[test]
+    fn a_device_that_cannot_be_read_says_why() {
+        // Write-only even for root: the open fails as for a device without read permission.
+        let e = Device::open(Path::new("/proc/sys/vm/compact_memory"), PpsEdge::Assert).unwrap_err();
+        assert!(
+            matches!(&e, DeviceError::Open { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied),
+            "{e:?}"
+        );
+        assert_eq!(
+            format!("{:#}", anyhow::Error::new(e)),
+            "cannot open /proc/sys/vm/compact_memory: Permission denied (os error 13)"
+        );
     }
 
     #[test]

@@ -25,8 +25,9 @@ use crate::{
     ktime::{self, Basis, Edge, PulseTrain, WallClock},
 };
 
-/// How long one fetch waits: bounds how late the thread notices a stop or a lost signal.
-const FETCH_WAIT: Duration = Duration::from_millis(200);
+/// How long one fetch waits: bounds how late the thread notices a stop, a lost signal or a
+/// removed device, and sets how often an idle reader wakes.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 #[error("pps.devices[{index}]: {source}")]
@@ -59,6 +60,8 @@ pub struct PpsSource {
     window: Mutex<(Vec<f64>, Instant)>,
     published: Mutex<Option<OffsetWindow>>,
     pub read_errors: AtomicU64,
+    /// Times the device went away under the reader (driver unloaded, receiver unplugged).
+    pub removals: AtomicU64,
 }
 
 /// A consistent read of a source for the metrics.
@@ -71,6 +74,7 @@ pub struct SourceSnapshot {
     pub jitter_ns: Option<f64>,
     pub window: Option<OffsetWindow>,
     pub read_errors: u64,
+    pub removals: u64,
 }
 
 impl PpsSource {
@@ -84,6 +88,7 @@ impl PpsSource {
             window: Mutex::new((Vec::new(), Instant::now())),
             published: Mutex::new(None),
             read_errors: AtomicU64::new(0),
+            removals: AtomicU64::new(0),
         }
     }
 
@@ -101,6 +106,7 @@ impl PpsSource {
             jitter_ns,
             window: self.published.lock().ok().and_then(|w| w.clone()),
             read_errors: self.read_errors.load(Ordering::Relaxed),
+            removals: self.removals.load(Ordering::Relaxed),
         }
     }
 
@@ -118,6 +124,15 @@ impl PpsSource {
             Err(_) => return,
         };
         let Some(p) = pulse else { return };
+        // One line per edge at debug level (`--log clockpath::pps=debug`): what ppstest prints
+        // for the same pulse, to compare with it.
+        tracing::debug!(
+            device = %self.device,
+            sequence = edge.sequence,
+            assert = %format_args!("{}.{:09}", edge.realtime_ns.div_euclid(1_000_000_000), edge.realtime_ns.rem_euclid(1_000_000_000)),
+            offset_ns = p.offset_ns,
+            "PPS edge"
+        );
         if p.resumed {
             tracing::info!(device = %self.device, missed = p.missed, "PPS signal back");
         } else if p.missed > 0 {
@@ -164,6 +179,8 @@ impl PpsSource {
 pub struct TimeReference {
     wall: Arc<WallClock>,
     sources: Vec<Arc<PpsSource>>,
+    /// Devices `auto` found but could not use: (device, why).
+    unusable: Vec<(String, String)>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Monotonic ns of the wall clock's last calibration.
@@ -201,10 +218,19 @@ impl TimeReference {
         TimeReference {
             wall,
             sources: Vec::new(),
+            unusable: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::default(),
             calibrated_at: AtomicU64::new(ktime::monotonic_now_ns()),
         }
+    }
+
+    /// A reference on sources fed by their `add` (replayed pulses, benchmarks), read by no
+    /// thread.
+    pub fn with_sources(wall: Arc<WallClock>, sources: Vec<Arc<PpsSource>>) -> TimeReference {
+        let mut r = TimeReference::system(wall);
+        r.sources = sources;
+        r
     }
 
     /// Open the configured devices and start reading them. A device that cannot be used is an
@@ -224,10 +250,21 @@ impl TimeReference {
         }
         paths.dedup_by(|a, b| a.1 == b.1);
         let mut devices = Vec::new();
+        let mut unusable = Vec::new();
         for (index, path) in paths {
-            let dev = Device::open(&path, cfg.edge).map_err(|source| StartError { index, source })?;
-            tracing::info!(device = %path.display(), name = %dev.name, "PPS source");
-            devices.push(dev);
+            match Device::open(&path, cfg.edge) {
+                Ok(dev) => {
+                    tracing::info!(device = %path.display(), name = %dev.name, capabilities = %dev.capabilities.join(","), "PPS source");
+                    devices.push(dev);
+                }
+                // A device named in the configuration must work; one `auto` found is listed.
+                Err(source) if cfg.devices.get(index).is_some_and(|d| d == "auto") => {
+                    let why = format!("{:#}", anyhow::Error::new(source));
+                    tracing::warn!(device = %path.display(), reason = %why, "PPS device found by `auto` is unusable");
+                    unusable.push((path.display().to_string(), why));
+                }
+                Err(source) => return Err(StartError { index, source }),
+            }
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -242,9 +279,10 @@ impl TimeReference {
             sources.push(source.clone());
             let stop = stop.clone();
             let windows = windows.clone();
+            let edge = cfg.edge;
             let spawned = std::thread::Builder::new()
                 .name(format!("pps-{}", dev.path().file_name().unwrap_or_default().to_string_lossy()))
-                .spawn(move || read_loop(dev, &source, &windows, &stop));
+                .spawn(move || read_loop(dev, edge, &source, &windows, &stop));
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(error) => tracing::error!(%error, "cannot start a PPS reader thread"),
@@ -253,6 +291,7 @@ impl TimeReference {
         Ok(TimeReference {
             wall,
             sources,
+            unusable,
             stop,
             threads: Mutex::new(threads),
             calibrated_at: AtomicU64::new(ktime::monotonic_now_ns()),
@@ -261,6 +300,11 @@ impl TimeReference {
 
     pub fn sources(&self) -> &[Arc<PpsSource>] {
         &self.sources
+    }
+
+    /// Devices `auto` found but could not use, and why.
+    pub fn unusable(&self) -> &[(String, String)] {
+        &self.unusable
     }
 
     pub fn wall(&self) -> &WallClock {
@@ -308,11 +352,40 @@ impl Drop for TimeReference {
     }
 }
 
-fn read_loop(dev: Device, source: &PpsSource, windows: &WindowsConfig, stop: &AtomicBool) {
+/// Whether the device is still registered (its sysfs node exists).
+fn registered(path: &std::path::Path) -> bool {
+    path.file_name().is_some_and(|n| std::path::Path::new("/sys/class/pps").join(n).exists())
+}
+
+fn read_loop(
+    dev: Device,
+    edge: crate::config::PpsEdge,
+    source: &PpsSource,
+    windows: &WindowsConfig,
+    stop: &AtomicBool,
+) {
+    let path = dev.path().to_path_buf();
+    let mut dev = Some(dev);
     let mut present = false;
     let mut failing = false;
     while !stop.load(Ordering::Relaxed) {
-        match dev.fetch(FETCH_WAIT) {
+        let Some(d) = dev.as_ref() else {
+            // Removed: wait for the device to come back (the driver reloaded, the receiver
+            // plugged in again) and open it anew.
+            if registered(&path) {
+                match Device::open(&path, edge) {
+                    Ok(d) => {
+                        tracing::info!(device = %source.device, name = %d.name, "PPS device back: reading it again");
+                        dev = Some(d);
+                    }
+                    Err(error) => tracing::debug!(device = %source.device, %error, "PPS device not usable yet"),
+                }
+            }
+            std::thread::park_timeout(FETCH_WAIT);
+            source.close_window(windows, false);
+            continue;
+        };
+        match d.fetch(FETCH_WAIT) {
             Ok(Some(ev)) => {
                 failing = false;
                 // REALTIME − MONOTONIC now, within microseconds of the edge: the edge's monotonic
@@ -324,7 +397,14 @@ fn read_loop(dev: Device, source: &PpsSource, windows: &WindowsConfig, stop: &At
                     sequence: ev.sequence,
                 });
             }
-            Ok(None) => {}
+            Ok(None) => {
+                // An unregistered device answers fetches with timeouts for ever: notice it is gone.
+                if !registered(&path) {
+                    source.removals.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(device = %source.device, "PPS device removed (driver unloaded or unplugged): times fall back to the system clock until it is back");
+                    dev = None;
+                }
+            }
             Err(error) => {
                 source.read_errors.fetch_add(1, Ordering::Relaxed);
                 if !failing {
