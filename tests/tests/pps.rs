@@ -93,6 +93,7 @@ for i in $(seq 1 100); do case "$(cat /sys/class/pps/pps0/assert)" in *#0) sleep
 ./clockpath --config pps.toml doctor --json > doctor.json 2>/dev/null; /usr/bin/adjtimex --print > adjtimex.txt 2>&1; echo "adjtimex=$?"
 ./clockpath --config missing.toml run --duration 5 > missing.log 2>&1; echo "missing_device=$?"
 CLOCKPATH_PPS__EDGE=clear ./clockpath --config pps.toml run --duration 5 > clear.log 2>&1; echo "clear_edge=$?"
+CLOCKPATH_RECORDER__ENABLED=false CLOCKPATH_PPS__DEVICES=auto CLOCKPATH_PPS__EDGE=clear ./clockpath --config pps.toml run --duration 3 > auto.log 2>&1; echo "auto_unusable=$?"
 ./clockpath --config pps.toml --log info,clockpath::pps=debug run --duration 600 --summary-json summary.json > run.log 2>&1 &
 RUN=$!
 for i in $(seq 1 150); do wget -q -O /dev/null http://127.0.0.1:39111/healthz 2>/dev/null && break; sleep 0.2; done
@@ -251,6 +252,10 @@ kill -TERM $RUN; wait $RUN; echo "run_exit=$?"
     assert_eq!(results.get("clear_edge").map(String::as_str), Some("2"), "{}", out.file("clear.log"));
     let clear = out.file("clear.log");
     assert!(clear.contains("/dev/pps0 cannot capture clear edges (it can: assert)"), "{clear}");
+    // Found by `auto` instead: listed as unusable with the reason, and the exporter runs.
+    let auto = out.file("auto.log");
+    assert_eq!(results.get("auto_unusable").map(String::as_str), Some("0"), "{auto}");
+    assert!(auto.contains("PPS device found by `auto` is unusable") && auto.contains("cannot capture clear edges"), "{auto}");
     assert!(out.file("run.log").contains("PPS signal lost"), "the loss is logged");
 
     // The summary records the time state; its REALTIME − MONOTONIC maps trace times to the
