@@ -255,7 +255,10 @@ kill -TERM $RUN; wait $RUN; echo "run_exit=$?"
     // Found by `auto` instead: listed as unusable with the reason, and the exporter runs.
     let auto = out.file("auto.log");
     assert_eq!(results.get("auto_unusable").map(String::as_str), Some("0"), "{auto}");
-    assert!(auto.contains("PPS device found by `auto` is unusable") && auto.contains("cannot capture clear edges"), "{auto}");
+    assert!(
+        auto.contains("PPS device found by `auto` is unusable") && auto.contains("cannot capture clear edges"),
+        "{auto}"
+    );
     assert!(out.file("run.log").contains("PPS signal lost"), "the loss is logged");
 
     // The summary records the time state; its REALTIME − MONOTONIC maps trace times to the
