@@ -317,7 +317,7 @@ fn a_fleet_under_one_prometheus_dashboards_rules_and_compare() {
     let fleet = by_env.iter().find(|c| c["segment"] == "wakeup->switch_in").expect("fleet wakeup->switch_in");
     let off = offline.iter().find(|c| c["segment"] == "wakeup->switch_in").expect("offline wakeup->switch_in");
     assert_eq!((fleet["a"].as_str(), fleet["b"].as_str()), (off["a"].as_str(), off["b"].as_str()));
-    let resolution = fleet["resolution_ns"].as_f64().unwrap();
+    let resolution = fleet["resolution_ns"].as_f64().expect("resolution_ns (none when a median is in the +Inf bucket)");
     let (df, doff) = (
         fleet["median_difference"]["estimate"].as_f64().unwrap(),
         off["median_difference"]["estimate"].as_f64().unwrap(),

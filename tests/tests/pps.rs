@@ -97,8 +97,8 @@ CLOCKPATH_RECORDER__ENABLED=false CLOCKPATH_PPS__DEVICES=auto CLOCKPATH_PPS__EDG
 ./clockpath --config pps.toml --log info,clockpath::pps=debug run --duration 600 --summary-json summary.json > run.log 2>&1 &
 RUN=$!
 for i in $(seq 1 150); do wget -q -O /dev/null http://127.0.0.1:39111/healthz 2>/dev/null && break; sleep 0.2; done
-# The peer: ppstest reads the same device for five seconds.
-timeout 5 ppstest /dev/pps0 > ppstest.txt 2>&1
+# The peer: ppstest reads the same device for seven seconds.
+timeout 7 ppstest /dev/pps0 > ppstest.txt 2>&1
 for i in $(seq 1 300); do [ -e lose ] && break; sleep 0.2; done
 echo 0 > /sys/module/pps_clockpath/parameters/running
 # No edges for 6 s: more than lost_after_ms, five pulses missed.

@@ -223,6 +223,9 @@ pub const RESERVED_LABELS: &[&str] = &[
     "program",
     "outcome",
     "device",
+    "reference",
+    "name",
+    "path",
 ];
 
 /// Where a configuration value came from.
@@ -471,8 +474,13 @@ impl Loaded {
         if !(0..1_000_000_000).contains(&pps.cable_delay_ns) {
             issues.push(self.issue("pps.cable_delay_ns", "must be at least 0 and under a second"));
         }
-        if pps.lost_after_ms < 1100 {
-            issues.push(self.issue("pps.lost_after_ms", "must exceed one pulse period: at least 1100 ms"));
+        if !(1100..=3_600_000).contains(&pps.lost_after_ms) {
+            issues.push(
+                self.issue(
+                    "pps.lost_after_ms",
+                    "must exceed one pulse period and be at most an hour: 1100 to 3600000 ms",
+                ),
+            );
         }
         let e = &self.config.environment;
         if !["auto", "host", "vm"].contains(&e.env.as_str()) {
@@ -616,6 +624,11 @@ mod tests {
         assert!(i[0].why.contains("/dev/ppsN"), "{}", i[0]);
         let i = issues("[pps]\nedge = \"rising\"\n");
         assert_eq!(i[0].key, "pps.edge", "{i:?}");
+        let i = issues("[pps]\nlost_after_ms = 10000000000000\n");
+        assert_eq!(i[0].key, "pps.lost_after_ms", "no overflow to a negative bound: {i:?}");
+        // Trace columns and PPS info labels are clockpath's own.
+        let i = issues("[environment]\nlabels = { reference = \"x\", path = \"y\" }\n");
+        assert_eq!(i.len(), 2, "{i:?}");
         assert!(load_str("[pps]\ndevices = \"auto\"\n").unwrap().config.pps.auto());
     }
 

@@ -438,6 +438,7 @@ pub fn pps(
     counter(enc, PPS_MISSED, PPS_MISSED_HELP, &each_count(&|x| x.missed))?;
     counter(enc, PPS_READ_ERRORS, PPS_READ_ERRORS_HELP, &each_count(&|x| x.read_errors))?;
     counter(enc, PPS_REMOVALS, PPS_REMOVALS_HELP, &each_count(&|x| x.removals))?;
+    counter(enc, PPS_GLITCHES, PPS_GLITCHES_HELP, &each_count(&|x| x.glitches))?;
     let win =
         |f: &dyn Fn(&OffsetWindow) -> Option<f64>| each(&|x| x.window.as_ref().and_then(f).filter(|v| v.is_finite()));
     gauge(enc, PPS_WINDOW_MEDIAN, PPS_WINDOW_MEDIAN_HELP, &win(&|w| Some(w.stats.median)))?;

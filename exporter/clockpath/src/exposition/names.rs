@@ -121,6 +121,9 @@ pub const PPS_READ_ERRORS: &str = "clockpath_pps_read_errors";
 pub const PPS_READ_ERRORS_HELP: &str = "PPS_FETCH calls that failed (device gone, driver error).";
 pub const PPS_REMOVALS: &str = "clockpath_pps_device_removals";
 pub const PPS_REMOVALS_HELP: &str = "Times the device went away under the reader (driver unloaded, receiver unplugged); it is opened again when it comes back.";
+pub const PPS_GLITCHES: &str = "clockpath_pps_glitches";
+pub const PPS_GLITCHES_HELP: &str =
+    "Edges dropped as glitches: less than half a second after the previous one (a bouncing line, noise).";
 pub const PPS_UNUSABLE: &str = "clockpath_pps_unusable";
 pub const PPS_UNUSABLE_HELP: &str = "A PPS device `pps.devices = auto` found but cannot use, and why.";
 pub const PPS_WINDOW_MEDIAN: &str = "clockpath_pps_window_median_seconds";

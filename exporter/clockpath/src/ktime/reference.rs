@@ -57,6 +57,7 @@ pub struct PulseTrain {
     points: VecDeque<Point>,
     pulses: u64,
     missed: u64,
+    glitches: u64,
     jitter_ns: Option<f64>,
 }
 
@@ -64,15 +65,29 @@ impl PulseTrain {
     /// `cable_delay_ns`: how late an edge reaches the kernel after the true second;
     /// `lost_after_ns`: the signal is lost once no edge came for this long.
     pub fn new(cable_delay_ns: i64, lost_after_ns: i64) -> PulseTrain {
-        PulseTrain { cable_delay_ns, lost_after_ns, points: VecDeque::new(), pulses: 0, missed: 0, jitter_ns: None }
+        PulseTrain {
+            cable_delay_ns,
+            lost_after_ns,
+            points: VecDeque::new(),
+            pulses: 0,
+            missed: 0,
+            glitches: 0,
+            jitter_ns: None,
+        }
     }
 
-    /// Add an edge. None when it is not newer than the last one (the same event read twice).
+    /// Add an edge. None when it is the last one read again (a device capturing both edges
+    /// wakes a fetch on the other edge with this one's unchanged sequence), or a glitch: an
+    /// edge less than half a second after the last one (a bouncing line), counted.
     pub fn push(&mut self, e: Edge) -> Option<Pulse> {
         let mono_ns = e.monotonic_ns - self.cable_delay_ns;
         let true_wall = e.realtime_ns - self.cable_delay_ns;
         let (ref_ns, missed, resumed) = match self.points.back() {
-            Some(last) if mono_ns <= last.mono_ns => return None,
+            Some(last) if e.sequence == last.sequence || mono_ns <= last.mono_ns => return None,
+            Some(last) if mono_ns - last.mono_ns < SECOND_NS / 2 => {
+                self.glitches += 1;
+                return None;
+            }
             Some(last) => {
                 let gap = mono_ns - last.mono_ns;
                 let seconds = (gap + SECOND_NS / 2) / SECOND_NS;
@@ -114,6 +129,11 @@ impl PulseTrain {
         self.missed
     }
 
+    /// Edges dropped as glitches (less than half a second after the previous one).
+    pub fn glitches(&self) -> u64 {
+        self.glitches
+    }
+
     /// The system clock's offset from the true second at the last pulse.
     pub fn last_offset_ns(&self) -> Option<i64> {
         self.points.back().map(|p| p.offset_ns)
@@ -141,7 +161,7 @@ impl PulseTrain {
 
     /// Reference time (ns since the epoch) of a CLOCK_MONOTONIC instant: interpolated between
     /// the pulses around it, extrapolated up to `lost_after` from the nearest one (at the rate
-    /// of its neighbour pair). None where no pulse is that near: the caller falls back to the
+    /// of its run, over up to 16 pulses). None where no pulse is that near: the caller falls back to the
     /// system clock.
     pub fn reference(&self, monotonic_ns: i64) -> Option<i64> {
         let i = self.points.partition_point(|p| p.mono_ns <= monotonic_ns);
@@ -384,6 +404,32 @@ mod tests {
         let p = t.push(e).unwrap();
         assert!(p.resumed);
         assert_eq!(p.missed, 10);
+    }
+
+    #[test]
+    fn a_re_read_edge_and_a_glitch_add_no_pulse() {
+        let s = Source { mono0: 0, ppm: 0.0, phase_ns: 0 };
+        let mut t = train(2.5);
+        for k in 0..3 {
+            t.push(s.edge(k, 0));
+        }
+        // The same assert edge handed back by a fetch the clear edge woke, its monotonic time
+        // measured again a few ns later.
+        let mut again = s.edge(2, 0);
+        again.monotonic_ns += 7;
+        assert_eq!(t.push(again), None);
+        // A bounce 5 ms after the edge, with its own sequence number.
+        let mut bounce = s.edge(2, 5_000_000);
+        bounce.sequence = 4;
+        assert_eq!(t.push(bounce), None);
+        assert_eq!(t.glitches(), 1);
+        // The next real edge is one second on, not two.
+        let mut next = s.edge(3, 0);
+        next.sequence = 5;
+        t.push(next).unwrap();
+        let m = s.mono(3.5e9);
+        assert_eq!(t.reference(m), Some(s.truth(m)));
+        assert_eq!(t.pulses(), 4);
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct SourceSnapshot {
     pub window: Option<OffsetWindow>,
     pub read_errors: u64,
     pub removals: u64,
+    /// Edges dropped as glitches (under half a second after the previous one).
+    pub glitches: u64,
 }
 
 impl PpsSource {
@@ -94,9 +96,9 @@ impl PpsSource {
 
     pub fn snapshot(&self) -> SourceSnapshot {
         let now = ktime::monotonic_now_ns() as i64;
-        let (signal_present, pulses, missed, last_offset_ns, jitter_ns) = match self.train.lock() {
-            Ok(t) => (t.signal_present(now), t.pulses(), t.missed(), t.last_offset_ns(), t.jitter_ns()),
-            Err(_) => (false, 0, 0, None, None),
+        let (signal_present, pulses, missed, glitches, last_offset_ns, jitter_ns) = match self.train.lock() {
+            Ok(t) => (t.signal_present(now), t.pulses(), t.missed(), t.glitches(), t.last_offset_ns(), t.jitter_ns()),
+            Err(_) => (false, 0, 0, 0, None, None),
         };
         SourceSnapshot {
             signal_present,
@@ -107,6 +109,7 @@ impl PpsSource {
             window: self.published.lock().ok().and_then(|w| w.clone()),
             read_errors: self.read_errors.load(Ordering::Relaxed),
             removals: self.removals.load(Ordering::Relaxed),
+            glitches,
         }
     }
 
@@ -236,19 +239,27 @@ impl TimeReference {
     /// Open the configured devices and start reading them. A device that cannot be used is an
     /// error naming its entry; `auto` finding no device is a warning.
     pub fn start(cfg: &PpsConfig, windows: &WindowsConfig, wall: Arc<WallClock>) -> Result<TimeReference, StartError> {
+        // Named devices first, then what `auto` finds that is not one of them (each device
+        // once: two readers of one device would export its series twice).
+        let canonical = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
         let mut paths: Vec<(usize, PathBuf)> = Vec::new();
-        for (index, d) in cfg.devices.iter().enumerate() {
-            if d == "auto" {
-                let found = device::discover();
-                if found.is_empty() {
-                    tracing::warn!("pps.devices = auto: no PPS device in /sys/class/pps; times are the system clock's");
-                }
-                paths.extend(found.into_iter().map(|p| (index, p)));
-            } else {
-                paths.push((index, PathBuf::from(d)));
+        for (index, d) in cfg.devices.iter().enumerate().filter(|(_, d)| *d != "auto") {
+            let p = PathBuf::from(d);
+            if !paths.iter().any(|(_, q)| canonical(q) == canonical(&p)) {
+                paths.push((index, p));
             }
         }
-        paths.dedup_by(|a, b| a.1 == b.1);
+        if let Some(index) = cfg.devices.iter().position(|d| d == "auto") {
+            let found = device::discover();
+            if found.is_empty() {
+                tracing::warn!("pps.devices = auto: no PPS device in /sys/class/pps; times are the system clock's");
+            }
+            for p in found {
+                if !paths.iter().any(|(_, q)| canonical(q) == canonical(&p)) {
+                    paths.push((index, p));
+                }
+            }
+        }
         let mut devices = Vec::new();
         let mut unusable = Vec::new();
         for (index, path) in paths {
@@ -340,6 +351,8 @@ impl TimeReference {
         self.stop.store(true, Ordering::Relaxed);
         if let Ok(mut threads) = self.threads.lock() {
             for t in threads.drain(..) {
+                // A reader parked on a removed or failing device wakes now.
+                t.thread().unpark();
                 let _ = t.join();
             }
         }
@@ -354,7 +367,9 @@ impl Drop for TimeReference {
 
 /// Whether the device is still registered (its sysfs node exists).
 fn registered(path: &std::path::Path) -> bool {
-    path.file_name().is_some_and(|n| std::path::Path::new("/sys/class/pps").join(n).exists())
+    // A udev link (/dev/gpspps0) names the device by its target (/dev/pps0).
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    real.file_name().is_some_and(|n| std::path::Path::new("/sys/class/pps").join(n).exists())
 }
 
 fn read_loop(
@@ -411,8 +426,8 @@ fn read_loop(
                     tracing::error!(%error, "PPS read failed; retrying every second");
                     failing = true;
                 }
-                // Paced, not spinning; still stops promptly.
-                for _ in 0..5 {
+                // Paced (a second), not spinning; still stops promptly.
+                for _ in 0..2 {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }

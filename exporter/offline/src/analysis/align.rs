@@ -1,7 +1,9 @@
 //! Clock offsets between trace sets on reference time (`clockpath analyze --align LABEL`).
 //!
-//! A hit with `reference_ns` gives its clock's error at reference time r = `reference_ns`:
-//! e = `timestamp_ns − reference_ns` (signed, ns). Hits are grouped by one label (`env` by
+//! A hit with `reference_ns` gives the offset of its trace's time base (the clock
+//! `timestamp_ns` is on: for clockpath, the machine's kernel CLOCK_MONOTONIC) from the
+//! reference at reference time r = `reference_ns`: e = `timestamp_ns − reference_ns` (signed,
+//! ns). Hits are grouped by one label (`env` by
 //! default: host against VM). For every pair of groups (A, B), in label-value order, each point
 //! of A is paired with the point of B nearest in reference time, when they are at most
 //! `within_ns` apart; d = e_A − e_B is then A's clock minus B's at the same true time.

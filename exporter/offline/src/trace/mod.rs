@@ -108,8 +108,9 @@ pub struct TraceHit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interference_ns: Option<[u64; clockpath_common::interference::SOURCES]>,
     /// The same instant as `timestamp_ns` on reference time (ns since the UNIX epoch, e.g.
-    /// PPS-disciplined), when a reference was available; `timestamp_ns − reference_ns` is the
-    /// system clock's error at that instant.
+    /// PPS-disciplined), when a reference was available. clockpath's `timestamp_ns` is kernel
+    /// CLOCK_MONOTONIC, so `timestamp_ns − reference_ns` is the offset of that trace's time base
+    /// from the reference (constant while both run at the same rate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_ns: Option<u64>,
     /// Labels of the run (session labels, old and new clocksource, machine facts); CSV files
