@@ -110,6 +110,25 @@ def ci_dashed(p):
     return p.override_by_regexp(".* CI (lower|upper)$", DASHED)
 
 
+def window_ci(ids: Ids, title: str, description: str, sel: str, legend: str, by: str = ""):
+    """Window median with its CI bounds dashed: the three gauges for `sel`, each named
+    `<legend> median` / `CI lower` / `CI upper`; with `by`, the median averaged and the bounds
+    the lowest and highest of each group."""
+    agg = [f"avg by ({by}) ", f"min by ({by}) ", f"max by ({by}) "] if by else ["", "", ""]
+    wrap = (lambda a, m: f"{a}({m}{{{sel}}})") if by else (lambda a, m: f"{m}{{{sel}}}")
+    gauges = ["clockpath_window_median_seconds", "clockpath_window_ci_lower_seconds", "clockpath_window_ci_upper_seconds"]
+    names = ["median", "CI lower", "CI upper"]
+    return ci_dashed(
+        ts(
+            ids,
+            title,
+            description,
+            "s",
+            *[q(ref, wrap(a, m), f"{legend} {n}") for ref, a, m, n in zip("ABC", agg, gauges, names)],
+        )
+    )
+
+
 def ci_bands(p, names=ENVS):
     """Fill between `<name> CI lower` and `<name> CI upper` for each name."""
     for n in names:
@@ -291,30 +310,23 @@ def offset_tracking() -> db.Dashboard:
         )
     )
     d = d.with_panel(
-        ci_dashed(
-            ts(
-                ids,
-                "Window median and CI per instance",
-                "Each instance's window median, and its bootstrap CI (dashed; windows.bootstrap.level).",
-                "s",
-                q("A", f"clockpath_window_median_seconds{{{SEG}}}", "{{instance}} median"),
-                q("B", f"clockpath_window_ci_lower_seconds{{{SEG}}}", "{{instance}} CI lower"),
-                q("C", f"clockpath_window_ci_upper_seconds{{{SEG}}}", "{{instance}} CI upper"),
-            )
+        window_ci(
+            ids,
+            "Window median and CI per instance",
+            "Each instance's window median, and its bootstrap CI (dashed; windows.bootstrap.level).",
+            SEG,
+            "{{instance}}",
         )
     )
     d = d.with_panel(
-        ci_dashed(
-            ts(
-                ids,
-                "Per C-state limit and governor: window median and CI",
-                "Window medians grouped by the instances' C-state limit and cpufreq governor (labels of "
-                "the window gauges); the CI bounds are the group's lowest and highest (dashed).",
-                "s",
-                q("A", f"avg by (cstate_limit, governor) (clockpath_window_median_seconds{{{SEG}}})", "C-states {{cstate_limit}}, {{governor}} median"),
-                q("B", f"min by (cstate_limit, governor) (clockpath_window_ci_lower_seconds{{{SEG}}})", "C-states {{cstate_limit}}, {{governor}} CI lower"),
-                q("C", f"max by (cstate_limit, governor) (clockpath_window_ci_upper_seconds{{{SEG}}})", "C-states {{cstate_limit}}, {{governor}} CI upper"),
-            )
+        window_ci(
+            ids,
+            "Per C-state limit and governor: window median and CI",
+            "Window medians grouped by the instances' C-state limit and cpufreq governor (labels of "
+            "the window gauges); the CI bounds are the group's lowest and highest (dashed).",
+            SEG,
+            "C-states {{cstate_limit}}, {{governor}}",
+            by="cstate_limit, governor",
         )
     )
     by_policy = (
@@ -356,17 +368,13 @@ def offset_tracking() -> db.Dashboard:
         )
     )
     d = d.with_panel(
-        ci_dashed(
-            ts(
-                ids,
-                "Clocksource switch: window median and CI per segment",
-                "Statistics windows of the switch segments (published for windows with at least two "
-                "switches); CI dashed.",
-                "s",
-                q("A", f"clockpath_window_median_seconds{{{CS}}}", "{{instance}} {{segment}} median"),
-                q("B", f"clockpath_window_ci_lower_seconds{{{CS}}}", "{{instance}} {{segment}} CI lower"),
-                q("C", f"clockpath_window_ci_upper_seconds{{{CS}}}", "{{instance}} {{segment}} CI upper"),
-            )
+        window_ci(
+            ids,
+            "Clocksource switch: window median and CI per segment",
+            "Statistics windows of the switch segments (published for windows with at least two "
+            "switches); CI dashed.",
+            CS,
+            "{{instance}} {{segment}}",
         )
     )
     d = d.with_panel(

@@ -4,7 +4,7 @@
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -59,58 +59,53 @@ impl Prometheus {
         p
     }
 
+    /// GET `/api/v1/{endpoint}` with `params`; the answer's `data`, after checking the status.
+    fn api(&self, endpoint: &str, params: &[(&str, String)]) -> Value {
+        let url = format!("http://127.0.0.1:{}/api/v1/{endpoint}", self.port);
+        let mut req = ureq::get(&url);
+        for (k, v) in params {
+            req = req.query(k, v);
+        }
+        let what = format!("{endpoint} {params:?}");
+        let body = req
+            .call()
+            .unwrap_or_else(|e| panic!("{what} failed: {e}"))
+            .into_string()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+        assert_eq!(v["status"], "success", "{what}: {v}");
+        v["data"].clone()
+    }
+
     /// Run an instant query; returns the `data.result` array.
     pub fn query(&self, promql: &str) -> Vec<Value> {
-        let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
-        let body = ureq::get(&url)
-            .query("query", promql)
-            .call()
-            .unwrap_or_else(|e| panic!("query `{promql}` failed: {e}"))
-            .into_string()
-            .expect("query body");
-        let v: Value = serde_json::from_str(&body).expect("query JSON");
-        assert_eq!(v["status"], "success", "query `{promql}`: {v}");
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
+        self.api("query", &[("query", promql.to_string())])["result"].as_array().cloned().unwrap_or_default()
     }
 
     /// A range query over the last `secs` seconds (step `step_secs`), as Grafana runs a
     /// panel's query; returns the `data.result` matrix.
     pub fn query_range(&self, promql: &str, secs: u64, step_secs: u64) -> Vec<Value> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-        let url = format!("http://127.0.0.1:{}/api/v1/query_range", self.port);
-        let body = ureq::get(&url)
-            .query("query", promql)
-            // Whole steps back from one step ahead of now (`now` is truncated), so the last
-            // step is after every sample written so far: a series that appeared in the last
-            // second is not missed.
-            .query("start", &(now + step_secs - (secs.div_ceil(step_secs) + 1) * step_secs).to_string())
-            .query("end", &(now + step_secs).to_string())
-            .query("step", &step_secs.to_string())
-            .call()
-            .unwrap_or_else(|e| panic!("range query `{promql}` failed: {e}"))
-            .into_string()
-            .expect("range query body");
-        let v: Value = serde_json::from_str(&body).expect("range query JSON");
-        assert_eq!(v["status"], "success", "range query `{promql}`: {v}");
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
+        // Whole steps back from one step ahead of now (`now` is truncated), so the last step is
+        // after every sample written so far: a series that appeared in the last second is not
+        // missed.
+        let end = now + step_secs;
+        let params = [
+            ("query", promql.to_string()),
+            ("start", (end - (secs.div_ceil(step_secs) + 1) * step_secs).to_string()),
+            ("end", end.to_string()),
+            ("step", step_secs.to_string()),
+        ];
+        self.api("query_range", &params)["result"].as_array().cloned().unwrap_or_default()
     }
 
     /// Exemplars of the series `promql` selects over the last `secs` seconds: the `data` array
     /// of /api/v1/query_exemplars (one entry per series, each with its `exemplars`).
     pub fn exemplars(&self, promql: &str, secs: u64) -> Vec<Value> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-        let url = format!("http://127.0.0.1:{}/api/v1/query_exemplars", self.port);
-        let body = ureq::get(&url)
-            .query("query", promql)
-            .query("start", &(now - secs).to_string())
-            .query("end", &(now + 1).to_string())
-            .call()
-            .unwrap_or_else(|e| panic!("exemplar query `{promql}` failed: {e}"))
-            .into_string()
-            .expect("exemplar body");
-        let v: Value = serde_json::from_str(&body).expect("exemplar JSON");
-        assert_eq!(v["status"], "success", "exemplar query `{promql}`: {v}");
-        v["data"].as_array().cloned().unwrap_or_default()
+        let params =
+            [("query", promql.to_string()), ("start", (now - secs).to_string()), ("end", (now + 1).to_string())];
+        self.api("query_exemplars", &params).as_array().cloned().unwrap_or_default()
     }
 
     /// `http://127.0.0.1:PORT`, its HTTP API's base URL.
@@ -127,18 +122,17 @@ impl Prometheus {
 
     /// Wait until `promql` returns a value satisfying `ok`, or panic after `timeout`.
     pub fn wait_for(&self, promql: &str, timeout: Duration, ok: impl Fn(f64) -> bool) -> f64 {
-        let deadline = Instant::now() + timeout;
-        let mut last = None;
-        while Instant::now() < deadline {
-            last = self.value(promql);
-            if let Some(v) = last
-                && ok(v)
-            {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        panic!("`{promql}` never satisfied the condition within {timeout:?}; last value {last:?}");
+        let last = std::cell::Cell::new(None);
+        crate::wait_for_or(
+            &format!("`{promql}` to satisfy the condition"),
+            timeout,
+            || {
+                let v = self.value(promql);
+                last.set(v);
+                v.filter(|v| ok(*v))
+            },
+            || format!("; last value {:?}", last.get()),
+        )
     }
 }
 

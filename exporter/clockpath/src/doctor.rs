@@ -125,21 +125,7 @@ impl Report {
         }
         match &self.time_sync {
             Some(t) => {
-                let _ = writeln!(
-                    s,
-                    "clock sync       {} (max error {:.3} ms, estimated {:.3} ms, offset {:.9} s, freq {:+.3} ppm, TAI {} s{})",
-                    if t.synchronised { "synchronised" } else { "NOT synchronised" },
-                    t.max_error_us as f64 / 1e3,
-                    t.est_error_us as f64 / 1e3,
-                    t.offset_seconds,
-                    t.frequency_ppm,
-                    t.tai_offset_s,
-                    if t.pps_flags.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", kernel PPS: {}", t.pps_flags.join(" "))
-                    }
-                );
+                let _ = writeln!(s, "clock sync       {}", t.summary());
             }
             None => {
                 let _ = writeln!(s, "clock sync       unknown (adjtimex failed)");

@@ -301,6 +301,25 @@ impl TimeSync {
         })
     }
 
+    /// One line for people (`doctor`, `/`): synchronised or not, errors, offset, frequency, TAI
+    /// offset and the kernel's PPS discipline flags.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} (max error {:.3} ms, estimated {:.3} ms, offset {:.9} s, freq {:+.3} ppm, TAI {} s{})",
+            if self.synchronised { "synchronised" } else { "NOT synchronised" },
+            self.max_error_us as f64 / 1e3,
+            self.est_error_us as f64 / 1e3,
+            self.offset_seconds,
+            self.frequency_ppm,
+            self.tai_offset_s,
+            if self.pps_flags.is_empty() {
+                String::new()
+            } else {
+                format!(", kernel PPS: {}", self.pps_flags.join(" "))
+            }
+        )
+    }
+
     /// The frequency adjustment as a ratio (node_exporter's `frequency_adjustment_ratio`).
     pub fn frequency_adjustment_ratio(&self) -> f64 {
         1.0 + self.frequency_ppm / 1e6

@@ -163,23 +163,8 @@ pub fn time_section(sync: Option<&TimeSync>, reference: Option<&TimeReference>) 
     let mut h = String::from("<h2>Time</h2>");
     match sync {
         Some(t) => {
-            let _ = write!(
-                h,
-                "<p>System clock: <span class=\"{}\">{}</span>; maximum error {:.3} ms, estimated error {:.3} ms, \
-                 offset {:.9} s, frequency {:+.3} ppm, TAI offset {} s{}.</p>",
-                if t.synchronised { "attached" } else { "bad" },
-                if t.synchronised { "synchronised" } else { "NOT synchronised" },
-                t.max_error_us as f64 / 1e3,
-                t.est_error_us as f64 / 1e3,
-                t.offset_seconds,
-                t.frequency_ppm,
-                t.tai_offset_s,
-                if t.pps_flags.is_empty() {
-                    String::new()
-                } else {
-                    format!(", kernel PPS discipline {}", esc(&t.pps_flags.join(" ")))
-                }
-            );
+            let class = if t.synchronised { "attached" } else { "bad" };
+            let _ = write!(h, "<p>System clock: <span class=\"{class}\">{}</span>.</p>", esc(&t.summary()));
         }
         None => h.push_str("<p>System clock: adjtimex cannot be read.</p>"),
     }
