@@ -41,12 +41,11 @@ fn check_pps(cfg: &PpsConfig) -> Vec<PpsCheck> {
                     } else {
                         "edge not enabled: `run` enables it, which needs CAP_SYS_TIME".to_string()
                     };
-                    let offset = dev.fetch(std::time::Duration::from_millis(1500)).ok().flatten().map(|e| {
-                        let mut t = ktime::PulseTrain::new(cfg.cable_delay_ns, cfg.lost_after_ms as i64 * 1_000_000);
-                        let mono = e.realtime_ns - ktime::measure_offset();
-                        t.push(ktime::Edge { realtime_ns: e.realtime_ns, monotonic_ns: mono, sequence: e.sequence })
-                            .map_or(0, |p| p.offset_ns)
-                    });
+                    let offset = dev
+                        .fetch(std::time::Duration::from_millis(1500))
+                        .ok()
+                        .flatten()
+                        .map(|e| ktime::reference::offset_from_nearest_second(e.realtime_ns, cfg.cable_delay_ns));
                     (Ok(if dev.name.is_empty() { "PPS source".into() } else { dev.name.clone() }), offset, note)
                 }
             };

@@ -35,10 +35,14 @@ pub(super) fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result
     // changed.
     let failed = |e: SessionError| CliError { code: EXIT_FAILURE, error: e.into() };
     let leftovers = [
-        session::restore_file::restore_leftover::<session::idle::Cpuidle>(&session::idle::restore_path())
-            .map_err(failed)?,
-        session::restore_file::restore_leftover::<session::cpufreq::Cpufreq>(&session::cpufreq::restore_path())
-            .map_err(failed)?,
+        session::restore_file::restore_leftover::<session::idle::Cpuidle>(&session::restore_file::path::<
+            session::idle::Cpuidle,
+        >())
+        .map_err(failed)?,
+        session::restore_file::restore_leftover::<session::cpufreq::Cpufreq>(&session::restore_file::path::<
+            session::cpufreq::Cpufreq,
+        >())
+        .map_err(failed)?,
     ];
     for said in leftovers.iter().flatten() {
         tracing::warn!("{said}");
@@ -48,8 +52,8 @@ pub(super) fn session_cmd(config: Option<&Path>, args: SessionCliArgs) -> Result
         if leftovers.iter().all(Option::is_none) {
             println!(
                 "nothing to restore: no session left {} or {}",
-                session::idle::restore_path().display(),
-                session::cpufreq::restore_path().display()
+                session::restore_file::path::<session::idle::Cpuidle>().display(),
+                session::restore_file::path::<session::cpufreq::Cpufreq>().display()
             );
         }
         return Ok(ExitCode::SUCCESS);

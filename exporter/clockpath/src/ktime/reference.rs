@@ -244,6 +244,13 @@ fn along(a: &Point, b: &Point, origin: &Point, mono: i64) -> i64 {
     (i128::from(origin.ref_ns) + d) as i64
 }
 
+/// The system clock's offset from the true second shown by one edge taken alone (stamped at
+/// `realtime_ns`, `cable_delay_ns` late): its distance from the nearest second.
+pub fn offset_from_nearest_second(realtime_ns: i64, cable_delay_ns: i64) -> i64 {
+    let true_wall = realtime_ns - cable_delay_ns;
+    true_wall - nearest_second(true_wall)
+}
+
 /// The top of the second nearest to `ns`.
 fn nearest_second(ns: i64) -> i64 {
     (ns + SECOND_NS / 2).div_euclid(SECOND_NS) * SECOND_NS

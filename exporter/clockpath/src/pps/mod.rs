@@ -17,7 +17,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clockpath_offline::stats::{self, ColumnStats};
+use clockpath_offline::{
+    analysis::align::REFERENCE_LABEL,
+    stats::{self, ColumnStats},
+    trace::TraceHit,
+};
 
 use self::device::{Device, DeviceError};
 use crate::{
@@ -115,9 +119,8 @@ impl PpsSource {
 
     /// Reference ns of a monotonic instant on this source's pulses, if they cover it.
     fn reference(&self, monotonic_ns: u64) -> Option<u64> {
-        let t = self.train.lock().ok()?;
-        let (ns, basis) = ktime::to_reference(monotonic_ns, 0, Some(&t));
-        basis.is_pps().then_some(ns)
+        let ns = self.train.lock().ok()?.reference(i64::try_from(monotonic_ns).ok()?)?;
+        Some(ns.max(0) as u64)
     }
 
     /// One edge read from the device.
@@ -147,10 +150,10 @@ impl PpsSource {
     }
 
     /// Close the window if it is due: its statistics replace the published ones.
-    fn close_window(&self, cfg: &WindowsConfig, force: bool) {
+    fn close_window(&self, cfg: &WindowsConfig) {
         let values = {
             let Ok(mut w) = self.window.lock() else { return };
-            if !force && w.1.elapsed() < Duration::from_secs(cfg.interval_secs) {
+            if w.1.elapsed() < Duration::from_secs(cfg.interval_secs) {
                 return;
             }
             w.1 = Instant::now();
@@ -241,24 +244,22 @@ impl TimeReference {
     pub fn start(cfg: &PpsConfig, windows: &WindowsConfig, wall: Arc<WallClock>) -> Result<TimeReference, StartError> {
         // Named devices first, then what `auto` finds that is not one of them (each device
         // once: two readers of one device would export its series twice).
-        let canonical = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        let mut seen = std::collections::HashSet::new();
         let mut paths: Vec<(usize, PathBuf)> = Vec::new();
-        for (index, d) in cfg.devices.iter().enumerate().filter(|(_, d)| *d != "auto") {
-            let p = PathBuf::from(d);
-            if !paths.iter().any(|(_, q)| canonical(q) == canonical(&p)) {
+        let mut add = |index: usize, p: PathBuf| {
+            if seen.insert(std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone())) {
                 paths.push((index, p));
             }
+        };
+        for (index, d) in cfg.devices.iter().enumerate().filter(|(_, d)| *d != "auto") {
+            add(index, PathBuf::from(d));
         }
         if let Some(index) = cfg.devices.iter().position(|d| d == "auto") {
             let found = device::discover();
             if found.is_empty() {
                 tracing::warn!("pps.devices = auto: no PPS device in /sys/class/pps; times are the system clock's");
             }
-            for p in found {
-                if !paths.iter().any(|(_, q)| canonical(q) == canonical(&p)) {
-                    paths.push((index, p));
-                }
-            }
+            found.into_iter().for_each(|p| add(index, p));
         }
         let mut devices = Vec::new();
         let mut unusable = Vec::new();
@@ -346,6 +347,14 @@ impl TimeReference {
         ReferenceTime { ns, basis, device: None }
     }
 
+    /// Put a trace hit on reference time: its `reference_ns`, and the `reference` label saying
+    /// which reference that was.
+    pub fn stamp(&self, hit: &mut TraceHit) {
+        let at = self.to_reference(hit.timestamp_ns);
+        hit.reference_ns = Some(at.ns);
+        hit.labels.insert(REFERENCE_LABEL.to_string(), at.label());
+    }
+
     /// Stop the reader threads (each notices within one fetch wait).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -397,7 +406,7 @@ fn read_loop(
                 }
             }
             std::thread::park_timeout(FETCH_WAIT);
-            source.close_window(windows, false);
+            source.close_window(windows);
             continue;
         };
         match d.fetch(FETCH_WAIT) {
@@ -441,6 +450,6 @@ fn read_loop(
             tracing::warn!(device = %source.device, "PPS signal lost: times fall back to the system clock");
         }
         present = is_present;
-        source.close_window(windows, false);
+        source.close_window(windows);
     }
 }

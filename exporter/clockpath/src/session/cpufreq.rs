@@ -145,19 +145,12 @@ pub fn preflight(root: &Path, governors: Vec<String>) -> Result<Option<Checked>,
     Ok(Some(Checked { cpufreq, governors }))
 }
 
-/// The file holding the governors to put back, written before the first change.
-pub const RESTORE_FILE: &str = "clockpath-cpufreq-restore.json";
-
-/// Where the restore file lives (/run: gone at reboot, like the settings it restores).
-pub fn restore_path() -> PathBuf {
-    restore_file::dir().join(RESTORE_FILE)
-}
-
 /// Holds the original governors (see [`restore_file::Guard`]).
 pub type Guard = restore_file::Guard<Cpufreq>;
 
 impl restore_file::Settings for Cpufreq {
     type Values = Vec<Governor>;
+    const FILE: &'static str = "clockpath-cpufreq-restore.json";
     const WHAT: &'static str = "cpufreq governors";
 
     fn root(&self) -> &Path {
@@ -238,7 +231,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         fake(t.path());
         let freq = Cpufreq::open(t.path()).unwrap().unwrap();
-        let file = t.path().join(RESTORE_FILE);
+        let file = t.path().join(<Cpufreq as restore_file::Settings>::FILE);
         let gov = |p: &str| fs::read_to_string(t.path().join(p).join("scaling_governor")).unwrap();
         {
             let mut guard = Guard::save(freq.clone(), file.clone()).unwrap();

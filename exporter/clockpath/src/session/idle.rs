@@ -12,7 +12,7 @@
 //! Each state's `usage` counter, read when a policy is set and when it ends, shows whether a
 //! disabled state was still entered: the evidence a summary carries.
 //!
-//! The original sysfs settings are saved to a file before the first change (`restore_path`,
+//! The original sysfs settings are saved to a file before the first change (`restore_file::path`,
 //! see [`super::restore_file`])
 //! and put back at the end, on error, on a signal (the session stops and unwinds through the
 //! guard) and, after a crash, by the next `clockpath session` or `clockpath session --restore`.
@@ -322,19 +322,12 @@ fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
     (!out.is_empty()).then_some(out)
 }
 
-/// The file holding the settings to put back, written before the first change.
-pub const RESTORE_FILE: &str = "clockpath-cpuidle-restore.json";
-
-/// Where the restore file lives (/run: gone at reboot, like the settings it restores).
-pub fn restore_path() -> PathBuf {
-    restore_file::dir().join(RESTORE_FILE)
-}
-
 /// Holds the original idle-state settings (see [`restore_file::Guard`]).
 pub type Guard = restore_file::Guard<Cpuidle>;
 
 impl restore_file::Settings for Cpuidle {
     type Values = Vec<Disable>;
+    const FILE: &'static str = "clockpath-cpuidle-restore.json";
     const WHAT: &'static str = "idle states";
 
     fn root(&self) -> &Path {

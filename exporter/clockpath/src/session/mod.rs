@@ -162,11 +162,11 @@ pub fn run(
     let id = session_id(env);
     let mut restore = clocksource::Restore::new(original.clone());
     let mut idle_guard = match &args.cstates {
-        Some(c) => Some(idle::Guard::save(c.idle.clone(), idle::restore_path())?),
+        Some(c) => Some(idle::Guard::save(c.idle.clone(), restore_file::path::<idle::Cpuidle>())?),
         None => None,
     };
     let mut freq_guard = match &args.governors {
-        Some(c) => Some(cpufreq::Guard::save(c.cpufreq.clone(), cpufreq::restore_path())?),
+        Some(c) => Some(cpufreq::Guard::save(c.cpufreq.clone(), restore_file::path::<cpufreq::Cpufreq>())?),
         None => None,
     };
     let policies = conditions(args.cstates.as_ref(), args.governors.as_ref());

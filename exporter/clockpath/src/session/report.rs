@@ -255,14 +255,12 @@ pub fn write_outputs(
     if report.policies.iter().any(|p| p.governor.is_some()) {
         keys.push(super::runner::GOVERNOR_LABEL.to_string());
     }
-    keys.push("reference".to_string());
+    keys.push(clockpath_offline::analysis::align::REFERENCE_LABEL.to_string());
     let columns = trace::CsvColumns { interference: plan.charges_interference, reference: true, labels: keys };
     let mut w = trace::TraceWriter::with_columns(&p, trace::Format::Csv, columns).map_err(err(p.clone()))?;
     for rec in records {
         for mut hit in trace::hits_of(rec, &shape, env, &labels) {
-            let at = reference.to_reference(hit.timestamp_ns);
-            hit.reference_ns = Some(at.ns);
-            hit.labels.insert("reference".to_string(), at.label());
+            reference.stamp(&mut hit);
             w.write(&hit).map_err(err(p.clone()))?;
         }
     }

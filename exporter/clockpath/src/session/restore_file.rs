@@ -19,6 +19,8 @@ pub trait Settings: Sized {
     type Values: Serialize + DeserializeOwned + Clone;
     /// What they are, for messages (`idle states`, `cpufreq governors`).
     const WHAT: &'static str;
+    /// The restore file's name in [`dir`].
+    const FILE: &'static str;
     /// Where they live (a sysfs directory), saved so that another process can reopen them.
     fn root(&self) -> &Path;
     fn reopen(root: &Path) -> Result<Self, SessionError>;
@@ -31,6 +33,11 @@ pub trait Settings: Sized {
 /// Where restore files live: /run (gone at reboot, like the settings they restore).
 pub fn dir() -> PathBuf {
     if Path::new("/run").is_dir() { PathBuf::from("/run") } else { std::env::temp_dir() }
+}
+
+/// Where the settings `S` are saved before the first change.
+pub fn path<S: Settings>() -> PathBuf {
+    dir().join(S::FILE)
 }
 
 /// What a restore file holds.

@@ -184,7 +184,7 @@ impl<'a> Builder<'a> {
             keys.extend(["old_clocksource".to_string(), "new_clocksource".to_string()]);
         }
         // Every hit gets its time on the reference and which reference that was.
-        keys.push("reference".to_string());
+        keys.push(clockpath_offline::analysis::align::REFERENCE_LABEL.to_string());
         let columns =
             CsvColumns { interference: running().any(|p| p.charges_interference), reference: true, labels: keys };
         let rec = Recorder::new(

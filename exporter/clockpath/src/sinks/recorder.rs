@@ -110,9 +110,7 @@ impl Recorder {
     }
 
     fn write(&mut self, hit: &mut TraceHit) {
-        let at = self.reference.to_reference(hit.timestamp_ns);
-        hit.reference_ns = Some(at.ns);
-        hit.labels.insert("reference".to_string(), at.label());
+        self.reference.stamp(hit);
         let Some(w) = self.writer.as_mut() else { return };
         if let Err(error) = w.write(hit) {
             tracing::error!(%error, path = %w.path().display(), "recorder write failed; recording stops");
