@@ -1,8 +1,10 @@
 //! Slot configuration and chain-instance state.
 //!
-//! Every slot program in the BPF object has its slot index compiled in. Userspace writes that
-//! slot's role into `SLOT_CONFIG[slot]` before attaching it; the program reads it on every hit.
-//! Written by `exporter/src/probe/loader.rs`, read by `ebpf/src/stage.rs`.
+//! Every slot program in the BPF object has its slot index compiled in. Userspace writes every
+//! slot's role into the read-only global `SLOT_CONFIGS[slot]` before the object is loaded
+//! (`exporter/probe/src/plan/slots.rs`); the kernel freezes it, so the verifier sees each
+//! slot's role as constants and removes the branches that slot never takes
+//! (`ebpf/src/config.rs`, `ebpf/src/stage.rs`).
 
 /// The slot is not configured; its program returns at once.
 pub const ROLE_NONE: u8 = 0;
@@ -46,10 +48,16 @@ pub const SRC_RET: u8 = 7;
 
 /// Stage slots of chains that charge interference to their segments.
 pub const FLAG_INTERFERENCE: u8 = 1 << 5;
+/// The filter passes when its value differs from `filter_value` (without: when it equals).
+pub const FLAG_FILTER_NE: u8 = 1 << 6;
 
 /// `ValueSpec::flags`: treat the argument as a pointer and read `size` bytes at `offset`
 /// from it (the offset is resolved from the running kernel's BTF).
 pub const VALUE_DEREF: u8 = 1 << 0;
+/// With `VALUE_DEREF`: the argument is a pointer typed by the kernel's BTF in this program's
+/// context (tp_btf, fentry, fexit, no cast), so the member is read with a plain load the
+/// verifier makes fault-safe instead of a bpf_probe_read_kernel call.
+pub const VALUE_BTF: u8 = 1 << 1;
 
 /// How to compute one 64-bit value from a hit.
 #[repr(C)]
@@ -76,7 +84,7 @@ pub const ROLE_INTERFERENCE_END: u8 = 4;
 /// `key1` the next one's.
 pub const ROLE_INTERFERENCE_SWITCH: u8 = 5;
 
-/// A slot's role. 72 bytes, no implicit padding.
+/// A slot's role. 80 bytes, no implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotConfig {
@@ -108,6 +116,37 @@ pub struct SlotConfig {
     /// A hit counts only when this value equals `filter_value` (`SRC_NONE`: no filter).
     pub filter: ValueSpec,
     pub filter_value: u64,
+    /// Stage 0 of a sampled chain: only every `sample_every`-th hit per CPU opens an instance
+    /// (0 and 1: every hit).
+    pub sample_every: u32,
+    pub _pad: u32,
+}
+
+impl SlotConfig {
+    /// An unconfigured slot (`ROLE_NONE`): its program returns at once.
+    pub const NONE: SlotConfig = SlotConfig {
+        role: ROLE_NONE,
+        chain: 0,
+        stage: 0,
+        flags: 0,
+        direct_base: 0,
+        key0: ValueSpec::NONE,
+        key1: ValueSpec::NONE,
+        capture: ValueSpec::NONE,
+        timeout_ns: 0,
+        match_value: 0,
+        direct_range0: 0,
+        direct_range1: 0,
+        filter: ValueSpec::NONE,
+        filter_value: 0,
+        sample_every: 0,
+        _pad: 0,
+    };
+}
+
+impl ValueSpec {
+    /// No value (`SRC_NONE`).
+    pub const NONE: ValueSpec = ValueSpec { source: SRC_NONE, size: 0, arg: 0, flags: 0, offset: 0 };
 }
 
 /// Combine two key components into one instance key. Exact (no collision) while both fit in
@@ -149,6 +188,9 @@ pub struct Instance {
     pub seg_cpu: u32,
     pub _pad: u32,
     pub interference_snap: [u64; crate::interference::SOURCES],
+    /// To 128 bytes: `DIRECT` entries of neighbouring keys (CPU 0 and CPU 1 of a per-CPU
+    /// chain) would otherwise share a cache line that both CPUs write on every hit.
+    pub _align: [u64; 5],
 }
 
 /// Per-chain counters, one copy per CPU (`CHAIN_COUNTERS[chain]`). Completed instances and
@@ -174,6 +216,8 @@ pub struct ChainCounters {
     pub out_of_order: u64,
     /// Direct chains: hits whose key fell outside the chain's key space (ignored).
     pub key_out_of_range: u64,
+    /// Sampled chains: stage-0 hits that were not sampled (opened no instance).
+    pub sampled_out: u64,
 }
 
 /// How many instances of a chain are open, as a cheap pre-filter: a later stage of a chain
@@ -189,4 +233,11 @@ pub struct ChainCounters {
 pub struct Active {
     pub inserted: u64,
     pub removed: u64,
+    /// To a cache line of its own: every CPU adds to a busy chain's entry, and a neighbouring
+    /// chain's fast path should not pay for it.
+    pub _align: [u64; 6],
 }
+
+const _: () = assert!(core::mem::size_of::<SlotConfig>() == 80);
+const _: () = assert!(core::mem::size_of::<Instance>() == 128);
+const _: () = assert!(core::mem::size_of::<Active>() == 64);

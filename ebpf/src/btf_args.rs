@@ -1,9 +1,17 @@
 //! Slots whose context is an array of u64 arguments: raw tracepoints, BTF tracepoints
 //! (`tp_btf`), fentry and fexit.
 //!
-//! The argument index comes from the slot config, so it is not a constant. A direct context
-//! load needs a constant offset (and tp_btf/fentry check it against the function's arity), so
-//! arguments are read with bpf_probe_read_kernel instead.
+//! The argument index comes from the slot config: a constant to the verifier (the config is
+//! frozen read-only data), but not to LLVM. A context load needs the offset in the instruction
+//! itself (and tp_btf/fentry check it against the function's arity), and LLVM folds a `match`
+//! of constant-offset loads into one load at a computed offset, which the verifier refuses
+//! ("dereference of modified ctx ptr"). So each argument has its own tiny subprogram with its
+//! own constant-offset load: LLVM cannot merge calls to different functions, and the verifier
+//! only sees the one the slot's role reaches. No helper call per argument.
+//!
+//! In BTF-typed contexts (tp_btf, fentry, fexit) an argument that is a struct pointer is typed
+//! by the kernel's BTF, and a member is read with a plain load the verifier turns into a
+//! fault-safe one: no bpf_probe_read_kernel call either.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -14,35 +22,78 @@ use clockpath_common::limits::{FENTRY_SLOTS, FEXIT_SLOTS, RAW_TRACEPOINT_SLOTS, 
 
 use crate::stage::{HitSource, on_hit, read_sized};
 
-/// Largest argument index a slot may ask for (the kernel passes at most 12).
-const MAX_ARG: u8 = 11;
+macro_rules! ctx_words {
+    ($($name:ident = $i:literal),* $(,)?) => {
+        $(
+            /// Context word `$i` (a separate subprogram: see the module comment).
+            #[inline(never)]
+            fn $name(ctx: *const u64) -> u64 {
+                // SAFETY: the verifier checks this constant-offset context load against the
+                // probed function's or tracepoint's arguments.
+                unsafe { core::ptr::read_volatile(ctx.add($i)) }
+            }
+        )*
+        /// Context word `n` (argument `n`), `None` past the kernel's 12.
+        #[inline(always)]
+        fn ctx_word(ctx: *const u64, n: u8) -> Option<u64> {
+            match n {
+                $($i => Some($name(ctx)),)*
+                _ => None,
+            }
+        }
+    };
+}
 
-struct Args(u64);
+ctx_words!(w0 = 0, w1 = 1, w2 = 2, w3 = 3, w4 = 4, w5 = 5, w6 = 6, w7 = 7, w8 = 8, w9 = 9, w10 = 10, w11 = 11);
 
-impl HitSource for Args {
+/// An argument-array context; `BTF`: its pointer arguments are BTF-typed (tp_btf, fentry,
+/// fexit), so their members can be read with plain loads.
+struct Args<const BTF: bool>(*const u64);
+
+impl<const BTF: bool> HitSource for Args<BTF> {
     #[inline(always)]
     fn field(&self, _offset: u32, _size: u8) -> Option<u64> {
         None
     }
     #[inline(always)]
     fn arg(&self, n: u8) -> Option<u64> {
-        if n > MAX_ARG {
-            return None;
-        }
-        read_sized(self.0 + 8 * n as u64, 8)
+        ctx_word(self.0, n)
     }
     #[inline(always)]
     fn ret(&self, nargs: u8) -> Option<u64> {
         // fexit: the return value follows the arguments.
         self.arg(nargs)
     }
+    #[inline(always)]
+    fn typed_read(&self, addr: u64, size: u8) -> Option<u64> {
+        if !BTF {
+            return read_sized(addr, size);
+        }
+        if addr == 0 {
+            return None;
+        }
+        // SAFETY: `addr` is a BTF-typed pointer plus a member's offset (the planner sets
+        // VALUE_BTF only then); the verifier checks the access against the type and makes
+        // the load fault-safe.
+        unsafe {
+            Some(match size {
+                1 => core::ptr::read_volatile(addr as *const u8) as u64,
+                2 => core::ptr::read_volatile(addr as *const u16) as u64,
+                4 => core::ptr::read_volatile(addr as *const u32) as u64,
+                _ => core::ptr::read_volatile(addr as *const u64),
+            })
+        }
+    }
 }
 
 macro_rules! arg_slots {
     ($attr:ident, $ctx:ty, $range:ident: $($name:ident = $i:literal),* $(,)?) => {$(
         #[$attr]
+        // Inlined into the program's entry: with the argument subprograms present LLVM would
+        // otherwise keep the body as a subprogram of its own, a call on every hit.
+        #[inline(always)]
         pub fn $name(ctx: $ctx) -> u32 {
-            on_hit(&Args(ctx.as_ptr() as u64), $range.base + $i)
+            on_hit(&Args::<true>(ctx.as_ptr() as *const u64), $range.base + $i)
         }
     )*};
 }
@@ -51,8 +102,9 @@ macro_rules! arg_slots {
 macro_rules! raw_slots {
     ($($name:ident = $i:literal),* $(,)?) => {$(
         #[raw_tracepoint]
+        #[inline(always)]
         pub fn $name(ctx: RawTracePointContext) -> i32 {
-            on_hit(&Args(ctx.as_ptr() as u64), RAW_TRACEPOINT_SLOTS.base + $i) as i32
+            on_hit(&Args::<false>(ctx.as_ptr() as *const u64), RAW_TRACEPOINT_SLOTS.base + $i) as i32
         }
     )*};
 }

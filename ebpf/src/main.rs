@@ -1,12 +1,13 @@
 //! clockpath's BPF object: a fixed set of generic stage programs ("slots") per attach kind,
 //! each with its slot index compiled in. Userspace gives each slot a role (chain, stage, key)
-//! through `SLOT_CONFIG`; see `stage.rs` for what a hit does.
+//! through the read-only `SLOT_CONFIGS` (`config.rs`); see `stage.rs` for what a hit does.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
 #![allow(internal_features, reason = "atomic_xadd: the BPF target has no AtomicU64::fetch_add")]
 
 mod btf_args;
+mod config;
 mod kprobe;
 mod maps;
 mod stage;

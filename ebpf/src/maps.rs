@@ -10,12 +10,8 @@ use clockpath_common::{
     hist::HistRow,
     interference::CpuInterference,
     limits::{DEFAULT_MAX_INSTANCES, DEFAULT_RING_BYTES, HIST_ROWS_PER_CHAIN, MAX_CHAINS, NUM_SLOTS},
-    slot::{Active, ChainCounters, Instance, InstanceKey, SlotConfig},
+    slot::{Active, ChainCounters, Instance, InstanceKey},
 };
-
-/// Role of each slot, written by userspace before the slot's program is attached.
-#[map]
-pub static SLOT_CONFIG: Array<SlotConfig> = Array::with_max_entries(NUM_SLOTS, 0);
 
 /// Hits per slot (configured slots only), per CPU.
 #[map]
@@ -45,9 +41,14 @@ pub static ACTIVE: Array<Active> = Array::with_max_entries(2 * MAX_CHAINS, 0);
 #[map]
 pub static INTERFERENCE: PerCpuArray<CpuInterference> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU sequence for instance ids.
+/// Per-CPU countdown to the next sampled stage-0 hit, per chain (`SlotConfig::sample_every`).
 #[map]
-pub static NEXT_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static SAMPLING: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_CHAINS, 0);
+
+/// Per-CPU counters: `[0]` the sequence for instance ids, `[1]` records submitted (when to
+/// look at the ring's fill level).
+#[map]
+pub static NEXT_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
 /// Segment, close and raw-hit records for userspace. Size set by userspace (`ring_bytes`).
 #[map]

@@ -7,11 +7,18 @@
 //! - a later stage `k` advances an open instance only when `k` is its next stage (and, with
 //!   match-capture, when the value captured at stage 0 matches); the segment `k-1 → k` is
 //!   recorded once; the last stage also records `total` and closes the instance;
-//! - a hit on an instance older than the chain's timeout closes it as timed out.
-//! - A later stage with no open instance on its key returns after one map lookup.
+//! - a hit on an instance older than the chain's timeout closes it as timed out;
+//! - a later stage with no open instance on its key returns after one map lookup;
+//! - a closed instance that recorded no segment yet emits no ring record (userspace knows
+//!   nothing of it; the close is counted), unless raw mode streams every hit;
+//! - a sampled chain's stage 0 opens an instance on every `sample_every`-th hit per CPU; a hit
+//!   not sampled still closes the instance open on its key (it would have replaced it).
+//!
+//! The slot's configuration is read from frozen read-only data (`config.rs`): the verifier
+//! removes every branch below that the slot's role never takes.
 
 use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
 };
 use clockpath_common::{
@@ -23,8 +30,12 @@ use clockpath_common::{
     slot::*,
 };
 
-use crate::maps::{
-    ACTIVE, CHAIN_COUNTERS, DIRECT, HIST, INSTANCES, INTERFERENCE, NEXT_SEQ, RING, SLOT_CONFIG, SLOT_HITS, WAKEUP_BYTES,
+use crate::{
+    config::{Cfg, Spec},
+    maps::{
+        ACTIVE, CHAIN_COUNTERS, DIRECT, HIST, INSTANCES, INTERFERENCE, NEXT_SEQ, RING, SAMPLING, SLOT_HITS,
+        WAKEUP_BYTES,
+    },
 };
 
 /// What a slot program can read from its context, per attach kind.
@@ -35,6 +46,11 @@ pub trait HitSource {
     fn arg(&self, n: u8) -> Option<u64>;
     /// Return value; `nargs` is the function's argument count (fexit keeps it after the args).
     fn ret(&self, nargs: u8) -> Option<u64>;
+    /// `size` bytes at `addr`, a member of a BTF-typed pointer argument (`VALUE_BTF`).
+    #[inline(always)]
+    fn typed_read(&self, addr: u64, size: u8) -> Option<u64> {
+        read_sized(addr, size)
+    }
 }
 
 /// Read `size` bytes at `addr` from kernel memory, zero-extended.
@@ -52,18 +68,22 @@ pub fn read_sized(addr: u64, size: u8) -> Option<u64> {
 }
 
 #[inline(always)]
-fn value<C: HitSource>(ctx: &C, spec: &ValueSpec) -> Option<u64> {
-    let v = match spec.source {
+fn value<C: HitSource>(ctx: &C, spec: Spec) -> Option<u64> {
+    let v = match spec.source() {
         SRC_CPU => return Some(cpu() as u64),
         SRC_TID => return Some(bpf_get_current_pid_tgid() & 0xffff_ffff),
         SRC_TGID => return Some(bpf_get_current_pid_tgid() >> 32),
         SRC_GLOBAL => return Some(0),
-        SRC_FIELD => return ctx.field(spec.offset, spec.size),
-        SRC_ARG => ctx.arg(spec.arg)?,
-        SRC_RET => ctx.ret(spec.arg)?,
+        SRC_FIELD => return ctx.field(spec.offset(), spec.size()),
+        SRC_ARG => ctx.arg(spec.arg())?,
+        SRC_RET => ctx.ret(spec.arg())?,
         _ => return None,
     };
-    if spec.flags & VALUE_DEREF != 0 { read_sized(v.wrapping_add(spec.offset as u64), spec.size) } else { Some(v) }
+    if spec.flags() & VALUE_DEREF == 0 {
+        return Some(v);
+    }
+    let addr = v.wrapping_add(spec.offset() as u64);
+    if spec.flags() & VALUE_BTF != 0 { ctx.typed_read(addr, spec.size()) } else { read_sized(addr, spec.size()) }
 }
 
 #[inline(always)]
@@ -96,11 +116,26 @@ macro_rules! counter {
     };
 }
 
+/// Records a CPU submits between two looks at the ring's fill level.
+const QUERY_EVERY: u64 = 16;
+
 #[inline(always)]
 fn wake_flags() -> u64 {
     // Records are submitted without waking the reader (a wakeup is a context switch, which a
     // sched_switch chain would then record, and so on); the reader drains on a timer. Only
-    // when the ring fills up past the threshold is it woken early.
+    // when the ring fills up past the threshold is it woken early. The fill level is read on
+    // every 16th record of a CPU: reading it costs a helper call and a cache line the other
+    // CPUs write, and the threshold (a quarter of the ring) leaves room for the delay.
+    if let Some(n) = NEXT_SEQ.get_ptr_mut(1) {
+        // SAFETY: valid per-CPU map value; a nested program can at worst shift the phase.
+        let n = unsafe {
+            *n += 1;
+            *n
+        };
+        if n % QUERY_EVERY != 0 {
+            return BPF_RB_NO_WAKEUP as u64;
+        }
+    }
     if RING.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
@@ -110,7 +145,7 @@ fn wake_flags() -> u64 {
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "a record is written from many parts")]
-fn emit(kind: u8, cfg: &SlotConfig, slot: u32, stage: u8, id: u64, key: u64, start: u64, end: u64, aux: u64) {
+fn emit(kind: u8, cfg: Cfg, slot: u32, stage: u8, id: u64, key: u64, start: u64, end: u64, aux: u64) {
     emit_with(kind, cfg, slot, stage, id, key, start, end, aux, &[0; SOURCES]);
 }
 
@@ -118,7 +153,7 @@ fn emit(kind: u8, cfg: &SlotConfig, slot: u32, stage: u8, id: u64, key: u64, sta
 #[allow(clippy::too_many_arguments, reason = "a record is written from many parts")]
 fn emit_with(
     kind: u8,
-    cfg: &SlotConfig,
+    cfg: Cfg,
     slot: u32,
     stage: u8,
     id: u64,
@@ -130,27 +165,45 @@ fn emit_with(
 ) {
     match RING.reserve::<Record>(0) {
         Some(mut entry) => {
-            entry.write(Record {
-                kind,
-                chain: cfg.chain,
-                stage,
-                slot: slot as u8,
-                cpu: cpu(),
-                instance_id: id,
-                key,
-                start_ns: start,
-                end_ns: end,
-                aux,
-                interference_ns: *interference,
-            });
+            let r = entry.as_mut_ptr();
+            // Field by field: a whole-struct write with a constant array becomes a call to a
+            // byte-at-a-time memset in the linked object.
+            // SAFETY: `r` is the reserved record, `size_of::<Record>()` bytes.
+            unsafe {
+                (*r).kind = kind;
+                (*r).chain = cfg.chain();
+                (*r).stage = stage;
+                (*r).slot = slot as u8;
+                (*r).cpu = cpu();
+                (*r).instance_id = id;
+                (*r).key = key;
+                (*r).start_ns = start;
+                (*r).end_ns = end;
+                (*r).aux = aux;
+                copy_words(core::ptr::addr_of_mut!((*r).interference_ns) as *mut u64, interference);
+            }
             entry.submit(wake_flags());
         }
         None => {
-            count(cfg.chain, counter!(ring_lost));
+            count(cfg.chain(), counter!(ring_lost));
             if kind == RECORD_SEGMENT {
-                count(cfg.chain, counter!(ring_lost_segments));
+                count(cfg.chain(), counter!(ring_lost_segments));
             }
         }
+    }
+}
+
+/// `dst[..SOURCES] = src`, in word stores LLVM cannot turn into a memset or memcpy call.
+///
+/// # Safety
+/// `dst` is valid for `SOURCES` u64 writes.
+#[inline(always)]
+unsafe fn copy_words(dst: *mut u64, src: &[u64; SOURCES]) {
+    let mut i = 0;
+    while i < SOURCES {
+        // SAFETY: `i < SOURCES`, inside `dst` by the caller's contract.
+        unsafe { core::ptr::write_volatile(dst.add(i), src[i]) };
+        i += 1;
     }
 }
 
@@ -214,91 +267,90 @@ enum Place {
 
 /// The `DIRECT` entry of a key, or None when the key is outside the chain's key space.
 #[inline(always)]
-fn direct_index(cfg: &SlotConfig, k0: u64, k1: u64) -> Option<u32> {
-    if k0 >= cfg.direct_range0 as u64 || k1 >= cfg.direct_range1 as u64 {
+fn direct_index(cfg: Cfg, k0: u64, k1: u64) -> Option<u32> {
+    if k0 >= cfg.direct_range0() as u64 || k1 >= cfg.direct_range1() as u64 {
         return None;
     }
-    Some(cfg.direct_base + k0 as u32 * cfg.direct_range1 + k1 as u32)
+    Some(cfg.direct_base() + k0 as u32 * cfg.direct_range1() + k1 as u32)
+}
+
+/// The entry of `place`, open or closed (`next_stage == 0`): a closed instance's entry stays
+/// where it is (see `close_entry`).
+#[inline(always)]
+fn entry(place: &Place) -> Option<*mut Instance> {
+    match place {
+        Place::Hash(k) => INSTANCES.get_ptr_mut(k),
+        Place::Direct(i) => DIRECT.get_ptr_mut(*i),
+    }
+}
+
+/// Whether the entry at `p` holds an open instance.
+#[inline(always)]
+fn is_open(p: *mut Instance) -> bool {
+    // SAFETY: valid map value.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*p).next_stage)) != 0 }
 }
 
 /// The open instance at `place`, if any.
 #[inline(always)]
 fn find(place: &Place) -> Option<*mut Instance> {
-    match place {
-        Place::Hash(k) => INSTANCES.get_ptr_mut(k),
-        Place::Direct(i) => {
-            let p = DIRECT.get_ptr_mut(*i)?;
+    entry(place).filter(|&p| is_open(p))
+}
+
+/// Close the instance at `p` (closed at `now`). A hash-map entry is not deleted: the next
+/// open on its key reuses it, and the userspace sweeper deletes it once it has been closed
+/// for a while. Deleting and inserting a key on every close and open (an hrtimer armed and
+/// cancelled tens of thousands of times a second) takes the hash map's bucket lock and free
+/// list each time; reusing the entry costs the lookup that was made anyway.
+#[inline(always)]
+fn close_entry(p: *mut Instance, now: u64) {
+    // SAFETY: valid map value.
+    unsafe {
+        (*p).last_ns = now;
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).next_stage), 0);
+    }
+}
+
+/// Store a new instance at `place`, in `existing` (its entry, open or closed) when there is
+/// one.
+#[inline(always)]
+fn store(cfg: Cfg, place: &Place, opened: &Opened, existing: Option<*mut Instance>) -> bool {
+    if let Some(p) = existing {
+        // SAFETY: valid map value.
+        unsafe { opened.write(cfg, p, false) };
+        return true;
+    }
+    let Place::Hash(k) = place else {
+        return false;
+    };
+    let mut slot = core::mem::MaybeUninit::<Instance>::uninit();
+    // SAFETY: every field of `slot` is written; then it is a valid `Instance`.
+    let inst = unsafe {
+        opened.write(cfg, slot.as_mut_ptr(), true);
+        slot.assume_init_ref()
+    };
+    // A new key is counted in ACTIVE before it becomes visible; NOEXIST makes sure a key
+    // another CPU inserted meanwhile is not counted twice (that CPU's entry is reused).
+    active_add(cfg.chain(), true);
+    if INSTANCES.insert(k, inst, BPF_NOEXIST as u64).is_ok() {
+        return true;
+    }
+    active_add(cfg.chain(), false);
+    match INSTANCES.get_ptr_mut(k) {
+        Some(p) => {
             // SAFETY: valid map value.
-            if unsafe { (*p).next_stage } == 0 { None } else { Some(p) }
+            unsafe { opened.write(cfg, p, false) };
+            true
         }
-    }
-}
-
-/// Close the instance at `place`.
-#[inline(always)]
-fn remove(cfg: &SlotConfig, place: &Place) {
-    match place {
-        // Counted only when this call removed it, so the pre-filter never under-counts.
-        Place::Hash(k) => {
-            if INSTANCES.remove(k).is_ok() {
-                active_add(cfg.chain, false);
-            }
-        }
-        Place::Direct(i) => {
-            if let Some(p) = DIRECT.get_ptr_mut(*i) {
-                // SAFETY: valid map value.
-                unsafe { (*p).next_stage = 0 };
-            }
-        }
-    }
-}
-
-/// Store a new instance at `place`; `existed` tells whether one was open there.
-#[inline(always)]
-fn store(cfg: &SlotConfig, place: &Place, inst: &Instance, existed: bool) -> bool {
-    match place {
-        Place::Hash(k) => {
-            if existed {
-                return INSTANCES.insert(k, inst, BPF_ANY as u64).is_ok();
-            }
-            // A new key is counted in ACTIVE before it becomes visible; NOEXIST makes sure a
-            // key another CPU inserted meanwhile is not counted twice.
-            active_add(cfg.chain, true);
-            if INSTANCES.insert(k, inst, BPF_NOEXIST as u64).is_ok() {
-                return true;
-            }
-            active_add(cfg.chain, false);
-            INSTANCES.insert(k, inst, BPF_ANY as u64).is_ok()
-        }
-        Place::Direct(i) => match DIRECT.get_ptr_mut(*i) {
-            Some(p) => {
-                // SAFETY: valid map value. `next_stage` goes last so a reader on another CPU
-                // never sees an open entry with stale times.
-                unsafe {
-                    (*p).next_stage = 0;
-                    (*p).id = inst.id;
-                    (*p).start_ns = inst.start_ns;
-                    (*p).last_ns = inst.last_ns;
-                    (*p).capture = inst.capture;
-                    (*p).cpu = inst.cpu;
-                    (*p).seg_cpu = inst.seg_cpu;
-                    (*p).interference_snap = inst.interference_snap;
-                    core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).next_stage), inst.next_stage);
-                }
-                true
-            }
-            None => false,
-        },
+        None => false,
     }
 }
 
 /// Entry point of every slot program.
 #[inline(always)]
 pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
-    let Some(cfg) = SLOT_CONFIG.get(slot) else {
-        return 0;
-    };
-    if cfg.role == ROLE_NONE {
+    let cfg = Cfg::of(slot);
+    if cfg.role() == ROLE_NONE {
         return 0;
     }
     if let Some(h) = SLOT_HITS.get_ptr_mut(slot) {
@@ -307,28 +359,38 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
         // SAFETY: valid per-CPU map value.
         unsafe { *h += 1 };
     }
-    if cfg.filter.source != SRC_NONE && value(ctx, &cfg.filter) != Some(cfg.filter_value) {
-        return 0;
+    if cfg.filter().source() != SRC_NONE {
+        let v = value(ctx, cfg.filter());
+        let pass = if cfg.has(FLAG_FILTER_NE) {
+            v.is_some_and(|v| v != cfg.filter_value())
+        } else {
+            v == Some(cfg.filter_value())
+        };
+        if !pass {
+            return 0;
+        }
     }
-    if cfg.role >= ROLE_INTERFERENCE_BEGIN {
+    if cfg.role() >= ROLE_INTERFERENCE_BEGIN {
         interference(ctx, cfg);
         return 0;
     }
-    let opens = cfg.role == ROLE_STAGE && cfg.stage == 0;
-    let direct = cfg.flags & FLAG_DIRECT != 0;
+    let stage0 = cfg.role() == ROLE_STAGE && cfg.stage() == 0;
+    // A stage-0 hit that is not sampled only closes what is open, like a later stage.
+    let opens = stage0 && sampled(cfg);
+    let direct = cfg.has(FLAG_DIRECT);
     // Fast path for hash chains: a later stage (or abort) of a chain with no open instance at
     // all stops here, before computing its key. (A direct chain's lookup is cheaper than this
     // check.) Raw mode streams every hit, so it always goes on.
-    if !opens && !direct && cfg.flags & FLAG_RAW == 0 && !maybe_open(cfg.chain) {
+    if !opens && !direct && !cfg.has(FLAG_RAW) && !maybe_open(cfg.chain()) {
         return 0;
     }
-    let Some(k0) = value(ctx, &cfg.key0) else {
+    let Some(k0) = value(ctx, cfg.key0()) else {
         return 0;
     };
-    let (k1, key) = if cfg.key1.source == SRC_NONE {
+    let (k1, key) = if cfg.key1().source() == SRC_NONE {
         (0, k0)
     } else {
-        match value(ctx, &cfg.key1) {
+        match value(ctx, cfg.key1()) {
             Some(k1) => (k1, combine_key(k0, k1)),
             None => return 0,
         }
@@ -337,17 +399,21 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
         match direct_index(cfg, k0, k1) {
             Some(i) => Place::Direct(i),
             None => {
-                count(cfg.chain, counter!(key_out_of_range));
+                count(cfg.chain(), counter!(key_out_of_range));
                 return 0;
             }
         }
     } else {
-        Place::Hash(InstanceKey { chain: cfg.chain as u32, _pad: 0, key })
+        Place::Hash(InstanceKey { chain: cfg.chain() as u32, _pad: 0, key })
     };
-    if cfg.role == ROLE_ABORT {
+    if cfg.role() == ROLE_ABORT {
         abort(cfg, slot, &place, key);
     } else if opens {
         open(ctx, cfg, slot, &place, key);
+    } else if stage0 {
+        // This hit would have replaced the open instance: it must not survive to be measured
+        // from an older stage-0 hit. (Sampling is for last-hit-wins chains only.)
+        abort_with(cfg, slot, &place, key, CLOSE_REPLACED);
     } else {
         advance(cfg, slot, &place, key);
     }
@@ -355,19 +421,52 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
 }
 
 #[inline(always)]
-fn timed_out(cfg: &SlotConfig, inst: &Instance, now: u64) -> bool {
-    cfg.timeout_ns != 0 && now.wrapping_sub(inst.start_ns) > cfg.timeout_ns
+fn timed_out(cfg: Cfg, inst: &Instance, now: u64) -> bool {
+    cfg.timeout_ns() != 0 && now.wrapping_sub(inst.start_ns) > cfg.timeout_ns()
+}
+
+/// Report a closed instance to userspace: only one that recorded a segment (userspace holds
+/// it), or every one in raw mode. Opening and closing without a segment (a timer armed and
+/// cancelled) is churn that measures nothing; it is counted, not streamed.
+#[inline(always)]
+fn close(cfg: Cfg, slot: u32, key: u64, inst: &Instance, reason: u8, now: u64) {
+    if inst.next_stage > 1 || cfg.has(FLAG_RAW) {
+        emit(RECORD_CLOSE, cfg, slot, reason, inst.id, key, inst.start_ns, now, inst.capture);
+    }
+}
+
+/// Stage 0 of a sampled chain: whether this hit opens an instance (every `sample_every`-th
+/// hit on this CPU; the first one always).
+#[inline(always)]
+fn sampled(cfg: Cfg) -> bool {
+    let every = cfg.sample_every();
+    if every <= 1 {
+        return true;
+    }
+    let Some(left) = SAMPLING.get_ptr_mut(cfg.chain() as u32) else {
+        return true;
+    };
+    // SAFETY: valid per-CPU map value; a nested program on this CPU can at worst shift the
+    // sampling phase by one.
+    let sampled = unsafe {
+        if *left == 0 {
+            *left = every as u64 - 1;
+            true
+        } else {
+            *left -= 1;
+            false
+        }
+    };
+    if !sampled {
+        count(cfg.chain(), counter!(sampled_out));
+    }
+    sampled
 }
 
 #[inline(always)]
-fn close(cfg: &SlotConfig, slot: u32, key: u64, inst: &Instance, reason: u8, now: u64) {
-    emit(RECORD_CLOSE, cfg, slot, reason, inst.id, key, inst.start_ns, now, inst.capture);
-}
-
-#[inline(always)]
-fn raw_hit(cfg: &SlotConfig, slot: u32, id: u64, key: u64, now: u64, capture: u64) {
-    if cfg.flags & FLAG_RAW != 0 {
-        emit(RECORD_HIT, cfg, slot, cfg.stage, id, key, now, now, capture);
+fn raw_hit(cfg: Cfg, slot: u32, id: u64, key: u64, now: u64, capture: u64) {
+    if cfg.has(FLAG_RAW) {
+        emit(RECORD_HIT, cfg, slot, cfg.stage(), id, key, now, now, capture);
     }
 }
 
@@ -378,52 +477,84 @@ fn now_ns() -> u64 {
 }
 
 #[inline(always)]
-fn open<C: HitSource>(ctx: &C, cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
+fn open<C: HitSource>(ctx: &C, cfg: Cfg, slot: u32, place: &Place, key: u64) {
     let now = now_ns();
-    let capture = if cfg.capture.source == SRC_NONE { 0 } else { value(ctx, &cfg.capture).unwrap_or(0) };
-    let mut existed = false;
-    if let Some(p) = find(place) {
+    let capture = if cfg.capture().source() == SRC_NONE { 0 } else { value(ctx, cfg.capture()).unwrap_or(0) };
+    let existing = entry(place);
+    if let Some(p) = existing.filter(|&p| is_open(p)) {
         // SAFETY: valid map value; copied out before anything else touches it.
         let inst = unsafe { *p };
-        existed = true;
         if timed_out(cfg, &inst, now) {
-            count(cfg.chain, counter!(timed_out));
+            count(cfg.chain(), counter!(timed_out));
             close(cfg, slot, key, &inst, CLOSE_TIMEOUT, now);
-        } else if cfg.flags & FLAG_FIRST_HIT_ONLY != 0 {
+        } else if cfg.has(FLAG_FIRST_HIT_ONLY) {
             raw_hit(cfg, slot, inst.id, key, now, capture);
             return;
         } else {
-            count(cfg.chain, counter!(replaced));
+            count(cfg.chain(), counter!(replaced));
             close(cfg, slot, key, &inst, CLOSE_REPLACED, now);
         }
     }
     let cpu = cpu();
-    let mut inst = Instance {
-        id: next_instance_id(),
-        start_ns: now,
-        last_ns: now,
-        capture,
-        next_stage: 1,
-        cpu,
-        seg_cpu: cpu,
-        _pad: 0,
-        interference_snap: [0; SOURCES],
-    };
-    if cfg.flags & FLAG_INTERFERENCE != 0 {
-        inst.interference_snap = segment_start(cpu);
-    }
-    if !store(cfg, place, &inst, existed) {
-        count(cfg.chain, counter!(map_full));
+    let id = next_instance_id();
+    let snap = if cfg.has(FLAG_INTERFERENCE) { segment_start(cpu) } else { [0; SOURCES] };
+    let opened = Opened { id, now, capture, cpu, snap: &snap };
+    if !store(cfg, place, &opened, existing) {
+        count(cfg.chain(), counter!(map_full));
         return;
     }
-    count(cfg.chain, counter!(opened));
-    raw_hit(cfg, slot, inst.id, key, now, capture);
+    count(cfg.chain(), counter!(opened));
+    raw_hit(cfg, slot, id, key, now, capture);
+}
+
+/// What stage 0 stores for a new instance.
+struct Opened<'a> {
+    id: u64,
+    now: u64,
+    capture: u64,
+    cpu: u32,
+    snap: &'a [u64; SOURCES],
+}
+
+impl Opened<'_> {
+    /// Write the instance at `p`, `next_stage` last (a reader on another CPU never sees an
+    /// open entry with stale times). `full`: also the fields no reader looks at (a hash-map
+    /// value is copied whole from the stack, and the verifier wants it initialised).
+    ///
+    /// # Safety
+    /// `p` is valid for writes of an `Instance`.
+    #[inline(always)]
+    unsafe fn write(&self, cfg: Cfg, p: *mut Instance, full: bool) {
+        // SAFETY: by the caller's contract.
+        unsafe {
+            (*p).next_stage = 0;
+            (*p).id = self.id;
+            (*p).start_ns = self.now;
+            (*p).last_ns = self.now;
+            (*p).capture = self.capture;
+            (*p).cpu = self.cpu;
+            (*p).seg_cpu = self.cpu;
+            if full || cfg.has(FLAG_INTERFERENCE) {
+                copy_words(core::ptr::addr_of_mut!((*p).interference_snap) as *mut u64, self.snap);
+            }
+            if full {
+                (*p)._pad = 0;
+                let align = core::ptr::addr_of_mut!((*p)._align) as *mut u64;
+                let mut i = 0;
+                while i < 5 {
+                    core::ptr::write_volatile(align.add(i), 0);
+                    i += 1;
+                }
+            }
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).next_stage), 1);
+        }
+    }
 }
 
 #[inline(always)]
-fn advance(cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
+fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
     let Some(p) = find(place) else {
-        if cfg.flags & FLAG_RAW != 0 {
+        if cfg.has(FLAG_RAW) {
             raw_hit(cfg, slot, 0, key, now_ns(), 0);
         }
         return;
@@ -433,24 +564,24 @@ fn advance(cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
     let inst = unsafe { *p };
     raw_hit(cfg, slot, inst.id, key, now, 0);
     if timed_out(cfg, &inst, now) {
-        count(cfg.chain, counter!(timed_out));
+        count(cfg.chain(), counter!(timed_out));
         close(cfg, slot, key, &inst, CLOSE_TIMEOUT, now);
-        remove(cfg, place);
+        close_entry(p, now);
         return;
     }
-    if inst.next_stage != cfg.stage as u32 {
-        count(cfg.chain, counter!(out_of_order));
+    if inst.next_stage != cfg.stage() as u32 {
+        count(cfg.chain(), counter!(out_of_order));
         return;
     }
-    if cfg.flags & FLAG_MATCH_CAPTURE != 0 && inst.capture != cfg.match_value {
+    if cfg.has(FLAG_MATCH_CAPTURE) && inst.capture != cfg.match_value() {
         return;
     }
     let delta = now.wrapping_sub(inst.last_ns);
-    hist_add(cfg.chain, cfg.stage as u32 - 1, delta);
+    hist_add(cfg.chain(), cfg.stage() as u32 - 1, delta);
     let mut charged = [0u64; SOURCES];
     let mut snap = [0u64; SOURCES];
     let cpu = cpu();
-    if cfg.flags & FLAG_INTERFERENCE != 0 {
+    if cfg.has(FLAG_INTERFERENCE) {
         snap = segment_start(cpu);
         if cpu == inst.seg_cpu {
             let mut i = 0;
@@ -462,29 +593,36 @@ fn advance(cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
             charged = [UNKNOWN_INTERFERENCE; SOURCES];
         }
     }
-    emit_with(RECORD_SEGMENT, cfg, slot, cfg.stage, inst.id, key, inst.last_ns, now, inst.capture, &charged);
-    if cfg.flags & FLAG_LAST_STAGE != 0 {
-        if cfg.stage > 1 {
-            hist_add(cfg.chain, TOTAL_ROW, now.wrapping_sub(inst.start_ns));
+    emit_with(RECORD_SEGMENT, cfg, slot, cfg.stage(), inst.id, key, inst.last_ns, now, inst.capture, &charged);
+    if cfg.has(FLAG_LAST_STAGE) {
+        if cfg.stage() > 1 {
+            hist_add(cfg.chain(), TOTAL_ROW, now.wrapping_sub(inst.start_ns));
         }
-        remove(cfg, place);
+        close_entry(p, now);
     } else {
         // SAFETY: `p` is still the instance (nothing removed it on this path).
         unsafe {
             (*p).last_ns = now;
-            (*p).next_stage = cfg.stage as u32 + 1;
-            if cfg.flags & FLAG_INTERFERENCE != 0 {
+            (*p).next_stage = cfg.stage() as u32 + 1;
+            if cfg.has(FLAG_INTERFERENCE) {
                 (*p).seg_cpu = cpu;
-                (*p).interference_snap = snap;
+                copy_words(core::ptr::addr_of_mut!((*p).interference_snap) as *mut u64, &snap);
             }
         }
     }
 }
 
 #[inline(always)]
-fn abort(cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
+fn abort(cfg: Cfg, slot: u32, place: &Place, key: u64) {
+    abort_with(cfg, slot, place, key, CLOSE_ABORTED);
+}
+
+/// Close the instance open at `place`, if any, for `reason` (aborted, or replaced by a stage-0
+/// hit that was not sampled).
+#[inline(always)]
+fn abort_with(cfg: Cfg, slot: u32, place: &Place, key: u64, reason: u8) {
     let Some(p) = find(place) else {
-        if cfg.flags & FLAG_RAW != 0 {
+        if cfg.has(FLAG_RAW) {
             raw_hit(cfg, slot, 0, key, now_ns(), 0);
         }
         return;
@@ -493,9 +631,13 @@ fn abort(cfg: &SlotConfig, slot: u32, place: &Place, key: u64) {
     // SAFETY: valid map value.
     let inst = unsafe { *p };
     raw_hit(cfg, slot, inst.id, key, now, 0);
-    count(cfg.chain, counter!(aborted));
-    close(cfg, slot, key, &inst, CLOSE_ABORTED, now);
-    remove(cfg, place);
+    if reason == CLOSE_ABORTED {
+        count(cfg.chain(), counter!(aborted));
+    } else {
+        count(cfg.chain(), counter!(replaced));
+    }
+    close(cfg, slot, key, &inst, reason, now);
+    close_entry(p, now);
 }
 
 /// A segment of an interference-charged chain starts on `cpu`: watch the current task for the
@@ -515,13 +657,13 @@ fn segment_start(cpu: u32) -> [u64; SOURCES] {
 
 /// An interference slot was hit: begin or end timing its source on this CPU.
 #[inline(always)]
-fn interference<C: HitSource>(ctx: &C, cfg: &SlotConfig) {
+fn interference<C: HitSource>(ctx: &C, cfg: Cfg) {
     let Some(st) = INTERFERENCE.get_ptr_mut(0) else { return };
     let now = now_ns();
-    let k = cfg.stage as usize;
+    let k = cfg.stage() as usize;
     // SAFETY: valid per-CPU map value; `k < SOURCES` is checked before indexing.
     unsafe {
-        match cfg.role {
+        match cfg.role() {
             ROLE_INTERFERENCE_BEGIN if k < SOURCES => (*st).begin_ns[k] = now,
             ROLE_INTERFERENCE_END if k < SOURCES => {
                 let b = (*st).begin_ns[k];
@@ -535,9 +677,9 @@ fn interference<C: HitSource>(ctx: &C, cfg: &SlotConfig) {
                 if watched == 0 {
                     return;
                 }
-                if value(ctx, &cfg.key0) == Some(watched) {
+                if value(ctx, cfg.key0()) == Some(watched) {
                     (*st).begin_ns[SCHED] = now;
-                } else if value(ctx, &cfg.key1) == Some(watched) {
+                } else if value(ctx, cfg.key1()) == Some(watched) {
                     let b = (*st).begin_ns[SCHED];
                     if b != 0 {
                         (*st).total_ns[SCHED] += now.wrapping_sub(b);

@@ -202,6 +202,64 @@ fn sched_chain_is_exact_under_load_and_agrees_with_runqlat() {
     );
 }
 
+/// Issue 17: a sampled chain opens an instance on every Nth first-stage hit per CPU, says so
+/// in /metrics, and stays exact for what it sampled; instances closed before recording a
+/// segment (hrtimer start → cancel churn) are counted in the kernel and send no ring record.
+#[test]
+fn sampled_chains_and_silent_closes_keep_the_histograms_exact() {
+    require_root();
+    const EVERY: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let every = EVERY.to_string();
+    let exporter = Exporter::start(
+        &["--summary-json", summary.to_str().unwrap()],
+        &[("CLOCKPATH_CHAINS__SCHED_WAKEUP__SAMPLE_EVERY", every.as_str())],
+    );
+    let text = exporter.scrape();
+    let scrape = exposition::Scrape::parse(&text).expect("parse /metrics");
+    let sampling = |chain: &str| {
+        scrape
+            .named("clockpath_chain_sample_every")
+            .find(|x| x.labels.get("chain").map(String::as_str) == Some(chain))
+            .map(|x| x.value)
+    };
+    assert_eq!(sampling("sched_wakeup"), Some(EVERY as f64), "{text}");
+    assert_eq!(sampling("hrtimer"), Some(1.0), "{text}");
+    wait_ok(sched_messaging(300), "perf bench sched messaging");
+    let out = exporter.stop();
+    assert!(out.status.success(), "clockpath run: {}", String::from_utf8_lossy(&out.stderr));
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary written")).unwrap();
+    let chain = |name: &str| s["chains"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
+    let u = |c: &Value, k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {c}"));
+    for c in s["chains"].as_array().unwrap() {
+        assert_eq!(
+            u(c, "hist_segments"),
+            u(c, "segments_received") + u(c, "ring_lost_segments"),
+            "histogram = received + lost\n{c}"
+        );
+    }
+    let sched = chain("sched_wakeup");
+    let (opened, not_sampled, hits) = (u(&sched, "opened"), u(&sched, "not_sampled"), u(&sched, "first_stage_hits"));
+    assert_eq!(u(&sched, "sample_every"), EVERY);
+    assert!(opened >= 1000, "sched_wakeup opened only {opened} instances\n{sched}");
+    // Per CPU, hits 1, N+1, 2N+1, ... open: the sampled share is 1/N plus at most one per CPU.
+    let first = opened + not_sampled + u(&sched, "map_full");
+    let share = opened as f64 / first as f64;
+    assert!((0.24..0.27).contains(&share), "sampled share {share:.4} (opened {opened} of {first})\n{sched}");
+    // Hit counts are per-CPU plain increments (a nested program may lose one), the rest exact.
+    assert!(hits.abs_diff(first) * 1000 <= hits, "first-stage hits {hits}, opened + not sampled {first}");
+    assert!(u(&sched, "completed") > 0 && u(&sched, "completed") <= opened, "{sched}");
+    let hr = chain("hrtimer");
+    let closed: u64 =
+        s["chains"].as_array().unwrap().iter().map(|c| u(c, "aborted") + u(c, "replaced") + u(c, "timed_out")).sum();
+    let records = u(&s, "close_records");
+    eprintln!("closes: {closed} in the kernel, {records} close records; hrtimer aborted {}", u(&hr, "aborted"));
+    assert!(u(&hr, "aborted") >= 100, "hrtimer saw only {} aborts\n{hr}", u(&hr, "aborted"));
+    // Before: one record per close. Now only closes of instances with a recorded segment.
+    assert!(records * 2 < closed, "{records} close records for {closed} closes");
+}
+
 /// Collects raw hits and chain records.
 #[derive(Clone, Default)]
 struct Collect {

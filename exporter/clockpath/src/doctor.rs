@@ -7,7 +7,7 @@ use serde::Serialize;
 use clockpath_probe::{
     kernel::Kernel,
     loader::Engine,
-    plan::{Candidate, ChainPlan, ChainState, Status, direct_entries},
+    plan::{Candidate, ChainPlan, ChainState, Status},
     target::AttachKind,
 };
 
@@ -221,12 +221,11 @@ fn show(r: &Result<String, String>) -> String {
 
 /// Examine this machine: load the BPF object, check every attach kind, attach the resolved
 /// `plans` to see what really attaches, and detach everything again.
-pub fn examine(loaded: &Loaded, kernel: &Kernel, plans: Vec<ChainPlan>) -> Report {
+pub fn examine(loaded: &Loaded, kernel: &Kernel, mut plans: Vec<ChainPlan>) -> Report {
     let environment = Environment::detect();
     let btf = kernel.btf().map(|_| kernel.btf_path().display().to_string()).map_err(str::to_string);
     let tracefs = kernel.tracefs().map(|t| t.root().display().to_string()).map_err(str::to_string);
-    let direct = direct_entries(&plans);
-    let (attach_kinds, chains) = match Engine::load(&loaded.config.probe.load_options(), direct) {
+    let (attach_kinds, chains) = match Engine::load(&loaded.config.probe.load_options(), &mut plans) {
         Ok(mut engine) => {
             let kinds = probe_kinds(&mut engine, kernel);
             engine.attach(plans);

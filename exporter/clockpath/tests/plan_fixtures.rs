@@ -218,3 +218,101 @@ fn a_kprobe_only_config_is_refused_on_neither_kernel_but_disabled_where_kprobes_
         assert_eq!(kinds.iter().any(|(_, ready)| *ready), usable, "{k}: {kinds:?}");
     }
 }
+
+/// The config with the hrtimer chain on tracepoints (a filter applies to every target of its
+/// stage, and `function` is a tracepoint field), its start stage filtered on the handler.
+fn hrtimer_filtered(filter: &str) -> Config {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("clockpath.toml");
+    let toml = format!(
+        "[chains.hrtimer]\n\
+         [[chains.hrtimer.stages]]\nname = \"start\"\nfilter = \"{filter}\"\n\
+         targets = [{{ attach = \"tracepoint:timer:hrtimer_start\", key = \"hrtimer\" }}]\n\
+         [[chains.hrtimer.stages]]\nname = \"expire_entry\"\n\
+         targets = [{{ attach = \"tracepoint:timer:hrtimer_expire_entry\", key = \"hrtimer\" }}]\n"
+    );
+    std::fs::write(&path, toml).expect("write config");
+    Config::load(Some(&path)).unwrap_or_else(|e| panic!("{e}")).config
+}
+
+#[test]
+fn a_filter_names_a_kernel_function_and_resolves_to_its_address() {
+    // `hrtimer_nanosleep` stands in for a timer handler: the fixture's kallsyms is a slice.
+    let kernel = fixture("dev-6.18");
+    let plans = plan::resolve(&hrtimer_filtered("function != hrtimer_nanosleep").chain_specs(), &kernel)
+        .unwrap_or_else(|i| panic!("{i:#?}"));
+    let start = &chain(&plans, "hrtimer").stages[0].points[0].candidates;
+    let tp = start.iter().find(|c| c.target.kind == AttachKind::Tracepoint).expect("tracepoint candidate");
+    assert_eq!(tp.status, Status::Ready, "{:?}", tp.status);
+    assert_eq!(tp.filter_value, 0xffffffff8141fa60, "hrtimer_nanosleep's address in the fixture");
+    assert!(tp.filter_negate);
+    assert!(tp.filter.offset > 8 && tp.filter.size == 8, "the tracepoint's `function` field: {:?}", tp.filter);
+    // A function the kernel does not have makes the candidate unusable, saying which.
+    let plans = plan::resolve(&hrtimer_filtered("function == no_such_timer_fn").chain_specs(), &kernel)
+        .unwrap_or_else(|i| panic!("{i:#?}"));
+    let start = &chain(&plans, "hrtimer").stages[0].points[0].candidates;
+    let tp = start.iter().find(|c| c.target.kind == AttachKind::Tracepoint).expect("tracepoint candidate");
+    assert!(
+        matches!(&tp.status, Status::Unusable(why) if why.contains("`no_such_timer_fn` is not a function of this kernel")),
+        "{:?}",
+        tp.status
+    );
+}
+
+#[test]
+fn every_candidate_gets_its_own_slot_and_role_before_the_object_loads() {
+    use clockpath_common::{limits::NUM_SLOTS, slot::*};
+    for k in ["dev-6.18", "debian-6.1"] {
+        let mut plans = plans(&fixture(k));
+        let configs = plan::slots::assign(&mut plans, false);
+        assert_eq!(configs.len(), NUM_SLOTS as usize);
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &plans {
+            for (s, c) in p
+                .stages
+                .iter()
+                .enumerate()
+                .flat_map(|(i, st)| {
+                    st.points.iter().flat_map(move |pt| pt.candidates.iter().map(move |c| (Some(i), c)))
+                })
+                .chain(p.aborts.iter().flat_map(|pt| pt.candidates.iter().map(|c| (None, c))))
+            {
+                if c.status != Status::Ready {
+                    assert_eq!(c.slot, None, "{k}: {} {}", p.name, c.target);
+                    continue;
+                }
+                let slot = c.slot.unwrap_or_else(|| panic!("{k}: {} {} has no slot", p.name, c.target));
+                let range = c.target.kind.slots();
+                assert!((range.base..range.base + range.count).contains(&slot), "{k}: {} in {range:?}", c.target);
+                assert!(seen.insert(slot), "{k}: slot {slot} given twice");
+                let cfg = &configs[slot as usize];
+                assert_ne!(cfg.role, ROLE_NONE, "{k}: {} {}", p.name, c.target);
+                if p.is_chain() {
+                    assert_eq!(cfg.chain, p.index, "{k}: {}", c.target);
+                    assert_eq!(cfg.role == ROLE_ABORT, s.is_none(), "{k}: {}", c.target);
+                    assert_eq!(cfg.stage as usize, s.unwrap_or(0), "{k}: {}", c.target);
+                    assert_eq!(cfg.key0, c.key0, "{k}: {}", c.target);
+                }
+            }
+        }
+        assert!(configs.iter().enumerate().all(|(i, c)| seen.contains(&(i as u32)) == (c.role != ROLE_NONE)), "{k}");
+    }
+    // More candidates of a kind than the object has slots: the rest are unusable, saying why.
+    let mut plans = plans(&fixture("dev-6.18"));
+    let template = chain(&plans, "hrtimer").clone();
+    for n in 0..10u8 {
+        let mut p = template.clone();
+        p.name = format!("copy{n}");
+        p.index = 100 + n;
+        plans.push(p);
+    }
+    plan::slots::assign(&mut plans, false);
+    let starved: Vec<&Status> = plans
+        .iter()
+        .flat_map(|p| p.stages.iter().flat_map(|s| &s.points))
+        .flat_map(|pt| &pt.candidates)
+        .map(|c| &c.status)
+        .filter(|s| matches!(s, Status::Unusable(why) if why.contains("no free tp_btf slot")))
+        .collect();
+    assert!(!starved.is_empty(), "40 more tp_btf candidates than the object has slots, yet none starved");
+}

@@ -1,9 +1,11 @@
 //! Loading the BPF object and attaching slot programs according to the plan.
 //!
-//! For every probe point the candidates are tried in preference order: the first that loads
-//! and attaches wins, and the reason each earlier one failed is kept. The slot's role is written
-//! into `SLOT_CONFIG` before its program is attached, so its first hit already sees it. A chain
-//! with a stage that ends up with no attached point is detached again and disabled.
+//! Every candidate that may be tried has its slot and role fixed before the object is loaded
+//! (`plan::slots::assign`): the roles are the object's read-only data, so the verifier
+//! specialises each slot program to its role. Then, for every probe point, the candidates are
+//! tried in preference order: the first that loads and attaches wins, and the reason each
+//! earlier one failed is kept. A chain with a stage that ends up with no attached point is
+//! detached again and disabled.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -12,19 +14,18 @@ use std::{
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, MapData, RingBuf},
+    maps::{MapData, RingBuf},
     programs::Program,
 };
-use clockpath_common::limits::MAX_CHAINS;
-use clockpath_common::slot::SlotConfig;
+use clockpath_common::{
+    limits::{MAX_CHAINS, NUM_SLOTS},
+    slot::{ROLE_NONE, SlotConfig},
+};
 
 use crate::{
     kernel::{self, Kernel},
     maps::KernelMaps,
-    plan::{
-        Candidate, ChainPlan, ChainState, PlanKind, Status,
-        slots::{interference_slot_config, slot_config},
-    },
+    plan::{Candidate, ChainPlan, ChainState, PlanKind, Status, direct_entries, slots::assign},
     target::{AttachKind, Target},
 };
 
@@ -68,12 +69,12 @@ pub struct Engine {
     /// The kernel's BTF, parsed when a BTF-typed program is first loaded and released when
     /// `attach` is done: tens of MB the exporter has no use for while it runs.
     btf: Option<Btf>,
-    slot_config: Array<MapData, SlotConfig>,
+    /// Every slot's role, as loaded (read-only in the kernel).
+    configs: Vec<SlotConfig>,
     /// Slots in use.
     used: BTreeSet<u32>,
     /// Kinds the kernel refused outright (e.g. fentry: EPERM), with the reason.
     refused: BTreeMap<AttachKind, String>,
-    raw_hits: bool,
     pub chains: Vec<ChainPlan>,
     _stats: Option<OwnedFd>,
 }
@@ -84,9 +85,10 @@ fn chain_msg(e: &dyn std::error::Error) -> String {
 }
 
 impl Engine {
-    /// Load the object with the configured sizes. Nothing is attached yet.
-    /// `direct_entries`: size of the DIRECT array (see `plan::direct_entries`).
-    pub fn load(probe: &LoadOptions, direct_entries: u32) -> Result<Engine, LoadError> {
+    /// Load the object with the configured sizes, and the roles of the slots `plans` will use
+    /// (each candidate's `slot` is set; one that finds no free slot is unusable). Nothing is
+    /// attached yet.
+    pub fn load(probe: &LoadOptions, plans: &mut [ChainPlan]) -> Result<Engine, LoadError> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject);
         }
@@ -97,21 +99,24 @@ impl Engine {
             None
         };
         let wakeup = (probe.ring_bytes / 4) as u64;
-        let mut ebpf = EbpfLoader::new()
+        let direct = direct_entries(plans);
+        let configs = assign(plans, probe.raw_hits);
+        let table: &[SlotConfig; NUM_SLOTS as usize] =
+            configs.as_slice().try_into().map_err(|_| LoadError::NoMap { name: "SLOT_CONFIGS" })?;
+        let ebpf = EbpfLoader::new()
             .map_max_entries("RING", probe.ring_bytes)
             .map_max_entries("INSTANCES", probe.max_instances)
-            .map_max_entries("DIRECT", direct_entries.max(1))
+            .map_max_entries("DIRECT", direct.max(1))
             .override_global("WAKEUP_BYTES", &wakeup, true)
+            .override_global("SLOT_CONFIGS", table, true)
             .load(OBJECT)
             .map_err(LoadError::Object)?;
-        let slot_config = take(&mut ebpf, "SLOT_CONFIG")?;
         Ok(Engine {
             ebpf,
             btf: None,
-            slot_config,
+            configs,
             used: BTreeSet::new(),
             refused: BTreeMap::new(),
-            raw_hits: probe.raw_hits,
             chains: Vec::new(),
             _stats: stats,
         })
@@ -131,6 +136,7 @@ impl Engine {
             instances: take(&mut self.ebpf, "INSTANCES")?,
             active: take(&mut self.ebpf, "ACTIVE")?,
             swept: vec![0; MAX_CHAINS as usize],
+            deleted: vec![0; MAX_CHAINS as usize],
         })
     }
 
@@ -159,12 +165,10 @@ impl Engine {
         if chain.kind == PlanKind::InterferenceSources {
             return self.attach_interference(chain);
         }
-        let snapshot = chain.clone();
-        let raw = self.raw_hits;
         let mut missing_stage = None;
         for (i, stage) in chain.stages.iter_mut().enumerate() {
             for point in &mut stage.points {
-                self.attach_point(&|c| slot_config(&snapshot, Some(i), c, raw), &mut point.candidates);
+                self.attach_point(&mut point.candidates);
             }
             if missing_stage.is_none() && !stage.points.iter().any(|p| p.attached().is_some()) {
                 missing_stage = Some(i);
@@ -172,7 +176,7 @@ impl Engine {
         }
         if missing_stage.is_none() {
             for point in &mut chain.aborts {
-                self.attach_point(&|c| slot_config(&snapshot, None, c, raw), &mut point.candidates);
+                self.attach_point(&mut point.candidates);
             }
         }
         match missing_stage {
@@ -213,10 +217,9 @@ impl Engine {
 
     /// Attach every interference source that can be; the others stay unavailable.
     fn attach_interference(&mut self, plan: &mut ChainPlan) {
-        for (source, stage) in plan.stages.iter_mut().enumerate() {
+        for stage in &mut plan.stages {
             for point in &mut stage.points {
-                let label = point.label.clone().unwrap_or_default();
-                self.attach_point(&|c| interference_slot_config(source, &label, c), &mut point.candidates);
+                self.attach_point(&mut point.candidates);
             }
         }
         let attached: Vec<&str> = plan
@@ -233,7 +236,7 @@ impl Engine {
         tracing::info!(sources = %attached.join(" "), "interference sources attached");
     }
 
-    fn attach_point(&mut self, slot_cfg: &dyn Fn(&Candidate) -> SlotConfig, candidates: &mut [Candidate]) {
+    fn attach_point(&mut self, candidates: &mut [Candidate]) {
         let mut attached = false;
         for cand in candidates.iter_mut() {
             if attached {
@@ -249,7 +252,7 @@ impl Engine {
                 cand.status = Status::Unusable(why.clone());
                 continue;
             }
-            match self.attach_candidate(slot_cfg(cand), cand) {
+            match self.attach_candidate(cand) {
                 Ok(slot) => {
                     cand.status = Status::Attached(slot);
                     attached = true;
@@ -259,14 +262,11 @@ impl Engine {
         }
     }
 
-    fn attach_candidate(&mut self, cfg: SlotConfig, cand: &Candidate) -> Result<u32, Status> {
+    fn attach_candidate(&mut self, cand: &Candidate) -> Result<u32, Status> {
         let kind = cand.target.kind;
-        let free =
-            cand.slot_ranges().into_iter().find_map(|r| (r.base..r.base + r.count).find(|s| !self.used.contains(s)));
-        let Some(slot) = free else {
-            return Err(Status::Unusable(format!("no free {kind} slot (the object has {})", kind.slots().count)));
+        let Some(slot) = cand.slot.filter(|s| !self.used.contains(s)) else {
+            return Err(Status::Unusable(format!("no {kind} slot was reserved for this candidate")));
         };
-        self.slot_config.set(slot, cfg, 0).map_err(|e| Status::Failed(format!("writing SLOT_CONFIG[{slot}]: {e}")))?;
         let name = kind.program_name(slot - kind.slots().base);
         match self.load_and_attach(&name, cand) {
             Ok(()) => {
@@ -274,7 +274,6 @@ impl Engine {
                 Ok(slot)
             }
             Err(why) => {
-                let _ = self.slot_config.set(slot, SlotConfig::default(), 0);
                 self.unload(&name);
                 // A kind the kernel refuses for one function it refuses for all: remember it.
                 if matches!(kind, AttachKind::Fentry | AttachKind::Fexit | AttachKind::TpBtf) && why.contains("EPERM") {
@@ -351,7 +350,6 @@ impl Engine {
 
     fn release(&mut self, kind: AttachKind, slot: u32) {
         self.used.remove(&slot);
-        let _ = self.slot_config.set(slot, SlotConfig::default(), 0);
         self.unload(&kind.program_name(slot - kind.slots().base));
     }
 
@@ -362,10 +360,16 @@ impl Engine {
         if matches!(kind, AttachKind::Kprobe | AttachKind::Kretprobe) && !kernel.kprobe_pmu() {
             return Err(kernel::kprobes_missing_reason());
         }
-        let index = kind.slots().count - 1;
-        let name = kind.program_name(index);
-        let slot = kind.slots().base + index;
-        let _ = self.slot_config.set(slot, SlotConfig::default(), 0);
+        // A slot with no role: its program returns at once. (Tracepoint families differ only
+        // in the window they copy, and none is copied for a slot with no role.)
+        let range = kind.slots();
+        let Some(slot) = (range.base..range.base + range.count)
+            .rev()
+            .find(|&s| self.configs[s as usize].role == ROLE_NONE && !self.used.contains(&s))
+        else {
+            return Err(format!("every {kind} slot has a role; none is free to probe with"));
+        };
+        let name = kind.program_name(slot - range.base);
         let cand = Candidate::new(target.clone(), String::new());
         let result = self.load_and_attach(&name, &cand);
         self.unload(&name);

@@ -14,9 +14,15 @@ pub struct KernelMaps {
     pub slot_hits: PerCpuArray<MapData, u64>,
     pub instances: BpfHashMap<MapData, InstanceKey, Instance>,
     pub active: Array<MapData, Active>,
-    /// Instances the sweeper removed, per chain (mirrored into `ACTIVE[MAX_CHAINS + chain]`).
+    /// Open instances the sweeper removed (timed out), per chain.
     pub swept: Vec<u64>,
+    /// Entries the sweeper deleted, open or closed, per chain (mirrored into
+    /// `ACTIVE[MAX_CHAINS + chain]`).
+    pub deleted: Vec<u64>,
 }
+
+/// How long a closed instance's hash-map entry is kept for reuse before the sweeper deletes it.
+pub const CLOSED_KEPT_NS: u64 = 1_000_000_000;
 
 impl KernelMaps {
     /// Histogram row `row` of chain `chain`, summed over CPUs.
@@ -46,6 +52,7 @@ impl KernelMaps {
             s.map_full += c.map_full;
             s.out_of_order += c.out_of_order;
             s.key_out_of_range += c.key_out_of_range;
+            s.sampled_out += c.sampled_out;
         }
         Ok(s)
     }
@@ -56,42 +63,53 @@ impl KernelMaps {
     }
 
     /// Remove instances whose chain timeout has passed (`timeout_ns[chain]`, 0: never) with no
-    /// hit on their key since. Returns what was removed. An instance that a CPU touches while
-    /// it is being removed is at worst closed one hit early.
+    /// hit on their key since, and entries closed for longer than [`CLOSED_KEPT_NS`] (the
+    /// kernel leaves a closed instance's entry in place for the next open on its key). Returns
+    /// the open instances removed. An instance that a CPU touches while it is being removed
+    /// is at worst closed one hit early.
     pub fn sweep(&mut self, timeout_ns: &[u64], now_ns: u64) -> Vec<(InstanceKey, Instance)> {
-        let expired: Vec<(InstanceKey, Instance)> = self
+        let stale: Vec<(InstanceKey, Instance)> = self
             .instances
             .iter()
             .filter_map(Result::ok)
             .filter(|(k, inst)| {
+                if inst.next_stage == 0 {
+                    return now_ns.saturating_sub(inst.last_ns) > CLOSED_KEPT_NS;
+                }
                 let t = timeout_ns.get(k.chain as usize).copied().unwrap_or(0);
                 t != 0 && now_ns.saturating_sub(inst.start_ns) > t
             })
             .collect();
         let removed: Vec<(InstanceKey, Instance)> =
-            expired.into_iter().filter(|(k, _)| self.instances.remove(k).is_ok()).collect();
-        // Tell the kernel's open-instance pre-filter what the sweeper removed. Only this
-        // process writes these entries, so a plain update cannot race with the kernel.
-        for (k, _) in &removed {
-            if let Some(c) = self.swept.get_mut(k.chain as usize) {
+            stale.into_iter().filter(|(k, _)| self.instances.remove(k).is_ok()).collect();
+        // Tell the kernel's pre-filter (which counts entries, open or closed) what the sweeper
+        // deleted. Only this process writes these entries, so a plain update cannot race with
+        // the kernel.
+        for (k, inst) in &removed {
+            if let Some(c) = self.deleted.get_mut(k.chain as usize) {
+                *c += 1;
+            }
+            if inst.next_stage != 0
+                && let Some(c) = self.swept.get_mut(k.chain as usize)
+            {
                 *c += 1;
             }
         }
-        for (chain, &n) in self.swept.iter().enumerate() {
+        for (chain, &n) in self.deleted.iter().enumerate() {
             if n > 0 {
                 let idx = MAX_CHAINS + chain as u32;
-                if let Err(error) = self.active.set(idx, Active { inserted: n, removed: 0 }, 0) {
+                if let Err(error) = self.active.set(idx, Active { inserted: n, ..Active::default() }, 0) {
                     tracing::warn!(%error, "updating ACTIVE[{idx}] failed");
                 }
             }
         }
-        removed
+        removed.into_iter().filter(|(_, inst)| inst.next_stage != 0).collect()
     }
 
     /// Instances open in the kernel now, per chain index.
     pub fn open_instances(&self, chains: usize) -> Vec<u64> {
         let mut v = vec![0; chains];
-        for (k, _) in self.instances.iter().filter_map(Result::ok) {
+        for (k, _) in self.instances.iter().filter_map(Result::ok).filter(|(_, i)| i.next_stage != 0) {
             if let Some(c) = v.get_mut(k.chain as usize) {
                 *c += 1;
             }

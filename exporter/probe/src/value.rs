@@ -130,29 +130,43 @@ impl KeyExpr {
     }
 }
 
-/// A stage filter: a hit counts only when `expr` evaluates to `value`.
+/// A stage filter: a hit counts only when `expr` evaluates to `value` (with `negate`: to
+/// anything else).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filter {
     pub expr: ValueExpr,
     pub value: u64,
+    pub negate: bool,
+    /// The value is this kernel symbol's address (resolved from kallsyms by the planner),
+    /// e.g. a timer's handler: `function == tick_nohz_handler`.
+    pub symbol: Option<String>,
 }
 
 impl Filter {
-    /// Parse `EXPR == VALUE`; VALUE is an integer (decimal or 0x hex) or `self` (this
-    /// process's pid).
+    /// Parse `EXPR == VALUE` or `EXPR != VALUE`; VALUE is an integer (decimal or 0x hex),
+    /// `self` (this process's pid) or a kernel function name.
     pub fn parse(s: &str) -> Result<Filter, String> {
-        let (lhs, rhs) =
-            s.split_once("==").ok_or_else(|| format!("filter `{s}`: expected EXPR == VALUE, e.g. tid == 1234"))?;
+        let (lhs, rhs, negate) = match (s.split_once("=="), s.split_once("!=")) {
+            (Some((l, r)), None) => (l, r, false),
+            (None, Some((l, r))) => (l, r, true),
+            _ => return Err(format!("filter `{s}`: expected EXPR == VALUE or EXPR != VALUE, e.g. tid == 1234")),
+        };
         let expr = ValueExpr::parse(lhs).map_err(|e| format!("filter `{s}`: {e}"))?;
         let rhs = rhs.trim();
-        let value = if rhs == "self" {
-            std::process::id() as u64
+        let symbol_like = rhs.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && rhs.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        let (value, symbol) = if rhs == "self" {
+            (std::process::id() as u64, None)
         } else if let Some(h) = rhs.strip_prefix("0x") {
-            u64::from_str_radix(h, 16).map_err(|_| format!("filter `{s}`: `{rhs}` is not a number"))?
+            (u64::from_str_radix(h, 16).map_err(|_| format!("filter `{s}`: `{rhs}` is not a number"))?, None)
+        } else if let Ok(n) = rhs.parse() {
+            (n, None)
+        } else if symbol_like {
+            (0, Some(rhs.to_string()))
         } else {
-            rhs.parse().map_err(|_| format!("filter `{s}`: `{rhs}` is not a number or `self`"))?
+            return Err(format!("filter `{s}`: `{rhs}` is not a number, `self` or a kernel function name"));
         };
-        Ok(Filter { expr, value })
+        Ok(Filter { expr, value, negate, symbol })
     }
 }
 
@@ -213,10 +227,16 @@ mod tests {
 
     #[test]
     fn filters_compare_an_expression_with_a_number_or_self() {
-        assert_eq!(Filter::parse("tid == 12").unwrap(), Filter { expr: ValueExpr::Tid, value: 12 });
+        assert_eq!(
+            Filter::parse("tid == 12").unwrap(),
+            Filter { expr: ValueExpr::Tid, value: 12, negate: false, symbol: None }
+        );
         assert_eq!(Filter::parse("arg0 == 0x10").unwrap().value, 16);
         assert_eq!(Filter::parse("tgid == self").unwrap().value, std::process::id() as u64);
-        for bad in ["tid = 3", "tid == three", "== 3"] {
+        let f = Filter::parse("arg0->function != tick_nohz_handler").unwrap();
+        assert!(f.negate);
+        assert_eq!(f.symbol.as_deref(), Some("tick_nohz_handler"));
+        for bad in ["tid = 3", "tid == 3-x", "== 3", "tid == 1 != 2", "tid == 0xzz"] {
             assert!(Filter::parse(bad).is_err(), "{bad}");
         }
     }

@@ -34,7 +34,23 @@ pub struct ChainConfig {
     /// Points that close an open instance without completing it (e.g. hrtimer_cancel).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub abort: Vec<PointConfig>,
+    /// Stage 0 opens an instance on only every Nth hit per CPU (default 1: every hit), for
+    /// chains whose stage 0 fires far more often than they complete. Exported as
+    /// `clockpath_chain_sample_every`; the histograms are exact for the sampled instances.
+    #[serde(default = "sample_every_default", skip_serializing_if = "is_one")]
+    pub sample_every: u32,
 }
+
+const fn sample_every_default() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// Largest `sample_every`: beyond it a chain would see almost nothing.
+pub const MAX_SAMPLE_EVERY: u32 = 1_000_000;
 
 const fn enabled_default() -> bool {
     true
@@ -189,6 +205,7 @@ impl ChainConfig {
             description: self.description.clone(),
             timeout_ns: self.timeout_ms.saturating_mul(1_000_000),
             interference: self.interference,
+            sample_every: self.sample_every,
             stages,
             aborts,
         }
@@ -242,6 +259,16 @@ pub(super) fn validate(loaded: &Loaded, issues: &mut Vec<ConfigIssue>) {
         }
         if chain.timeout_ms == 0 {
             issues.push(loaded.issue(format!("{at}.timeout_ms"), "must be at least 1 ms"));
+        }
+        if !(1..=MAX_SAMPLE_EVERY).contains(&chain.sample_every) {
+            issues.push(loaded.issue(format!("{at}.sample_every"), format!("must be 1 to {MAX_SAMPLE_EVERY}")));
+        } else if chain.sample_every > 1 && chain.stages.first().is_some_and(|s| s.first_hit_only) {
+            // An unsampled first hit would let a later one open the instance: the segment
+            // would start late. Last-hit-wins chains have no such bias.
+            issues.push(loaded.issue(
+                format!("{at}.sample_every"),
+                "sampling needs a last-hit-wins stage 0; this chain's first stage is first_hit_only",
+            ));
         }
         if chain.stages.len() < 2 {
             issues.push(loaded.issue(

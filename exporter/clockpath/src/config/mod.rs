@@ -584,6 +584,19 @@ mod tests {
     }
 
     #[test]
+    fn sampling_is_bounded_and_only_for_last_hit_wins_chains() {
+        let i = issues("[chains.sched_wakeup]\nsample_every = 0\n");
+        assert_eq!(i[0].key, "chains.sched_wakeup.sample_every", "{i:?}");
+        assert!(i[0].why.contains("1 to 1000000"), "{i:?}");
+        let i = issues("[chains.softirq]\nsample_every = 8\n");
+        assert_eq!(i[0].key, "chains.softirq.sample_every", "{i:?}");
+        assert!(i[0].why.contains("first_hit_only"), "{i:?}");
+        let ok = load_str("[chains.hrtimer]\nsample_every = 64\n").unwrap();
+        assert_eq!(ok.config.chains["hrtimer"].sample_every, 64);
+        assert_eq!(ok.config.chains["hrtimer"].spec("hrtimer").sample_every, 64);
+    }
+
+    #[test]
     fn wrong_type_names_key_and_file() {
         let i = issues("[probe]\nraw_hits = \"yes\"\n");
         assert_eq!(i[0].key, "probe.raw_hits");

@@ -111,7 +111,8 @@ impl Daemon {
         make_sinks: impl FnOnce(&[ChainPlan]) -> Result<Vec<Box<dyn Sink>>, StartError>,
     ) -> Result<Daemon, StartError> {
         let probe = &loaded.config.probe;
-        let mut engine = Engine::load(&probe.load_options(), plan::direct_entries(&plans))?;
+        let mut plans = plans;
+        let mut engine = Engine::load(&probe.load_options(), &mut plans)?;
         let ring = engine.take_ring()?;
         let maps = engine.take_maps()?;
         engine.attach(plans);

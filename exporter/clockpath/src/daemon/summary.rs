@@ -20,6 +20,9 @@ use crate::{pipeline::PipelineStats, sinks::tally::ChainTally};
 pub struct Summary {
     pub chains: Vec<ChainSummary>,
     pub records: u64,
+    /// Close records received (instances closed after recording a segment, or every close
+    /// in raw mode).
+    pub close_records: u64,
     pub dropped_in_userspace: u64,
     pub swept: u64,
     /// The clock's synchronisation and the PPS sources over the run (`clockpath run`).
@@ -96,6 +99,12 @@ pub struct ChainSummary {
     pub map_full: u64,
     pub out_of_order: u64,
     pub key_out_of_range: u64,
+    /// The first stage opens an instance on every Nth hit per CPU.
+    pub sample_every: u32,
+    /// First-stage hits that were not sampled.
+    pub not_sampled: u64,
+    /// Hits of the first stage's attached programs.
+    pub first_stage_hits: u64,
     pub store: Store,
     /// Segments counted in the kernel histograms.
     pub hist_segments: u64,
@@ -168,6 +177,18 @@ pub fn summarize(
                 map_full: c.map_full,
                 out_of_order: c.out_of_order,
                 key_out_of_range: c.key_out_of_range,
+                sample_every: p.sample_every,
+                not_sampled: c.sampled_out,
+                first_stage_hits: p
+                    .stages
+                    .first()
+                    .into_iter()
+                    .flat_map(|s| &s.points)
+                    .filter_map(|pt| match pt.attached()?.status {
+                        clockpath_probe::plan::Status::Attached(slot) => maps.slot_hits(slot).ok(),
+                        _ => None,
+                    })
+                    .sum(),
                 store: p.store,
                 hist_segments,
                 segments_received: t.segments_received.values().sum(),
@@ -179,6 +200,7 @@ pub fn summarize(
     Summary {
         chains,
         records: stats.records.load(Ordering::Relaxed),
+        close_records: stats.close_records.load(Ordering::Relaxed),
         dropped_in_userspace: stats.dropped.load(Ordering::Relaxed),
         swept: stats.swept.load(Ordering::Relaxed),
         time: None,

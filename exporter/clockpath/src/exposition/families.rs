@@ -176,6 +176,13 @@ pub fn chain_counters(
     counter(enc, CHAINS_TIMED_OUT, CHAINS_TIMED_OUT_HELP, &per_chain(&|c, k| k.timed_out + swept_of(c)))?;
     counter(enc, CHAINS_REPLACED, CHAINS_REPLACED_HELP, &per_chain(&|_, k| k.replaced))?;
     counter(enc, CHAINS_ABORTED, CHAINS_ABORTED_HELP, &per_chain(&|_, k| k.aborted))?;
+    counter(enc, CHAINS_NOT_SAMPLED, CHAINS_NOT_SAMPLED_HELP, &per_chain(&|_, k| k.sampled_out))?;
+    let sampling: Vec<(Labels, f64)> = plans
+        .iter()
+        .filter(|p| p.is_chain() && snap.counters.iter().any(|(c, _)| c == &p.name))
+        .map(|p| (labels.with(&[("chain", &p.name)]), p.sample_every as f64))
+        .collect();
+    gauge(enc, SAMPLE_EVERY, SAMPLE_EVERY_HELP, &sampling)?;
     counter(enc, RING_LOST, RING_LOST_HELP, &per_chain(&|_, k| k.ring_lost))?;
     counter(enc, MAP_FULL, MAP_FULL_HELP, &per_chain(&|_, k| k.map_full))?;
     counter(enc, OUT_OF_ORDER, OUT_OF_ORDER_HELP, &per_chain(&|_, k| k.out_of_order))

@@ -17,6 +17,11 @@ pub const CHAINS_REPLACED: &str = "clockpath_chains_replaced";
 pub const CHAINS_REPLACED_HELP: &str = "Chain instances replaced by a new first-stage hit on the same key.";
 pub const CHAINS_ABORTED: &str = "clockpath_chains_aborted";
 pub const CHAINS_ABORTED_HELP: &str = "Chain instances closed by an abort point.";
+pub const CHAINS_NOT_SAMPLED: &str = "clockpath_chains_not_sampled";
+pub const CHAINS_NOT_SAMPLED_HELP: &str =
+    "First-stage hits of a sampled chain (sample_every > 1) that opened no instance.";
+pub const SAMPLE_EVERY: &str = "clockpath_chain_sample_every";
+pub const SAMPLE_EVERY_HELP: &str = "A chain's sampling: its first stage opens an instance on every Nth hit per CPU (1: every hit). Multiply instance rates by it to estimate the unsampled rate.";
 pub const RING_LOST: &str = "clockpath_ring_records_lost";
 pub const RING_LOST_HELP: &str =
     "Records the kernel could not write because the ring buffer was full (histograms stay exact).";

@@ -87,6 +87,7 @@ pub fn degraded_chain(tid: u64) -> ChainConfig {
             stage("write_exit", "tracepoint:syscalls:sys_exit_write"),
         ],
         abort: Vec::new(),
+        sample_every: 1,
     }
 }
 

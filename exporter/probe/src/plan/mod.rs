@@ -54,6 +54,13 @@ pub struct Candidate {
     pub filter: ValueSpec,
     #[serde(skip)]
     pub filter_value: u64,
+    /// The filter passes when the value differs from `filter_value`.
+    #[serde(skip)]
+    pub filter_negate: bool,
+    /// The slot this candidate's program uses, reserved before the object is loaded (its
+    /// role is in the object's read-only data).
+    #[serde(skip)]
+    pub slot: Option<u32>,
     /// Key space of each key component, when every one is bounded.
     #[serde(skip)]
     pub key_bounds: Option<Vec<KeyBound>>,
@@ -74,6 +81,8 @@ impl Candidate {
             key_bounds: None,
             filter: ValueSpec::default(),
             filter_value: 0,
+            filter_negate: false,
+            slot: None,
         }
     }
 }
@@ -185,6 +194,8 @@ pub struct ChainPlan {
     pub kind: PlanKind,
     /// Stage slots charge interference to segments.
     pub charges_interference: bool,
+    /// Stage 0 opens an instance on every `sample_every`-th hit per CPU (1: every hit).
+    pub sample_every: u32,
 }
 
 /// What a plan describes.

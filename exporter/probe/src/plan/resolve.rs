@@ -138,6 +138,7 @@ impl Resolver<'_> {
             store: Store::Hash,
             kind: PlanKind::InterferenceSources,
             charges_interference: false,
+            sample_every: 1,
         }
     }
 
@@ -179,6 +180,7 @@ impl Resolver<'_> {
             store: Store::Hash,
             kind: PlanKind::Chain,
             charges_interference: chain.interference,
+            sample_every: chain.sample_every.max(1),
         }
     }
 
@@ -283,15 +285,19 @@ impl Resolver<'_> {
                 }
             }
             if let Some(f) = filter {
-                match Filter::parse(f)
-                    .map_err(KeyError::Config)
-                    .and_then(|Filter { expr, value }| Ok((self.value(&target, &expr)?, value)))
-                {
-                    Ok((Some(spec), value)) => {
+                match Filter::parse(f).map_err(KeyError::Config).and_then(|f| {
+                    let value = match &f.symbol {
+                        None => f.value,
+                        Some(name) => self.symbol_value(name).map_err(KeyError::Unusable)?,
+                    };
+                    Ok((self.value(&target, &f.expr)?, value, f.negate))
+                }) {
+                    Ok((Some(spec), value, negate)) => {
                         cand.filter = spec;
                         cand.filter_value = value;
+                        cand.filter_negate = negate;
                     }
-                    Ok((None, _)) => {}
+                    Ok((None, ..)) => {}
                     Err(KeyError::Config(why)) => self.issues.push(PlanIssue::at(
                         format!("{at}.filter"),
                         format!("stage `{stage}`: target `{target}`: {why}"),
@@ -365,6 +371,18 @@ impl Resolver<'_> {
                     ))
                 }
             }
+        }
+    }
+
+    /// The address a filter compares with for a kernel function named in it.
+    fn symbol_value(&self, name: &str) -> Result<u64, String> {
+        match self.kernel.symbol(name) {
+            None => Err(format!("filter: `{name}` is not a function of this kernel (kallsyms)")),
+            Some(s) if s.addr == 0 => {
+                Err(format!("filter: the address of `{name}` is hidden (kallsyms shows 0: kptr_restrict)"))
+            }
+            Some(s) if s.count > 1 => Err(format!("filter: `{name}` names {} functions of this kernel", s.count)),
+            Some(s) => Ok(s.addr),
         }
     }
 
@@ -500,10 +518,11 @@ impl Resolver<'_> {
                         .kernel
                         .btf()
                         .map_err(|e| KeyError::Unusable(format!("arg{index}->… needs the kernel's BTF: {e}")))?;
+                    let typed = arg_type.is_some() && d.cast.is_none();
                     let loc = btf
                         .member(&format!("arg{index}"), arg_type, d.cast.as_deref(), &d.path)
                         .map_err(|e| KeyError::Config(e.to_string()))?;
-                    spec.flags = VALUE_DEREF;
+                    spec.flags = VALUE_DEREF | btf_typed(t.kind, typed);
                     spec.offset = loc.offset;
                     spec.size = loc.size;
                 }
@@ -530,10 +549,11 @@ impl Resolver<'_> {
                         .kernel
                         .btf()
                         .map_err(|e| KeyError::Unusable(format!("ret->… needs the kernel's BTF: {e}")))?;
+                    let typed = ret_type.is_some() && d.cast.is_none();
                     let loc = btf
                         .member("ret", ret_type, d.cast.as_deref(), &d.path)
                         .map_err(|e| KeyError::Config(e.to_string()))?;
-                    spec.flags = VALUE_DEREF;
+                    spec.flags = VALUE_DEREF | btf_typed(t.kind, typed);
                     spec.offset = loc.offset;
                     spec.size = loc.size;
                 }
@@ -548,4 +568,11 @@ enum KeyError {
     Config(String),
     /// The expression cannot be resolved on this kernel (e.g. no BTF): the target is unusable.
     Unusable(String),
+}
+
+/// `VALUE_BTF` when a dereferenced pointer is typed by BTF in the program's own context: a
+/// tp_btf, fentry or fexit argument (or return value) read through its declared type. A cast
+/// or an untyped context (raw_tracepoint, kprobe) reads with bpf_probe_read_kernel.
+fn btf_typed(kind: AttachKind, typed: bool) -> u8 {
+    if typed && matches!(kind, AttachKind::TpBtf | AttachKind::Fentry | AttachKind::Fexit) { VALUE_BTF } else { 0 }
 }

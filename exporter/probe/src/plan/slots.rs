@@ -2,15 +2,15 @@
 //! flags), which slot family a tracepoint candidate can use, and the reverse maps consumers of
 //! raw hits need (slot → stage, slot → role).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use clockpath_common::{
-    limits::{SlotRange, TRACEPOINT_WINDOWS},
+    limits::{NUM_SLOTS, SlotRange, TRACEPOINT_WINDOWS},
     slot::*,
 };
 use clockpath_offline::chain::hits::HitRole;
 
-use super::{Candidate, ChainPlan, Status, Store};
+use super::{Candidate, ChainPlan, PlanKind, Status, Store};
 use crate::target::AttachKind;
 
 impl Candidate {
@@ -48,6 +48,9 @@ pub fn slot_config(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, ra
     }
     if chain.charges_interference {
         flags |= FLAG_INTERFERENCE;
+    }
+    if cand.filter_negate {
+        flags |= FLAG_FILTER_NE;
     }
     let (role, stage_idx) = match stage {
         Some(i) => {
@@ -87,7 +90,65 @@ pub fn slot_config(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, ra
         match_value: cand.func_addr,
         filter: cand.filter,
         filter_value: cand.filter_value,
+        sample_every: if stage == Some(0) { chain.sample_every } else { 0 },
+        _pad: 0,
     }
+}
+
+/// Reserve a slot for every candidate that may be tried, and give each slot its role: the
+/// object's read-only `SLOT_CONFIGS`, which is fixed when the object is loaded, before any
+/// program is (so every fallback a point may need has its slot already). Chains go first, then
+/// the interference sources, as `Engine::attach` tries them. A candidate that finds no free
+/// slot of its kind is unusable, with the reason.
+pub fn assign(plans: &mut [ChainPlan], raw_hits: bool) -> Vec<SlotConfig> {
+    let mut configs = vec![SlotConfig::NONE; NUM_SLOTS as usize];
+    let mut used = BTreeSet::new();
+    let order: Vec<usize> = (0..plans.len())
+        .filter(|&i| plans[i].is_chain())
+        .chain((0..plans.len()).filter(|&i| !plans[i].is_chain()))
+        .collect();
+    for i in order {
+        let snapshot = plans[i].clone();
+        let plan = &mut plans[i];
+        let mut reserve = |cands: &mut [Candidate], role: &dyn Fn(&Candidate) -> SlotConfig| {
+            for c in cands.iter_mut().filter(|c| c.status == Status::Ready) {
+                let free =
+                    c.slot_ranges().into_iter().find_map(|r| (r.base..r.base + r.count).find(|s| !used.contains(s)));
+                match free {
+                    Some(slot) => {
+                        used.insert(slot);
+                        configs[slot as usize] = role(c);
+                        c.slot = Some(slot);
+                    }
+                    None => {
+                        let kind = c.target.kind;
+                        c.status = Status::Unusable(format!(
+                            "no free {kind} slot (the object has {}, and every one is taken by another candidate)",
+                            kind.slots().count
+                        ))
+                    }
+                }
+            }
+        };
+        if plan.kind == PlanKind::InterferenceSources {
+            for (source, stage) in plan.stages.iter_mut().enumerate() {
+                for point in &mut stage.points {
+                    let label = point.label.clone().unwrap_or_default();
+                    reserve(&mut point.candidates, &|c| interference_slot_config(source, &label, c));
+                }
+            }
+            continue;
+        }
+        for (s, stage) in plan.stages.iter_mut().enumerate() {
+            for point in &mut stage.points {
+                reserve(&mut point.candidates, &|c| slot_config(&snapshot, Some(s), c, raw_hits));
+            }
+        }
+        for point in &mut plan.aborts {
+            reserve(&mut point.candidates, &|c| slot_config(&snapshot, None, c, raw_hits));
+        }
+    }
+    configs
 }
 
 /// The slot configuration of an interference point: `source` is the source index, `label` the

@@ -12,6 +12,8 @@ pub struct ChainSpec {
     pub timeout_ns: u64,
     /// Charge interference to this chain's segments.
     pub interference: bool,
+    /// Stage 0 opens an instance on every `sample_every`-th hit per CPU (1: every hit).
+    pub sample_every: u32,
     pub stages: Vec<StageSpec>,
     /// Points that close an open instance without completing it.
     pub aborts: Vec<PointSpec>,
