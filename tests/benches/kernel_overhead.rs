@@ -3,7 +3,8 @@
 //! same run: an empty program on the same tracepoint, libbpf-tools' runqlat, and bpftrace.
 //!
 //! Run as root: `cargo bench -p clockpath-tests --bench kernel_overhead`. Prints figures; it
-//! asserts nothing (targets are judged from the figures).
+//! asserts nothing (targets are judged from the figures). `-- --per-hit-only` stops after the
+//! per-hit table; `-- --no-slowdown` after the default config's per-program cost model.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -109,12 +110,28 @@ targets = ["tp_btf:sched_switch"]
 "#;
 
 fn pipe_bench() -> f64 {
+    pipe_bench_timed().0
+}
+
+/// CPU time (user + system) of this process's reaped children, in seconds.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// One `perf bench sched pipe` run: (wall seconds, CPU seconds of the workload's two tasks,
+/// which includes the BPF programs that ran in their context).
+fn pipe_bench_timed() -> (f64, f64) {
     let perf = require_tool("perf", "linux-perf");
+    let cpu0 = children_cpu();
     let start = Instant::now();
     let out =
         Command::new(perf).args(["bench", "sched", "pipe", "-l", PIPE_LOOPS]).output().expect("perf bench sched pipe");
     assert!(out.status.success(), "perf bench sched pipe failed");
-    start.elapsed().as_secs_f64()
+    (start.elapsed().as_secs_f64(), children_cpu() - cpu0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -223,72 +240,138 @@ fn main() {
     if std::env::args().any(|a| a == "--per-hit-only") {
         return;
     }
-    // --- 2. workload slowdown, one tool at a time, each paired with a bare run ---
+    let running = default_config_programs(&rt);
+    if std::env::args().any(|a| a == "--no-slowdown") {
+        return;
+    }
+
+    // --- 3. workload slowdown, one tool at a time, each paired with a bare run ---
     const ROUNDS: usize = 5;
     println!(
-        "\nworkload slowdown, perf bench sched pipe -l {PIPE_LOOPS}: each tool's run paired with a bare run just before it, {ROUNDS} rounds, median ratio:"
+        "\nworkload slowdown, perf bench sched pipe -l {PIPE_LOOPS}: each tool's run paired with a bare run just before it, {ROUNDS} rounds, median ratio of wall time and of the workload's CPU time:"
     );
-    let sched_only = |cmd: &mut Command| {
-        cmd.env("CLOCKPATH_CHAINS__HRTIMER__ENABLED", "false")
-            .env("CLOCKPATH_CHAINS__SOFTIRQ__ENABLED", "false")
-            .env("CLOCKPATH_CHAINS__CLOCKSOURCE_SWITCH__ENABLED", "false");
+    let only = |keep: &'static str| {
+        move |cmd: &mut Command| {
+            for chain in DEFAULT_CHAINS.iter().filter(|c| **c != keep) {
+                cmd.env(format!("CLOCKPATH_CHAINS__{}__ENABLED", chain.to_uppercase()), "false");
+            }
+        }
     };
     let bpftrace = require_tool("bpftrace", "bpftrace");
     type MakeCommand<'a> = Box<dyn Fn() -> Command + 'a>;
-    let tools: Vec<(&str, MakeCommand)> = vec![
-        (
-            "clockpath run (sched_wakeup chain only)",
-            Box::new(|| {
-                let mut c = Command::new(clockpath_bin());
-                c.arg("run");
-                sched_only(&mut c);
-                c
-            }),
-        ),
-        (
-            "clockpath run (default config)",
-            Box::new(|| {
-                let mut c = Command::new(clockpath_bin());
-                c.arg("run");
-                c
-            }),
-        ),
-        (
-            "runqlat (libbpf-tools)",
-            Box::new(|| {
-                let mut c = Command::new(&runqlat);
-                c.arg("600");
-                c
-            }),
-        ),
-        (
-            "bpftrace runqlat one-liner",
-            Box::new(|| {
-                let mut c = Command::new(&bpftrace);
-                c.args(["-e", "tracepoint:sched:sched_wakeup,tracepoint:sched:sched_wakeup_new { @ts[args->pid] = nsecs; } tracepoint:sched:sched_switch /@ts[args->next_pid]/ { @usecs = hist((nsecs - @ts[args->next_pid]) / 1000); delete(@ts[args->next_pid]); }"]);
-                c
-            }),
-        ),
-    ];
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    let clockpath_with = |setup: Box<dyn Fn(&mut Command)>| -> MakeCommand {
+        Box::new(move || {
+            let mut c = Command::new(clockpath_bin());
+            c.args(["run", "--log", "warn"]);
+            setup(&mut c);
+            c
+        })
+    };
+    let mut tools: Vec<(String, MakeCommand)> =
+        vec![("clockpath run (default config)".into(), clockpath_with(Box::new(|_| {})))];
+    for chain in DEFAULT_CHAINS.into_iter().filter(|c| running.iter().any(|r| r == c)) {
+        tools.push((format!("  {chain} chain only"), clockpath_with(Box::new(only(chain)))));
+    }
+    tools.push((
+        "runqlat (libbpf-tools)".into(),
+        Box::new(|| {
+            let mut c = Command::new(&runqlat);
+            c.arg("600");
+            c
+        }),
+    ));
+    tools.push((
+        "bpftrace runqlat one-liner".into(),
+        Box::new(|| {
+            let mut c = Command::new(&bpftrace);
+            c.args(["-e", "tracepoint:sched:sched_wakeup,tracepoint:sched:sched_wakeup_new { @ts[args->pid] = nsecs; } tracepoint:sched:sched_switch /@ts[args->next_pid]/ { @usecs = hist((nsecs - @ts[args->next_pid]) / 1000); delete(@ts[args->next_pid]); }"]);
+            c
+        }),
+    ));
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
     let mut bare = Vec::new();
     for round in 0..ROUNDS {
         for (i, (_, make)) in tools.iter().enumerate() {
-            let t0 = pipe_bench();
+            let t0 = pipe_bench_timed();
             let child = spawn_quiet(&mut make());
             // Time for each tool to load and attach (a benchmark, not a test: a fixed settle time).
             std::thread::sleep(Duration::from_secs(4));
-            let t1 = pipe_bench();
+            let t1 = pipe_bench_timed();
             stop(child);
-            bare.push(t0);
-            ratios[i].push(t1 / t0);
+            bare.push(t0.0);
+            wall[i].push(t1.0 / t0.0);
+            cpu[i].push(t1.1 / t0.1);
         }
         println!("  round {} done", round + 1);
     }
-    println!("\n  {:<42} {:>9}", "tool", "slowdown");
+    println!("\n  {:<42} {:>9} {:>9}", "tool", "wall", "cpu");
     println!("  {:<42} {:>8.3}s", "bare run (median)", median(bare));
-    for ((label, _), r) in tools.iter().zip(ratios) {
-        let all: Vec<String> = r.iter().map(|x| format!("{:+.1}%", (x - 1.0) * 100.0)).collect();
-        println!("  {label:<42} {:>+8.1}%   ({})", (median(r) - 1.0) * 100.0, all.join(" "));
+    let pct = |x: f64| (x - 1.0) * 100.0;
+    let medians: Vec<(f64, f64)> =
+        wall.iter().zip(&cpu).map(|(w, c)| (pct(median(w.clone())), pct(median(c.clone())))).collect();
+    for (((label, _), w), (mw, mc)) in tools.iter().zip(&wall).zip(&medians) {
+        let all: Vec<String> = w.iter().map(|x| format!("{:+.1}%", pct(*x))).collect();
+        println!("  {label:<42} {mw:>+8.1}% {mc:>+8.1}%   (wall: {})", all.join(" "));
     }
+    let at = |label: &str| tools.iter().position(|(l, _)| l.trim() == label).map(|i| medians[i]);
+    if let (Some(d), Some(w), Some(r)) =
+        (at("clockpath run (default config)"), at("sched_wakeup chain only"), at("runqlat (libbpf-tools)"))
+    {
+        println!("\nratios to runqlat's slowdown (wall, cpu):");
+        println!("  default config:          {:.2}x, {:.2}x   (target <= 0.5x)", d.0 / r.0, d.1 / r.1);
+        println!("  sched_wakeup chain only: {:.2}x, {:.2}x   (target <= 0.25x)", w.0 / r.0, w.1 / r.1);
+    }
+}
+
+/// The chains of the built-in default configuration.
+const DEFAULT_CHAINS: [&str; 4] = ["sched_wakeup", "hrtimer", "softirq", "clocksource_switch"];
+
+/// The cost model: every program of the default config, its hits per second idle and under the
+/// pipe workload, its kernel run time per hit, and what that makes in CPU.
+/// Returns the default chains that run on this machine.
+fn default_config_programs(rt: &tokio::runtime::Runtime) -> Vec<String> {
+    const IDLE_SECS: u64 = 5;
+    let (_dir, path) = config_file("[probe]\nbpf_stats = true\n");
+    let loaded = Config::load(Some(&path)).expect("default config");
+    let plans = daemon::plan(&loaded, &Kernel::open()).expect("plan");
+    rt.block_on(async {
+        let d = Daemon::start(&loaded, plans, Vec::new()).expect("start");
+        let sample = || -> std::collections::BTreeMap<String, (u64, u64)> {
+            d.program_stats()
+                .into_iter()
+                .map(|p| (format!("{}/{} {}", p.chain, p.stage, p.target), (p.run_time_ns, p.run_count)))
+                .collect()
+        };
+        let delta = |a: &std::collections::BTreeMap<String, (u64, u64)>, b: &std::collections::BTreeMap<String, (u64, u64)>| {
+            b.iter()
+                .map(|(k, v)| {
+                    let before = a.get(k).copied().unwrap_or((0, 0));
+                    (k.clone(), (v.0 - before.0, v.1 - before.1))
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let s0 = sample();
+        tokio::time::sleep(Duration::from_secs(IDLE_SECS)).await;
+        let s1 = sample();
+        let (wall, _) = tokio::task::spawn_blocking(pipe_bench_timed).await.unwrap();
+        let s2 = sample();
+        let idle = delta(&s0, &s1);
+        let busy = delta(&s1, &s2);
+        println!("\ndefault config, per program (the cost model): hits/s idle ({IDLE_SECS} s) and under perf bench sched pipe ({wall:.1} s), ns/hit under the workload, CPU = hits/s x ns/hit:");
+        println!("  {:<58} {:>9} {:>10} {:>8} {:>8}", "chain/stage target", "idle/s", "pipe/s", "ns/hit", "cpu %");
+        let mut total = 0.0;
+        for (k, (t, n)) in &busy {
+            let idle_rate = idle.get(k).map_or(0.0, |v| v.1 as f64 / IDLE_SECS as f64);
+            let rate = *n as f64 / wall;
+            let cpu = *t as f64 / wall / 1e9 * 100.0;
+            total += cpu;
+            println!("  {k:<58} {idle_rate:>9.0} {rate:>10.0} {:>8.1} {cpu:>7.2}%", per_hit((*t, *n)));
+        }
+        println!("  {:<58} {:>9} {:>10} {:>8} {total:>7.2}%", "all programs (of one CPU)", "", "", "");
+        let running = d.plans.iter().filter(|p| p.is_chain() && p.is_running()).map(|p| p.name.clone()).collect();
+        d.stop().await;
+        running
+    })
 }
