@@ -31,6 +31,16 @@ macro_rules! fields {
     )*};
 }
 
+macro_rules! specs {
+    ($($name:ident),* $(,)?) => {$(
+        #[inline(always)]
+        pub fn $name(self) -> Spec {
+            // SAFETY: projection inside `SLOT_CONFIGS`; no reference is created.
+            Spec(unsafe { addr_of!((*self.0).$name) })
+        }
+    )*};
+}
+
 /// One slot's configuration.
 #[derive(Clone, Copy)]
 pub struct Cfg(*const SlotConfig);
@@ -46,26 +56,7 @@ impl Cfg {
         role: u8, chain: u8, stage: u8, flags: u8, direct_base: u32, timeout_ns: u64, match_value: u64,
         direct_range0: u32, direct_range1: u32, filter_value: u64, sample_every: u32,
     );
-    #[inline(always)]
-    pub fn key0(self) -> Spec {
-        // SAFETY: projection inside `SLOT_CONFIGS`; no reference is created.
-        Spec(unsafe { addr_of!((*self.0).key0) })
-    }
-    #[inline(always)]
-    pub fn key1(self) -> Spec {
-        // SAFETY: as above.
-        Spec(unsafe { addr_of!((*self.0).key1) })
-    }
-    #[inline(always)]
-    pub fn capture(self) -> Spec {
-        // SAFETY: as above.
-        Spec(unsafe { addr_of!((*self.0).capture) })
-    }
-    #[inline(always)]
-    pub fn filter(self) -> Spec {
-        // SAFETY: as above.
-        Spec(unsafe { addr_of!((*self.0).filter) })
-    }
+    specs!(key0, key1, capture, filter);
     /// Whether flag `f` is set.
     #[inline(always)]
     pub fn has(self, f: u8) -> bool {
