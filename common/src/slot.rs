@@ -166,8 +166,9 @@ pub struct InstanceKey {
 }
 
 /// One chain instance. Written only by `ebpf/src/stage.rs`; the userspace sweeper reads
-/// hash-map instances to close those whose chain timed out without another hit on their key.
-/// In the `DIRECT` array, `next_stage == 0` marks a free entry.
+/// hash-map instances to close those whose chain timed out without another hit on their key,
+/// and deletes entries closed for a while. `next_stage == 0` marks a closed (free) entry: the
+/// kernel reuses it in place for the next open on its key, in the hash map as in `DIRECT`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Instance {
@@ -220,14 +221,15 @@ pub struct ChainCounters {
     pub sampled_out: u64,
 }
 
-/// How many instances of a chain are open, as a cheap pre-filter: a later stage of a chain
-/// with no open instance returns before computing its key. One global (not per-CPU) entry per
+/// How many hash-map entries a chain has (open instances and closed ones kept for reuse), as a
+/// cheap pre-filter: a later stage of a chain with no entry returns before computing its key. One global (not per-CPU) entry per
 /// chain, updated atomically by the kernel (`ACTIVE[chain]`); the userspace sweeper counts
 /// what it removes in `ACTIVE[MAX_CHAINS + chain].inserted`, so the kernel never needs to.
 ///
-/// `inserted` is incremented before an insert becomes visible and `removed` after a delete
-/// succeeds, so `inserted - removed - swept` is never below the true count: the filter can
-/// only let a hit through needlessly, never drop one.
+/// `inserted` is incremented before an insert becomes visible (`removed` undoes an insert that
+/// lost a race with another CPU's), and the sweeper counts only deletes that succeeded, so
+/// `inserted - removed - swept` is never below the true count: the filter can only let a hit
+/// through needlessly, never drop one.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Active {

@@ -33,7 +33,7 @@ pub static HIST: PerCpuArray<HistRow> = PerCpuArray::with_max_entries(MAX_CHAINS
 #[map]
 pub static CHAIN_COUNTERS: PerCpuArray<ChainCounters> = PerCpuArray::with_max_entries(MAX_CHAINS, 0);
 
-/// Open-instance pre-filter: `[chain]` kernel-written, `[MAX_CHAINS + chain]` sweeper-written.
+/// Hash-entry pre-filter (`Active`): `[chain]` kernel-written, `[MAX_CHAINS + chain]` sweeper-written.
 #[map]
 pub static ACTIVE: Array<Active> = Array::with_max_entries(2 * MAX_CHAINS, 0);
 

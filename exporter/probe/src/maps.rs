@@ -65,8 +65,7 @@ impl KernelMaps {
     /// Remove instances whose chain timeout has passed (`timeout_ns[chain]`, 0: never) with no
     /// hit on their key since, and entries closed for longer than [`CLOSED_KEPT_NS`] (the
     /// kernel leaves a closed instance's entry in place for the next open on its key). Returns
-    /// the open instances removed. An instance that a CPU touches while it is being removed
-    /// is at worst closed one hit early.
+    /// the open instances removed.
     pub fn sweep(&mut self, timeout_ns: &[u64], now_ns: u64) -> Vec<(InstanceKey, Instance)> {
         let stale: Vec<(InstanceKey, Instance)> = self
             .instances
@@ -80,8 +79,18 @@ impl KernelMaps {
                 t != 0 && now_ns.saturating_sub(inst.start_ns) > t
             })
             .collect();
-        let removed: Vec<(InstanceKey, Instance)> =
-            stale.into_iter().filter(|(k, _)| self.instances.remove(k).is_ok()).collect();
+        // The scan takes a while on a full map: an entry a CPU reopened or advanced since is
+        // read again just before it is deleted and kept if it changed. (What is left is the
+        // window between that read and the delete, microseconds, where a key that comes back
+        // would lose its new instance.)
+        let mut removed: Vec<(InstanceKey, Instance)> = Vec::new();
+        for (k, seen) in stale {
+            let Ok(now) = self.instances.get(&k, 0) else { continue };
+            let unchanged = now.id == seen.id && now.next_stage == seen.next_stage && now.last_ns == seen.last_ns;
+            if unchanged && self.instances.remove(&k).is_ok() {
+                removed.push((k, now));
+            }
+        }
         // Tell the kernel's pre-filter (which counts entries, open or closed) what the sweeper
         // deleted. Only this process writes these entries, so a plain update cannot race with
         // the kernel.
