@@ -172,6 +172,13 @@ fn programs_named(pred: impl Fn(&str) -> bool) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
+/// Wait until a program whose name matches has run (so it is loaded and attached).
+fn wait_attached(what: &str, pred: impl Fn(&str) -> bool) {
+    wait_for(&format!("{what}'s programs to attach"), Duration::from_secs(30), || {
+        programs_named(&pred).iter().any(|p| p.2 > 0).then_some(())
+    });
+}
+
 fn spawn_quiet(cmd: &mut Command) -> Child {
     cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn")
 }
@@ -209,8 +216,8 @@ fn main() {
         let empty_tp = d.attach_baseline(&"tracepoint:sched:sched_switch".parse().unwrap()).expect("empty tp");
         let empty_btf = d.attach_baseline(&"tp_btf:sched_switch".parse().unwrap()).expect("empty tp_btf");
         let peer = spawn_quiet(Command::new(&runqlat).arg("60"));
-        tokio::time::sleep(Duration::from_secs(2)).await;
         let is_runqlat = |n: &str| !n.starts_with("cp_") && n.contains("sched_switch");
+        wait_attached("runqlat", is_runqlat);
         let before: Vec<_> = programs_named(is_runqlat);
         let ours_before: Vec<(String, Option<(u64, u64)>)> = d.program_stats().iter().map(|p| (format!("{}/{}", p.chain, p.stage), Some((p.run_time_ns, p.run_count)))).collect();
         let e_before = (d.run_stats(&empty_tp), d.run_stats(&empty_btf));
@@ -373,7 +380,6 @@ fn default_config_programs(rt: &tokio::runtime::Runtime, runqlat: &std::path::Pa
                 })
                 .collect::<std::collections::BTreeMap<_, _>>()
         };
-        tokio::time::sleep(Duration::from_secs(1)).await;
         let s0 = sample();
         tokio::time::sleep(Duration::from_secs(IDLE_SECS)).await;
         let s1 = sample();
@@ -404,8 +410,8 @@ fn default_config_programs(rt: &tokio::runtime::Runtime, runqlat: &std::path::Pa
         // The peer alone under the same workload, measured the same way.
         let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("kernel.bpf_stats_enabled");
         let peer = spawn_quiet(Command::new(runqlat).arg("60"));
-        tokio::time::sleep(Duration::from_secs(3)).await;
         let is_peer = |n: &str| !n.starts_with("cp_") && n.contains("sched_");
+        wait_attached("runqlat", is_peer);
         let before = programs_named(is_peer);
         let (peer_wall, _) = tokio::task::spawn_blocking(pipe_bench_timed).await.unwrap();
         let after = programs_named(is_peer);
