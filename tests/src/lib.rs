@@ -7,6 +7,7 @@
 pub mod exposition;
 pub mod guest;
 pub mod otlp;
+pub mod pki;
 pub mod prometheus;
 
 use std::{
@@ -147,11 +148,23 @@ pub fn free_port() -> u16 {
 pub struct Exporter {
     pub child: Option<Child>,
     pub port: u16,
+    /// `http`, or `https` with an agent that trusts the server.
+    pub scheme: &'static str,
+    pub agent: ureq::Agent,
 }
 
 impl Exporter {
     /// Start `clockpath run` with extra arguments and environment, and wait for /healthz.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Exporter {
+        Self::start_as(args, env, "http", ureq::Agent::new())
+    }
+
+    /// Same, served over TLS (a web config in `env` or `args`), reached with `agent`.
+    pub fn start_tls(args: &[&str], env: &[(&str, &str)], agent: ureq::Agent) -> Exporter {
+        Self::start_as(args, env, "https", agent)
+    }
+
+    fn start_as(args: &[&str], env: &[(&str, &str)], scheme: &'static str, agent: ureq::Agent) -> Exporter {
         let port = free_port();
         let mut cmd = Command::new(clockpath_bin());
         cmd.arg("run").args(args).env("CLOCKPATH_HTTP__LISTEN", format!("127.0.0.1:{port}")).stderr(Stdio::piped());
@@ -159,9 +172,9 @@ impl Exporter {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start clockpath run");
-        let mut e = Exporter { child: Some(child), port };
+        let mut e = Exporter { child: Some(child), port, scheme, agent };
         wait_for(&format!("clockpath to become healthy on port {port}"), Duration::from_secs(30), || {
-            if ureq::get(&e.url("/healthz")).call().is_ok() {
+            if e.agent.get(&e.url("/healthz")).call().is_ok() {
                 return Some(());
             }
             // An exporter that exited will never answer: say why at once.
@@ -177,7 +190,11 @@ impl Exporter {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        // TLS by the name the test certificate carries.
+        match self.scheme {
+            "https" => format!("https://localhost:{}{path}", self.port),
+            _ => format!("http://127.0.0.1:{}{path}", self.port),
+        }
     }
 
     pub fn addr(&self) -> String {
@@ -186,12 +203,13 @@ impl Exporter {
 
     /// A Prometheus text (0.0.4) scrape.
     pub fn scrape(&self) -> String {
-        ureq::get(&self.url("/metrics")).call().expect("scrape").into_string().expect("scrape body")
+        self.agent.get(&self.url("/metrics")).call().expect("scrape").into_string().expect("scrape body")
     }
 
     /// An OpenMetrics scrape.
     pub fn scrape_openmetrics(&self) -> String {
-        ureq::get(&self.url("/metrics"))
+        self.agent
+            .get(&self.url("/metrics"))
             .set("Accept", "application/openmetrics-text; version=1.0.0")
             .call()
             .expect("scrape")

@@ -1,5 +1,6 @@
 //! An in-process OTLP trace receiver (gRPC and HTTP/protobuf) for tests and benchmarks: it
-//! keeps every span it is sent, with its resource attributes, on its own Tokio runtime thread.
+//! keeps every span it is sent, with its resource attributes, on its own Tokio runtime thread;
+//! over TLS when given a rustls server configuration.
 
 use std::{
     collections::BTreeMap,
@@ -49,6 +50,8 @@ struct Store {
     /// Keep only counts (benchmarks).
     count_only: bool,
     count: Arc<AtomicU64>,
+    /// TLS handshakes that failed (TLS receivers).
+    handshake_failures: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -154,15 +157,31 @@ async fn http_handle(store: Store, req: Request<hyper::body::Incoming>) -> Resul
 impl Receiver {
     /// Listen on 127.0.0.1:`port` (0: any free port).
     pub fn start(transport: Transport, port: u16) -> Receiver {
-        Self::start_with(transport, port, false, None)
+        Self::start_with(transport, port, false, None, None)
+    }
+
+    /// A receiver speaking TLS with `tls` (ALPN set here: h2 for gRPC, http/1.1 for HTTP).
+    pub fn start_tls(transport: Transport, tls: Arc<rustls::ServerConfig>) -> Receiver {
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols = vec![match transport {
+            Transport::Grpc => b"h2".to_vec(),
+            Transport::Http => b"http/1.1".to_vec(),
+        }];
+        Self::start_with(transport, 0, false, None, Some(Arc::new(tls)))
     }
 
     /// A receiver that only counts spans, its runtime threads pinned to `cpu` (benchmarks).
     pub fn counting(transport: Transport, cpu: Option<usize>) -> Receiver {
-        Self::start_with(transport, 0, true, cpu)
+        Self::start_with(transport, 0, true, cpu, None)
     }
 
-    fn start_with(transport: Transport, port: u16, count_only: bool, cpu: Option<usize>) -> Receiver {
+    fn start_with(
+        transport: Transport,
+        port: u16,
+        count_only: bool,
+        cpu: Option<usize>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Receiver {
         let store = Store { count_only, ..Default::default() };
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -186,8 +205,60 @@ impl Receiver {
                 rt.block_on(async move {
                     let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind the OTLP receiver");
                     addr_tx.send(listener.local_addr().expect("local addr")).expect("report address");
-                    match transport {
-                        Transport::Grpc => {
+                    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+                    match (transport, acceptor) {
+                        (Transport::Grpc, Some(acceptor)) => {
+                            // Handshakes happen off the accept loop; tonic gets the TLS streams.
+                            let (tx, rx) = tokio::sync::mpsc::channel(16);
+                            let failures = st.handshake_failures.clone();
+                            let accept = tokio::spawn(async move {
+                                while let Ok((tcp, _)) = listener.accept().await {
+                                    let (acceptor, tx, failures) = (acceptor.clone(), tx.clone(), failures.clone());
+                                    tokio::spawn(async move {
+                                        match acceptor.accept(tcp).await {
+                                            Ok(s) => {
+                                                let _ = tx.send(Ok::<_, std::io::Error>(s)).await;
+                                            }
+                                            Err(_) => {
+                                                failures.fetch_add(1, Ordering::Relaxed);
+                                            }
+                                        }
+                                    });
+                                }
+                            });
+                            tonic::transport::Server::builder()
+                                .add_service(TraceServiceServer::new(st))
+                                .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), async {
+                                    let _ = stop_rx.await;
+                                })
+                                .await
+                                .expect("gRPC TLS receiver");
+                            accept.abort();
+                        }
+                        (Transport::Http, Some(acceptor)) => {
+                            let mut stop_rx = stop_rx;
+                            loop {
+                                let (stream, _) = tokio::select! {
+                                    r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+                                    _ = &mut stop_rx => break,
+                                };
+                                let (st, acceptor) = (st.clone(), acceptor.clone());
+                                tokio::spawn(async move {
+                                    let stream = match acceptor.accept(stream).await {
+                                        Ok(s) => s,
+                                        Err(_) => {
+                                            st.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                                            return;
+                                        }
+                                    };
+                                    let svc = service_fn(move |req| http_handle(st.clone(), req));
+                                    let _ = hyper::server::conn::http1::Builder::new()
+                                        .serve_connection(TokioIo::new(stream), svc)
+                                        .await;
+                                });
+                            }
+                        }
+                        (Transport::Grpc, None) => {
                             tonic::transport::Server::builder()
                                 .add_service(TraceServiceServer::new(st))
                                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
@@ -196,7 +267,7 @@ impl Receiver {
                                 .await
                                 .expect("gRPC receiver");
                         }
-                        Transport::Http => {
+                        (Transport::Http, None) => {
                             let mut stop_rx = stop_rx;
                             loop {
                                 let (stream, _) = tokio::select! {
@@ -223,6 +294,16 @@ impl Receiver {
     /// The endpoint an exporter should use (base URL).
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The endpoint of a TLS receiver, by the name its certificate carries.
+    pub fn https_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// TLS handshakes that failed.
+    pub fn handshake_failures(&self) -> u64 {
+        self.store.handshake_failures.load(Ordering::Relaxed)
     }
 
     pub fn spans(&self) -> Vec<Received> {

@@ -30,14 +30,21 @@ impl Prometheus {
 
     /// Same, evaluating the rule files `rules` every second.
     pub fn start_with_rules(targets: &[String], rules: &[PathBuf], flags: &[&str]) -> Prometheus {
+        Self::start_full(targets, rules, flags, "")
+    }
+
+    /// Same, with `job` (YAML keys at the scrape job's level, e.g. `scheme: https` and a
+    /// `tls_config`) added to the clockpath job.
+    pub fn start_full(targets: &[String], rules: &[PathBuf], flags: &[&str], job: &str) -> Prometheus {
         let bin = require_tool("prometheus", "prometheus");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let rule_files: String = rules.iter().map(|r| format!("  - '{}'\n", r.display())).collect();
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{}scrape_configs:\n  - job_name: clockpath\n    static_configs:\n      - targets: [{}]\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{}scrape_configs:\n  - job_name: clockpath\n{}    static_configs:\n      - targets: [{}]\n",
             if rule_files.is_empty() { String::new() } else { format!("rule_files:\n{rule_files}") },
+            job.lines().map(|l| format!("    {l}\n")).collect::<String>(),
             list.join(", ")
         );
         let cfg: PathBuf = dir.path().join("prometheus.yml");

@@ -1,6 +1,7 @@
 //! OTLP traces per chain instance (issue 7), against an in-process receiver: trace shape and
 //! attributes, kernel times converted to wall clock to the nanosecond (checked against the
-//! recorder's raw ktime values), both transports, the collector down then up, exemplars.
+//! recorder's raw ktime values), both transports, the collector down then up, exemplars, and
+//! TLS (a test CA, mutual TLS, the OTEL_*_CERTIFICATE variables, an untrusted collector).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -10,6 +11,7 @@ use std::{
 use clockpath_tests::{
     exposition::{Scrape, exemplars},
     otlp::{Received, Receiver, Transport, attr, attr_i64, hex},
+    pki::{Pki, utf8},
     *,
 };
 
@@ -353,6 +355,105 @@ fn collector_down_then_up_drops_are_counted_metrics_answer_and_export_resumes() 
     for spans in rx.traces().values() {
         shape(spans);
     }
+}
+
+/// Runs an exporter against `rx` with `env` under scheduler load until `n` spans arrived.
+fn export_to(rx: &Receiver, env: &[(&str, &str)], n: u64) -> (u64, String) {
+    let mut env = env.to_vec();
+    env.push(("CLOCKPATH_OTLP__FLUSH_INTERVAL_MS", "200"));
+    let e = Exporter::start(&["--duration", "60"], &env);
+    let mut load = sched_messaging(400);
+    let got = rx.wait_for_spans(n, Duration::from_secs(30));
+    let _ = load.kill();
+    let _ = load.wait();
+    let out = e.stop();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    (got, log)
+}
+
+#[test]
+fn tls_to_the_collector_grpc_with_a_client_certificate_and_http_from_the_traces_variables() {
+    require_root();
+    let pki = Pki::new();
+    let (ca, rogue) = (pki.path("ca.pem"), pki.path("rogue-ca.pem"));
+    // gRPC: the collector requires a client certificate from the test CA (mutual TLS).
+    let rx = Receiver::start_tls(Transport::Grpc, pki.server_config("server.pem", "server-key.pem", Some("ca.pem")));
+    let endpoint = rx.https_endpoint();
+    let (got, log) = export_to(
+        &rx,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", utf8(&ca)),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", utf8(&pki.path("client.pem"))),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", utf8(&pki.path("client-key.pem"))),
+        ],
+        20,
+    );
+    eprintln!("gRPC over mutual TLS: {got} spans, {} failed handshakes", rx.handshake_failures());
+    assert!(got >= 20, "only {got} spans over gRPC+mTLS:\n{log}");
+    assert_eq!(rx.handshake_failures(), 0, "{log}");
+    assert!(!log.contains("OTLP export failed"), "{log}");
+    for spans in rx.traces().values() {
+        shape(spans);
+    }
+    rx.stop();
+
+    // HTTP/protobuf: the _TRACES_ variables win over the generic ones (which name a CA that
+    // does not sign the collector's certificate).
+    let rx = Receiver::start_tls(Transport::Http, pki.server_config("server.pem", "server-key.pem", None));
+    let endpoint = format!("{}/v1/traces", rx.https_endpoint());
+    let (got, log) = export_to(
+        &rx,
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", utf8(&rogue)),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", utf8(&ca)),
+        ],
+        20,
+    );
+    eprintln!("HTTP/protobuf over TLS: {got} spans");
+    assert!(got >= 20, "only {got} spans over HTTPS:\n{log}");
+    assert_eq!(rx.handshake_failures(), 0, "{log}");
+}
+
+#[test]
+fn an_untrusted_collector_certificate_is_counted_logged_once_and_metrics_answer() {
+    require_root();
+    let pki = Pki::new();
+    // The collector's certificate is signed by a CA the exporter does not trust.
+    let rx = Receiver::start_tls(Transport::Grpc, pki.server_config("rogue-server.pem", "rogue-server-key.pem", None));
+    let endpoint = rx.https_endpoint();
+    let e = Exporter::start(
+        &["--duration", "90"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", utf8(&pki.path("ca.pem"))),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
+            ("CLOCKPATH_OTLP__FLUSH_INTERVAL_MS", "200"),
+        ],
+    );
+    let mut load = sched_messaging(400);
+    let count = |s: &Scrape| metric(s, "clockpath_segment_duration_seconds_count", &[("chain", "sched_wakeup")]);
+    let first = Scrape::parse(&e.scrape()).expect("scrape");
+    let failed = wait_for("three failed export requests counted", Duration::from_secs(60), || {
+        let s = Scrape::parse(&e.scrape()).expect("scrape while exports fail");
+        (metric(&s, "clockpath_otlp_export_requests_total", &[("result", "error")]) >= 3.0).then_some(s)
+    });
+    let _ = load.kill();
+    let _ = load.wait();
+    assert!(metric(&failed, "clockpath_otlp_spans_dropped_total", &[]) > 0.0);
+    assert_eq!(metric(&failed, "clockpath_otlp_spans_exported_total", &[]), 0.0);
+    assert!(count(&failed) > count(&first), "histograms kept counting");
+    let out = e.stop();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(rx.span_count(), 0);
+    assert!(rx.handshake_failures() >= 1, "the collector saw the refused handshakes");
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("OTLP export failed")).collect();
+    eprintln!("{}", warnings.join("\n"));
+    assert_eq!(warnings.len(), 1, "logged once, not per request:\n{log}");
 }
 
 #[test]

@@ -30,6 +30,14 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
         // Bind before attaching anything: a taken port is a configuration error.
         let addr: std::net::SocketAddr =
             cfg.http.listen.parse().map_err(|e| config_error(anyhow::anyhow!("http.listen: {e}")))?;
+        // The web config is read before anything is attached: a bad one is a configuration
+        // error naming its key.
+        let web = match cfg.http.web_config.as_str() {
+            "" => None,
+            path => Some(Arc::new(http::web_config::WebConfig::load(std::path::Path::new(path)).map_err(|e| {
+                config_error(ConfigError::Invalid(vec![loaded.issue("http.web_config", e.to_string())]))
+            })?)),
+        };
         let listener = http::bind(addr).await.map_err(config_error)?;
         let environment = Environment::detect();
         let env = environment.env_label(&cfg.environment.env);
@@ -74,16 +82,23 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
                 .bpf_stats
                 .then(|| Box::new(daemon.program_stats_fn()) as Box<dyn Fn() -> Vec<ProgramStats> + Send + Sync>),
         };
+        let http_stats = Arc::new(http::HttpStats::default());
+        let mut registry = exposition.into_registry();
+        http::register(&mut registry, http_stats.clone(), web.clone());
+        let scheme = if web.as_ref().is_some_and(|w| w.tls_enabled()) { "https" } else { "http" };
         let state = Arc::new(http::HttpState {
-            registry: exposition.into_registry(),
+            registry,
             health: daemon.health.clone(),
             landing: http::landing_page(&daemon.plans, &env),
             exemplars: published.exemplars.clone(),
             reference: Some(reference.clone()),
+            web,
+            auth: Arc::default(),
+            stats: http_stats,
         });
         let (stop_http, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(http::serve(listener, state, stop_rx));
-        tracing::info!(%addr, "serving /metrics, /healthz and /");
+        tracing::info!(%addr, scheme, "serving /metrics, /healthz and /");
         wait_for_stop(args.duration).await?;
         tracing::info!("stopping: detaching probes and draining the ring buffer");
         let (plans, maps, stats) = (daemon.plans.clone(), daemon.maps.clone(), daemon.stats.clone());

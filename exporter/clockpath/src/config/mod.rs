@@ -91,6 +91,8 @@ impl ProbeConfig {
 pub struct HttpConfig {
     /// `ADDRESS:PORT` to listen on.
     pub listen: String,
+    /// A Prometheus exporter-toolkit web config file (TLS, basic auth, headers); "" for none.
+    pub web_config: String,
 }
 
 /// What the Prometheus sink exports.

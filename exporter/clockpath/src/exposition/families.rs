@@ -232,6 +232,30 @@ pub fn memory(enc: &mut DescriptorEncoder, st: &PipelineStats, ring_mapping_byte
     Ok(())
 }
 
+/// What the HTTP server counts.
+#[derive(Clone, Debug, Default)]
+pub struct HttpSnapshot {
+    pub auth_failures: u64,
+    /// By reason.
+    pub tls_failures: [(&'static str, u64); 3],
+    pub connections_rejected: u64,
+    /// (last read succeeded, unix time of the last success), when a web config is in use.
+    pub web_config_reload: Option<(bool, f64)>,
+}
+
+/// The HTTP server's counters, and the web config's reload state.
+pub fn http_server(enc: &mut DescriptorEncoder, h: &HttpSnapshot) -> fmt::Result {
+    counter(enc, HTTP_AUTH_FAILURES, HTTP_AUTH_FAILURES_HELP, &[(vec![], h.auth_failures)])?;
+    let tls: Vec<(Labels, u64)> = h.tls_failures.iter().map(|(r, v)| (vec![(s("reason"), s(r))], *v)).collect();
+    counter(enc, HTTP_TLS_FAILURES, HTTP_TLS_FAILURES_HELP, &tls)?;
+    counter(enc, HTTP_REJECTED, HTTP_REJECTED_HELP, &[(vec![], h.connections_rejected)])?;
+    if let Some((ok, at)) = h.web_config_reload {
+        gauge(enc, WEB_CONFIG_RELOAD_OK, WEB_CONFIG_RELOAD_OK_HELP, &[(vec![], if ok { 1.0 } else { 0.0 })])?;
+        gauge(enc, WEB_CONFIG_RELOAD_TIME, WEB_CONFIG_RELOAD_TIME_HELP, &[(vec![], at)])?;
+    }
+    Ok(())
+}
+
 /// `clockpath_probe_info`: each candidate of each stage, what was attached and why not.
 pub fn probes(enc: &mut DescriptorEncoder, plans: &[ChainPlan]) -> fmt::Result {
     let mut series = Vec::new();

@@ -56,6 +56,18 @@ pub const ASSEMBLY_EVICTIONS_HELP: &str = "Partial chain instances userspace ass
 pub const PROBE: &str = "clockpath_probe";
 pub const PROBE_HELP: &str =
     "Each candidate attach target of each stage: what was attached, and why the others were not.";
+pub const HTTP_AUTH_FAILURES: &str = "clockpath_http_auth_failures";
+pub const HTTP_AUTH_FAILURES_HELP: &str =
+    "Requests refused with 401: missing or wrong basic-auth credentials (http.web_config).";
+pub const HTTP_TLS_FAILURES: &str = "clockpath_http_tls_handshake_failures";
+pub const HTTP_TLS_FAILURES_HELP: &str = "TLS connections that never got to a request, by reason: plaintext (plain HTTP sent to the TLS port, answered 400), handshake (a TLS error such as an untrusted client certificate), timeout.";
+pub const HTTP_REJECTED: &str = "clockpath_http_connections_rejected";
+pub const HTTP_REJECTED_HELP: &str = "Connections closed at accept because the server's connection limit was reached.";
+pub const WEB_CONFIG_RELOAD_OK: &str = "clockpath_web_config_last_reload_successful";
+pub const WEB_CONFIG_RELOAD_OK_HELP: &str = "1 if the last read of http.web_config (at start, on change or on SIGHUP) succeeded; 0 if it failed and the previous settings stay in force.";
+pub const WEB_CONFIG_RELOAD_TIME: &str = "clockpath_web_config_last_reload_success_timestamp_seconds";
+pub const WEB_CONFIG_RELOAD_TIME_HELP: &str = "Unix time of the last successful read of http.web_config.";
+
 pub const BUILD: &str = "clockpath_build";
 pub const BUILD_HELP: &str = "clockpath build information.";
 pub const ENVIRONMENT: &str = "clockpath_environment";

@@ -27,6 +27,11 @@ pub struct OtlpConfig {
     pub batch_chains: usize,
     /// Longest wait before a partial batch is sent.
     pub flush_interval_ms: u64,
+    /// PEM CA bundle that verifies an https collector ("" : the system's roots).
+    pub certificate: String,
+    /// PEM client certificate and key, for a collector that requires mutual TLS.
+    pub client_certificate: String,
+    pub client_key: String,
     pub sampling: SamplingConfig,
 }
 

@@ -4,9 +4,12 @@
 //! Precedence follows the rest of clockpath (environment over file): the signal-specific
 //! variable (`OTEL_EXPORTER_OTLP_TRACES_*`), then the generic one (`OTEL_EXPORTER_OTLP_*`),
 //! then `[otlp]`. `OTEL_EXPORTER_OTLP_HEADERS` and `_COMPRESSION` are read by
-//! opentelemetry-otlp itself.
+//! opentelemetry-otlp itself; the TLS files (`_CERTIFICATE`, `_CLIENT_CERTIFICATE`,
+//! `_CLIENT_KEY`) are not, so they are resolved and read here.
 
 use std::{collections::BTreeMap, time::Duration};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 
 use super::OtlpConfig;
 
@@ -18,6 +21,12 @@ pub const TRACES_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT";
 pub const TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
 pub const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 pub const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+pub const TRACES_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE";
+pub const CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+pub const TRACES_CLIENT_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE";
+pub const CLIENT_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE";
+pub const TRACES_CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY";
+pub const CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_CLIENT_KEY";
 /// The spec's switch to turn the SDK off.
 pub const SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
 
@@ -59,6 +68,116 @@ pub struct Settings {
     pub queue_chains: usize,
     pub batch_chains: usize,
     pub flush_interval: Duration,
+    /// TLS of an `https://` endpoint (None for `http://`).
+    pub tls: Option<Tls>,
+}
+
+/// What an `https://` endpoint is trusted and authenticated with: PEM files, read at start.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Tls {
+    /// CA bundle that verifies the collector; None: the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate chain and key, for collectors that require mutual TLS.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// One TLS file setting, resolved: the signal's variable, the generic one, then `[otlp]`.
+struct FileSetting {
+    path: String,
+    /// The variable it came from, or None for the config key.
+    variable: Option<&'static str>,
+    key: &'static str,
+}
+
+fn file_setting(
+    env: &dyn Fn(&str) -> Option<String>,
+    traces: &'static str,
+    generic: &'static str,
+    configured: &str,
+    key: &'static str,
+) -> Option<FileSetting> {
+    match (env(traces), env(generic), configured.trim()) {
+        (Some(p), _, _) => Some(FileSetting { path: p.trim().into(), variable: Some(traces), key }),
+        (None, Some(p), _) => Some(FileSetting { path: p.trim().into(), variable: Some(generic), key }),
+        (None, None, "") => None,
+        (None, None, p) => Some(FileSetting { path: p.into(), variable: None, key }),
+    }
+}
+
+impl FileSetting {
+    fn problem(&self, why: String) -> Problem {
+        Problem {
+            key: if self.variable.is_some() { String::new() } else { self.key.into() },
+            variable: self.variable.map(Into::into),
+            why,
+        }
+    }
+
+    /// The file's PEM text, checked with `check`.
+    fn read(&self, check: impl Fn(&[u8]) -> Result<(), String>) -> Result<Vec<u8>, Problem> {
+        let pem = std::fs::read(&self.path).map_err(|e| self.problem(format!("`{}`: {e}", self.path)))?;
+        check(&pem).map_err(|why| self.problem(format!("`{}`: {why}", self.path)))?;
+        Ok(pem)
+    }
+}
+
+fn certificates(pem: &[u8]) -> Result<(), String> {
+    let n = CertificateDer::pem_slice_iter(pem)
+        .try_fold(0, |n, c| c.map(|_| n + 1))
+        .map_err(|e| format!("not PEM certificates: {e}"))?;
+    if n == 0 { Err("no certificate in it".into()) } else { Ok(()) }
+}
+
+fn private_key(pem: &[u8]) -> Result<(), String> {
+    PrivateKeyDer::from_pem_slice(pem).map(|_| ()).map_err(|e| format!("not a PEM private key: {e}"))
+}
+
+/// The TLS files for an endpoint: read for `https`, refused for `http` (they would be ignored
+/// and the traces sent in clear).
+fn resolve_tls(
+    cfg: &OtlpConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    https: bool,
+    problems: &mut Vec<Problem>,
+) -> Option<Tls> {
+    let ca = file_setting(env, TRACES_CERTIFICATE, CERTIFICATE, &cfg.certificate, "otlp.certificate");
+    let cert = file_setting(
+        env,
+        TRACES_CLIENT_CERTIFICATE,
+        CLIENT_CERTIFICATE,
+        &cfg.client_certificate,
+        "otlp.client_certificate",
+    );
+    let key = file_setting(env, TRACES_CLIENT_KEY, CLIENT_KEY, &cfg.client_key, "otlp.client_key");
+    if !https {
+        for f in [&ca, &cert, &key].into_iter().flatten() {
+            problems.push(
+                f.problem(format!("`{}` is set but the endpoint is not https://: traces would go in clear", f.path)),
+            );
+        }
+        return None;
+    }
+    let mut tls = Tls::default();
+    if let Some(ca) = &ca {
+        match ca.read(certificates) {
+            Ok(pem) => tls.ca_pem = Some(pem),
+            Err(p) => problems.push(p),
+        }
+    }
+    match (&cert, &key) {
+        (Some(c), Some(k)) => match (c.read(certificates), k.read(private_key)) {
+            (Ok(c), Ok(k)) => tls.client = Some((c, k)),
+            (c, k) => problems.extend(c.err().into_iter().chain(k.err())),
+        },
+        (Some(one), None) => {
+            problems.push(one.problem("a client certificate needs its key (CLIENT_KEY / otlp.client_key)".into()))
+        }
+        (None, Some(one)) => problems.push(
+            one.problem("a client key needs its certificate (CLIENT_CERTIFICATE / otlp.client_certificate)".into()),
+        ),
+        (None, None) => {}
+    }
+    Some(tls)
 }
 
 /// The process environment, with empty values treated as unset (as the OTel spec asks).
@@ -107,13 +226,8 @@ fn parse_resource_attributes(text: &str) -> Result<Vec<(String, String)>, String
 fn check_url(url: &str) -> Result<hyper::Uri, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "`{url}`: https is not supported by this build (no TLS stack); send to a local collector over http"
-            ));
-        }
-        _ => return Err(format!("`{url}` must start with http://")),
+        Some("http" | "https") => {}
+        _ => return Err(format!("`{url}` must start with http:// or https://")),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("`{url}` has no host"));
@@ -196,9 +310,11 @@ impl Settings {
             (None, None, e) => Some((e.to_string(), "otlp.endpoint".to_string(), false)),
         };
         let mut url = None;
+        let mut tls = None;
         if let Some((e, from, verbatim)) = endpoint {
             match check_url(&e) {
                 Ok(uri) => {
+                    tls = resolve_tls(cfg, env, uri.scheme_str() == Some("https"), &mut problems);
                     // For HTTP a base URL gets the signal path: always for the generic variable
                     // (as the spec says), for the config key when it names no path.
                     let base_only = uri.path().trim_end_matches('/').is_empty();
@@ -230,6 +346,7 @@ impl Settings {
             queue_chains: cfg.queue_chains.max(1),
             batch_chains: cfg.batch_chains.clamp(1, cfg.queue_chains.max(1)),
             flush_interval: Duration::from_millis(cfg.flush_interval_ms.max(1)),
+            tls,
         }))
     }
 }
@@ -319,7 +436,7 @@ mod tests {
         let p = Settings::resolve(
             &cfg(),
             &env_of(&[
-                (ENDPOINT, "https://secure:4317"),
+                (ENDPOINT, "ftp://secure:4317"),
                 (PROTOCOL, "http/json"),
                 (TIMEOUT, "soon"),
                 (RESOURCE_ATTRIBUTES, "a=1,broken"),
@@ -329,6 +446,68 @@ mod tests {
         let vars: Vec<&str> = p.iter().filter_map(|p| p.variable.as_deref()).collect();
         assert_eq!(vars, [PROTOCOL, TIMEOUT, RESOURCE_ATTRIBUTES, ENDPOINT], "{p:?}");
         assert!(p[0].why.contains("http/json is not supported"));
-        assert!(p[3].why.contains("https is not supported"));
+        assert!(p[3].why.contains("must start with http:// or https://"));
+    }
+
+    #[test]
+    fn tls_files_come_from_the_traces_variable_then_the_generic_one_then_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["collector".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).expect("write");
+            p.display().to_string()
+        };
+        let (ca, other, client, client_key) = (
+            write("ca.pem", &cert.pem()),
+            write("other.pem", &cert.pem()),
+            write("c.pem", &cert.pem()),
+            write("k.pem", &key.serialize_pem()),
+        );
+        let mut c = cfg();
+        c.endpoint = "https://collector:4317".into();
+        c.certificate = "/nonexistent/ca.pem".into();
+        // The variables win over the broken file setting; the traces variable over the generic one.
+        let s = Settings::resolve(
+            &c,
+            &env_of(&[
+                (CERTIFICATE, &other),
+                (TRACES_CERTIFICATE, &ca),
+                (CLIENT_CERTIFICATE, &client),
+                (TRACES_CLIENT_KEY, &client_key),
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        let tls = s.tls.expect("https has TLS");
+        assert_eq!(tls.ca_pem.as_deref(), Some(cert.pem().as_bytes()));
+        assert!(tls.client.is_some());
+        // Without a CA anywhere: the system roots.
+        c.certificate = String::new();
+        assert_eq!(Settings::resolve(&c, &env_of(&[])).unwrap().unwrap().tls, Some(Tls::default()));
+        // Problems, each located.
+        c.certificate = "/nonexistent/ca.pem".into();
+        let p = Settings::resolve(&c, &env_of(&[(CLIENT_CERTIFICATE, &client), (TRACES_CLIENT_KEY, &ca)])).unwrap_err();
+        assert!(p.iter().any(|p| p.key == "otlp.certificate" && p.why.contains("/nonexistent/ca.pem")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|p| p.variable.as_deref() == Some(TRACES_CLIENT_KEY) && p.why.contains("not a PEM private key")),
+            "{p:?}"
+        );
+        let p = Settings::resolve(&cfg(), &env_of(&[(ENDPOINT, "https://c:4317"), (CLIENT_CERTIFICATE, &client)]))
+            .unwrap_err();
+        assert!(
+            p.iter().any(|p| p.variable.as_deref() == Some(CLIENT_CERTIFICATE) && p.why.contains("needs its key")),
+            "{p:?}"
+        );
+        let p = Settings::resolve(&cfg(), &env_of(&[(ENDPOINT, "http://c:4317"), (CERTIFICATE, &ca)])).unwrap_err();
+        assert!(
+            p.iter().any(|p| p.variable.as_deref() == Some(CERTIFICATE) && p.why.contains("not https://")),
+            "{p:?}"
+        );
     }
 }

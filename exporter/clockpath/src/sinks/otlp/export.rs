@@ -22,7 +22,10 @@ use opentelemetry::{
     InstrumentationScope, KeyValue,
     trace::{Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
 };
-use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+use opentelemetry_otlp::{
+    WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _,
+    tonic_types::transport::{Certificate, ClientTlsConfig, Identity},
+};
 use opentelemetry_sdk::{
     Resource,
     trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks},
@@ -34,7 +37,7 @@ use clockpath_offline::chain::{ChainRecord, Outcome};
 
 use super::{DropReason, Job, OtlpStats, SpanContextInfo};
 use crate::{
-    config::otlp::settings::{Protocol, Settings},
+    config::otlp::settings::{Protocol, Settings, Tls},
     exemplars::{Exemplar, ExemplarStore},
     ktime,
     pps::TimeReference,
@@ -63,19 +66,93 @@ const RECALIBRATE_EVERY: Duration = Duration::from_secs(10);
 fn build_exporter(s: &Settings) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
     let b = opentelemetry_otlp::SpanExporter::builder();
     match s.protocol {
-        Protocol::Grpc => b
-            .with_tonic()
-            .with_endpoint(s.endpoint.clone())
-            .with_timeout(s.timeout)
-            .with_retry_policy(opentelemetry_otlp::RetryPolicy::recommended())
-            .build(),
-        Protocol::HttpProtobuf => b
-            .with_http()
-            .with_endpoint(s.endpoint.clone())
-            .with_timeout(s.timeout)
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .build(),
+        Protocol::Grpc => {
+            let b = b
+                .with_tonic()
+                .with_endpoint(s.endpoint.clone())
+                .with_timeout(s.timeout)
+                .with_retry_policy(opentelemetry_otlp::RetryPolicy::recommended());
+            match &s.tls {
+                Some(tls) => b.with_tls_config(grpc_tls(tls)).build(),
+                None => b.build(),
+            }
+        }
+        Protocol::HttpProtobuf => {
+            let b = b
+                .with_http()
+                .with_endpoint(s.endpoint.clone())
+                .with_timeout(s.timeout)
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+            match &s.tls {
+                Some(tls) => b.with_http_client(https_client(tls, s.timeout)?).build(),
+                None => b.build(),
+            }
+        }
     }
+}
+
+/// tonic's TLS: the given CA or the system's roots (tonic adds none by itself), and the client
+/// identity for mutual TLS.
+fn grpc_tls(tls: &Tls) -> ClientTlsConfig {
+    let c = ClientTlsConfig::new();
+    let c = match &tls.ca_pem {
+        Some(ca) => c.ca_certificate(Certificate::from_pem(ca)),
+        None => c.with_native_roots(),
+    };
+    match &tls.client {
+        Some((cert, key)) => c.identity(Identity::from_pem(cert, key)),
+        None => c,
+    }
+}
+
+/// opentelemetry-otlp's hyper client speaks plain HTTP only: an HTTPS connector (rustls, ring)
+/// with the same trust and identity as gRPC.
+fn https_client(
+    tls: &Tls,
+    timeout: Duration,
+) -> Result<
+    opentelemetry_http::hyper::HyperClient<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    >,
+    opentelemetry_otlp::ExporterBuildError,
+> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(format!("TLS: {what}: {e}"))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_pem {
+        Some(ca) => {
+            for c in CertificateDer::pem_slice_iter(ca) {
+                let c = c.map_err(|e| invalid("CA certificate", &e))?;
+                roots.add(c).map_err(|e| invalid("CA certificate", &e))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for e in &native.errors {
+                tracing::warn!(error = %e, "reading the system's CA certificates");
+            }
+            roots.add_parsable_certificates(native.certs);
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("TLS versions", &e))?
+        .with_root_certificates(roots);
+    let config = match &tls.client {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<_, _>>()
+                .map_err(|e| invalid("client certificate", &e))?;
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| invalid("client key", &e))?;
+            config.with_client_auth_cert(chain, key).map_err(|e| invalid("client certificate", &e))?
+        }
+        None => config.with_no_client_auth(),
+    };
+    let connector =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().build();
+    Ok(opentelemetry_http::hyper::HyperClient::new(connector, timeout, None))
 }
 
 /// Span ids: random, never zero.

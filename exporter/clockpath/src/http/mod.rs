@@ -1,28 +1,51 @@
 //! The HTTP endpoints (hyper): `/metrics` (OpenMetrics text when the scraper asks for it,
 //! Prometheus text 0.0.4 otherwise), `/healthz` (200 while probes are attached and the ring
-//! reader is alive, 503 otherwise) and `/` (a landing page with the attach plan).
+//! reader is alive, 503 otherwise) and `/` (a landing page with the attach plan), over plain
+//! HTTP or, with a web config file ([`web_config`]), TLS and basic authentication.
+
+pub mod auth;
+pub mod web_config;
 
 use std::{
     convert::Infallible,
     fmt::Write as _,
     net::SocketAddr,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use http_body_util::Full;
 use hyper::{
     Request, Response, StatusCode,
     body::{Bytes, Incoming},
-    header::{ACCEPT, CONTENT_TYPE},
+    header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE},
     service::service_fn,
 };
 use hyper_util::rt::TokioIo;
-use prometheus_client::registry::Registry;
-use tokio::{net::TcpListener, sync::watch};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 
 use clockpath_probe::plan::{ChainPlan, ChainState};
 
-use crate::{daemon::Health, exemplars::ExemplarStore, exposition::openmetrics, host::TimeSync, pps::TimeReference};
+use crate::{
+    daemon::Health,
+    exemplars::ExemplarStore,
+    exposition::{
+        families::{self, HttpSnapshot},
+        openmetrics,
+    },
+    host::TimeSync,
+    pps::TimeReference,
+};
+use auth::BasicAuth;
+use web_config::WebConfig;
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -46,6 +69,57 @@ pub struct HttpState {
     pub exemplars: Option<Arc<ExemplarStore>>,
     /// The time reference, shown on `/` with the clock's synchronisation state.
     pub reference: Option<Arc<TimeReference>>,
+    /// TLS, authentication and headers (`http.web_config`); None: plain HTTP, no auth.
+    pub web: Option<Arc<WebConfig>>,
+    pub auth: Arc<BasicAuth>,
+    pub stats: Arc<HttpStats>,
+}
+
+/// What the server counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    pub auth_failures: AtomicU64,
+    /// TLS handshakes that failed: plain HTTP sent to the TLS port, a TLS error, a timeout.
+    pub tls_plaintext: AtomicU64,
+    pub tls_failed: AtomicU64,
+    pub tls_timeout: AtomicU64,
+    /// Connections closed at accept because MAX_CONNECTIONS were open.
+    pub rejected: AtomicU64,
+}
+
+/// Adds the server's own metrics (`clockpath_http_*`, `clockpath_web_config_*`) to `registry`.
+pub fn register(registry: &mut Registry, stats: Arc<HttpStats>, web: Option<Arc<WebConfig>>) {
+    registry.register_collector(Box::new(ServerMetrics { stats, web }));
+}
+
+#[derive(Debug)]
+struct ServerMetrics {
+    stats: Arc<HttpStats>,
+    web: Option<Arc<WebConfig>>,
+}
+
+impl Collector for ServerMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.stats;
+        let reload = self.web.as_ref().map(|w| {
+            let st = w.reload_state();
+            let at = st.last_success.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            (st.successful, at)
+        });
+        families::http_server(
+            &mut enc,
+            &HttpSnapshot {
+                auth_failures: s.auth_failures.load(Ordering::Relaxed),
+                tls_failures: [
+                    ("plaintext", s.tls_plaintext.load(Ordering::Relaxed)),
+                    ("handshake", s.tls_failed.load(Ordering::Relaxed)),
+                    ("timeout", s.tls_timeout.load(Ordering::Relaxed)),
+                ],
+                connections_rejected: s.rejected.load(Ordering::Relaxed),
+                web_config_reload: reload,
+            },
+        )
+    }
 }
 
 /// Bind the listener first, so a taken port fails before anything is attached.
@@ -57,10 +131,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 /// Connections served at once; more are closed at accept (a scraper needs one or two).
 const MAX_CONNECTIONS: usize = 64;
 /// A client must send a request's headers within this (also bounds an idle keep-alive).
-const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS client must complete its handshake within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let reloads = tokio::spawn(reload_on_sighup(state.web.clone()));
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -70,26 +147,96 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut stop: watch
                     continue;
                 }
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            state.stats.rejected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(limit = MAX_CONNECTIONS, "too many HTTP connections: closing a new one");
             drop(stream);
             continue;
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(state.clone(), req));
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-            if let Err(error) = served {
-                tracing::debug!(%error, "HTTP connection ended with an error");
+            match state.web.as_ref().filter(|w| w.tls_enabled()).and_then(|w| w.current().tls.clone()) {
+                Some(tls) => {
+                    if let Some(stream) = handshake(stream, tls, &state.stats).await {
+                        serve_connection(stream, state).await;
+                    }
+                }
+                None => serve_connection(stream, state).await,
             }
             drop(slot);
         });
+    }
+    reloads.abort();
+}
+
+/// SIGHUP re-reads the web config (changes are also picked up by themselves within a second).
+async fn reload_on_sighup(web: Option<Arc<WebConfig>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        match &web {
+            Some(w) => match w.reload() {
+                Ok(()) => tracing::info!(path = %w.path().display(), "SIGHUP: web config reloaded"),
+                Err(error) => {
+                    tracing::warn!(%error, "SIGHUP: web config not reloaded; the last good one stays in force")
+                }
+            },
+            None => tracing::info!("SIGHUP: no http.web_config to reload"),
+        }
+    }
+}
+
+/// A TLS handshake bounded in time; a client that sends plain HTTP gets Go's 400 answer at
+/// once (not a hang, not garbage), as Prometheus exporters give it.
+async fn handshake(
+    stream: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    stats: &HttpStats,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut first = [0u8; 5];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(0) | Err(_)) => return None,
+        Ok(Ok(_)) if first[0] == 0x16 => {} // a TLS handshake record
+        Ok(Ok(_)) => {
+            stats.tls_plaintext.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("plain HTTP (or garbage) on the TLS port: answered 400 and closed");
+            let mut stream = stream;
+            let _ = stream
+                .write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+                .await;
+            return None;
+        }
+        Err(_) => {
+            stats.tls_timeout.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    }
+    match tokio::time::timeout_at(deadline, tokio_rustls::TlsAcceptor::from(tls).accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(error)) => {
+            stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            stats.tls_timeout.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+async fn serve_connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: I, state: Arc<HttpState>) {
+    let svc = service_fn(move |req| handle(state.clone(), req));
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%error, "HTTP connection ended with an error");
     }
 }
 
@@ -103,7 +250,32 @@ fn response(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> R
 }
 
 async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(match req.uri().path() {
+    let Some(web) = &state.web else { return Ok(route(&state, req).await) };
+    // The settings are read per request: a user removed from the file is refused on a
+    // keep-alive connection opened before.
+    let settings = web.current();
+    // /healthz stays open, so a kubelet probe needs no credentials; it tells only ok or not.
+    let mut r = if settings.users.is_empty() || req.uri().path() == "/healthz" {
+        route(&state, req).await
+    } else {
+        let header = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if state.auth.check(&settings.users, header).await {
+            route(&state, req).await
+        } else {
+            state.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            let mut r = response(StatusCode::UNAUTHORIZED, "text/plain", "Unauthorized\n");
+            r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+            r
+        }
+    };
+    for (name, value) in &settings.headers {
+        r.headers_mut().insert(name.clone(), value.clone());
+    }
+    Ok(r)
+}
+
+async fn route(state: &Arc<HttpState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
         "/metrics" => {
             let wants_openmetrics = req
                 .headers()
@@ -151,7 +323,7 @@ async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Respons
             response(StatusCode::OK, "text/html; charset=utf-8", page)
         }
         _ => response(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz or /\n"),
-    })
+    }
 }
 
 fn esc(s: &str) -> String {

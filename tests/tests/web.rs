@@ -1,0 +1,243 @@
+//! `/metrics` over TLS with basic authentication, configured by a Prometheus exporter web
+//! config file (`http.web_config`): a real Prometheus scrapes it over HTTPS; wrong credentials
+//! get 401; plain HTTP on the TLS port is answered at once; changes and SIGHUP reload it
+//! without dropping the listener; client certificates are verified; a bad file is exit 2
+//! naming its key.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    os::unix::fs::MetadataExt as _,
+    time::{Duration, Instant},
+};
+
+use clockpath_tests::{
+    Exporter, clockpath_bin, exposition::Scrape, pki::Pki, pki::utf8, prometheus::Prometheus, require_root, wait_for,
+};
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+fn status(agent: &ureq::Agent, url: &str, auth: Option<&str>) -> (u16, Option<String>, Option<String>) {
+    let mut req = agent.get(url);
+    if let Some(a) = auth {
+        req = req.set("Authorization", a);
+    }
+    match req.call() {
+        Ok(r) => (
+            r.status(),
+            r.header("WWW-Authenticate").map(str::to_string),
+            r.header("X-Content-Type-Options").map(str::to_string),
+        ),
+        Err(ureq::Error::Status(code, r)) => (
+            code,
+            r.header("WWW-Authenticate").map(str::to_string),
+            r.header("X-Content-Type-Options").map(str::to_string),
+        ),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+fn hash(password: &str) -> String {
+    bcrypt::hash(password, 6).expect("bcrypt")
+}
+
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let s = Scrape::parse(text).expect("scrape parses");
+    s.samples
+        .iter()
+        .filter(|x| x.name == name && labels.iter().all(|(k, v)| x.labels.get(*k).map(String::as_str) == Some(*v)))
+        .map(|x| x.value)
+        .sum()
+}
+
+#[test]
+fn prometheus_scrapes_over_https_with_basic_auth_and_edits_reload_without_dropping_the_listener() {
+    require_root();
+    let pki = Pki::new();
+    let web = pki.path("web.yml");
+    let (alice, bob_old, bob_new) = (hash("alice-pw"), hash("bob-old"), hash("bob-new"));
+    let write_web = |users: &[(&str, &str)]| {
+        let mut y = String::from(
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n  min_version: TLS12\nhttp_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\nbasic_auth_users:\n",
+        );
+        for (u, h) in users {
+            y.push_str(&format!("  {u}: '{h}'\n"));
+        }
+        std::fs::write(&web, y).expect("write web.yml");
+    };
+    write_web(&[("prometheus", &alice)]);
+    std::fs::write(pki.path("password"), "alice-pw\n").expect("password file");
+    let agent = pki.agent(false);
+    let e = Exporter::start_tls(&["--duration", "180"], &[("CLOCKPATH_HTTP__WEB_CONFIG", utf8(&web))], agent.clone());
+    let metrics = e.url("/metrics");
+
+    // A real Prometheus, over HTTPS with the CA and basic auth (password file).
+    let job = format!(
+        "scheme: https\ntls_config:\n  ca_file: {}\n  server_name: localhost\nbasic_auth:\n  username: prometheus\n  password_file: {}\n",
+        utf8(&pki.path("ca.pem")),
+        utf8(&pki.path("password"))
+    );
+    let prom = Prometheus::start_full(&[e.addr()], &[], &[], &job);
+    prom.wait_for("up{job=\"clockpath\"}", Duration::from_secs(30), |v| v == 1.0);
+    let n = prom.wait_for("count(clockpath_probe_info)", Duration::from_secs(20), |v| v > 0.0);
+    eprintln!("Prometheus scraped {n} clockpath_probe_info series over HTTPS with basic auth");
+
+    // Credentials: right → 200; wrong, unknown, none → 401 with the challenge; headers on both.
+    let (code, _, nosniff) = status(&agent, &metrics, Some(&basic("prometheus", "alice-pw")));
+    assert_eq!((code, nosniff.as_deref()), (200, Some("nosniff")));
+    for auth in [Some(basic("prometheus", "wrong")), Some(basic("mallory", "alice-pw")), None] {
+        let (code, challenge, nosniff) = status(&agent, &metrics, auth.as_deref());
+        assert_eq!(code, 401, "{auth:?}");
+        assert_eq!(challenge.as_deref(), Some("Basic"), "{auth:?}");
+        assert_eq!(nosniff.as_deref(), Some("nosniff"), "configured headers are on 401s too");
+    }
+    // /healthz needs no credentials (Kubernetes probes).
+    assert_eq!(status(&agent, &e.url("/healthz"), None).0, 200);
+
+    // Plain HTTP on the TLS port: an immediate 400, not a hang.
+    let t = Instant::now();
+    let mut plain = TcpStream::connect(e.addr()).expect("connect");
+    plain.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    plain.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    let _ = plain.read_to_string(&mut answer);
+    eprintln!("plain HTTP on the TLS port answered in {:?}: {:?}", t.elapsed(), answer.lines().next());
+    assert!(answer.starts_with("HTTP/1.0 400 Bad Request"), "{answer:?}");
+    assert!(answer.contains("HTTPS server"), "{answer:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    // A TLS client that does not trust the server fails its handshake.
+    let untrusting = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+    let err = untrusting.get(&metrics).call().expect_err("an unknown CA must fail");
+    assert!(matches!(err, ureq::Error::Transport(_)), "{err}");
+
+    let authed = |user: &str, pw: &str| status(&agent, &metrics, Some(&basic(user, pw))).0;
+    let scrape = || {
+        agent
+            .get(&metrics)
+            .set("Authorization", &basic("prometheus", "alice-pw"))
+            .call()
+            .expect("scrape")
+            .into_string()
+            .expect("body")
+    };
+    let text = scrape();
+    assert!(metric(&text, "clockpath_http_auth_failures_total", &[]) >= 3.0);
+    assert!(metric(&text, "clockpath_http_tls_handshake_failures_total", &[("reason", "plaintext")]) >= 1.0);
+    assert!(metric(&text, "clockpath_http_tls_handshake_failures_total", &[("reason", "handshake")]) >= 1.0);
+    assert_eq!(metric(&text, "clockpath_web_config_last_reload_successful", &[]), 1.0);
+
+    // An edit is picked up by itself: bob appears.
+    write_web(&[("prometheus", &alice), ("bob", &bob_old)]);
+    wait_for("the edited web config (bob added) to be in force", Duration::from_secs(10), || {
+        (authed("bob", "bob-old") == 200).then_some(())
+    });
+
+    // SIGHUP: bob's new hash, written in place with the old mtime, so only the signal can
+    // reload it (the file's size is unchanged: bcrypt hashes are all 60 characters).
+    let before = std::fs::metadata(&web).expect("stat");
+    write_web(&[("prometheus", &alice), ("bob", &bob_new)]);
+    let times = [
+        libc::timespec { tv_sec: before.atime(), tv_nsec: before.atime_nsec() },
+        libc::timespec { tv_sec: before.mtime(), tv_nsec: before.mtime_nsec() },
+    ];
+    let c = std::ffi::CString::new(utf8(&web)).expect("path");
+    // SAFETY: a valid C path and two timespecs, as utimensat(2) takes.
+    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) }, 0);
+    let after = std::fs::metadata(&web).expect("stat");
+    assert_eq!((after.ino(), after.size(), after.mtime_nsec()), (before.ino(), before.size(), before.mtime_nsec()));
+    std::thread::sleep(Duration::from_millis(1500)); // let the 1 s change check pass over it: it must not see it
+    assert_eq!(authed("bob", "bob-new"), 401, "the in-place edit must not be seen without SIGHUP");
+    let pid = e.child.as_ref().expect("running").id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_for("SIGHUP to reload the web config", Duration::from_secs(10), || {
+        (authed("bob", "bob-new") == 200).then_some(())
+    });
+    assert_eq!(authed("bob", "bob-old"), 401);
+
+    // A broken edit keeps the last good settings, says so, and the listener stays.
+    std::fs::write(&web, "basic_auth_users:\n  bob: not-a-hash\n").expect("write");
+    let text = wait_for("the failed reload to be exported", Duration::from_secs(10), || {
+        let t = scrape();
+        (metric(&t, "clockpath_web_config_last_reload_successful", &[]) == 0.0).then_some(t)
+    });
+    assert!(metric(&text, "clockpath_web_config_last_reload_success_timestamp_seconds", &[]) > 1.7e9);
+    assert_eq!(authed("bob", "bob-new"), 200, "the last good settings stay in force");
+    let up = prom.wait_for("up{job=\"clockpath\"}", Duration::from_secs(10), |v| v == 1.0);
+    assert_eq!(up, 1.0);
+    let out = e.stop();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("scheme=\"https\"") || log.contains("scheme=https"), "the start-up line says https:\n{log}");
+    assert!(
+        log.contains("basic_auth_users.bob: not a bcrypt hash"),
+        "the failed reload is logged with its key:\n{log}"
+    );
+}
+
+#[test]
+fn client_certificates_are_required_and_verified() {
+    require_root();
+    let pki = Pki::new();
+    let web = pki.path("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n  client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n",
+    )
+    .expect("write");
+    let with_cert = pki.agent(true);
+    let e =
+        Exporter::start_tls(&["--duration", "60"], &[("CLOCKPATH_HTTP__WEB_CONFIG", utf8(&web))], with_cert.clone());
+    let text = e.scrape();
+    assert!(text.contains("clockpath_probe_info"), "scrape with a client certificate");
+    let err = pki.agent(false).get(&e.url("/metrics")).call().expect_err("no client certificate must fail");
+    assert!(matches!(err, ureq::Error::Transport(_)), "{err}");
+    let text = e.scrape();
+    assert!(metric(&text, "clockpath_http_tls_handshake_failures_total", &[("reason", "handshake")]) >= 1.0, "counted");
+    assert!(e.stop().status.success());
+}
+
+#[test]
+fn a_bad_web_config_is_exit_2_naming_the_key_before_anything_attaches() {
+    require_root();
+    let pki = Pki::new();
+    let cases = [
+        (
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n  client_auth_type: Sometimes\n",
+            "tls_server_config.client_auth_type: invalid ClientAuth: Sometimes",
+        ),
+        ("tls_server_config:\n  cert_file: server.pem\n  key_file: missing-key.pem\n", "tls_server_config.key_file:"),
+        ("basic_auth_users:\n  prometheus: hunter2\n", "basic_auth_users.prometheus: not a bcrypt hash"),
+        ("tls_server_config:\n  cert_file: server.pem\n  keyfile: server-key.pem\n", "unknown field `keyfile`"),
+        (
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: client-key.pem\n",
+            "tls_server_config.key_file: does not go with the certificate",
+        ),
+    ];
+    for (yaml, wanted) in cases {
+        let web = pki.path("web.yml");
+        std::fs::write(&web, yaml).expect("write");
+        let out = std::process::Command::new(clockpath_bin())
+            .args(["run", "--duration", "1"])
+            .env("CLOCKPATH_HTTP__WEB_CONFIG", utf8(&web))
+            .env("CLOCKPATH_HTTP__LISTEN", format!("127.0.0.1:{}", clockpath_tests::free_port()))
+            .output()
+            .expect("run clockpath");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}\n{err}");
+        assert!(err.contains("http.web_config") && err.contains(utf8(&web)), "names the setting and the file:\n{err}");
+        assert!(err.contains(wanted), "{yaml}\nwanted {wanted:?} in:\n{err}");
+        assert!(!err.contains("chain running") && !err.contains("attached"), "nothing may be attached:\n{err}");
+    }
+    let out = std::process::Command::new(clockpath_bin())
+        .args(["run", "--duration", "1"])
+        .env("CLOCKPATH_HTTP__WEB_CONFIG", "/nonexistent/web.yml")
+        .output()
+        .expect("run clockpath");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/nonexistent/web.yml") && err.contains("No such file"), "{err}");
+}
