@@ -8,6 +8,7 @@ pub mod exposition;
 pub mod guest;
 pub mod otlp;
 pub mod pki;
+pub mod procstat;
 pub mod prometheus;
 
 use std::{

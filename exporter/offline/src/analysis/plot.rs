@@ -31,7 +31,8 @@ pub enum PlotError {
     Draw { path: String, why: String },
 }
 
-fn ensure_font() -> Result<(), PlotError> {
+/// Registers a TrueType font for plotters (text is measured even in SVG); once per process.
+pub fn ensure_font() -> Result<(), PlotError> {
     static FONT: OnceLock<bool> = OnceLock::new();
     let ok = *FONT.get_or_init(|| {
         for p in FONT_PATHS {
