@@ -30,6 +30,7 @@ use crate::{
         hdr::QuantileSnapshot,
         interference::Charged,
         otlp::{DropReason, OtlpStats, Reason},
+        recorder::RecorderStats,
         windows::WindowSnapshot,
     },
 };
@@ -230,6 +231,13 @@ pub fn memory(enc: &mut DescriptorEncoder, st: &PipelineStats, ring_mapping_byte
         counter_seconds(enc, PROCESS_CPU, PROCESS_CPU_HELP, &[(vec![], p.cpu_seconds)])?;
     }
     Ok(())
+}
+
+/// The recorder's lines, lost lines and failed writes.
+pub fn recorder(enc: &mut DescriptorEncoder, r: &RecorderStats) -> fmt::Result {
+    counter(enc, RECORDER_LINES, RECORDER_LINES_HELP, &[(vec![], r.lines.load(Ordering::Relaxed))])?;
+    counter(enc, RECORDER_DROPPED, RECORDER_DROPPED_HELP, &[(vec![], r.lines_dropped.load(Ordering::Relaxed))])?;
+    counter(enc, RECORDER_ERRORS, RECORDER_ERRORS_HELP, &[(vec![], r.errors.load(Ordering::Relaxed))])
 }
 
 /// What the HTTP server counts.

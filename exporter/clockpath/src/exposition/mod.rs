@@ -92,6 +92,9 @@ impl Collector for Exposition {
         {
             families::windows(&mut enc, labels, plans, &self.environment, &snap)?;
         }
+        if let Some(r) = &p.recorder {
+            families::recorder(&mut enc, r)?;
+        }
         if let Some(o) = &p.otlp {
             families::otlp(&mut enc, labels, plans, o)?;
         }

@@ -56,6 +56,13 @@ pub const ASSEMBLY_EVICTIONS_HELP: &str = "Partial chain instances userspace ass
 pub const PROBE: &str = "clockpath_probe";
 pub const PROBE_HELP: &str =
     "Each candidate attach target of each stage: what was attached, and why the others were not.";
+pub const RECORDER_LINES: &str = "clockpath_recorder_lines";
+pub const RECORDER_LINES_HELP: &str = "Stage hits given to the recorder (lines, lost ones included).";
+pub const RECORDER_DROPPED: &str = "clockpath_recorder_lines_dropped";
+pub const RECORDER_DROPPED_HELP: &str = "Recorder lines lost: buffered when a write failed (e.g. a full disk; the file is cut back to its last whole line), or recorded while no file could be opened.";
+pub const RECORDER_ERRORS: &str = "clockpath_recorder_write_errors";
+pub const RECORDER_ERRORS_HELP: &str = "Recorder writes, flushes and file rotations that failed.";
+
 pub const HTTP_AUTH_FAILURES: &str = "clockpath_http_auth_failures";
 pub const HTTP_AUTH_FAILURES_HELP: &str =
     "Requests refused with 401: missing or wrong basic-auth credentials (http.web_config).";

@@ -132,18 +132,24 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 const MAX_CONNECTIONS: usize = 64;
 /// A client must send a request's headers within this (also bounds an idle keep-alive).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Scrapes encoded at once: each reads every kernel map and takes a blocking thread; more
+/// would only share the same CPUs (a scrape storm queues here instead of thrashing).
+static ENCODES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 /// A TLS client must complete its handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let reloads = tokio::spawn(reload_on_sighup(state.web.clone()));
+    let (mut last_warned, mut rejected_unlogged) = (None, 0u64);
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
+                    // Out of file descriptors, typically: retrying at once would spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -151,7 +157,18 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut stop: watch
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             state.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(limit = MAX_CONNECTIONS, "too many HTTP connections: closing a new one");
+            // Logged at most every 10 s: a storm must not flood the log (a blocked stderr
+            // would stall this thread), and the counter has every one.
+            rejected_unlogged += 1;
+            if last_warned.is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(10)) {
+                tracing::warn!(
+                    limit = MAX_CONNECTIONS,
+                    closed = rejected_unlogged,
+                    "too many HTTP connections: closing new ones (clockpath_http_connections_rejected_total)"
+                );
+                last_warned = Some(std::time::Instant::now());
+                rejected_unlogged = 0;
+            }
             drop(stream);
             continue;
         };
@@ -283,6 +300,7 @@ async fn route(state: &Arc<HttpState>, req: Request<Incoming>) -> Response<Full<
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|a| a.contains("application/openmetrics-text"));
             // Encoding reads the kernel maps (a few syscalls); keep it off the async workers.
+            let _permit = ENCODES.acquire().await;
             let st = state.clone();
             let encoded = tokio::task::spawn_blocking(move || {
                 let mut body = String::with_capacity(64 * 1024);

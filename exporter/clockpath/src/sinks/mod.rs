@@ -51,6 +51,7 @@ pub struct Published {
     pub interference: Option<SharedInterference>,
     pub otlp: Option<Arc<OtlpStats>>,
     pub exemplars: Option<Arc<ExemplarStore>>,
+    pub recorder: Option<Arc<recorder::RecorderStats>>,
 }
 
 /// Sinks for the pipeline, and what they publish.
@@ -169,7 +170,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Trace files, when `[recorder]` is enabled.
-    pub fn recorder(self) -> Result<Self, SinkError> {
+    pub fn recorder(mut self) -> Result<Self, SinkError> {
         let cfg = &self.loaded.config;
         if !cfg.recorder.enabled {
             return Ok(self);
@@ -197,6 +198,7 @@ impl<'a> Builder<'a> {
             self.reference.clone(),
         )
         .map_err(|source| SinkError::Recorder { dir: cfg.recorder.dir.clone(), source })?;
+        self.set.published.recorder = Some(rec.stats());
         Ok(self.with(Box::new(rec)))
     }
 

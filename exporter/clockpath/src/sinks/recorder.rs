@@ -6,12 +6,20 @@
 //! SIGTERM), so every file ends with a complete line. Parquet files are written as
 //! `NAME.parquet.partial` and renamed when closed (at rotation or stop): a `.parquet` file is
 //! always whole.
+//!
+//! A write that fails (a full disk) costs the lines buffered at the time, counted in
+//! [`RecorderStats`], and never a half line: the file is cut back to its last complete line.
+//! Recording goes on, so it resumes by itself once there is room; the failure is logged when
+//! it starts and when writes work again.
 
 use std::{
     collections::{BTreeMap, VecDeque},
     fs, io,
     path::PathBuf,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -24,8 +32,27 @@ use clockpath_offline::{
 
 use crate::{config::RecorderConfig, pipeline::Sink, pps::TimeReference};
 
+/// What the recorder counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    /// Lines recorded (those lost later included).
+    pub lines: AtomicU64,
+    /// Lines lost to failed writes, or recorded while no file could be opened.
+    pub lines_dropped: AtomicU64,
+    /// Failed writes, flushes, rotations.
+    pub errors: AtomicU64,
+}
+
+/// How often opening a file is retried while none is open.
+const RETRY_OPEN: Duration = Duration::from_secs(5);
+
 pub struct Recorder {
     cfg: RecorderConfig,
+    stats: Arc<RecorderStats>,
+    /// Whether the last write failed (to log changes, not every failure).
+    failing: bool,
+    /// When to try opening a file again, while none is open.
+    retry_at: Option<Instant>,
     env: String,
     shapes: Vec<Option<ChainShape>>,
     /// slot → (chain index, stage name) for raw hits.
@@ -71,6 +98,9 @@ impl Recorder {
         }
         let mut r = Recorder {
             cfg,
+            stats: Arc::default(),
+            failing: false,
+            retry_at: None,
             env,
             shapes,
             slots,
@@ -90,7 +120,9 @@ impl Recorder {
 
     fn rotate(&mut self) -> io::Result<()> {
         if let Some(w) = self.writer.take() {
-            w.finish()?;
+            let pending = w.pending_lines();
+            let finished = w.finish();
+            self.outcome(pending, finished, "final flush");
         }
         self.seq += 1;
         let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
@@ -109,20 +141,58 @@ impl Recorder {
         Ok(())
     }
 
+    /// What this recorder counts.
+    pub fn stats(&self) -> Arc<RecorderStats> {
+        self.stats.clone()
+    }
+
+    /// Count the outcome of a write or flush that had `pending` lines buffered before it.
+    fn outcome(&mut self, pending: u64, result: io::Result<()>, what: &str) {
+        match result {
+            Ok(()) => {
+                if self.failing {
+                    self.failing = false;
+                    tracing::info!("recorder writes work again");
+                }
+            }
+            Err(error) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.lines_dropped.fetch_add(pending, Ordering::Relaxed);
+                if !self.failing {
+                    self.failing = true;
+                    let path = self.writer.as_ref().map(|w| w.path().display().to_string()).unwrap_or_default();
+                    tracing::error!(%error, %path, "recorder {what} failed: lines are dropped and counted until writes work again");
+                }
+            }
+        }
+    }
+
     fn write(&mut self, hit: &mut TraceHit) {
         self.reference.stamp(hit);
-        let Some(w) = self.writer.as_mut() else { return };
-        if let Err(error) = w.write(hit) {
-            tracing::error!(%error, path = %w.path().display(), "recorder write failed; recording stops");
-            self.writer = None;
-            return;
-        }
-        self.lines += 1;
-        if self.cfg.rotate_bytes > 0 && w.bytes() >= self.cfg.rotate_bytes {
-            let _ = w.flush();
+        if self.writer.is_none() && self.retry_at.is_some_and(|t| Instant::now() >= t) {
+            // No file is open (a rotation failed): try again, every few seconds.
+            self.retry_at = None;
             if let Err(error) = self.rotate() {
-                tracing::error!(%error, "recorder rotation failed; recording stops");
-                self.writer = None;
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.retry_at = Some(Instant::now() + RETRY_OPEN);
+                tracing::debug!(%error, "recorder: still no file");
+            }
+        }
+        let Some(w) = self.writer.as_mut() else {
+            self.stats.lines.fetch_add(1, Ordering::Relaxed);
+            self.stats.lines_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let pending = w.pending_lines() + 1;
+        let result = w.write(hit);
+        self.lines += 1;
+        self.stats.lines.fetch_add(1, Ordering::Relaxed);
+        self.outcome(pending, result, "write");
+        if self.cfg.rotate_bytes > 0 && self.writer.as_ref().is_some_and(|w| w.bytes() >= self.cfg.rotate_bytes) {
+            if let Err(error) = self.rotate() {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.retry_at = Some(Instant::now() + RETRY_OPEN);
+                tracing::error!(%error, "recorder: cannot open the next file; lines are dropped and counted until one opens");
             }
         }
     }
@@ -167,7 +237,9 @@ impl Sink for Recorder {
         if self.last_flush.elapsed() >= Duration::from_secs(1) {
             self.last_flush = Instant::now();
             if let Some(w) = self.writer.as_mut() {
-                let _ = w.flush();
+                let pending = w.pending_lines();
+                let result = w.flush();
+                self.outcome(pending, result, "flush");
             }
         }
     }

@@ -234,7 +234,15 @@ pub struct TraceWriter {
 }
 
 enum Inner {
-    Text { file: fs::File, format: Format, columns: CsvColumns, buf: String, bytes: u64 },
+    /// `lines`: complete lines in `buf`.
+    Text {
+        file: fs::File,
+        format: Format,
+        columns: CsvColumns,
+        buf: String,
+        bytes: u64,
+        lines: u64,
+    },
     Parquet(Box<parquet::ParquetWriter>),
 }
 
@@ -258,7 +266,7 @@ impl TraceWriter {
                     buf.push_str(&columns.header());
                     buf.push('\n');
                 }
-                Inner::Text { file, format, columns, buf, bytes: 0 }
+                Inner::Text { file, format, columns, buf, bytes: 0, lines: 0 }
             }
         };
         Ok(TraceWriter { path: path.to_path_buf(), inner })
@@ -286,13 +294,23 @@ impl TraceWriter {
         }
     }
 
+    /// Lines written but not yet handed to the kernel (text), lost if the next flush fails.
+    pub fn pending_lines(&self) -> u64 {
+        match &self.inner {
+            Inner::Text { lines, .. } => *lines,
+            Inner::Parquet(_) => 0,
+        }
+    }
+
+    /// Buffer a line (text), flushing at 64 KiB. An error is the flush's: see [`Self::flush`].
     pub fn write(&mut self, hit: &TraceHit) -> io::Result<()> {
         match &mut self.inner {
-            Inner::Text { format, columns, buf, .. } => {
+            Inner::Text { format, columns, buf, lines, .. } => {
                 match format {
                     Format::Csv => buf.push_str(&hit.csv_line(columns)),
                     _ => buf.push_str(&hit.jsonl_line()),
                 }
+                *lines += 1;
                 if buf.len() >= FLUSH_AT {
                     self.flush()?;
                 }
@@ -302,15 +320,29 @@ impl TraceWriter {
         }
     }
 
-    /// Text: hand every buffered (complete) line to the kernel in one write. Parquet: encode
-    /// the buffered rows (the file is readable only after `finish`).
+    /// Text: hand every buffered (complete) line to the kernel in one write. If that fails
+    /// (a full disk takes part of a write), the file is cut back to its last complete line and
+    /// the buffered lines are discarded ([`Self::pending_lines`] says how many), so the file
+    /// never holds half a line and the next flush may succeed. Parquet: encode the buffered
+    /// rows (the file is readable only after `finish`).
     pub fn flush(&mut self) -> io::Result<()> {
         match &mut self.inner {
-            Inner::Text { file, buf, bytes, .. } => {
+            Inner::Text { file, buf, bytes, lines, .. } => {
                 if !buf.is_empty() {
-                    file.write_all(buf.as_bytes())?;
-                    *bytes += buf.len() as u64;
+                    let written = file.write_all(buf.as_bytes());
+                    let len = buf.len() as u64;
                     buf.clear();
+                    *lines = 0;
+                    match written {
+                        Ok(()) => *bytes += len,
+                        Err(e) => {
+                            use std::io::Seek as _;
+                            // Drop whatever part of the write reached the file.
+                            file.set_len(*bytes)?;
+                            file.seek(io::SeekFrom::Start(*bytes))?;
+                            return Err(e);
+                        }
+                    }
                 }
                 Ok(())
             }

@@ -59,7 +59,14 @@ pub struct Kernel {
 impl Kernel {
     /// The running kernel (mounting tracefs if needed).
     pub fn open() -> Kernel {
-        Kernel::with_tracefs(PathBuf::from("/"), Tracefs::open().map_err(|e| crate::report(&e)))
+        let tracefs = Tracefs::open().map_err(|e| crate::report(&e));
+        if let Err(why) = &tracefs {
+            // Not fatal: tp_btf, raw_tp, fentry and kprobe targets need no tracefs.
+            tracing::warn!(
+                "{why}: tracepoint targets are unusable (tp_btf, raw_tp, fentry and kprobe ones still work)"
+            );
+        }
+        Kernel::with_tracefs(PathBuf::from("/"), tracefs)
     }
 
     /// A kernel captured into `root` (see [`capture`]): the same paths below it, tracefs at

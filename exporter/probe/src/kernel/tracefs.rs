@@ -106,6 +106,7 @@ impl Tracefs {
         if rc != 0 {
             return Err(TracefsError::Mount { path, source: std::io::Error::last_os_error() });
         }
+        tracing::info!(path = %path.display(), "tracefs was not mounted: mounted it");
         Ok(Tracefs { root: path })
     }
 
