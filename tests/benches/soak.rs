@@ -43,6 +43,8 @@ struct Row {
     records: f64,
     spans: f64,
     recorder_mib: f64,
+    /// Heap by component (clockpath_memory_bytes), MiB.
+    heap: Vec<(String, f64)>,
 }
 
 fn value(text: &str, family: &str) -> f64 {
@@ -161,6 +163,11 @@ fn main() {
             records,
             spans: rx.span_count() as f64,
             recorder_mib: dir_bytes(traces.path()) as f64 / (1 << 20) as f64,
+            heap: scrape_values(&text, "clockpath_memory_bytes{")
+                .into_iter()
+                .filter(|(c, _)| c != "ring_mapping")
+                .map(|(c, b)| (c, b / (1 << 20) as f64))
+                .collect(),
         };
         (prev_cpu, prev_records, prev_lost) = (cpu, records, lost);
         println!(
@@ -179,6 +186,8 @@ fn main() {
             row.spans,
             row.recorder_mib
         );
+        let heap: Vec<String> = row.heap.iter().map(|(c, m)| format!("{c} {m:.2}")).collect();
+        println!("      heap MiB: {}", heap.join(", "));
         rows.push(row);
     }
     stop.store(true, Ordering::Relaxed);

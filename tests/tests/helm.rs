@@ -234,10 +234,47 @@ fn the_chart_ships_both_dashboards_and_the_rules_identical_to_their_sources() {
 }
 
 #[test]
+fn a_web_config_secret_and_otlp_tls_are_mounted_and_probes_and_scrapes_use_https() {
+    let r = render(&serde_json::json!({
+        "webConfig": {"secret": "clockpath-web", "tls": true},
+        "otlp": {"endpoint": "https://collector:4317", "tlsSecret": "collector-tls", "clientCertificate": true},
+        "serviceMonitor": {"enabled": true, "tlsConfig": {"serverName": "clockpath"}, "basicAuth": {"username": {"name": "s", "key": "u"}}},
+    }));
+    let objs = objects(&r);
+    let ds = kind(&objs, "DaemonSet")[0];
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    let env: std::collections::BTreeMap<String, Value> = env_of(c).into_iter().collect();
+    assert_eq!(env["CLOCKPATH_HTTP__WEB_CONFIG"]["value"], "/etc/clockpath-web/web.yml");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"], "https://collector:4317");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_CERTIFICATE"]["value"], "/etc/clockpath-otlp/ca.crt");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_CLIENT_KEY"]["value"], "/etc/clockpath-otlp/tls.key");
+    assert_eq!(c["livenessProbe"]["httpGet"]["scheme"], "HTTPS");
+    assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    let secrets: Vec<&str> = ds["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .collect();
+    assert_eq!(secrets, ["clockpath-web", "collector-tls"]);
+    let ep = &kind(&objs, "ServiceMonitor")[0]["spec"]["endpoints"][0];
+    assert_eq!(ep["scheme"], "https");
+    assert_eq!(ep["tlsConfig"]["serverName"], "clockpath");
+    assert_eq!(ep["basicAuth"]["username"]["key"], "u");
+    // Without them: plain HTTP probes and no secret volumes.
+    let r = render(&serde_json::json!({}));
+    let objs = objects(&r);
+    let c = &kind(&objs, "DaemonSet")[0]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["livenessProbe"]["httpGet"]["scheme"], "HTTP");
+    assert!(env_of(c).iter().all(|(n, _)| n != "CLOCKPATH_HTTP__WEB_CONFIG"));
+}
+
+#[test]
 fn bad_values_are_refused_naming_the_key() {
     for (values, expect) in [
         (serde_json::json!({"environment": {"env": "bare-metal"}}), "/environment/env"),
-        (serde_json::json!({"otlp": {"endpoint": "https://collector:4317"}}), "/otlp/endpoint"),
+        (serde_json::json!({"otlp": {"endpoint": "grpc://collector:4317"}}), "/otlp/endpoint"),
+        (serde_json::json!({"webConfig": {"tls": "yes"}}), "/webConfig/tls"),
         (serde_json::json!({"otlp": {"protocol": "http/json"}}), "/otlp/protocol"),
         (serde_json::json!({"port": 70000}), "/port"),
         (serde_json::json!({"prometheusRule": {"enabled": "yes"}}), "/prometheusRule/enabled"),
