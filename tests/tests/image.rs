@@ -40,7 +40,8 @@ fn the_image_builds_with_podman_and_runs_every_default_chain_with_bpf_and_perfmo
         "podman must build and run the image on this machine:\n{log}"
     );
     let image = "localhost/clockpath:test";
-    let size = Command::new("podman").args(["image", "inspect", "--format", "{{.Size}}", image]).output().expect("podman");
+    let size =
+        Command::new("podman").args(["image", "inspect", "--format", "{{.Size}}", image]).output().expect("podman");
     let bytes: u64 = String::from_utf8_lossy(&size.stdout).trim().parse().expect("image size");
     eprintln!("{image}: {} MB", bytes / 1_000_000);
 
@@ -79,7 +80,8 @@ fn the_image_builds_with_podman_and_runs_every_default_chain_with_bpf_and_perfmo
     }
     let stop = Command::new("podman").args(["stop", "-t", "20", &name]).output().expect("podman stop");
     assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
-    let code = Command::new("podman").args(["inspect", "--format", "{{.State.ExitCode}}", &name]).output().expect("inspect");
+    let code =
+        Command::new("podman").args(["inspect", "--format", "{{.State.ExitCode}}", &name]).output().expect("inspect");
     let logs = Command::new("podman").args(["logs", &name]).output().expect("podman logs");
     let logs = String::from_utf8_lossy(&logs.stderr);
     assert_eq!(String::from_utf8_lossy(&code.stdout).trim(), "0", "SIGTERM exits 0:\n{logs}");
