@@ -188,12 +188,13 @@ impl Recorder {
         self.lines += 1;
         self.stats.lines.fetch_add(1, Ordering::Relaxed);
         self.outcome(pending, result, "write");
-        if self.cfg.rotate_bytes > 0 && self.writer.as_ref().is_some_and(|w| w.bytes() >= self.cfg.rotate_bytes) {
-            if let Err(error) = self.rotate() {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                self.retry_at = Some(Instant::now() + RETRY_OPEN);
-                tracing::error!(%error, "recorder: cannot open the next file; lines are dropped and counted until one opens");
-            }
+        if self.cfg.rotate_bytes > 0
+            && self.writer.as_ref().is_some_and(|w| w.bytes() >= self.cfg.rotate_bytes)
+            && let Err(error) = self.rotate()
+        {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            self.retry_at = Some(Instant::now() + RETRY_OPEN);
+            tracing::error!(%error, "recorder: cannot open the next file; lines are dropped and counted until one opens");
         }
     }
 }
