@@ -123,10 +123,14 @@ fn prometheus_scrapes_over_https_with_basic_auth_and_edits_reload_without_droppi
             .into_string()
             .expect("body")
     };
-    let text = scrape();
+    // The server counts a refused handshake in the connection's task, after the client has
+    // already given up: poll for it.
+    let text = wait_for("the refused handshake to be counted", Duration::from_secs(10), || {
+        let t = scrape();
+        (metric(&t, "clockpath_http_tls_handshake_failures_total", &[("reason", "handshake")]) >= 1.0).then_some(t)
+    });
     assert!(metric(&text, "clockpath_http_auth_failures_total", &[]) >= 3.0);
     assert!(metric(&text, "clockpath_http_tls_handshake_failures_total", &[("reason", "plaintext")]) >= 1.0);
-    assert!(metric(&text, "clockpath_http_tls_handshake_failures_total", &[("reason", "handshake")]) >= 1.0);
     assert_eq!(metric(&text, "clockpath_web_config_last_reload_successful", &[]), 1.0);
 
     // An edit is picked up by itself: bob appears.
@@ -195,8 +199,10 @@ fn client_certificates_are_required_and_verified() {
     assert!(text.contains("clockpath_probe_info"), "scrape with a client certificate");
     let err = pki.agent(false).get(&e.url("/metrics")).call().expect_err("no client certificate must fail");
     assert!(matches!(err, ureq::Error::Transport(_)), "{err}");
-    let text = e.scrape();
-    assert!(metric(&text, "clockpath_http_tls_handshake_failures_total", &[("reason", "handshake")]) >= 1.0, "counted");
+    wait_for("the refused handshake to be counted", Duration::from_secs(10), || {
+        (metric(&e.scrape(), "clockpath_http_tls_handshake_failures_total", &[("reason", "handshake")]) >= 1.0)
+            .then_some(())
+    });
     assert!(e.stop().status.success());
 }
 
