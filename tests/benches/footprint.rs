@@ -18,9 +18,9 @@ use std::{
 };
 
 use clockpath_tests::{
-    Exporter,
+    Exporter, keep_loaded,
     procstat::{ring_kib, scrape_values, status_kib, thread_seconds},
-    require_root, sched_messaging,
+    require_root,
 };
 
 /// One sample of the exporter process.
@@ -109,13 +109,7 @@ fn main() {
         }
         if Instant::now() >= idle_until {
             // Keep one load generator running.
-            let done = match load.as_mut() {
-                None => true,
-                Some(c) => c.try_wait().ok().flatten().is_some(),
-            };
-            if done {
-                load = Some(sched_messaging(2000));
-            }
+            keep_loaded(&mut load);
         }
         // A benchmark paces itself by the clock; tests poll with deadlines instead.
         std::thread::sleep(Duration::from_millis(200));

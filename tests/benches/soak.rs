@@ -22,10 +22,10 @@ use std::{
 };
 
 use clockpath_tests::{
-    Exporter,
+    Exporter, keep_loaded,
     otlp::{Receiver, Transport},
     procstat::{ring_kib, scrape_values, status_kib, thread_seconds},
-    require_root, sched_messaging, workspace,
+    require_root, workspace,
 };
 use plotters::prelude::*;
 
@@ -129,13 +129,7 @@ fn main() {
     for minute in 1..=minutes {
         let until = started + Duration::from_secs(minute * 60);
         while Instant::now() < until {
-            let done = match load.as_mut() {
-                None => true,
-                Some(c) => c.try_wait().ok().flatten().is_some(),
-            };
-            if done {
-                load = Some(sched_messaging(2000));
-            }
+            keep_loaded(&mut load);
             // A benchmark paces itself by the clock; tests poll with deadlines instead.
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -145,6 +145,18 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// Keeps one `perf bench sched messaging` running: starts one when there is none or the last
+/// one ended (benchmarks that load the machine continuously call this as they pace).
+pub fn keep_loaded(load: &mut Option<Child>) {
+    let done = match load.as_mut() {
+        None => true,
+        Some(c) => c.try_wait().ok().flatten().is_some(),
+    };
+    if done {
+        *load = Some(sched_messaging(2000));
+    }
+}
+
 /// A running `clockpath run`, serving on a loopback port; killed (SIGTERM) on drop.
 pub struct Exporter {
     pub child: Option<Child>,

@@ -135,52 +135,49 @@ fn sigkill_leaves_no_program_link_or_pin_behind_and_a_restart_attaches_again() {
     assert!(again.stop().status.success());
 }
 
+/// Runs `then` (sh) in a private mount namespace with tracefs (and debugfs) unmounted, the
+/// machine's own mounts untouched; its stdout is a run's summary. (summary, stderr).
+fn without_tracefs(then: &str) -> (Value, String) {
+    let script = format!(
+        "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug/tracing 2>/dev/null; \
+         umount -l /sys/kernel/debug 2>/dev/null; {then}"
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    let json = String::from_utf8_lossy(&out.stdout);
+    let summary = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}\n{log}"));
+    (summary, log)
+}
+
 #[test]
 fn tracefs_unmounted_at_start_is_mounted_again_or_named_with_what_it_costs() {
     require_root();
     let bin = clockpath_bin();
     let port = free_port();
-    // A private mount namespace: the machine's tracefs stays mounted for everything else.
-    let script = format!(
-        "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug/tracing 2>/dev/null; \
-         umount -l /sys/kernel/debug 2>/dev/null; \
-         if grep -q ' tracefs ' /proc/mounts; then echo 'tracefs still mounted' >&2; exit 97; fi; \
+    let (summary, log) = without_tracefs(&format!(
+        "if grep -q ' tracefs ' /proc/mounts; then echo 'tracefs still mounted' >&2; exit 97; fi; \
          CLOCKPATH_HTTP__LISTEN=127.0.0.1:{port} {} run --duration 3 --summary-json /dev/stdout; rc=$?; \
          grep ' tracefs ' /proc/mounts >&2; exit $rc",
         bin.display()
-    );
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .expect("unshare");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
-    let json = String::from_utf8_lossy(&out.stdout);
-    let summary: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}\n{log}"));
+    ));
     assert!(log.contains("/sys/kernel/tracing tracefs"), "clockpath mounted tracefs again:\n{log}");
     assert_eq!(chain(&summary, "sched_wakeup")["state"]["state"], "running", "{summary}");
 
     // Without CAP_SYS_ADMIN it cannot mount it: the log says so and what that costs, and the
     // chains run on targets that need no tracefs (tp_btf).
-    let script = format!(
-        "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug/tracing 2>/dev/null; \
-         umount -l /sys/kernel/debug 2>/dev/null; \
-         CLOCKPATH_HTTP__LISTEN=127.0.0.1:{port} exec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin -- \
+    let (summary, log) = without_tracefs(&format!(
+        "CLOCKPATH_HTTP__LISTEN=127.0.0.1:{port} exec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin -- \
          {} run --duration 3 --summary-json /dev/stdout",
         bin.display()
-    );
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .expect("unshare");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    ));
     let line = log.lines().find(|l| l.contains("tracefs is not mounted")).unwrap_or_else(|| panic!("{log}"));
     eprintln!("without CAP_SYS_ADMIN: {line}");
     assert!(line.contains("/sys/kernel/tracing") && line.contains("Operation not permitted"), "{line}");
     assert!(line.contains("tracepoint targets are unusable"), "{line}");
-    let json = String::from_utf8_lossy(&out.stdout);
-    let summary: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}\n{log}"));
     assert_eq!(chain(&summary, "sched_wakeup")["state"]["state"], "running", "{summary}");
 }
 
