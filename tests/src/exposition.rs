@@ -125,6 +125,14 @@ impl Scrape {
         Ok(s)
     }
 
+    /// The sum of the samples named `name` whose labels include `labels` (0 if none).
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.named(name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+            .map(|s| s.value)
+            .sum()
+    }
+
     /// Samples named `name`.
     pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Sample> + 'a {
         self.samples.iter().filter(move |s| s.name == name)

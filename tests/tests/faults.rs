@@ -18,13 +18,7 @@ use clockpath_tests::{exposition::Scrape, *};
 use serde_json::Value;
 
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    Scrape::parse(text)
-        .expect("scrape parses")
-        .samples
-        .iter()
-        .filter(|x| x.name == name && labels.iter().all(|(k, v)| x.labels.get(*k).map(String::as_str) == Some(*v)))
-        .map(|x| x.value)
-        .sum()
+    Scrape::parse(text).expect("scrape parses").sum(name, labels)
 }
 
 /// `clockpath run` with `env` under scheduler load; the summary it writes at exit.

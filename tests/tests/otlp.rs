@@ -39,11 +39,7 @@ fn realtime_minus_monotonic() -> i128 {
 }
 
 fn metric(scrape: &Scrape, name: &str, want: &[(&str, &str)]) -> f64 {
-    scrape
-        .named(name)
-        .filter(|s| want.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
-        .map(|s| s.value)
-        .sum()
+    scrape.sum(name, want)
 }
 
 /// One trace, checked for shape: exactly one root, a child per segment under it, every span

@@ -127,7 +127,6 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
 }
 
-/// Serve until `stop` turns true.
 /// Connections served at once; more are closed at accept (a scraper needs one or two).
 const MAX_CONNECTIONS: usize = 64;
 /// A client must send a request's headers within this (also bounds an idle keep-alive).
@@ -138,6 +137,7 @@ static ENCODES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 /// A TLS client must complete its handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Serve until `stop` turns true.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let reloads = tokio::spawn(reload_on_sighup(state.web.clone()));
@@ -174,7 +174,8 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut stop: watch
         };
         let state = state.clone();
         tokio::spawn(async move {
-            match state.web.as_ref().filter(|w| w.tls_enabled()).and_then(|w| w.current().tls.clone()) {
+            // TLS is on or off for the listener's life (a reload cannot switch it).
+            match state.web.as_ref().and_then(|w| w.current().tls.clone()) {
                 Some(tls) => {
                     if let Some(stream) = handshake(stream, tls, &state.stats).await {
                         serve_connection(stream, state).await;

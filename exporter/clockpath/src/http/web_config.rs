@@ -199,8 +199,8 @@ impl WebConfig {
             }
             Ok((settings, stamps))
         });
-        let ok = outcome.is_ok();
-        let result = match outcome {
+        let mut state = self.state.lock().ok();
+        match outcome {
             Ok((settings, stamps)) => {
                 if let Ok(mut c) = self.current.write() {
                     *c = Arc::new(settings);
@@ -208,25 +208,24 @@ impl WebConfig {
                 if let Ok(mut w) = self.watch.lock() {
                     *w = (Instant::now(), stamps);
                 }
+                if let Some(s) = state.as_mut() {
+                    **s = ReloadState { successful: true, last_success: SystemTime::now() };
+                }
                 tracing::info!(path = %self.path.display(), "web config reloaded");
                 Ok(())
             }
             Err(e) => {
                 // Stamp the broken state too, so it is not re-read (and re-logged) every second.
                 if let Ok(mut w) = self.watch.lock() {
-                    let paths: Vec<PathBuf> = w.1.iter().map(|s| s.path.clone()).collect();
-                    *w = (Instant::now(), paths.iter().map(|p| Stamp::of(p)).collect());
+                    let fresh = w.1.iter().map(|s| Stamp::of(&s.path)).collect();
+                    *w = (Instant::now(), fresh);
+                }
+                if let Some(s) = state.as_mut() {
+                    s.successful = false;
                 }
                 Err(e)
             }
-        };
-        if let Ok(mut s) = self.state.lock() {
-            s.successful = ok;
-            if ok {
-                s.last_success = SystemTime::now();
-            }
         }
-        result
     }
 }
 

@@ -67,8 +67,6 @@ pub struct Recorder {
     written: u64,
     seq: u64,
     last_flush: Instant,
-    /// Lines written, for logs and tests.
-    pub lines: u64,
     /// Puts each hit on reference time (`reference_ns`, and the `reference` label).
     reference: Arc<TimeReference>,
 }
@@ -111,7 +109,6 @@ impl Recorder {
             written: 0,
             seq: 0,
             last_flush: Instant::now(),
-            lines: 0,
             reference,
         };
         r.rotate()?;
@@ -185,7 +182,6 @@ impl Recorder {
         };
         let pending = w.pending_lines() + 1;
         let result = w.write(hit);
-        self.lines += 1;
         self.stats.lines.fetch_add(1, Ordering::Relaxed);
         self.outcome(pending, result, "write");
         if self.cfg.rotate_bytes > 0
@@ -251,6 +247,11 @@ impl Sink for Recorder {
         {
             tracing::error!(%error, "recorder: final flush failed");
         }
-        tracing::info!(lines = self.lines, files = self.written, "recorder closed");
+        tracing::info!(
+            lines = self.stats.lines.load(Ordering::Relaxed),
+            dropped = self.stats.lines_dropped.load(Ordering::Relaxed),
+            files = self.written,
+            "recorder closed"
+        );
     }
 }
