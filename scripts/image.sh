@@ -22,7 +22,7 @@
 #     --privileged --read-only \
 #     -v /sys/kernel/tracing:/sys/kernel/tracing:ro -v /sys/kernel/btf:/sys/kernel/btf:ro \
 #     -v "$PWD/conf":/etc/clockpath:ro -e CLOCKPATH_HTTP__LISTEN=0.0.0.0:39111 localhost/clockpath:0.1.0
-# Without --privileged: --cap-drop=all --cap-add=bpf,perfmon plus either
+# Without --privileged: --cap-drop=all --cap-add=bpf,perfmon,syslog plus either
 # --security-opt seccomp=unconfined or --cap-add=sys_admin (podman's default seccomp profile allows
 # bpf(2) and perf_event_open(2) only with CAP_SYS_ADMIN).
 set -euo pipefail

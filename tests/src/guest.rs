@@ -369,8 +369,10 @@ fn build_initramfs(assets: &Assets, out: &Path) {
         }
     }
     // Peer tools the guest tests compare clockpath with: ppstest (pps-tools) reads the same
-    // PPS device, adjtimex prints the same kernel clock state.
-    let peers = [("/usr/bin/ppstest", "pps-tools"), ("/usr/sbin/adjtimex", "adjtimex")];
+    // PPS device, adjtimex prints the same kernel clock state; setpriv (util-linux) runs
+    // clockpath as an unprivileged user with chosen capabilities.
+    let peers =
+        [("/usr/bin/ppstest", "pps-tools"), ("/usr/sbin/adjtimex", "adjtimex"), ("/usr/bin/setpriv", "util-linux")];
     for (tool, package) in peers {
         let dst = r.join("usr/bin").join(Path::new(tool).file_name().unwrap());
         fs::copy(tool, dst).unwrap_or_else(|e| panic!("copy {tool} ({package}; scripts/setup.sh installs it): {e}"));

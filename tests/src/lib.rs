@@ -4,6 +4,7 @@
 //! These tests need root and a kernel with BPF; they panic (never skip) when a capability is
 //! missing, so CI fails loudly.
 
+pub mod capabilities;
 pub mod exposition;
 pub mod guest;
 pub mod otlp;
@@ -177,9 +178,26 @@ impl Exporter {
         Self::start_as(args, env, "https", agent)
     }
 
+    /// Start `clockpath` (at `bin`) run through `wrapper` (`setpriv …`, which execs it: the
+    /// child's pid is the exporter's).
+    pub fn start_wrapped(wrapper: &[&str], bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Exporter {
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).arg(bin);
+        Self::spawn(cmd, args, env, "http", ureq::Agent::new())
+    }
+
     fn start_as(args: &[&str], env: &[(&str, &str)], scheme: &'static str, agent: ureq::Agent) -> Exporter {
+        Self::spawn(Command::new(clockpath_bin()), args, env, scheme, agent)
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+        scheme: &'static str,
+        agent: ureq::Agent,
+    ) -> Exporter {
         let port = free_port();
-        let mut cmd = Command::new(clockpath_bin());
         cmd.arg("run").args(args).env("CLOCKPATH_HTTP__LISTEN", format!("127.0.0.1:{port}")).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
@@ -200,6 +218,11 @@ impl Exporter {
             None
         });
         e
+    }
+
+    /// The exporter's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn url(&self, path: &str) -> String {

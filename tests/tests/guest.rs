@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use clockpath_tests::{
     exposition::Scrape,
-    guest::{Guest, GuestOptions},
+    guest::{Guest, GuestOptions, STOCK_KERNEL},
     *,
 };
 use serde_json::Value;
@@ -389,4 +389,153 @@ echo "final=$(cat {CS})"
             col["variance_ratio"]["upper"].as_f64().unwrap()
         );
     }
+}
+
+/// Least privilege on a kernel where the clocksource chain attaches (issue 15): the exporter
+/// as nobody with CAP_BPF, CAP_PERFMON, CAP_SYSLOG (and CAP_SYS_TIME for its PPS device) runs
+/// every chain root runs, the clocksource chain included, and measures real switches; after
+/// attaching only the PPS reader holds a capability, CAP_SYS_TIME. Without CAP_SYSLOG the
+/// chain's first_read cannot match the new clocksource's read function (kallsyms hides
+/// addresses), and doctor says so instead of the chain silently never completing.
+#[test]
+fn least_privileged_exporter_measures_clocksource_switches_in_a_stock_kernel() {
+    require_root();
+    const SWITCHES: u32 = 40;
+    let nobody = |caps: &str| {
+        // util-linux setpriv: busybox has one too, earlier in PATH, without --reuid.
+        format!(
+            "/usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all,{caps} --ambient-caps=-all,{caps} --"
+        )
+    };
+    let least = nobody("+bpf,+perfmon,+syslog,+sys_time");
+    let no_syslog = nobody("+bpf,+perfmon,+sys_time");
+    let script = format!(
+        r#"
+insmod pps_clockpath.ko phase_ns=250000000; echo "pps_insmod=$?"
+chmod 0666 /dev/pps0
+./clockpath doctor --json > doctor-root.json; echo "doctor_root=$?"
+{least} ./clockpath doctor --json > doctor-least.json; echo "doctor_least=$?"
+{no_syslog} ./clockpath doctor --json > doctor-nosyslog.json; echo "doctor_nosyslog=$?"
+original=$(cat {CS}); echo "original=$original"
+{least} ./clockpath --config pps.toml run --duration 900 > run.log 2>&1 &
+RUN=$!
+for i in $(seq 1 150); do wget -q -O /dev/null http://127.0.0.1:39111/healthz 2>/dev/null && break; sleep 0.2; done
+for t in /proc/$RUN/task/*; do cat $t/status; echo ---; done > caps.txt
+i=0; while [ $i -lt {SWITCHES} ]; do echo hpet > {CS}; echo acpi_pm > {CS}; i=$((i+1)); done
+echo "$original" > {CS}
+touch switched
+for i in $(seq 1 600); do [ -e scraped ] && break; sleep 0.2; done
+kill -TERM $RUN; wait $RUN; echo "run_exit=$?"
+echo "final=$(cat {CS})"
+"#
+    );
+    let guest = Guest::start(
+        &script,
+        &[("pps.toml", "[pps]\ndevices = [\"/dev/pps0\"]\n")],
+        GuestOptions {
+            cmdline: "tsc=reliable".into(),
+            forward: Some(39111),
+            timeout: Duration::from_secs(400),
+            share_files: vec![clockpath_tests::guest::build_module(STOCK_KERNEL, "pps_clockpath")],
+            ..Default::default()
+        },
+    );
+    guest.wait_until("the guest's switches", Duration::from_secs(300), |share| {
+        let ended = std::fs::read_to_string(share.join("results.txt")).unwrap_or_default().contains("GUEST_TEST_EXIT");
+        share.join("switched").exists() || ended
+    });
+    // Scraped twice, so the PPS reader has had edges (one a second) by the second.
+    let scrape = |agent: &ureq::Agent| {
+        agent
+            .get(&guest.url("/metrics"))
+            .timeout(Duration::from_secs(60))
+            .call()
+            .map(|r| r.into_string().unwrap_or_default())
+            .map_err(|e| e.to_string())
+    };
+    let agent = ureq::Agent::new();
+    let pulses = |t: &str| Scrape::parse(t).map(|s| s.sum("clockpath_pps_pulses_total", &[])).unwrap_or(0.0);
+    // Polled with a deadline; what the last scrape held is asserted once the guest's log is in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let t = scrape(&agent);
+        if t.as_deref().is_ok_and(|t| pulses(t) > 0.0) || std::time::Instant::now() >= deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::fs::write(guest.share().join("scraped"), "").unwrap();
+    let out = guest.wait();
+    let log = out.file("run.log");
+    let text = text.unwrap_or_else(|e| panic!("scraping the guest's exporter: {e}\n{log}\n{}", out.results));
+    assert!(pulses(&text) > 0.0, "no PPS edge read by the unprivileged exporter:\n{log}");
+    eprintln!("guest finished in {:?}:\n{}", out.elapsed, out.results);
+    let results: BTreeMap<String, String> =
+        out.results.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    assert_eq!(results.get("pps_insmod").map(String::as_str), Some("0"), "{}", out.serial);
+
+    // The same chains run for nobody with the three capabilities as for root.
+    let doctor =
+        |name: &str| -> Value { serde_json::from_str(&out.file(name)).unwrap_or_else(|e| panic!("{name}: {e}")) };
+    let running = |d: &Value| -> Vec<String> {
+        d["chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["state"]["state"] == "running")
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (root, least_d, no_syslog_d) =
+        (doctor("doctor-root.json"), doctor("doctor-least.json"), doctor("doctor-nosyslog.json"));
+    assert!(running(&root).contains(&"clocksource_switch".to_string()), "{:?}", running(&root));
+    assert_eq!(running(&least_d), running(&root));
+    assert_eq!(results.get("doctor_least").map(String::as_str), Some("0"));
+    assert!(
+        least_d["missing_capabilities"].as_array().unwrap().iter().all(|m| m["fatal"] == false),
+        "{}",
+        least_d["missing_capabilities"]
+    );
+
+    // Without CAP_SYSLOG: the chain is unavailable, naming the capability.
+    let cs = no_syslog_d["chains"].as_array().unwrap().iter().find(|c| c["name"] == "clocksource_switch").unwrap();
+    assert_eq!(cs["state"]["state"], "disabled", "{cs}");
+    let reason = cs["state"]["reason"].as_str().unwrap();
+    assert!(reason.contains("first_read") && reason.contains("CAP_SYSLOG"), "{reason}");
+    let missing = no_syslog_d["missing_capabilities"].as_array().unwrap();
+    assert!(missing.iter().any(|m| m["capability"] == "CAP_SYSLOG"), "{missing:?}");
+    eprintln!("without CAP_SYSLOG: {reason}");
+
+    // After attaching: nothing held but the PPS reader's CAP_SYS_TIME.
+    let threads = clockpath_tests::capabilities::of_dump(&out.file("caps.txt"));
+    assert!(threads.len() >= 4, "{threads:?}");
+    let sys_time = 1u64 << clockpath_tests::capabilities::CAP_SYS_TIME;
+    for t in &threads {
+        assert!(t.no_new_privs, "{t:?}");
+        assert_eq!((t.inheritable, t.ambient), (0, 0), "{t:?}");
+        if t.name.starts_with("pps-") {
+            assert_eq!((t.permitted, t.effective), (sys_time, sys_time), "{t:?}");
+        } else {
+            assert!(t.holds_none(), "{t:?}");
+        }
+    }
+    assert!(threads.iter().any(|t| t.name.starts_with("pps-")), "a PPS reader: {threads:?}");
+    eprintln!(
+        "threads after attaching: {:?}",
+        threads.iter().map(|t| format!("{} prm={:x}", t.name, t.permitted)).collect::<Vec<_>>()
+    );
+
+    // Every switch measured: a first read counts only when it is of the new clocksource's
+    // read function, matched by the address CAP_SYSLOG reveals.
+    let sc = Scrape::parse(&text).unwrap();
+    let switches = f64::from(2 * SWITCHES);
+    for seg in ["switch_entry->first_read", "first_read->baseline_recalc", "total"] {
+        let n =
+            sc.sum("clockpath_segment_duration_seconds_count", &[("chain", "clocksource_switch"), ("segment", seg)]);
+        assert!(n >= switches * 0.9, "{seg}: {n} of {switches} switches\n{log}");
+        eprintln!("unprivileged exporter: {seg} measured in {n} of {switches} switches");
+    }
+    assert_eq!(results.get("run_exit").map(String::as_str), Some("0"), "{log}");
+    assert!(log.contains("capabilities given up after attaching"), "{log}");
+    assert_eq!(results.get("final"), results.get("original"));
 }

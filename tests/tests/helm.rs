@@ -134,7 +134,9 @@ fn overrides_reach_the_exporter() {
     assert_eq!(get("OTEL_RESOURCE_ATTRIBUTES"), Some(Value::from("k8s.cluster.name=lab")));
     assert!(get("CLOCKPATH_ENVIRONMENT__LABELS__NODE").is_none());
     assert_eq!(c["securityContext"]["privileged"], false);
-    assert!(c["securityContext"]["capabilities"]["add"].as_array().is_some_and(|a| a.iter().any(|x| x == "BPF")));
+    // Exactly the set tests/tests/privileges.rs runs the exporter with as a non-root user.
+    assert_eq!(c["securityContext"]["capabilities"]["add"], serde_json::json!(["BPF", "PERFMON", "SYSLOG"]));
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert_eq!(c["ports"][0]["containerPort"], 39200);
 
     let sm = kind(&objs, "ServiceMonitor");

@@ -16,6 +16,7 @@ use crate::{
     host::{Environment, TimeSync},
     ktime,
     pps::device::{self, Device},
+    privileges,
 };
 
 /// Each configured PPS device (with `auto` or none configured: each present), opened without
@@ -66,7 +67,13 @@ pub struct KindSupport {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub environment: Environment,
-    pub root: bool,
+    /// This process's user id.
+    pub uid: u32,
+    /// Its effective capabilities.
+    pub capabilities: Vec<String>,
+    /// Capabilities it lacks that this machine and configuration call for, with what each
+    /// one's absence disables.
+    pub missing_capabilities: Vec<privileges::Missing>,
     pub tracefs: Result<String, String>,
     pub btf: Result<String, String>,
     pub attach_kinds: Vec<KindSupport>,
@@ -102,11 +109,19 @@ impl Report {
         let mut s = String::new();
         let e = &self.environment;
         let _ = writeln!(s, "kernel           {}", e.kernel);
-        let _ = writeln!(
-            s,
-            "running as root  {}",
-            if self.root { "yes" } else { "no (loading BPF needs root or CAP_BPF+CAP_PERFMON)" }
-        );
+        // Only those the exporter uses: root holds 40 others.
+        let used: Vec<&str> =
+            self.capabilities.iter().map(String::as_str).filter(|c| privileges::USED.contains(c)).collect();
+        let others = self.capabilities.len() - used.len();
+        let held = match (used.is_empty(), others) {
+            (true, 0) => "none".to_string(),
+            (_, 0) => used.join(" "),
+            _ => format!("{} (and {others} the exporter does not use)", used.join(" ")),
+        };
+        let _ = writeln!(s, "user             uid {}; effective capabilities: {held}", self.uid);
+        for m in &self.missing_capabilities {
+            let _ = writeln!(s, "                 MISSING {}: {}", m.capability, m.disables);
+        }
         let _ = writeln!(s, "BTF              {}", show(&self.btf));
         let _ = writeln!(s, "tracefs          {}", show(&self.tracefs));
         let _ = writeln!(s, "environment      {} (hypervisor: {}; {})", e.env, e.hypervisor, e.env_evidence.join("; "));
@@ -251,7 +266,25 @@ pub fn examine(loaded: &Loaded, kernel: &Kernel, mut plans: Vec<ChainPlan>) -> R
     let time_sync = TimeSync::read();
     let time_sync_problem = time_sync.as_ref().and_then(|t| t.problem(loaded.config.time_sync.max_error_ms));
     let pps = check_pps(&loaded.config.pps);
-    Report { environment, root: is_root(), tracefs, btf, attach_kinds, chains, time_sync, time_sync_problem, pps }
+    let held = privileges::effective();
+    let context = privileges::Context {
+        pps_edges_disabled: pps.iter().any(|p| p.note.contains("edge not enabled")),
+        ..privileges::Context::of(kernel, &loaded.config)
+    };
+    Report {
+        environment,
+        // SAFETY: getuid has no preconditions.
+        uid: unsafe { libc::getuid() },
+        capabilities: privileges::names(&held),
+        missing_capabilities: privileges::missing(&held, &context),
+        tracefs,
+        btf,
+        attach_kinds,
+        chains,
+        time_sync,
+        time_sync_problem,
+        pps,
+    }
 }
 
 /// Functions most kernels have, traceable, for the kprobe/fentry checks.
@@ -297,9 +330,4 @@ fn probe_kinds(engine: &mut Engine, kernel: &Kernel) -> Vec<KindSupport> {
             }
         })
         .collect()
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }

@@ -5,8 +5,8 @@
 //! bottom up — each imports only modules before it in this list:
 //!
 //! - [`config`]: the configuration stack and every section's type and checks (a leaf);
-//! - [`ktime`], [`host`], [`process`]: kernel time to wall and reference time; the machine;
-//!   this process's own resource usage;
+//! - [`ktime`], [`host`], [`process`], [`privileges`]: kernel time to wall and reference time;
+//!   the machine; this process's own resource usage and capabilities;
 //! - [`pps`]: PPS sources read on their own threads, the time reference;
 //! - [`pipeline`]: ring records → chain assembly → sinks, in one direction;
 //! - [`exemplars`]: trace ids per histogram bucket (written by OTLP, read by the scrape);
@@ -27,6 +27,7 @@ pub mod http;
 pub mod ktime;
 pub mod pipeline;
 pub mod pps;
+pub mod privileges;
 pub mod process;
 pub mod session;
 pub mod sinks;

@@ -181,6 +181,37 @@ fn clocksource_chain_on_debian_6_1_uses_fentry_then_kprobe_and_knows_notrace_rea
     assert!(hpet.candidates.iter().all(|c| c.func_addr != 0));
 }
 
+/// What a process without CAP_SYSLOG sees: the kernel's kallsyms with every address 0.
+#[test]
+fn hidden_kernel_addresses_make_the_first_read_unusable_naming_cap_syslog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../probe/fixtures/kernels/debian-6.1");
+    let ok = std::process::Command::new("cp").arg("-a").arg(format!("{}/.", src.display())).arg(dir.path()).status();
+    assert!(ok.is_ok_and(|s| s.success()), "copy the fixture");
+    let kallsyms = dir.path().join("proc/kallsyms");
+    let text = std::fs::read_to_string(&kallsyms).expect("kallsyms");
+    let hidden: String = text
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l.to_string(), |(addr, rest)| format!("{} {rest}\n", "0".repeat(addr.len()))))
+        .collect();
+    std::fs::write(&kallsyms, hidden).expect("write kallsyms");
+    let plans = plans(&Kernel::fixture(dir.path()));
+    let p = chain(&plans, "clocksource_switch");
+    // Stage 0 attaches by name and needs no address; the first read matches by address.
+    assert_eq!(state_of(p, "switch_entry", "fentry:change_clocksource").0, "ready");
+    for t in ["fentry:read_hpet", "kprobe:read_hpet", "fentry:acpi_pm_read", "kprobe:acpi_pm_read"] {
+        let (s, r) = state_of(p, "first_read", t);
+        assert_eq!(s, "unusable", "{t}: {r}");
+        assert!(r.contains("hidden") && r.contains("CAP_SYSLOG"), "{t}: {r}");
+    }
+    // A filter naming a function says the same.
+    let config = hrtimer_filtered("function != hrtimer_nanosleep");
+    let plans = plan::resolve(&config.chain_specs(), &Kernel::fixture(dir.path())).expect("resolves");
+    let (s, r) = state_of(chain(&plans, "hrtimer"), "start", "tracepoint:timer:hrtimer_start");
+    assert_eq!(s, "unusable", "{r}");
+    assert!(r.contains("CAP_SYSLOG"), "{r}");
+}
+
 #[test]
 fn interference_sources_attach_where_their_tracepoints_exist() {
     let by_kernel = [("dev-6.18", true), ("debian-6.1", false)];

@@ -59,7 +59,7 @@ pub enum LoadError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("enabling kernel BPF run-time statistics failed")]
+    #[error("probe.bpf_stats: enabling kernel BPF run-time statistics failed (needs CAP_SYS_ADMIN)")]
     Stats(#[source] aya::sys::SyscallError),
 }
 

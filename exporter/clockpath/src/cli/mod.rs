@@ -42,7 +42,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Attach the configured chains and export what they measure (needs root).
+    /// Attach the configured chains and export what they measure (needs root, or CAP_BPF, CAP_PERFMON and CAP_SYSLOG: see `doctor`).
     Run(RunArgs),
     /// Report what this machine can trace and what each configured chain would attach.
     Doctor {
@@ -389,10 +389,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     // One worker: the runtime only drains the ring, sweeps and serves scrapes (assembly and
     // statistics have threads of their own). A second worker mostly woke the first to steal
     // its timer wakeups, a context switch each, which was most of the idle CPU.
+    //
+    // Its threads hold no capabilities: they serve scrapes and read the ring, none of which
+    // needs one (attaching happens on the calling thread). A failure here is caught by
+    // `privileges::verify` after attaching.
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .thread_name("clockpath-rt")
+        .on_thread_start(|| {
+            if let Err(error) = crate::privileges::drop_thread(&[]) {
+                tracing::error!(error = %anyhow::Error::new(error), "a runtime thread could not give up its capabilities");
+            }
+        })
         .build()
         .context("starting the Tokio runtime")?)
 }

@@ -15,6 +15,7 @@ use crate::{
     http,
     ktime::WallClock,
     pps::TimeReference,
+    privileges,
     sinks::{self, Builder, Published},
 };
 
@@ -23,7 +24,14 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
     let loaded = load_config(config)?;
     // The kernel's facts (symbols, BTF) are only needed to plan: dropped before the daemon
     // starts, which hands the memory back.
-    let plans = daemon::plan(&loaded, &Kernel::open()).map_err(start_error)?;
+    let kernel = Kernel::open();
+    let plans = daemon::plan(&loaded, &kernel).map_err(start_error)?;
+    // What this process lacks, named with what it disables, before anything is tried.
+    let missing = privileges::missing(&privileges::effective(), &privileges::Context::of(&kernel, &loaded.config));
+    drop(kernel);
+    for m in missing.iter().filter(|m| m.capability != "CAP_SYS_ADMIN" || loaded.config.probe.bpf_stats) {
+        tracing::warn!(capability = %m.capability, disables = %m.disables, "missing capability");
+    }
     let rt = runtime()?;
     rt.block_on(async move {
         let cfg = &loaded.config;
@@ -56,11 +64,34 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
             })?);
         let mut published = Published::default();
         let daemon = Daemon::start_with(&loaded, plans, |attached| {
+            // Attached: nothing from here on needs a capability. The sink threads started
+            // next inherit this thread's sets, so they start with none.
+            privileges::drop_thread(&[])?;
             let set = Builder::exporter(&loaded, attached, &env, reference.clone())?;
             published = set.published;
             Ok(set.sinks)
         })
-        .map_err(start_error)?;
+        .map_err(|e| match e {
+            daemon::StartError::NothingRuns(why) if missing.iter().any(|m| m.fatal) => {
+                let lacking: Vec<String> = missing.iter().filter(|m| m.fatal).map(|m| m.capability.clone()).collect();
+                start_error(daemon::StartError::NothingRuns(format!(
+                    "{why}\n  this process lacks {} (see `clockpath doctor`)",
+                    lacking.join(" and ")
+                )))
+            }
+            e => start_error(e),
+        })?;
+        let threads = privileges::verify().map_err(|e| start_error(e.into()))?;
+        let kept: Vec<String> = threads
+            .iter()
+            .filter(|t| !t.permitted.is_empty())
+            .map(|t| format!("{} keeps {}", t.name, privileges::names(&t.permitted).join(",")))
+            .collect();
+        tracing::info!(
+            threads = threads.len(),
+            kept = %if kept.is_empty() { "none".to_string() } else { kept.join("; ") },
+            "capabilities given up after attaching"
+        );
         let exposition = Exposition {
             plans: daemon.plans.clone(),
             maps: daemon.maps.clone(),

@@ -36,8 +36,10 @@ pub enum StartError {
     Config(Vec<ConfigIssue>),
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("no chain can run on this kernel:\n{0}")]
+    #[error("no chain can run here:\n{0}")]
     NothingRuns(String),
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::PrivilegeError),
     #[error("starting the ring reader")]
     Io(#[from] std::io::Error),
     #[error(transparent)]

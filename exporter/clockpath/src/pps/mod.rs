@@ -292,11 +292,24 @@ impl TimeReference {
             let stop = stop.clone();
             let windows = windows.clone();
             let edge = cfg.edge;
+            // The reader gives up its capabilities before `start` returns (all but
+            // CAP_SYS_TIME, which re-opening a device that came back needs): the exporter
+            // checks every thread's after attaching.
+            let (dropped_tx, dropped_rx) = std::sync::mpsc::sync_channel(1);
             let spawned = std::thread::Builder::new()
                 .name(format!("pps-{}", dev.path().file_name().unwrap_or_default().to_string_lossy()))
-                .spawn(move || read_loop(dev, edge, &source, &windows, &stop));
+                .spawn(move || {
+                    if let Err(error) = crate::privileges::drop_thread(&[crate::privileges::PPS_READER_KEEPS]) {
+                        tracing::error!(error = %anyhow::Error::new(error), "a PPS reader could not give up its capabilities");
+                    }
+                    let _ = dropped_tx.send(());
+                    read_loop(dev, edge, &source, &windows, &stop)
+                });
             match spawned {
-                Ok(t) => threads.push(t),
+                Ok(t) => {
+                    let _ = dropped_rx.recv();
+                    threads.push(t)
+                }
                 Err(error) => tracing::error!(%error, "cannot start a PPS reader thread"),
             }
         }

@@ -9,12 +9,14 @@ use std::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
-    #[error("tracefs is not mounted and mounting it on {path} failed")]
+    #[error("tracefs is not mounted and mounting it on {path} failed (mounting needs CAP_SYS_ADMIN)")]
     Mount {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("tracefs at {path} is not readable (mode 0700 of root: a non-root user needs CAP_DAC_READ_SEARCH)")]
+    Denied { path: PathBuf },
     #[error("cannot read {path}")]
     Read {
         path: PathBuf,
@@ -95,7 +97,12 @@ impl Tracefs {
     /// Find tracefs, mounting it on /sys/kernel/tracing if it is not mounted (needs root).
     pub fn open() -> Result<Tracefs, TracefsError> {
         if let Some(root) = Self::find_mount() {
-            return Ok(Tracefs { root });
+            // Mounted is not enough: tracefs is 0700, so a non-root user without a DAC
+            // capability sees the mount and can open none of its files.
+            return match fs::read_dir(root.join("events")) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(TracefsError::Denied { path: root }),
+                _ => Ok(Tracefs { root }),
+            };
         }
         let path = PathBuf::from("/sys/kernel/tracing");
         let c_path = std::ffi::CString::new("/sys/kernel/tracing")

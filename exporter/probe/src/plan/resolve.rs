@@ -160,6 +160,9 @@ impl Resolver<'_> {
                     points.push(self.point(&stage.name, label, &point, capture, false));
                 }
             }
+            if stage.match_capture {
+                hidden_addresses_unusable(&mut points);
+            }
             stages.push(StagePlan {
                 name: stage.name.clone(),
                 points,
@@ -378,9 +381,9 @@ impl Resolver<'_> {
     fn symbol_value(&self, name: &str) -> Result<u64, String> {
         match self.kernel.symbol(name) {
             None => Err(format!("filter: `{name}` is not a function of this kernel (kallsyms)")),
-            Some(s) if s.addr == 0 => {
-                Err(format!("filter: the address of `{name}` is hidden (kallsyms shows 0: kptr_restrict)"))
-            }
+            Some(s) if s.addr == 0 => Err(format!(
+                "filter: the address of `{name}` is hidden (/proc/kallsyms shows 0: reading addresses needs CAP_SYSLOG, or kptr_restrict=0 with perf_event_paranoid <= 1)"
+            )),
             Some(s) if s.count > 1 => Err(format!("filter: `{name}` names {} functions of this kernel", s.count)),
             Some(s) => Ok(s.addr),
         }
@@ -573,6 +576,20 @@ enum KeyError {
 /// `VALUE_BTF` when a dereferenced pointer is typed by BTF in the program's own context: a
 /// tp_btf, fentry or fexit argument (or return value) read through its declared type. A cast
 /// or an untyped context (raw_tracepoint, kprobe) reads with bpf_probe_read_kernel.
+/// A stage matching stage 0's captured function pointer compares it with each target's
+/// address from kallsyms. Where kallsyms shows 0 (addresses hidden from this process), the
+/// target could never match: it is unusable, and says why, instead of silently never firing.
+fn hidden_addresses_unusable(points: &mut [PointPlan]) {
+    for cand in points.iter_mut().flat_map(|p| p.candidates.iter_mut()) {
+        if cand.status == Status::Ready && cand.target.kind.is_function() && cand.func_addr == 0 {
+            cand.status = Status::Unusable(format!(
+                "the address of {} is hidden (/proc/kallsyms shows 0; reading addresses needs CAP_SYSLOG): this stage matches the captured function by address",
+                cand.target.name
+            ));
+        }
+    }
+}
+
 fn btf_typed(kind: AttachKind, typed: bool) -> u8 {
     if typed && matches!(kind, AttachKind::TpBtf | AttachKind::Fentry | AttachKind::Fexit) { VALUE_BTF } else { 0 }
 }
