@@ -420,6 +420,7 @@ original=$(cat {CS}); echo "original=$original"
 {least} ./clockpath --config pps.toml run --duration 900 > run.log 2>&1 &
 RUN=$!
 for i in $(seq 1 150); do wget -q -O /dev/null http://127.0.0.1:39111/healthz 2>/dev/null && break; sleep 0.2; done
+echo "healthy=$(wget -q -O /dev/null http://127.0.0.1:39111/healthz 2>/dev/null && echo yes || echo no)"
 for t in /proc/$RUN/task/*; do cat $t/status; echo ---; done > caps.txt
 i=0; while [ $i -lt {SWITCHES} ]; do echo hpet > {CS}; echo acpi_pm > {CS}; i=$((i+1)); done
 echo "$original" > {CS}
@@ -444,7 +445,7 @@ echo "final=$(cat {CS})"
         let ended = std::fs::read_to_string(share.join("results.txt")).unwrap_or_default().contains("GUEST_TEST_EXIT");
         share.join("switched").exists() || ended
     });
-    // Scraped twice, so the PPS reader has had edges (one a second) by the second.
+    // Scraped until the PPS reader has read an edge (one a second).
     let scrape = |agent: &ureq::Agent| {
         agent
             .get(&guest.url("/metrics"))
@@ -473,6 +474,7 @@ echo "final=$(cat {CS})"
     let results: BTreeMap<String, String> =
         out.results.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
     assert_eq!(results.get("pps_insmod").map(String::as_str), Some("0"), "{}", out.serial);
+    assert_eq!(results.get("healthy").map(String::as_str), Some("yes"), "the exporter as nobody never served:\n{log}");
 
     // The same chains run for nobody with the three capabilities as for root.
     let doctor =

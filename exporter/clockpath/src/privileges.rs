@@ -41,6 +41,7 @@ pub const USED: &[&str] = &[
     "CAP_DAC_READ_SEARCH",
     "CAP_DAC_OVERRIDE",
     "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_RESOURCE",
 ];
 
 /// Give up every capability of the calling thread except those of `keep` it holds: bounding
@@ -67,6 +68,28 @@ pub fn drop_thread(keep: &[Capability]) -> Result<(), PrivilegeError> {
         return Err(PrivilegeError::NoNewPrivs(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// `(major, minor)` of a kernel release such as `6.1.0-26-amd64`.
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// Why this kernel would refuse the exporter's reads of its own maps once it holds no
+/// capability, if it would: before 5.19, `kernel.unprivileged_bpf_disabled` refused every
+/// bpf() command without CAP_BPF, not only creating maps and loading programs.
+pub fn drop_refused_by_kernel() -> Option<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").ok()?;
+    let version = kernel_version(release.trim())?;
+    (version < (5, 19) && disabled.trim() != "0").then(|| {
+        format!(
+            "kernel {} (before 5.19) with kernel.unprivileged_bpf_disabled = {} refuses every bpf() call, reads of maps already open included, without CAP_BPF",
+            release.trim(),
+            disabled.trim()
+        )
+    })
 }
 
 /// A thread of this process and the capabilities it may still use (its permitted set).
@@ -108,6 +131,20 @@ pub fn verify() -> Result<Vec<ThreadCapabilities>, PrivilegeError> {
     Ok(threads)
 }
 
+/// [`verify`], given threads that were just spawned `limit` to start and give up their own:
+/// a new thread runs nothing, not even the line that names it, until it is first scheduled.
+pub fn verify_within(limit: std::time::Duration) -> Result<Vec<ThreadCapabilities>, PrivilegeError> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match verify() {
+            Err(PrivilegeError::StillHeld { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Sorted capability names (`CAP_BPF`, …).
 pub fn names<'a>(caps: impl IntoIterator<Item = &'a Capability>) -> Vec<String> {
     let mut v: Vec<String> = caps.into_iter().map(Capability::to_string).collect();
@@ -135,6 +172,8 @@ pub struct Context {
     pub listen_port: Option<u16>,
     /// PPS devices whose capture edge is not enabled yet.
     pub pps_edges_disabled: bool,
+    /// The kernel's `(major, minor)`.
+    pub kernel: Option<(u32, u32)>,
 }
 
 impl Context {
@@ -142,9 +181,15 @@ impl Context {
     pub fn of(kernel: &clockpath_probe::kernel::Kernel, config: &crate::config::Config) -> Context {
         // Any function every kernel has: all of kallsyms is hidden or none of it.
         let addresses_hidden = kernel.symbol("schedule").is_some_and(|s| s.addr == 0);
-        let tracefs_denied = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
-            .iter()
-            .any(|p| std::fs::read_dir(p).is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied));
+        // The usual mount first; debugfs's copy (closed to non-root anyway) only without it.
+        let denied = |p: &str| match std::fs::read_dir(p) {
+            Ok(_) => Some(false),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(true),
+            Err(_) => None,
+        };
+        let tracefs_denied = denied("/sys/kernel/tracing/events")
+            .or_else(|| denied("/sys/kernel/debug/tracing/events"))
+            .unwrap_or(false);
         Context {
             addresses_hidden,
             tracefs_denied,
@@ -152,6 +197,7 @@ impl Context {
             bpf_stats: config.probe.bpf_stats,
             listen_port: config.http.listen.parse::<std::net::SocketAddr>().ok().map(|a| a.port()),
             pps_edges_disabled: false,
+            kernel: kernel_version(&kernel.release()),
         }
     }
 }
@@ -212,6 +258,13 @@ pub fn missing(held: &CapsHashSet, ctx: &Context) -> Vec<Missing> {
     if !has(CAP_SYS_TIME) && ctx.pps_edges_disabled {
         add(CAP_SYS_TIME, false, "enabling a PPS device's capture edge (PPS_SETPARAMS): that device cannot be used");
     }
+    if !has(CAP_SYS_RESOURCE) && ctx.kernel.is_some_and(|v| v < (5, 11)) {
+        add(
+            CAP_SYS_RESOURCE,
+            false,
+            "kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK: raising it beyond its hard limit (clockpath raises it) to load the maps",
+        );
+    }
     if !has(CAP_NET_BIND_SERVICE) && ctx.listen_port.is_some_and(|p| p != 0 && p < unprivileged_port_start()) {
         add(CAP_NET_BIND_SERVICE, true, "http.listen on a port below 1024: the exporter cannot bind it");
     }
@@ -269,22 +322,33 @@ mod tests {
     }
 
     #[test]
+    fn old_kernels_call_for_sys_resource_and_versions_parse() {
+        assert_eq!(kernel_version("6.1.0-26-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("5.10.0"), Some((5, 10)));
+        assert_eq!(kernel_version("unknown"), None);
+        let held = set(&[Capability::CAP_BPF, Capability::CAP_PERFMON, Capability::CAP_SYS_ADMIN]);
+        let old = Context { kernel: Some((5, 10)), ..Context::default() };
+        assert_eq!(names_of(&missing(&held, &old)), ["CAP_SYS_RESOURCE"]);
+        let new = Context { kernel: Some((5, 11)), ..Context::default() };
+        assert!(missing(&held, &new).is_empty());
+    }
+
+    #[test]
     fn a_thread_gives_up_all_but_what_it_keeps_and_the_others_are_untouched() {
         let before = caps::read(None, CapSet::Permitted).expect("read");
-        let (tid, after, no_new_privs) = std::thread::spawn(|| {
+        let (after, no_new_privs) = std::thread::spawn(|| {
             drop_thread(&[PPS_READER_KEEPS]).expect("drop");
-            // SAFETY: gettid and PR_GET_NO_NEW_PRIVS have no preconditions.
+            // SAFETY: PR_GET_NO_NEW_PRIVS has no preconditions.
             let nnp = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
-            (unsafe { libc::gettid() }, caps::read(None, CapSet::Permitted).expect("read"), nnp)
+            (caps::read(None, CapSet::Permitted).expect("read"), nnp)
         })
         .join()
         .expect("thread");
         let expected: CapsHashSet = before.iter().copied().filter(|c| *c == PPS_READER_KEEPS).collect();
         assert_eq!(after, expected, "held before: {:?}", names(&before));
         assert_eq!(no_new_privs, 1);
-        // This thread keeps its own (capset is per thread), and the dropped thread is gone.
+        // This thread keeps its own: capset is per thread.
         assert_eq!(caps::read(None, CapSet::Permitted).expect("read"), before);
-        assert!(threads().expect("threads").iter().all(|t| t.tid != tid));
     }
 
     #[test]

@@ -385,7 +385,7 @@ fn load_config(path: Option<&Path>) -> Result<Loaded, CliError> {
     Config::load(path).map_err(|e: ConfigError| config_error(e))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+fn runtime(drop_capabilities: bool) -> Result<tokio::runtime::Runtime, CliError> {
     // One worker: the runtime only drains the ring, sweeps and serves scrapes (assembly and
     // statistics have threads of their own). A second worker mostly woke the first to steal
     // its timer wakeups, a context switch each, which was most of the idle CPU.
@@ -397,7 +397,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .worker_threads(1)
         .enable_all()
         .thread_name("clockpath-rt")
-        .on_thread_start(|| {
+        .on_thread_start(move || {
+            if !drop_capabilities {
+                return;
+            }
             if let Err(error) = crate::privileges::drop_thread(&[]) {
                 tracing::error!(error = %anyhow::Error::new(error), "a runtime thread could not give up its capabilities");
             }

@@ -27,13 +27,37 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
     let kernel = Kernel::open();
     let plans = daemon::plan(&loaded, &kernel).map_err(start_error)?;
     // What this process lacks, named with what it disables, before anything is tried.
-    let missing = privileges::missing(&privileges::effective(), &privileges::Context::of(&kernel, &loaded.config));
+    let privileges_context = privileges::Context::of(&kernel, &loaded.config);
+    let missing = privileges::missing(&privileges::effective(), &privileges_context);
     drop(kernel);
-    for m in missing.iter().filter(|m| m.capability != "CAP_SYS_ADMIN" || loaded.config.probe.bpf_stats) {
+    // CAP_SYS_ADMIN's `session` use does not concern `run`: named when something of run's needs it.
+    let admin_needed = loaded.config.probe.bpf_stats || privileges_context.tracefs_unmounted;
+    for m in missing.iter().filter(|m| m.capability != "CAP_SYS_ADMIN" || admin_needed) {
         tracing::warn!(capability = %m.capability, disables = %m.disables, "missing capability");
     }
-    let rt = runtime()?;
+    // Kernels before 5.19 refuse every bpf() call, reads of maps already open included,
+    // without CAP_BPF while unprivileged BPF is disabled: there the exporter keeps them.
+    let drop_capabilities = match privileges::drop_refused_by_kernel() {
+        Some(why) => {
+            tracing::warn!("capabilities kept after attaching: {why}");
+            false
+        }
+        None => true,
+    };
+    // Created now, with the capabilities the path may need, and written at exit.
+    let summary_file = match &args.summary_json {
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .with_context(|| format!("--summary-json: creating {}", path.display()))
+                .map_err(config_error)?,
+        ),
+        None => None,
+    };
+    let rt = runtime(drop_capabilities)?;
     rt.block_on(async move {
+        // SIGTERM and SIGINT are caught from here on: one that comes while attaching or
+        // before the server is up stops the exporter cleanly too, instead of killing it.
+        let stop_signals = StopSignals::install()?;
         let cfg = &loaded.config;
         // Bind before attaching anything: a taken port is a configuration error.
         let addr: std::net::SocketAddr =
@@ -64,10 +88,14 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
             })?);
         let mut published = Published::default();
         let daemon = Daemon::start_with(&loaded, plans, |attached| {
-            // Attached: nothing from here on needs a capability. The sink threads started
-            // next inherit this thread's sets, so they start with none.
-            privileges::drop_thread(&[])?;
+            // The sinks are built with this thread's capabilities (a recorder directory or
+            // certificate where root needs DAC_OVERRIDE); their threads give up their own.
             let set = Builder::exporter(&loaded, attached, &env, reference.clone())?;
+            // Attached and built: nothing from here on needs a capability. The assembly
+            // thread started next inherits this thread's empty sets.
+            if drop_capabilities {
+                privileges::drop_thread(&[])?;
+            }
             published = set.published;
             Ok(set.sinks)
         })
@@ -81,17 +109,19 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
             }
             e => start_error(e),
         })?;
-        let threads = privileges::verify().map_err(|e| start_error(e.into()))?;
-        let kept: Vec<String> = threads
-            .iter()
-            .filter(|t| !t.permitted.is_empty())
-            .map(|t| format!("{} keeps {}", t.name, privileges::names(&t.permitted).join(",")))
-            .collect();
-        tracing::info!(
-            threads = threads.len(),
-            kept = %if kept.is_empty() { "none".to_string() } else { kept.join("; ") },
-            "capabilities given up after attaching"
-        );
+        if drop_capabilities {
+            let threads = privileges::verify_within(Duration::from_secs(2)).map_err(|e| start_error(e.into()))?;
+            let kept: Vec<String> = threads
+                .iter()
+                .filter(|t| !t.permitted.is_empty())
+                .map(|t| format!("{} keeps {}", t.name, privileges::names(&t.permitted).join(",")))
+                .collect();
+            tracing::info!(
+                threads = threads.len(),
+                kept = %if kept.is_empty() { "none".to_string() } else { kept.join("; ") },
+                "capabilities given up after attaching"
+            );
+        }
         let exposition = Exposition {
             plans: daemon.plans.clone(),
             maps: daemon.maps.clone(),
@@ -130,7 +160,7 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
         let (stop_http, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(http::serve(listener, state, stop_rx));
         tracing::info!(%addr, scheme, "serving /metrics, /healthz and /");
-        wait_for_stop(args.duration).await?;
+        stop_signals.wait(args.duration).await;
         tracing::info!("stopping: detaching probes and draining the ring buffer");
         let (plans, maps, stats) = (daemon.plans.clone(), daemon.maps.clone(), daemon.stats.clone());
         let _sinks = daemon.stop().await;
@@ -154,28 +184,42 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
                 "summary"
             );
         }
-        if let Some(path) = &args.summary_json {
+        if let (Some(mut file), Some(path)) = (summary_file, &args.summary_json) {
+            use std::io::Write as _;
             let text = serde_json::to_string_pretty(&summary).context("serializing the summary")?;
-            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+            file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn wait_for_stop(duration: Option<Duration>) -> Result<(), CliError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let timer = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-        _ = timer => {}
+/// SIGTERM and SIGINT, caught.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals, CliError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    /// Until a signal, or `duration`.
+    async fn wait(mut self, duration: Option<Duration>) {
+        let timer = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+            _ = timer => {}
+        }
+    }
 }

@@ -382,7 +382,7 @@ impl Resolver<'_> {
         match self.kernel.symbol(name) {
             None => Err(format!("filter: `{name}` is not a function of this kernel (kallsyms)")),
             Some(s) if s.addr == 0 => Err(format!(
-                "filter: the address of `{name}` is hidden (/proc/kallsyms shows 0: reading addresses needs CAP_SYSLOG, or kptr_restrict=0 with perf_event_paranoid <= 1)"
+                "filter: the address of `{name}` is hidden (/proc/kallsyms shows 0: reading addresses needs CAP_SYSLOG and kptr_restrict < 2, or kptr_restrict=0 with perf_event_paranoid <= 1)"
             )),
             Some(s) if s.count > 1 => Err(format!("filter: `{name}` names {} functions of this kernel", s.count)),
             Some(s) => Ok(s.addr),
@@ -583,7 +583,7 @@ fn hidden_addresses_unusable(points: &mut [PointPlan]) {
     for cand in points.iter_mut().flat_map(|p| p.candidates.iter_mut()) {
         if cand.status == Status::Ready && cand.target.kind.is_function() && cand.func_addr == 0 {
             cand.status = Status::Unusable(format!(
-                "the address of {} is hidden (/proc/kallsyms shows 0; reading addresses needs CAP_SYSLOG): this stage matches the captured function by address",
+                "the address of {} is hidden (/proc/kallsyms shows 0: reading addresses needs CAP_SYSLOG, and kptr_restrict < 2): this stage matches the captured function by address",
                 cand.target.name
             ));
         }

@@ -371,10 +371,17 @@ impl Worker {
             .spawn(move || {
                 // The runtime lives and dies on this thread: tonic and hyper need one, and
                 // dropping a runtime inside another's async context would panic.
+                // Its I/O thread needs no capability; this thread gives its up once the
+                // exporter is built (certificate files are read by then).
                 let rt = match tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .thread_name("clockpath-otlp-io")
                     .enable_all()
+                    .on_thread_start(|| {
+                        if let Err(error) = crate::privileges::drop_thread(&[]) {
+                            tracing::error!(error = %anyhow::Error::new(error), "an OTLP thread could not give up its capabilities");
+                        }
+                    })
                     .build()
                 {
                     Ok(rt) => rt,
@@ -402,6 +409,9 @@ impl Worker {
                     .with_attributes(settings.resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
                     .build();
                 exporter.set_resource(&resource);
+                if let Err(error) = crate::privileges::drop_thread(&[]) {
+                    tracing::error!(error = %anyhow::Error::new(error), "the OTLP thread could not give up its capabilities");
+                }
                 let _ = ready_tx.send(Ok(()));
                 let scope = InstrumentationScope::builder("clockpath").with_version(env!("CARGO_PKG_VERSION")).build();
                 let mut w =
