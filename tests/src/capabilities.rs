@@ -64,3 +64,18 @@ pub fn of_dump(text: &str) -> Vec<ThreadStatus> {
 
 /// CAP_SYS_TIME's bit (linux/capability.h): what a PPS reader keeps.
 pub const CAP_SYS_TIME: u32 = 25;
+
+/// `setpriv` (util-linux, at `setpriv`) running its command as nobody (65534) with exactly
+/// `caps` (setpriv's names, e.g. `bpf`), made ambient so they survive the exec.
+pub fn as_nobody(setpriv: &str, caps: &[&str]) -> Vec<String> {
+    let set: String = caps.iter().map(|c| format!(",+{c}")).collect();
+    vec![
+        setpriv.to_string(),
+        "--reuid=65534".into(),
+        "--regid=65534".into(),
+        "--clear-groups".into(),
+        format!("--inh-caps=-all{set}"),
+        format!("--ambient-caps=-all{set}"),
+        "--".into(),
+    ]
+}

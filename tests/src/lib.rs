@@ -307,19 +307,36 @@ pub fn wait_for<T>(what: &str, within: Duration, probe: impl FnMut() -> Option<T
 pub fn wait_for_or<T>(
     what: &str,
     within: Duration,
-    mut probe: impl FnMut() -> Option<T>,
+    probe: impl FnMut() -> Option<T>,
     context: impl FnOnce() -> String,
 ) -> T {
+    poll_for(within, probe).unwrap_or_else(|| panic!("timed out after {within:?} waiting for {what}{}", context()))
+}
+
+/// Poll `probe` until it returns `Some`, or `within` passes (None): for a test that has more
+/// to collect before it can say why something never came.
+pub fn poll_for<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = probe() {
-            return v;
+            return Some(v);
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting for {what}{}", context());
+            return None;
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// The chains `clockpath doctor --json` reports running.
+pub fn running_chains(doctor: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    doctor["chains"]
+        .as_array()
+        .expect("doctor's chains")
+        .iter()
+        .filter(|c| c["state"]["state"] == "running")
+        .map(|c| c["name"].as_str().expect("chain name").to_string())
+        .collect()
 }
 
 #[cfg(test)]

@@ -401,14 +401,10 @@ echo "final=$(cat {CS})"
 fn least_privileged_exporter_measures_clocksource_switches_in_a_stock_kernel() {
     require_root();
     const SWITCHES: u32 = 40;
-    let nobody = |caps: &str| {
-        // util-linux setpriv: busybox has one too, earlier in PATH, without --reuid.
-        format!(
-            "/usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all,{caps} --ambient-caps=-all,{caps} --"
-        )
-    };
-    let least = nobody("+bpf,+perfmon,+syslog,+sys_time");
-    let no_syslog = nobody("+bpf,+perfmon,+sys_time");
+    // util-linux setpriv: busybox has one too, earlier in PATH, without --reuid.
+    let nobody = |caps: &[&str]| clockpath_tests::capabilities::as_nobody("/usr/bin/setpriv", caps).join(" ");
+    let least = nobody(&["bpf", "perfmon", "syslog", "sys_time"]);
+    let no_syslog = nobody(&["bpf", "perfmon", "sys_time"]);
     let script = format!(
         r#"
 insmod pps_clockpath.ko phase_ns=250000000; echo "pps_insmod=$?"
@@ -456,15 +452,9 @@ echo "final=$(cat {CS})"
     };
     let agent = ureq::Agent::new();
     let pulses = |t: &str| Scrape::parse(t).map(|s| s.sum("clockpath_pps_pulses_total", &[])).unwrap_or(0.0);
-    // Polled with a deadline; what the last scrape held is asserted once the guest's log is in.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let text = loop {
-        let t = scrape(&agent);
-        if t.as_deref().is_ok_and(|t| pulses(t) > 0.0) || std::time::Instant::now() >= deadline {
-            break t;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    // Polled with a deadline; what a last scrape holds is asserted once the guest's log is in.
+    let text = poll_for(Duration::from_secs(30), || scrape(&agent).ok().filter(|t| pulses(t) > 0.0))
+        .map_or_else(|| scrape(&agent), Ok);
     std::fs::write(guest.share().join("scraped"), "").unwrap();
     let out = guest.wait();
     let log = out.file("run.log");
@@ -479,19 +469,10 @@ echo "final=$(cat {CS})"
     // The same chains run for nobody with the three capabilities as for root.
     let doctor =
         |name: &str| -> Value { serde_json::from_str(&out.file(name)).unwrap_or_else(|e| panic!("{name}: {e}")) };
-    let running = |d: &Value| -> Vec<String> {
-        d["chains"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["state"]["state"] == "running")
-            .map(|c| c["name"].as_str().unwrap().to_string())
-            .collect()
-    };
     let (root, least_d, no_syslog_d) =
         (doctor("doctor-root.json"), doctor("doctor-least.json"), doctor("doctor-nosyslog.json"));
-    assert!(running(&root).contains(&"clocksource_switch".to_string()), "{:?}", running(&root));
-    assert_eq!(running(&least_d), running(&root));
+    assert!(running_chains(&root).contains("clocksource_switch"), "{:?}", running_chains(&root));
+    assert_eq!(running_chains(&least_d), running_chains(&root));
     assert_eq!(results.get("doctor_least").map(String::as_str), Some("0"));
     assert!(
         least_d["missing_capabilities"].as_array().unwrap().iter().all(|m| m["fatal"] == false),

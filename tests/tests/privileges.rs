@@ -9,20 +9,9 @@ use std::{collections::BTreeSet, os::unix::fs::PermissionsExt as _, path::PathBu
 use clockpath_tests::{capabilities, exposition::Scrape, *};
 use serde_json::Value;
 
-/// `setpriv` running its command as nobody (65534) with exactly `caps` (setpriv names, e.g.
-/// `bpf`), made ambient so they survive the exec.
+/// `setpriv` (from PATH) running its command as nobody with exactly `caps`.
 fn as_nobody(caps: &[&str]) -> Vec<String> {
-    let set: String = caps.iter().map(|c| format!(",+{c}")).collect();
-    [
-        "setpriv".to_string(),
-        "--reuid=65534".into(),
-        "--regid=65534".into(),
-        "--clear-groups".into(),
-        format!("--inh-caps=-all{set}"),
-        format!("--ambient-caps=-all{set}"),
-        "--".into(),
-    ]
-    .to_vec()
+    capabilities::as_nobody("setpriv", caps)
 }
 
 /// The clockpath binary and configs in a directory nobody can read (a test's tempdir is 0700).
@@ -51,12 +40,17 @@ impl Shared {
 
     /// `clockpath ARGS` as nobody with `caps`, serving (if it gets that far) on a free port.
     fn run(&self, caps: &[&str], args: &[&str]) -> std::process::Output {
+        self.run_listening(caps, args, &format!("127.0.0.1:{}", free_port()))
+    }
+
+    /// The same, with `http.listen` at `listen`.
+    fn run_listening(&self, caps: &[&str], args: &[&str], listen: &str) -> std::process::Output {
         let wrapper = as_nobody(caps);
         Command::new(&wrapper[0])
             .args(&wrapper[1..])
             .arg(self.bin())
             .args(args)
-            .env("CLOCKPATH_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("CLOCKPATH_HTTP__LISTEN", listen)
             .output()
             .expect("setpriv (util-linux)")
     }
@@ -70,16 +64,6 @@ fn doctor_json(out: &std::process::Output) -> Value {
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn running(doctor: &Value) -> BTreeSet<String> {
-    doctor["chains"]
-        .as_array()
-        .expect("chains")
-        .iter()
-        .filter(|c| c["state"]["state"] == "running")
-        .map(|c| c["name"].as_str().expect("name").to_string())
-        .collect()
 }
 
 fn missing(doctor: &Value) -> Vec<(String, String)> {
@@ -116,9 +100,13 @@ fn nobody_with_bpf_perfmon_and_syslog_runs_every_chain_root_runs_and_then_holds_
     let root = doctor_json(&clockpath(&["doctor", "--json"]));
     let least = shared.run(&["bpf", "perfmon", "syslog"], &["doctor", "--json"]);
     let least = doctor_json(&least);
-    let chains = running(&root);
+    let chains = running_chains(&root);
     assert!(chains.contains("sched_wakeup") && chains.contains("hrtimer"), "root runs {chains:?}");
-    assert_eq!(running(&least), chains, "the same chains run as nobody with CAP_BPF, CAP_PERFMON and CAP_SYSLOG");
+    assert_eq!(
+        running_chains(&least),
+        chains,
+        "the same chains run as nobody with CAP_BPF, CAP_PERFMON and CAP_SYSLOG"
+    );
     assert_eq!(least["uid"], 65534);
     assert_eq!(least["capabilities"], serde_json::json!(["CAP_BPF", "CAP_PERFMON", "CAP_SYSLOG"]));
     // Nothing fatal is missing; tracefs (0700) is closed to nobody, which costs only the
@@ -221,7 +209,7 @@ fn each_missing_capability_is_named_with_what_it_disables() {
     assert!(reason.contains("hidden") && reason.contains("CAP_SYSLOG"), "{tick}");
     eprintln!("without CAP_SYSLOG the filtered chain is disabled: {reason}");
     let out = shared.run(&["bpf", "perfmon", "syslog"], &["--config", config, "doctor", "--json"]);
-    assert_eq!(running(&doctor_json(&out)), BTreeSet::from(["tick".to_string()]));
+    assert_eq!(running_chains(&doctor_json(&out)), BTreeSet::from(["tick".to_string()]));
 
     // probe.bpf_stats needs CAP_SYS_ADMIN: named when it is asked for, and a clear error.
     let stats = shared.file("stats.toml", "[probe]\nbpf_stats = true\n");
@@ -235,14 +223,7 @@ fn each_missing_capability_is_named_with_what_it_disables() {
     assert!(err.contains("probe.bpf_stats") && err.contains("needs CAP_SYS_ADMIN"), "{err}");
 
     // A privileged port without CAP_NET_BIND_SERVICE.
-    let wrapper = as_nobody(&["bpf", "perfmon", "syslog"]);
-    let out = Command::new(&wrapper[0])
-        .args(&wrapper[1..])
-        .arg(shared.bin())
-        .args(["doctor", "--json"])
-        .env("CLOCKPATH_HTTP__LISTEN", "127.0.0.1:81")
-        .output()
-        .expect("setpriv");
+    let out = shared.run_listening(&["bpf", "perfmon", "syslog"], &["doctor", "--json"], "127.0.0.1:81");
     let d = doctor_json(&out);
     let m = d["missing_capabilities"].as_array().unwrap();
     assert!(m.iter().any(|m| m["capability"] == "CAP_NET_BIND_SERVICE" && m["fatal"] == true), "{m:?}");

@@ -92,6 +92,14 @@ pub fn drop_refused_by_kernel() -> Option<String> {
     })
 }
 
+/// [`drop_thread`] for a thread that cannot return the error: logged, naming `thread`. A
+/// thread that failed is caught by [`verify`] after attaching.
+pub fn drop_thread_or_log(keep: &[Capability], thread: &str) {
+    if let Err(error) = drop_thread(keep) {
+        tracing::error!(error = %anyhow::Error::new(error), thread, "a thread could not give up its capabilities");
+    }
+}
+
 /// A thread of this process and the capabilities it may still use (its permitted set).
 #[derive(Clone, Debug)]
 pub struct ThreadCapabilities {
@@ -174,6 +182,8 @@ pub struct Context {
     pub pps_edges_disabled: bool,
     /// The kernel's `(major, minor)`.
     pub kernel: Option<(u32, u32)>,
+    /// Only what `run` needs: leave out `session`'s (C-state policies).
+    pub run_only: bool,
 }
 
 impl Context {
@@ -181,15 +191,7 @@ impl Context {
     pub fn of(kernel: &clockpath_probe::kernel::Kernel, config: &crate::config::Config) -> Context {
         // Any function every kernel has: all of kallsyms is hidden or none of it.
         let addresses_hidden = kernel.symbol("schedule").is_some_and(|s| s.addr == 0);
-        // The usual mount first; debugfs's copy (closed to non-root anyway) only without it.
-        let denied = |p: &str| match std::fs::read_dir(p) {
-            Ok(_) => Some(false),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(true),
-            Err(_) => None,
-        };
-        let tracefs_denied = denied("/sys/kernel/tracing/events")
-            .or_else(|| denied("/sys/kernel/debug/tracing/events"))
-            .unwrap_or(false);
+        let tracefs_denied = kernel.tracefs_denied();
         Context {
             addresses_hidden,
             tracefs_denied,
@@ -198,6 +200,7 @@ impl Context {
             listen_port: config.http.listen.parse::<std::net::SocketAddr>().ok().map(|a| a.port()),
             pps_edges_disabled: false,
             kernel: kernel_version(&kernel.release()),
+            run_only: false,
         }
     }
 }
@@ -237,7 +240,8 @@ pub fn missing(held: &CapsHashSet, ctx: &Context) -> Vec<Missing> {
             "kernel addresses (/proc/kallsyms shows 0): the clocksource chain's first_read, which matches the captured read function by address, and `filter`s naming a function",
         );
     }
-    if !has(CAP_SYS_ADMIN) {
+    let admin_needed = ctx.bpf_stats || ctx.tracefs_unmounted || !ctx.run_only;
+    if !has(CAP_SYS_ADMIN) && admin_needed {
         let mut what = Vec::new();
         if ctx.bpf_stats {
             what.push("probe.bpf_stats (per-program kernel run time): the exporter will not start with it on");
@@ -245,7 +249,9 @@ pub fn missing(held: &CapsHashSet, ctx: &Context) -> Vec<Missing> {
         if ctx.tracefs_unmounted {
             what.push("mounting tracefs, which is not mounted: tracepoint targets");
         }
-        what.push("`session --cstates` (cpuidle state writes)");
+        if !ctx.run_only {
+            what.push("`session --cstates` (cpuidle state writes)");
+        }
         add(CAP_SYS_ADMIN, false, &what.join("; "));
     }
     if !has(CAP_DAC_READ_SEARCH) && !has(CAP_DAC_OVERRIDE) && ctx.tracefs_denied {

@@ -390,7 +390,7 @@ fn runtime(drop_capabilities: bool) -> Result<tokio::runtime::Runtime, CliError>
     // statistics have threads of their own). A second worker mostly woke the first to steal
     // its timer wakeups, a context switch each, which was most of the idle CPU.
     //
-    // Its threads hold no capabilities: they serve scrapes and read the ring, none of which
+    // With `drop_capabilities` its threads hold none: they serve scrapes and read the ring, none of which
     // needs one (attaching happens on the calling thread). A failure here is caught by
     // `privileges::verify` after attaching.
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -398,11 +398,8 @@ fn runtime(drop_capabilities: bool) -> Result<tokio::runtime::Runtime, CliError>
         .enable_all()
         .thread_name("clockpath-rt")
         .on_thread_start(move || {
-            if !drop_capabilities {
-                return;
-            }
-            if let Err(error) = crate::privileges::drop_thread(&[]) {
-                tracing::error!(error = %anyhow::Error::new(error), "a runtime thread could not give up its capabilities");
+            if drop_capabilities {
+                crate::privileges::drop_thread_or_log(&[], "runtime");
             }
         })
         .build()

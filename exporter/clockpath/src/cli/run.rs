@@ -27,12 +27,10 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
     let kernel = Kernel::open();
     let plans = daemon::plan(&loaded, &kernel).map_err(start_error)?;
     // What this process lacks, named with what it disables, before anything is tried.
-    let privileges_context = privileges::Context::of(&kernel, &loaded.config);
-    let missing = privileges::missing(&privileges::effective(), &privileges_context);
+    let context = privileges::Context { run_only: true, ..privileges::Context::of(&kernel, &loaded.config) };
+    let missing = privileges::missing(&privileges::effective(), &context);
     drop(kernel);
-    // CAP_SYS_ADMIN's `session` use does not concern `run`: named when something of run's needs it.
-    let admin_needed = loaded.config.probe.bpf_stats || privileges_context.tracefs_unmounted;
-    for m in missing.iter().filter(|m| m.capability != "CAP_SYS_ADMIN" || admin_needed) {
+    for m in &missing {
         tracing::warn!(capability = %m.capability, disables = %m.disables, "missing capability");
     }
     // Kernels before 5.19 refuse every bpf() call, reads of maps already open included,

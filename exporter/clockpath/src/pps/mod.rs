@@ -299,9 +299,7 @@ impl TimeReference {
             let spawned = std::thread::Builder::new()
                 .name(format!("pps-{}", dev.path().file_name().unwrap_or_default().to_string_lossy()))
                 .spawn(move || {
-                    if let Err(error) = crate::privileges::drop_thread(&[crate::privileges::PPS_READER_KEEPS]) {
-                        tracing::error!(error = %anyhow::Error::new(error), "a PPS reader could not give up its capabilities");
-                    }
+                    crate::privileges::drop_thread_or_log(&[crate::privileges::PPS_READER_KEEPS], "PPS reader");
                     let _ = dropped_tx.send(());
                     read_loop(dev, edge, &source, &windows, &stop)
                 });

@@ -113,9 +113,7 @@ impl WindowSink {
         let sigma = cfg.sigma;
         let worker = thread::Builder::new().name("clockpath-windows".into()).spawn(move || {
             // It only computes: no capability (`clockpath run` checks every thread's).
-            if let Err(error) = crate::privileges::drop_thread(&[]) {
-                tracing::error!(error = %anyhow::Error::new(error), "the windows thread could not give up its capabilities");
-            }
+            crate::privileges::drop_thread_or_log(&[], "windows");
             for job in rx {
                 let result = compute(&job, sigma, &boot);
                 let Job { key, values, .. } = job;

@@ -50,6 +50,8 @@ pub struct Symbol {
 pub struct Kernel {
     root: PathBuf,
     tracefs: Result<Tracefs, String>,
+    /// tracefs is mounted but this process may not read it.
+    tracefs_denied: bool,
     btf: OnceCell<Result<KernelBtf, String>>,
     kallsyms: OnceCell<HashMap<String, Symbol>>,
     traceable: OnceCell<Option<HashSet<String>>>,
@@ -59,14 +61,16 @@ pub struct Kernel {
 impl Kernel {
     /// The running kernel (mounting tracefs if needed).
     pub fn open() -> Kernel {
-        let tracefs = Tracefs::open().map_err(|e| crate::report(&e));
+        let opened = Tracefs::open();
+        let denied = matches!(opened, Err(tracefs::TracefsError::Denied { .. }));
+        let tracefs = opened.map_err(|e| crate::report(&e));
         if let Err(why) = &tracefs {
             // Not fatal: tp_btf, raw_tp, fentry and kprobe targets need no tracefs.
             tracing::warn!(
                 "{why}: tracepoint targets are unusable (tp_btf, raw_tp, fentry and kprobe ones still work)"
             );
         }
-        Kernel::with_tracefs(PathBuf::from("/"), tracefs)
+        Kernel { tracefs_denied: denied, ..Kernel::with_tracefs(PathBuf::from("/"), tracefs) }
     }
 
     /// A kernel captured into `root` (see [`capture`]): the same paths below it, tracefs at
@@ -91,6 +95,7 @@ impl Kernel {
             kallsyms: OnceCell::new(),
             traceable: OnceCell::new(),
             kprobe_pmu,
+            tracefs_denied: false,
         }
     }
 
@@ -110,6 +115,11 @@ impl Kernel {
 
     pub fn tracefs(&self) -> Result<&Tracefs, &str> {
         self.tracefs.as_ref().map_err(String::as_str)
+    }
+
+    /// Whether tracefs is mounted but closed to this process (mode 0700, not root).
+    pub fn tracefs_denied(&self) -> bool {
+        self.tracefs_denied
     }
 
     pub fn btf(&self) -> Result<&KernelBtf, &str> {

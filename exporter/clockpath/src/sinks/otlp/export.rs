@@ -377,11 +377,7 @@ impl Worker {
                     .worker_threads(1)
                     .thread_name("clockpath-otlp-io")
                     .enable_all()
-                    .on_thread_start(|| {
-                        if let Err(error) = crate::privileges::drop_thread(&[]) {
-                            tracing::error!(error = %anyhow::Error::new(error), "an OTLP thread could not give up its capabilities");
-                        }
-                    })
+                    .on_thread_start(|| crate::privileges::drop_thread_or_log(&[], "OTLP I/O"))
                     .build()
                 {
                     Ok(rt) => rt,
@@ -409,9 +405,7 @@ impl Worker {
                     .with_attributes(settings.resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
                     .build();
                 exporter.set_resource(&resource);
-                if let Err(error) = crate::privileges::drop_thread(&[]) {
-                    tracing::error!(error = %anyhow::Error::new(error), "the OTLP thread could not give up its capabilities");
-                }
+                crate::privileges::drop_thread_or_log(&[], "OTLP");
                 let _ = ready_tx.send(Ok(()));
                 let scope = InstrumentationScope::builder("clockpath").with_version(env!("CARGO_PKG_VERSION")).build();
                 let mut w =
