@@ -51,3 +51,7 @@ pub const MAX_DIRECT_ENTRIES: u32 = 262_144;
 pub const SOFTIRQ_VECTORS: u32 = 32;
 /// Default ring buffer size in bytes (a power of two, multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 16 * 1024 * 1024;
+/// Ring buffers in the object (`RING_0` …): records go to the ring of a CPU (`cpu & mask`), so
+/// CPUs do not contend for one ring's lock and producer position. Userspace sizes the ones a
+/// machine's CPUs use, and gives the others a page.
+pub const MAX_RINGS: u32 = 8;

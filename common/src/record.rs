@@ -47,3 +47,7 @@ pub struct Record {
 pub const UNKNOWN_INTERFERENCE: u64 = u64::MAX;
 
 pub const RECORD_BYTES: usize = core::mem::size_of::<Record>();
+
+/// Bytes of a record without `interference_ns`: what the kernel sends unless the record is a
+/// segment of an interference-charged chain (the rest would be zeros). Userspace zero-fills.
+pub const RECORD_HEAD_BYTES: usize = core::mem::offset_of!(Record, interference_ns);

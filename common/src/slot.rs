@@ -50,6 +50,11 @@ pub const SRC_RET: u8 = 7;
 pub const FLAG_INTERFERENCE: u8 = 1 << 5;
 /// The filter passes when its value differs from `filter_value` (without: when it equals).
 pub const FLAG_FILTER_NE: u8 = 1 << 6;
+/// Every record of an instance goes to the ring of the CPU that opened it (its id says which),
+/// not of the CPU that writes it, so userspace reads them in the order they were written:
+/// chains of more than one segment, and raw mode. A one-segment chain's only record (its
+/// segment) goes to the writing CPU's ring.
+pub const FLAG_ORDERED: u8 = 1 << 7;
 
 /// `ValueSpec::flags`: treat the argument as a pointer and read `size` bytes at `offset`
 /// from it (the offset is resolved from the running kernel's BTF).
@@ -119,7 +124,11 @@ pub struct SlotConfig {
     /// Stage 0 of a sampled chain: only every `sample_every`-th hit per CPU opens an instance
     /// (0 and 1: every hit).
     pub sample_every: u32,
-    pub _pad: u32,
+    /// 1: no other slot writes this slot's histogram rows (its stage has one probe point), so
+    /// plain adds keep them exact: the kernel never runs a program nested in itself on a CPU.
+    /// 0: `lock xadd`, as two points of one stage can nest (one in the other's interrupt).
+    pub sole_writer: u8,
+    pub _pad: [u8; 3],
 }
 
 impl SlotConfig {
@@ -140,7 +149,8 @@ impl SlotConfig {
         filter: ValueSpec::NONE,
         filter_value: 0,
         sample_every: 0,
-        _pad: 0,
+        sole_writer: 0,
+        _pad: [0; 3],
     };
 }
 

@@ -54,7 +54,7 @@ impl Cfg {
     }
     fields!(
         role: u8, chain: u8, stage: u8, flags: u8, direct_base: u32, timeout_ns: u64, match_value: u64,
-        direct_range0: u32, direct_range1: u32, filter_value: u64, sample_every: u32,
+        direct_range0: u32, direct_range1: u32, filter_value: u64, sample_every: u32, sole_writer: u8,
     );
     specs!(key0, key1, capture, filter);
     /// Whether flag `f` is set.

@@ -50,10 +50,32 @@ pub static SAMPLING: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_CHAINS
 #[map]
 pub static NEXT_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
-/// Segment, close and raw-hit records for userspace. Size set by userspace (`ring_bytes`).
+// Segment, close and raw-hit records for userspace: `MAX_RINGS` rings, one per CPU (or per
+// group of CPUs, `cpu & RING_MASK`). Sizes set by userspace (`probe.ring_bytes` shared among
+// the rings the machine's CPUs use).
 #[map]
-pub static RING: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+pub static RING_0: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+#[map]
+pub static RING_1: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+#[map]
+pub static RING_2: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+#[map]
+pub static RING_3: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+#[map]
+pub static RING_4: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+#[map]
+pub static RING_5: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+#[map]
+pub static RING_6: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+#[map]
+pub static RING_7: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
-/// Bytes pending in the ring above which a record wakes the reader (set at load).
+/// A record goes to ring `cpu & RING_MASK` (set at load, read-only: the verifier knows which
+/// rings can be chosen and drops the code for the others).
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".rodata")]
+pub static RING_MASK: u32 = 0;
+
+/// Bytes pending in a ring above which a record wakes the reader (set at load).
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: Global<u64> = Global::new((DEFAULT_RING_BYTES / 4) as u64);

@@ -19,22 +19,28 @@
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    cty::c_void,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_ringbuf_submit,
+    },
 };
 use clockpath_common::{
     hist::{NUM_BUCKETS, bucket_of},
     interference::{SCHED, SOURCES},
     limits::{HIST_ROWS_PER_CHAIN, MAX_CHAINS, TOTAL_ROW},
     record::UNKNOWN_INTERFERENCE,
-    record::{CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_HIT, RECORD_SEGMENT, Record},
+    record::{
+        CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_HEAD_BYTES, RECORD_HIT, RECORD_SEGMENT,
+        Record,
+    },
     slot::*,
 };
 
 use crate::{
     config::{Cfg, Spec},
     maps::{
-        ACTIVE, CHAIN_COUNTERS, DIRECT, HIST, INSTANCES, INTERFERENCE, NEXT_SEQ, RING, SAMPLING, SLOT_HITS,
-        WAKEUP_BYTES,
+        ACTIVE, CHAIN_COUNTERS, DIRECT, HIST, INSTANCES, INTERFERENCE, NEXT_SEQ, RING_0, RING_1, RING_2, RING_3,
+        RING_4, RING_5, RING_6, RING_7, RING_MASK, SAMPLING, SLOT_HITS, WAKEUP_BYTES,
     },
 };
 
@@ -116,16 +122,65 @@ macro_rules! counter {
     };
 }
 
-/// Records a CPU submits between two looks at the ring's fill level.
+/// Records a CPU submits between two looks at a ring's fill level.
 const QUERY_EVERY: u64 = 16;
 
+/// `$body` with `$ring` bound to ring `$i` (a static map: each arm is its own helper call).
+macro_rules! on_ring {
+    ($i:expr, |$ring:ident| $body:expr) => {
+        match $i {
+            0 => {
+                let $ring = &RING_0;
+                $body
+            }
+            1 => {
+                let $ring = &RING_1;
+                $body
+            }
+            2 => {
+                let $ring = &RING_2;
+                $body
+            }
+            3 => {
+                let $ring = &RING_3;
+                $body
+            }
+            4 => {
+                let $ring = &RING_4;
+                $body
+            }
+            5 => {
+                let $ring = &RING_5;
+                $body
+            }
+            6 => {
+                let $ring = &RING_6;
+                $body
+            }
+            _ => {
+                let $ring = &RING_7;
+                $body
+            }
+        }
+    };
+}
+
+/// The ring a record of instance `id` goes to: the opening CPU's for `FLAG_ORDERED` slots (an
+/// instance's records then arrive in the order they were written), the writing CPU's otherwise.
 #[inline(always)]
-fn wake_flags() -> u64 {
+fn ring_of(cfg: Cfg, id: u64) -> u32 {
+    let cpu = if cfg.has(FLAG_ORDERED) && id != 0 { (id >> 48) as u32 } else { cpu() };
+    // SAFETY: a read-only global.
+    cpu & unsafe { core::ptr::read_volatile(core::ptr::addr_of!(RING_MASK)) }
+}
+
+#[inline(always)]
+fn wake_flags(ring: u32) -> u64 {
     // Records are submitted without waking the reader (a wakeup is a context switch, which a
     // sched_switch chain would then record, and so on); the reader drains on a timer. Only
-    // when the ring fills up past the threshold is it woken early. The fill level is read on
-    // every 16th record of a CPU: reading it costs a helper call and a cache line the other
-    // CPUs write, and the threshold (a quarter of the ring) leaves room for the delay.
+    // when a ring fills up past the threshold is it woken early. The fill level is read on
+    // every 16th record of a CPU: reading it costs a helper call and a cache line the reader
+    // writes, and the threshold (a quarter of the ring) leaves room for the delay.
     if let Some(n) = NEXT_SEQ.get_ptr_mut(1) {
         // SAFETY: valid per-CPU map value; a nested program can at worst shift the phase.
         let n = unsafe {
@@ -136,19 +191,25 @@ fn wake_flags() -> u64 {
             return BPF_RB_NO_WAKEUP as u64;
         }
     }
-    if RING.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_BYTES.load() {
+    if on_ring!(ring, |r| r.query(BPF_RB_AVAIL_DATA as u64)) > WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
 }
 
+/// A record without its interference block (`RECORD_HEAD_BYTES`), for reserving.
+#[repr(C)]
+struct RecordHead([u64; RECORD_HEAD_BYTES / 8]);
+
 #[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "a record is written from many parts")]
 fn emit(kind: u8, cfg: Cfg, slot: u32, stage: u8, id: u64, key: u64, start: u64, end: u64, aux: u64) {
-    emit_with(kind, cfg, slot, stage, id, key, start, end, aux, &[0; SOURCES]);
+    emit_with(kind, cfg, slot, stage, id, key, start, end, aux, None);
 }
 
+/// Send a record; `interference` only for segments of interference-charged chains, the others
+/// send the record's head alone.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "a record is written from many parts")]
 fn emit_with(
@@ -161,14 +222,18 @@ fn emit_with(
     start: u64,
     end: u64,
     aux: u64,
-    interference: &[u64; SOURCES],
+    interference: Option<&[u64; SOURCES]>,
 ) {
-    match RING.reserve::<Record>(0) {
-        Some(mut entry) => {
-            let r = entry.as_mut_ptr();
+    let ring = ring_of(cfg, id);
+    let reserved: Option<*mut Record> = match interference {
+        Some(_) => on_ring!(ring, |r| r.reserve::<Record>(0).map(|mut e| e.as_mut_ptr())),
+        None => on_ring!(ring, |r| r.reserve::<RecordHead>(0).map(|mut e| e.as_mut_ptr() as *mut Record)),
+    };
+    match reserved {
+        Some(r) => {
             // Field by field: a whole-struct write with a constant array becomes a call to a
             // byte-at-a-time memset in the linked object.
-            // SAFETY: `r` is the reserved record, `size_of::<Record>()` bytes.
+            // SAFETY: `r` is the reserved record: its head, and `interference_ns` when given.
             unsafe {
                 (*r).kind = kind;
                 (*r).chain = cfg.chain();
@@ -180,9 +245,12 @@ fn emit_with(
                 (*r).start_ns = start;
                 (*r).end_ns = end;
                 (*r).aux = aux;
-                copy_words(core::ptr::addr_of_mut!((*r).interference_ns) as *mut u64, interference);
+                if let Some(i) = interference {
+                    copy_words(core::ptr::addr_of_mut!((*r).interference_ns) as *mut u64, i);
+                }
             }
-            entry.submit(wake_flags());
+            // SAFETY: `r` was reserved above and is submitted once.
+            unsafe { bpf_ringbuf_submit(r as *mut c_void, wake_flags(ring)) };
         }
         None => {
             count(cfg.chain(), counter!(ring_lost));
@@ -208,16 +276,25 @@ unsafe fn copy_words(dst: *mut u64, src: &[u64; SOURCES]) {
 }
 
 #[inline(always)]
-fn hist_add(chain: u8, row: u32, delta: u64) {
+fn hist_add(cfg: Cfg, row: u32, delta: u64) {
     let idx = bucket_of(delta) as usize;
     if idx >= NUM_BUCKETS {
         return;
     }
-    if let Some(r) = HIST.get_ptr_mut(chain as u32 * HIST_ROWS_PER_CHAIN + row) {
+    if let Some(r) = HIST.get_ptr_mut(cfg.chain() as u32 * HIST_ROWS_PER_CHAIN + row) {
         // SAFETY: `r` is a valid HistRow and `idx < NUM_BUCKETS`.
         unsafe {
-            add(core::ptr::addr_of_mut!((*r).buckets[idx]), 1);
-            add(core::ptr::addr_of_mut!((*r).sum_ns), delta);
+            let bucket = core::ptr::addr_of_mut!((*r).buckets[idx]);
+            let sum = core::ptr::addr_of_mut!((*r).sum_ns);
+            if cfg.sole_writer() != 0 {
+                // No other program writes this row, and this one never nests in itself on a
+                // CPU: a locked add (a full barrier after the record's stores) buys nothing.
+                *bucket += 1;
+                *sum += delta;
+            } else {
+                add(bucket, 1);
+                add(sum, delta);
+            }
         }
     }
 }
@@ -577,7 +654,7 @@ fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
         return;
     }
     let delta = now.wrapping_sub(inst.last_ns);
-    hist_add(cfg.chain(), cfg.stage() as u32 - 1, delta);
+    hist_add(cfg, cfg.stage() as u32 - 1, delta);
     let mut charged = [0u64; SOURCES];
     let mut snap = [0u64; SOURCES];
     let cpu = cpu();
@@ -593,10 +670,11 @@ fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
             charged = [UNKNOWN_INTERFERENCE; SOURCES];
         }
     }
-    emit_with(RECORD_SEGMENT, cfg, slot, cfg.stage(), inst.id, key, inst.last_ns, now, inst.capture, &charged);
+    let charged = if cfg.has(FLAG_INTERFERENCE) { Some(&charged) } else { None };
+    emit_with(RECORD_SEGMENT, cfg, slot, cfg.stage(), inst.id, key, inst.last_ns, now, inst.capture, charged);
     if cfg.has(FLAG_LAST_STAGE) {
         if cfg.stage() > 1 {
-            hist_add(cfg.chain(), TOTAL_ROW, now.wrapping_sub(inst.start_ns));
+            hist_add(cfg, TOTAL_ROW, now.wrapping_sub(inst.start_ns));
         }
         close_entry(p, now);
     } else {

@@ -317,6 +317,15 @@ fn main() {
             c
         }),
     ));
+    // The floor any tool on these two tracepoints pays: a program that does nothing.
+    tools.push((
+        "empty programs on sched_wakeup + sched_switch".into(),
+        Box::new(|| {
+            let mut c = Command::new(&bpftrace);
+            c.args(["-e", "tracepoint:sched:sched_wakeup,tracepoint:sched:sched_switch { }"]);
+            c
+        }),
+    ));
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
     let mut bare = Vec::new();
@@ -350,6 +359,13 @@ fn main() {
         println!("\nratios to runqlat's slowdown (wall, cpu):");
         println!("  default config:          {:.2}x, {:.2}x   (target <= 0.5x)", d.0 / r.0, d.1 / r.1);
         println!("  sched_wakeup chain only: {:.2}x, {:.2}x   (target <= 0.25x)", w.0 / r.0, w.1 / r.1);
+        if let Some(f) = at("empty programs on sched_wakeup + sched_switch") {
+            println!(
+                "  empty programs (floor):  {:.2}x, {:.2}x   (what attaching to both costs before any work)",
+                f.0 / r.0,
+                f.1 / r.1
+            );
+        }
     }
 }
 

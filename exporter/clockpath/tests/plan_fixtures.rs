@@ -298,6 +298,14 @@ fn every_candidate_gets_its_own_slot_and_role_before_the_object_loads() {
         let configs = plan::slots::assign(&mut plans, false);
         assert_eq!(configs.len(), NUM_SLOTS as usize);
         let mut seen = std::collections::BTreeSet::new();
+        // The clocksource chain's first read has several points (one per clocksource read
+        // function): its rows have more than one writer.
+        let cs = chain(&plans, "clocksource_switch");
+        assert!(
+            cs.stages.iter().any(|s| s.points.len() > 1),
+            "{k}: {:?}",
+            cs.stages.iter().map(|s| s.points.len()).collect::<Vec<_>>()
+        );
         for p in &plans {
             for (s, c) in p
                 .stages
@@ -323,6 +331,11 @@ fn every_candidate_gets_its_own_slot_and_role_before_the_object_loads() {
                     assert_eq!(cfg.role == ROLE_ABORT, s.is_none(), "{k}: {}", c.target);
                     assert_eq!(cfg.stage as usize, s.unwrap_or(0), "{k}: {}", c.target);
                     assert_eq!(cfg.key0, c.key0, "{k}: {}", c.target);
+                    // An instance's records share a ring when it sends more than one.
+                    assert_eq!(cfg.flags & FLAG_ORDERED != 0, p.stages.len() > 2, "{k}: {} {}", p.name, c.target);
+                    // Plain histogram adds only where no other point writes the rows.
+                    let one_point = s.is_some_and(|i| p.stages[i].points.len() == 1);
+                    assert_eq!(cfg.sole_writer == 1, one_point, "{k}: {} {}", p.name, c.target);
                 }
             }
         }

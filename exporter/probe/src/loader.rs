@@ -26,13 +26,14 @@ use crate::{
     kernel::{self, Kernel},
     maps::KernelMaps,
     plan::{Candidate, ChainPlan, ChainState, PlanKind, Status, direct_entries, slots::assign},
+    ring::{RING_NAMES, RingLayout},
     target::{AttachKind, Target},
 };
 
 /// How the object is sized and what it reports (the `[probe]` configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Ring buffer size in bytes (a power of two, at least a page).
+    /// Ring buffer bytes, shared among the rings this machine's CPUs write (`RingLayout`).
     pub ring_bytes: u32,
     /// Open instances in the hash map, all chains together.
     pub max_instances: u32,
@@ -75,6 +76,8 @@ pub struct Engine {
     used: BTreeSet<u32>,
     /// Kinds the kernel refused outright (e.g. fentry: EPERM), with the reason.
     refused: BTreeMap<AttachKind, String>,
+    /// How the ring buffers are laid out on this machine.
+    pub rings: RingLayout,
     pub chains: Vec<ChainPlan>,
     _stats: Option<OwnedFd>,
 }
@@ -98,16 +101,22 @@ impl Engine {
         } else {
             None
         };
-        let wakeup = (probe.ring_bytes / 4) as u64;
+        let rings = RingLayout::for_this_machine(probe.ring_bytes);
+        let wakeup = u64::from(rings.ring_bytes / 4);
+        let mask = rings.mask();
         let direct = direct_entries(plans);
         let configs = assign(plans, probe.raw_hits);
         let table: &[SlotConfig; NUM_SLOTS as usize] =
             configs.as_slice().try_into().map_err(|_| LoadError::NoMap { name: "SLOT_CONFIGS" })?;
-        let ebpf = EbpfLoader::new()
-            .map_max_entries("RING", probe.ring_bytes)
+        let mut loader = EbpfLoader::new();
+        for (i, name) in (0..).zip(RING_NAMES) {
+            loader.map_max_entries(name, rings.size_of(i));
+        }
+        let ebpf = loader
             .map_max_entries("INSTANCES", probe.max_instances)
             .map_max_entries("DIRECT", direct.max(1))
             .override_global("WAKEUP_BYTES", &wakeup, true)
+            .override_global("RING_MASK", &mask, true)
             .override_global("SLOT_CONFIGS", table, true)
             .load(OBJECT)
             .map_err(LoadError::Object)?;
@@ -117,14 +126,15 @@ impl Engine {
             configs,
             used: BTreeSet::new(),
             refused: BTreeMap::new(),
+            rings,
             chains: Vec::new(),
             _stats: stats,
         })
     }
 
-    /// Take the ring buffer (once) for the reader.
-    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, LoadError> {
-        take(&mut self.ebpf, "RING")
+    /// Take the rings some CPU writes (once) for the reader.
+    pub fn take_rings(&mut self) -> Result<Vec<RingBuf<MapData>>, LoadError> {
+        RING_NAMES[..self.rings.used as usize].iter().map(|name| take(&mut self.ebpf, name)).collect()
     }
 
     /// Take the maps userspace reads (once).

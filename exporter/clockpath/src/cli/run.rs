@@ -134,7 +134,7 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
                 cstate_limit: environment.cstate_limit.clone(),
             },
             le_buckets,
-            ring_mapping_bytes: clockpath_probe::ring::mapping_bytes(cfg.probe.ring_bytes),
+            ring_mapping_bytes: daemon.rings.mapping_bytes(),
             reference: Some(reference.clone()),
             program_stats: cfg
                 .probe

@@ -18,7 +18,7 @@ use clockpath_probe::{
     loader::{Engine, LoadError, ProgramStats},
     maps::KernelMaps,
     plan::{self, ChainPlan},
-    ring::RingReader,
+    ring::{RingLayout, RingReader},
     target::Target,
 };
 use tokio::{sync::watch, task::JoinHandle};
@@ -67,8 +67,10 @@ pub struct Daemon {
     pub maps: Arc<Mutex<KernelMaps>>,
     pub plans: Arc<Vec<ChainPlan>>,
     pub stats: Arc<PipelineStats>,
-    /// The ring buffer's size, bytes.
+    /// The ring buffers' size, bytes (`probe.ring_bytes`).
     pub ring_bytes: u32,
+    /// How they are laid out on this machine.
+    pub rings: RingLayout,
     stop_tx: watch::Sender<bool>,
     task: JoinHandle<Option<Assembly>>,
 }
@@ -115,7 +117,13 @@ impl Daemon {
         let probe = &loaded.config.probe;
         let mut plans = plans;
         let mut engine = Engine::load(&probe.load_options(), &mut plans)?;
-        let ring = engine.take_ring()?;
+        let rings = engine.take_rings()?;
+        let ring_layout = engine.rings;
+        tracing::info!(
+            rings = ring_layout.used,
+            bytes_each = ring_layout.ring_bytes,
+            "ring buffers, one per CPU (or group of CPUs)"
+        );
         let maps = engine.take_maps()?;
         engine.attach(plans);
         crate::process::release_freed_memory();
@@ -158,7 +166,7 @@ impl Daemon {
             open_instances: (probe.max_instances as usize).saturating_mul(2).max(1024),
         };
         let assembly = Assembly::start(plan::shapes(&plans), capture_names(&plans), sinks, stats.clone(), limits)?;
-        let reader = RingReader::new(ring, Duration::from_millis(probe.drain_interval_ms))?;
+        let reader = RingReader::new(rings, Duration::from_millis(probe.drain_interval_ms))?;
         let maps = Arc::new(Mutex::new(maps));
         let (stop_tx, stop_rx) = watch::channel(false);
         let timeouts: Vec<u64> = {
@@ -185,7 +193,17 @@ impl Daemon {
             .run(),
         );
         let ring_bytes = probe.ring_bytes;
-        Ok(Daemon { engine: Arc::new(Mutex::new(engine)), health, maps, plans, stats, ring_bytes, stop_tx, task })
+        Ok(Daemon {
+            engine: Arc::new(Mutex::new(engine)),
+            health,
+            maps,
+            plans,
+            stats,
+            ring_bytes,
+            rings: ring_layout,
+            stop_tx,
+            task,
+        })
     }
 
     /// Kernel run time/count of the attached programs (meaningful with bpf_stats on).

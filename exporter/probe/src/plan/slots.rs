@@ -46,6 +46,10 @@ pub fn slot_config(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, ra
     if raw_hits {
         flags |= FLAG_RAW;
     }
+    // Records of one instance must reach userspace in order when it sends more than one.
+    if raw_hits || chain.stages.len() > 2 {
+        flags |= FLAG_ORDERED;
+    }
     if chain.charges_interference {
         flags |= FLAG_INTERFERENCE;
     }
@@ -91,7 +95,8 @@ pub fn slot_config(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, ra
         filter: cand.filter,
         filter_value: cand.filter_value,
         sample_every: if stage == Some(0) { chain.sample_every } else { 0 },
-        _pad: 0,
+        sole_writer: u8::from(stage.is_some_and(|i| chain.stages[i].points.len() == 1)),
+        _pad: [0; 3],
     }
 }
 
