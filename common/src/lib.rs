@@ -20,6 +20,7 @@ mod pod {
     unsafe impl aya::Pod for crate::slot::InstanceKey {}
     unsafe impl aya::Pod for crate::slot::Instance {}
     unsafe impl aya::Pod for crate::record::Record {}
+    unsafe impl aya::Pod for crate::record::Staged {}
     unsafe impl aya::Pod for crate::hist::HistRow {}
     unsafe impl aya::Pod for crate::slot::ChainCounters {}
     unsafe impl aya::Pod for crate::slot::Active {}

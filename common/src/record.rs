@@ -51,3 +51,25 @@ pub const RECORD_BYTES: usize = core::mem::size_of::<Record>();
 /// Bytes of a record without `interference_ns`: what the kernel sends unless the record is a
 /// segment of an interference-charged chain (the rest would be zeros). Userspace zero-fills.
 pub const RECORD_HEAD_BYTES: usize = core::mem::offset_of!(Record, interference_ns);
+
+/// Records a CPU stages before it hands them to its ring in one piece (records that need no
+/// order and carry no interference: segments of one-segment chains; see `FLAG_ORDERED`).
+pub const STAGE_RECORDS: usize = 16;
+
+/// A record's head (`RECORD_HEAD_BYTES`): the record without its interference block.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordHead(pub [u64; RECORD_HEAD_BYTES / 8]);
+
+/// A CPU's staged records (the per-CPU `STAGED` map): `records[..n]` wait for its ring, which
+/// gets them as one item of `n` heads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Staged {
+    pub n: u32,
+    /// Nonzero while a program on this CPU is writing here. A program that nests in it (an
+    /// interrupt) or preempts it (fentry, PREEMPT_RT) sends its record straight to the ring,
+    /// and a flush waits for the next try.
+    pub busy: u32,
+    pub records: [RecordHead; STAGE_RECORDS],
+}

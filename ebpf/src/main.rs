@@ -11,6 +11,7 @@ mod config;
 mod kprobe;
 mod maps;
 mod stage;
+mod staging;
 mod tracepoint;
 
 #[cfg(not(test))]

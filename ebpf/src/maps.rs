@@ -10,6 +10,7 @@ use clockpath_common::{
     hist::HistRow,
     interference::CpuInterference,
     limits::{DEFAULT_MAX_INSTANCES, DEFAULT_RING_BYTES, HIST_ROWS_PER_CHAIN, MAX_CHAINS, NUM_SLOTS},
+    record::Staged,
     slot::{Active, ChainCounters, Instance, InstanceKey},
 };
 
@@ -44,6 +45,16 @@ pub static INTERFERENCE: PerCpuArray<CpuInterference> = PerCpuArray::with_max_en
 /// Per-CPU countdown to the next sampled stage-0 hit, per chain (`SlotConfig::sample_every`).
 #[map]
 pub static SAMPLING: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_CHAINS, 0);
+
+/// Records staged per CPU for their ring (`staging.rs`).
+#[map]
+pub static STAGED: PerCpuArray<Staged> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether one-segment chains stage their records (set at load: the kernel can run the flush
+/// program on a chosen CPU).
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".rodata")]
+pub static STAGING: u32 = 0;
 
 /// Per-CPU counters: `[0]` the sequence for instance ids, `[1]` records submitted (when to
 /// look at the ring's fill level).

@@ -30,8 +30,7 @@ use clockpath_common::{
     limits::{HIST_ROWS_PER_CHAIN, MAX_CHAINS, TOTAL_ROW},
     record::UNKNOWN_INTERFERENCE,
     record::{
-        CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_HEAD_BYTES, RECORD_HIT, RECORD_SEGMENT,
-        Record,
+        CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_HIT, RECORD_SEGMENT, Record, RecordHead,
     },
     slot::*,
 };
@@ -93,7 +92,7 @@ fn value<C: HitSource>(ctx: &C, spec: Spec) -> Option<u64> {
 }
 
 #[inline(always)]
-fn cpu() -> u32 {
+pub fn cpu() -> u32 {
     // SAFETY: helper with no preconditions (inlined by the JIT on recent kernels).
     unsafe { bpf_get_smp_processor_id() }
 }
@@ -164,22 +163,34 @@ macro_rules! on_ring {
         }
     };
 }
+pub(crate) use on_ring;
+
+/// The ring of the CPU this runs on.
+#[inline(always)]
+pub fn own_ring() -> u32 {
+    // SAFETY: a read-only global.
+    cpu() & unsafe { core::ptr::read_volatile(core::ptr::addr_of!(RING_MASK)) }
+}
 
 /// The ring a record of instance `id` goes to: the opening CPU's for `FLAG_ORDERED` slots (an
 /// instance's records then arrive in the order they were written), the writing CPU's otherwise.
 #[inline(always)]
 fn ring_of(cfg: Cfg, id: u64) -> u32 {
-    let cpu = if cfg.has(FLAG_ORDERED) && id != 0 { (id >> 48) as u32 } else { cpu() };
-    // SAFETY: a read-only global.
-    cpu & unsafe { core::ptr::read_volatile(core::ptr::addr_of!(RING_MASK)) }
+    if cfg.has(FLAG_ORDERED) && id != 0 {
+        // SAFETY: a read-only global.
+        (id >> 48) as u32 & unsafe { core::ptr::read_volatile(core::ptr::addr_of!(RING_MASK)) }
+    } else {
+        own_ring()
+    }
 }
 
+/// Submit flags for a record (or a batch) on `ring`.
 #[inline(always)]
-fn wake_flags(ring: u32) -> u64 {
+pub fn wake_flags(ring: u32) -> u64 {
     // Records are submitted without waking the reader (a wakeup is a context switch, which a
     // sched_switch chain would then record, and so on); the reader drains on a timer. Only
     // when a ring fills up past the threshold is it woken early. The fill level is read on
-    // every 16th record of a CPU: reading it costs a helper call and a cache line the reader
+    // every 16th submit of a CPU: reading it costs a helper call and a cache line the reader
     // writes, and the threshold (a quarter of the ring) leaves room for the delay.
     if let Some(n) = NEXT_SEQ.get_ptr_mut(1) {
         // SAFETY: valid per-CPU map value; a nested program can at worst shift the phase.
@@ -198,9 +209,42 @@ fn wake_flags(ring: u32) -> u64 {
     }
 }
 
-/// A record without its interference block (`RECORD_HEAD_BYTES`), for reserving.
-#[repr(C)]
-struct RecordHead([u64; RECORD_HEAD_BYTES / 8]);
+/// The head of a record, as a stage writes it.
+pub struct Parts {
+    pub kind: u8,
+    pub chain: u8,
+    pub stage: u8,
+    pub slot: u8,
+    pub id: u64,
+    pub key: u64,
+    pub start: u64,
+    pub end: u64,
+    pub aux: u64,
+}
+
+impl Parts {
+    /// Write the head at `r`, field by field: a whole-struct write with a constant array
+    /// becomes a call to a byte-at-a-time memset in the linked object.
+    ///
+    /// # Safety
+    /// `r` is valid for writes of the record's head.
+    #[inline(always)]
+    pub unsafe fn write(&self, r: *mut Record) {
+        // SAFETY: by the caller's contract.
+        unsafe {
+            (*r).kind = self.kind;
+            (*r).chain = self.chain;
+            (*r).stage = self.stage;
+            (*r).slot = self.slot;
+            (*r).cpu = cpu();
+            (*r).instance_id = self.id;
+            (*r).key = self.key;
+            (*r).start_ns = self.start;
+            (*r).end_ns = self.end;
+            (*r).aux = self.aux;
+        }
+    }
+}
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "a record is written from many parts")]
@@ -208,8 +252,8 @@ fn emit(kind: u8, cfg: Cfg, slot: u32, stage: u8, id: u64, key: u64, start: u64,
     emit_with(kind, cfg, slot, stage, id, key, start, end, aux, None);
 }
 
-/// Send a record; `interference` only for segments of interference-charged chains, the others
-/// send the record's head alone.
+/// Send a record; `interference` only for segments of interference-charged chains. Records
+/// that need no order are staged (`staging.rs`); the others go to their ring at once.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "a record is written from many parts")]
 fn emit_with(
@@ -224,40 +268,43 @@ fn emit_with(
     aux: u64,
     interference: Option<&[u64; SOURCES]>,
 ) {
-    let ring = ring_of(cfg, id);
+    let parts = Parts { kind, chain: cfg.chain(), stage, slot: slot as u8, id, key, start, end, aux };
+    if !cfg.has(FLAG_ORDERED) && crate::staging::stage(&parts, interference) {
+        return;
+    }
+    send(&parts, ring_of(cfg, id), interference);
+}
+
+/// Reserve, write and submit one record on `ring`: its head alone unless it carries
+/// interference. A full ring counts it as lost.
+#[inline(always)]
+fn send(parts: &Parts, ring: u32, interference: Option<&[u64; SOURCES]>) {
     let reserved: Option<*mut Record> = match interference {
         Some(_) => on_ring!(ring, |r| r.reserve::<Record>(0).map(|mut e| e.as_mut_ptr())),
         None => on_ring!(ring, |r| r.reserve::<RecordHead>(0).map(|mut e| e.as_mut_ptr() as *mut Record)),
     };
     match reserved {
         Some(r) => {
-            // Field by field: a whole-struct write with a constant array becomes a call to a
-            // byte-at-a-time memset in the linked object.
             // SAFETY: `r` is the reserved record: its head, and `interference_ns` when given.
             unsafe {
-                (*r).kind = kind;
-                (*r).chain = cfg.chain();
-                (*r).stage = stage;
-                (*r).slot = slot as u8;
-                (*r).cpu = cpu();
-                (*r).instance_id = id;
-                (*r).key = key;
-                (*r).start_ns = start;
-                (*r).end_ns = end;
-                (*r).aux = aux;
+                parts.write(r);
                 if let Some(i) = interference {
                     copy_words(core::ptr::addr_of_mut!((*r).interference_ns) as *mut u64, i);
                 }
-            }
-            // SAFETY: `r` was reserved above and is submitted once.
-            unsafe { bpf_ringbuf_submit(r as *mut c_void, wake_flags(ring)) };
-        }
-        None => {
-            count(cfg.chain(), counter!(ring_lost));
-            if kind == RECORD_SEGMENT {
-                count(cfg.chain(), counter!(ring_lost_segments));
+                // `r` was reserved above and is submitted once.
+                bpf_ringbuf_submit(r as *mut c_void, wake_flags(ring));
             }
         }
+        None => lost(parts.chain, parts.kind),
+    }
+}
+
+/// A record of `chain` did not fit in its ring.
+#[inline(always)]
+pub fn lost(chain: u8, kind: u8) {
+    count(chain, counter!(ring_lost));
+    if kind == RECORD_SEGMENT {
+        count(chain, counter!(ring_lost_segments));
     }
 }
 
@@ -266,7 +313,7 @@ fn emit_with(
 /// # Safety
 /// `dst` is valid for `SOURCES` u64 writes.
 #[inline(always)]
-unsafe fn copy_words(dst: *mut u64, src: &[u64; SOURCES]) {
+pub unsafe fn copy_words(dst: *mut u64, src: &[u64; SOURCES]) {
     let mut i = 0;
     while i < SOURCES {
         // SAFETY: `i < SOURCES`, inside `dst` by the caller's contract.

@@ -300,3 +300,53 @@ fn statistics_windows_are_published_for_live_chains() {
     }
     assert!(s.samples.iter().all(|x| x.value.is_finite() || x.name.ends_with("_bucket")), "NaN or infinity published");
 }
+
+/// A chain of one segment, a process spawned and exec'd: a handful of records, on demand.
+const SPAWN_CHAIN: &str = r#"
+[chains.sched_wakeup]
+enabled = false
+[chains.hrtimer]
+enabled = false
+[chains.softirq]
+enabled = false
+[chains.clocksource_switch]
+enabled = false
+[chains.spawn]
+[[chains.spawn.stages]]
+name = "fork"
+key = "child_pid"
+targets = ["tracepoint:sched:sched_process_fork"]
+[[chains.spawn.stages]]
+name = "exec"
+key = "pid"
+targets = ["tracepoint:sched:sched_process_exec"]
+"#;
+
+/// A one-segment chain's records are staged per CPU and reach the ring 16 at a time. A CPU
+/// that goes idle with fewer has them flushed by the reader (the flush program run on that
+/// CPU), so three spawns, far fewer than a batch, reach userspace while the exporter runs,
+/// not only when it stops.
+#[test]
+fn a_few_records_staged_on_idle_cpus_reach_userspace_while_the_exporter_runs() {
+    require_root();
+    let (_dir, path) = config_file(SPAWN_CHAIN);
+    let e = Exporter::start(&["--config", path.to_str().expect("utf-8 path"), "--duration", "60"], &[]);
+    for _ in 0..3 {
+        let status = Command::new("/bin/true").status().expect("/bin/true");
+        assert!(status.success());
+    }
+    // The kernel's histogram counts every segment at once; userspace counts the records it
+    // read (the spawn chain is the only one running, and sends segments only).
+    let (kernel, received) = wait_for("every spawn the kernel counted, in userspace", Duration::from_secs(10), || {
+        let s = Scrape::parse(&e.scrape()).ok()?;
+        let kernel = s
+            .named("clockpath_segment_duration_seconds_count")
+            .find(|x| x.labels.get("chain").map(String::as_str) == Some("spawn"))?
+            .value;
+        let received = s.named("clockpath_ring_records_received_total").next()?.value;
+        (kernel >= 3.0 && received == kernel).then_some((kernel, received))
+    });
+    eprintln!("spawn segments: kernel {kernel}, records received {received}");
+    assert!(kernel < 16.0 * 2.0, "{kernel} segments: enough to fill a batch per CPU, which proves nothing");
+    assert!(e.stop().status.success());
+}

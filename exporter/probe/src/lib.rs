@@ -9,7 +9,8 @@
 //!   (model, resolver, instance stores, slot configuration);
 //! - [`loader`]: the BPF object loaded and each probe point attached (**where a stage is
 //!   attached**);
-//! - [`ring`] and [`maps`]: the ring buffer reader, the kernel histograms and counters;
+//! - [`ring`], [`staging`] and [`maps`]: the ring buffer reader, the records staged per CPU,
+//!   the kernel histograms and counters;
 //! - [`capture`]: a kernel's facts written into a fixture directory (`doctor --capture`).
 
 pub mod capture;
@@ -18,6 +19,7 @@ pub mod loader;
 pub mod maps;
 pub mod plan;
 pub mod ring;
+pub mod staging;
 pub mod suggest;
 pub mod target;
 pub mod value;

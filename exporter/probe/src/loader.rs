@@ -15,7 +15,7 @@ use std::{
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, RingBuf},
-    programs::Program,
+    programs::{Program, ProgramError, RawTracePoint, RawTracePointRunOptions, TestRun as _},
 };
 use clockpath_common::{
     limits::{MAX_CHAINS, NUM_SLOTS},
@@ -27,6 +27,7 @@ use crate::{
     maps::KernelMaps,
     plan::{Candidate, ChainPlan, ChainState, PlanKind, Status, direct_entries, slots::assign},
     ring::{RING_NAMES, RingLayout},
+    staging::{self, StagedRecords},
     target::{AttachKind, Target},
 };
 
@@ -42,6 +43,9 @@ pub struct LoadOptions {
     /// Turn on the kernel's BPF run-time statistics while loaded.
     pub bpf_stats: bool,
 }
+
+/// The program that hands a CPU's staged records to its ring (`ebpf/src/staging.rs`).
+const FLUSH_PROGRAM: &str = "cp_flush";
 
 /// The BPF object, built by build.rs from `ebpf/`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/clockpath"));
@@ -78,6 +82,10 @@ pub struct Engine {
     refused: BTreeMap<AttachKind, String>,
     /// How the ring buffers are laid out on this machine.
     pub rings: RingLayout,
+    /// One-segment chains stage their records per CPU (`staging`).
+    pub staging: bool,
+    /// Why the flush program could not be loaded, if it could not.
+    flush_refused: Option<String>,
     pub chains: Vec<ChainPlan>,
     _stats: Option<OwnedFd>,
 }
@@ -104,6 +112,7 @@ impl Engine {
         let rings = RingLayout::for_this_machine(probe.ring_bytes);
         let wakeup = u64::from(rings.ring_bytes / 4);
         let mask = rings.mask();
+        let staging = staging::supported();
         let direct = direct_entries(plans);
         let configs = assign(plans, probe.raw_hits);
         let table: &[SlotConfig; NUM_SLOTS as usize] =
@@ -117,9 +126,14 @@ impl Engine {
             .map_max_entries("DIRECT", direct.max(1))
             .override_global("WAKEUP_BYTES", &wakeup, true)
             .override_global("RING_MASK", &mask, true)
+            .override_global("STAGING", &u32::from(staging), true)
             .override_global("SLOT_CONFIGS", table, true)
             .load(OBJECT)
             .map_err(LoadError::Object)?;
+        let mut ebpf = ebpf;
+        // The flush program needs what every slot program needs (CAP_BPF, CAP_PERFMON): where
+        // it cannot load, no chain will attach either, and the start fails naming what is missing.
+        let flush_refused = if staging { load_flush(&mut ebpf).err() } else { None };
         Ok(Engine {
             ebpf,
             btf: None,
@@ -127,6 +141,8 @@ impl Engine {
             used: BTreeSet::new(),
             refused: BTreeMap::new(),
             rings,
+            staging,
+            flush_refused,
             chains: Vec::new(),
             _stats: stats,
         })
@@ -135,6 +151,32 @@ impl Engine {
     /// Take the rings some CPU writes (once) for the reader.
     pub fn take_rings(&mut self) -> Result<Vec<RingBuf<MapData>>, LoadError> {
         RING_NAMES[..self.rings.used as usize].iter().map(|name| take(&mut self.ebpf, name)).collect()
+    }
+
+    /// Take the per-CPU staged records (once); None when nothing stages on this kernel.
+    pub fn take_staged(&mut self) -> Result<Option<StagedRecords>, LoadError> {
+        if !self.staging {
+            return Ok(None);
+        }
+        Ok(Some(StagedRecords { map: take(&mut self.ebpf, "STAGED")? }))
+    }
+
+    /// Hand the records staged on `cpu` to its ring: runs the flush program there (an IPI to
+    /// that CPU). Ok(false): a program on that CPU was writing them; try again later.
+    pub fn flush_staged(&self, cpu: u32) -> Result<bool, String> {
+        if let Some(why) = &self.flush_refused {
+            return Err(format!("the flush program `{FLUSH_PROGRAM}` could not be loaded: {why}"));
+        }
+        let flush: &RawTracePoint = self
+            .ebpf
+            .program(FLUSH_PROGRAM)
+            .ok_or(ProgramError::NotLoaded)
+            .and_then(TryInto::try_into)
+            .map_err(|e| crate::report(&e))?;
+        let done = flush
+            .test_run(RawTracePointRunOptions { cpu: Some(cpu), ..RawTracePointRunOptions::new() })
+            .map_err(|e| crate::report(&e))?;
+        Ok(done.return_value == 0)
     }
 
     /// Take the maps userspace reads (once).
@@ -475,6 +517,16 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 ) -> Result<T, LoadError> {
     let map = ebpf.take_map(name).ok_or(LoadError::NoMap { name })?;
     T::try_from(map).map_err(|source| LoadError::Map { name, source })
+}
+
+/// Load the flush program (`FLUSH_PROGRAM`); the error's first line otherwise.
+fn load_flush(ebpf: &mut Ebpf) -> Result<(), String> {
+    let flush: &mut RawTracePoint = ebpf
+        .program_mut(FLUSH_PROGRAM)
+        .ok_or(ProgramError::NotLoaded)
+        .and_then(TryInto::try_into)
+        .map_err(|e| chain_msg(&e))?;
+    flush.load().map_err(|e| chain_msg(&e))
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.

@@ -133,16 +133,27 @@ impl RingReader {
 }
 
 fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Record>, malformed: &mut u64) -> usize {
-    let mut n = 0;
+    let before = out.len();
     while let Some(item) = ring.next() {
-        if item.len() < RECORD_HEAD_BYTES {
+        if !decode_item(&item, out) {
             *malformed += 1;
-            continue;
         }
-        out.push(decode(&item));
-        n += 1;
     }
-    n
+    out.len() - before
+}
+
+/// Append the records of one ring item to `out`: a whole record (`RECORD_BYTES`, a segment
+/// with its interference), or one or more heads (a record alone, or a CPU's staged batch).
+/// False, appending nothing, for any other length.
+pub fn decode_item(item: &[u8], out: &mut Vec<Record>) -> bool {
+    if item.len() == RECORD_BYTES {
+        out.push(decode(item));
+    } else if !item.is_empty() && item.len().is_multiple_of(RECORD_HEAD_BYTES) {
+        out.extend(item.chunks_exact(RECORD_HEAD_BYTES).map(decode));
+    } else {
+        return false;
+    }
+    true
 }
 
 /// A record from its bytes: a head alone (`RECORD_HEAD_BYTES`) has no interference.
@@ -176,6 +187,27 @@ mod tests {
         assert_eq!((l.count, l.used, l.ring_bytes), (4, 4, 4096));
         assert_eq!(RingLayout::new(1, 16 << 20, 4096).ring_bytes, 16 << 20);
         assert_eq!(RingLayout::new(0, 16 << 20, 4096).count, 1);
+    }
+
+    #[test]
+    fn an_item_is_one_whole_record_or_any_number_of_heads() {
+        let recs: Vec<Record> =
+            (1..=3).map(|i| Record { kind: 1, chain: i, instance_id: i as u64, ..Default::default() }).collect();
+        let bytes = |r: &Record| {
+            // SAFETY: a Record is plain old data.
+            unsafe { std::slice::from_raw_parts((&raw const *r).cast::<u8>(), RECORD_BYTES) }.to_vec()
+        };
+        let batch: Vec<u8> = recs.iter().flat_map(|r| bytes(r)[..RECORD_HEAD_BYTES].to_vec()).collect();
+        let mut out = Vec::new();
+        assert!(decode_item(&batch, &mut out));
+        assert_eq!(out, recs, "a staged batch of three heads");
+        out.clear();
+        assert!(decode_item(&bytes(&recs[0]), &mut out));
+        assert_eq!(out, [recs[0]]);
+        for bad in [0, 8, RECORD_HEAD_BYTES + 8, 2 * RECORD_HEAD_BYTES + 8] {
+            assert!(!decode_item(&vec![0; bad], &mut out), "{bad} bytes");
+        }
+        assert_eq!(out.len(), 1, "nothing appended for a malformed item");
     }
 
     #[test]

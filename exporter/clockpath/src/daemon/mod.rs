@@ -19,6 +19,7 @@ use clockpath_probe::{
     maps::KernelMaps,
     plan::{self, ChainPlan},
     ring::{RingLayout, RingReader},
+    staging::StagedRecords,
     target::Target,
 };
 use tokio::{sync::watch, task::JoinHandle};
@@ -118,10 +119,12 @@ impl Daemon {
         let mut plans = plans;
         let mut engine = Engine::load(&probe.load_options(), &mut plans)?;
         let rings = engine.take_rings()?;
+        let staged = engine.take_staged()?;
         let ring_layout = engine.rings;
         tracing::info!(
             rings = ring_layout.used,
             bytes_each = ring_layout.ring_bytes,
+            staging = staged.is_some(),
             "ring buffers, one per CPU (or group of CPUs)"
         );
         let maps = engine.take_maps()?;
@@ -176,6 +179,7 @@ impl Daemon {
             }
             t
         };
+        let engine = Arc::new(Mutex::new(engine));
         let health = Arc::new(Health::default());
         health.attached.store(true, Ordering::Relaxed);
         health.reader.store(true, Ordering::Relaxed);
@@ -183,6 +187,9 @@ impl Daemon {
             ReadLoop {
                 health: health.clone(),
                 reader,
+                staged,
+                engine: engine.clone(),
+                flush_every: Duration::from_millis(probe.drain_interval_ms),
                 assembly,
                 maps: maps.clone(),
                 timeouts,
@@ -193,17 +200,7 @@ impl Daemon {
             .run(),
         );
         let ring_bytes = probe.ring_bytes;
-        Ok(Daemon {
-            engine: Arc::new(Mutex::new(engine)),
-            health,
-            maps,
-            plans,
-            stats,
-            ring_bytes,
-            rings: ring_layout,
-            stop_tx,
-            task,
-        })
+        Ok(Daemon { engine, health, maps, plans, stats, ring_bytes, rings: ring_layout, stop_tx, task })
     }
 
     /// Kernel run time/count of the attached programs (meaningful with bpf_stats on).
@@ -249,10 +246,16 @@ impl Daemon {
     }
 }
 
-/// The ring reader task: drains the ring into assembly and sweeps timed-out instances.
+/// The ring reader task: drains the rings into assembly, has staged records flushed on CPUs
+/// that hold some, and sweeps timed-out instances.
 struct ReadLoop {
     health: Arc<Health>,
     reader: RingReader,
+    /// Records staged per CPU (None: nothing stages on this kernel).
+    staged: Option<StagedRecords>,
+    /// For the flush program.
+    engine: Arc<Mutex<Engine>>,
+    flush_every: Duration,
     assembly: Assembly,
     maps: Arc<Mutex<KernelMaps>>,
     /// Chain timeouts by chain index.
@@ -271,9 +274,24 @@ impl ReadLoop {
     }
 
     async fn run_inner(self) -> Option<Assembly> {
-        let ReadLoop { mut reader, assembly, maps, timeouts, sweep_every, mut stop, stats, .. } = self;
+        let ReadLoop {
+            mut reader,
+            staged,
+            engine,
+            flush_every,
+            assembly,
+            maps,
+            timeouts,
+            sweep_every,
+            mut stop,
+            stats,
+            ..
+        } = self;
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(flush_every);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush_failed = false;
         // One batch buffer, handed over only when it holds records; its replacement is one the
         // assembly thread has emptied, so a steady load allocates no batches.
         let mut batch: Vec<Record> = assembly.empty_batch();
@@ -317,10 +335,25 @@ impl ReadLoop {
                         assembly.send(closes);
                     }
                 }
+                _ = flush.tick(), if staged.is_some() => {
+                    if let Some(staged) = &staged {
+                        flush_staged(staged, &engine, &mut flush_failed);
+                    }
+                }
                 _ = stop.changed() => {
-                    // Probes are detached; whatever is in the ring is all there will be.
+                    // Probes are detached; whatever is in the rings and staged is all there
+                    // will be.
                     let mut rest = Vec::new();
                     reader.drain(&mut rest);
+                    if let Some(staged) = &staged {
+                        match staged.take() {
+                            Ok(records) => {
+                                rest.extend(records);
+                                rest.sort_by_key(|r| r.end_ns);
+                            }
+                            Err(error) => tracing::error!(%error, "reading the records staged per CPU failed; they are lost"),
+                        }
+                    }
                     if reader.malformed > 0 {
                         tracing::warn!(count = reader.malformed, "malformed ring records skipped");
                     }
@@ -328,6 +361,31 @@ impl ReadLoop {
                     return Some(assembly);
                 }
             }
+        }
+    }
+}
+
+/// Have the flush program run on each CPU that holds staged records: a CPU that went idle
+/// would otherwise keep them until it stages a full batch. The first failure is logged.
+fn flush_staged(staged: &StagedRecords, engine: &Mutex<Engine>, failed: &mut bool) {
+    let cpus = match staged.pending_cpus() {
+        Ok(cpus) => cpus,
+        Err(error) => {
+            if !std::mem::replace(failed, true) {
+                tracing::warn!(%error, "reading the records staged per CPU failed; they reach userspace a batch at a time");
+            }
+            return;
+        }
+    };
+    if cpus.is_empty() {
+        return;
+    }
+    let Ok(engine) = engine.lock() else { return };
+    for cpu in cpus {
+        if let Err(error) = engine.flush_staged(cpu)
+            && !std::mem::replace(failed, true)
+        {
+            tracing::warn!(cpu, %error, "flushing the records staged on a CPU failed; they reach userspace a batch at a time");
         }
     }
 }
