@@ -323,26 +323,44 @@ fn main() {
             c
         }),
     ));
-    // The floor any tool on these two tracepoints pays: a program that does nothing.
+    // The floor any tool on these two tracepoints pays: a program that does nothing, attached
+    // through the perf tracepoint path (what bpftrace and runqlat's fallback use) and through
+    // the BPF trampoline path clockpath's chains use (tp_btf, raw tracepoints).
     tools.push((
-        "empty programs on sched_wakeup + sched_switch".into(),
+        "empty programs on sched_wakeup + sched_switch (tracepoint)".into(),
         Box::new(|| {
             let mut c = Command::new(&bpftrace);
             c.args(["-e", "tracepoint:sched:sched_wakeup,tracepoint:sched:sched_switch { }"]);
             c
         }),
     ));
-    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
-    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    let floor_index = tools.len();
+    let labels: Vec<String> = tools
+        .iter()
+        .map(|(l, _)| l.clone())
+        .chain(std::iter::once("empty programs on sched_wakeup + sched_switch (tp_btf, raw_tp)".to_string()))
+        .collect();
+    let (_floor_dir, floor_path) = config_file(FLOOR_CONFIG);
+    let floor_loaded = Config::load(Some(&floor_path)).expect("floor config");
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); labels.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); labels.len()];
     let mut bare = Vec::new();
     for round in 0..ROUNDS {
-        for (i, (_, make)) in tools.iter().enumerate() {
+        for i in 0..labels.len() {
             let t0 = pipe_bench_on(Some(PINNED_CPU));
-            let child = spawn_quiet(&mut make());
+            let running = match tools.get(i) {
+                Some((_, make)) => Running::Tool(spawn_quiet(&mut make())),
+                None => Running::Floor(start_floor(&rt, &floor_loaded, &kernel)),
+            };
             // Time for each tool to load and attach (a benchmark, not a test: a fixed settle time).
             std::thread::sleep(Duration::from_secs(4));
             let t1 = pipe_bench_on(Some(PINNED_CPU));
-            stop(child);
+            match running {
+                Running::Tool(child) => stop(child),
+                Running::Floor(d) => {
+                    rt.block_on(d.stop());
+                }
+            }
             bare.push(t0.0);
             wall[i].push(t1.0 / t0.0);
             cpu[i].push(t1.1 / t0.1);
@@ -354,25 +372,67 @@ fn main() {
     let pct = |x: f64| (x - 1.0) * 100.0;
     let medians: Vec<(f64, f64)> =
         wall.iter().zip(&cpu).map(|(w, c)| (pct(median(w.clone())), pct(median(c.clone())))).collect();
-    for (((label, _), w), (mw, mc)) in tools.iter().zip(&wall).zip(&medians) {
+    for ((label, w), (mw, mc)) in labels.iter().zip(&wall).zip(&medians) {
         let all: Vec<String> = w.iter().map(|x| format!("{:+.1}%", pct(*x))).collect();
         println!("  {label:<42} {mw:>+8.1}% {mc:>+8.1}%   (wall: {})", all.join(" "));
     }
-    let at = |label: &str| tools.iter().position(|(l, _)| l.trim() == label).map(|i| medians[i]);
+    let at = |label: &str| labels.iter().position(|l| l.trim() == label).map(|i| medians[i]);
     if let (Some(d), Some(w), Some(r)) =
         (at("clockpath run (default config)"), at("sched_wakeup chain only"), at("runqlat (libbpf-tools)"))
     {
         println!("\nratios to runqlat's slowdown (wall, cpu):");
         println!("  default config:          {:.2}x, {:.2}x   (target <= 0.5x)", d.0 / r.0, d.1 / r.1);
         println!("  sched_wakeup chain only: {:.2}x, {:.2}x   (target <= 0.25x)", w.0 / r.0, w.1 / r.1);
-        if let Some(f) = at("empty programs on sched_wakeup + sched_switch") {
+        for (kind, i) in [("tracepoint", floor_index - 1), ("tp_btf, raw_tp", floor_index)] {
+            let f = medians[i];
             println!(
-                "  empty programs (floor):  {:.2}x, {:.2}x   (what attaching to both costs before any work)",
+                "  empty programs, {kind}: {:.2}x, {:.2}x   (the floor: attaching to both, before any work)",
                 f.0 / r.0,
                 f.1 / r.1
             );
         }
     }
+}
+
+/// A chain on a tracepoint that never fires, so the floor's daemon starts (it needs a running
+/// chain) with no program on the workload's path but the two empty ones.
+const FLOOR_CONFIG: &str = r#"
+[chains.sched_wakeup]
+enabled = false
+[chains.hrtimer]
+enabled = false
+[chains.softirq]
+enabled = false
+[chains.clocksource_switch]
+enabled = false
+[chains.never]
+[[chains.never.stages]]
+name = "a"
+key = "global"
+targets = ["tracepoint:sched:sched_kthread_stop"]
+[[chains.never.stages]]
+name = "b"
+key = "global"
+targets = ["tracepoint:sched:sched_kthread_stop"]
+"#;
+
+/// What runs during one measured pipe run.
+enum Running {
+    Tool(Child),
+    Floor(Daemon),
+}
+
+/// An in-process daemon with clockpath's empty programs on `sched_switch` (tp_btf) and
+/// `sched_wakeup` (raw tracepoint: one program attaches to one tp_btf target, so the second
+/// is the raw one; both run through the same BPF trampoline dispatch).
+fn start_floor(rt: &tokio::runtime::Runtime, loaded: &clockpath::config::Loaded, kernel: &Kernel) -> Daemon {
+    let plans = daemon::plan(loaded, kernel).expect("floor plan");
+    rt.block_on(async {
+        let mut d = Daemon::start(loaded, plans, Vec::new()).expect("floor daemon");
+        d.attach_baseline(&"tp_btf:sched_switch".parse().unwrap()).expect("empty tp_btf");
+        d.attach_baseline(&"raw_tp:sched_wakeup".parse().unwrap()).expect("empty raw_tp");
+        d
+    })
 }
 
 /// The chains of the built-in default configuration.
