@@ -11,7 +11,7 @@
 //! interrupt, or a preemption where programs are preemptible) sends its record straight to
 //! the ring; `cp_flush` returns 1 and is tried again on the next tick.
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{cty::c_void, helpers::bpf_ringbuf_output, macros::raw_tracepoint, programs::RawTracePointContext};
 use clockpath_common::{
     interference::SOURCES,
     record::{Record, RecordHead, STAGE_RECORDS, Staged},
@@ -70,8 +70,20 @@ unsafe fn flush(st: *mut Staged) {
             return;
         }
         let ring = own_ring();
-        let heads = core::slice::from_raw_parts(addr_of!((*st).records) as *const RecordHead, n);
-        let sent = on_ring!(ring, |r| r.output::<[RecordHead]>(heads, wake_flags(ring)).is_ok());
+        let heads = addr_of!((*st).records) as *mut c_void;
+        // Checked again on the very value passed: older verifiers (6.1) lose the bound of `n`
+        // through the multiplication ("R3 unbounded memory access"), and without the opaque
+        // copy LLVM would drop this check as implied by the one above.
+        let bytes = core::hint::black_box((n * size_of::<RecordHead>()) as u64);
+        if bytes == 0 || bytes > size_of::<[RecordHead; STAGE_RECORDS]>() as u64 {
+            write_volatile(addr_of_mut!((*st).n), 0);
+            return;
+        }
+        // The helper, not `RingBuf::output`: that is not inlined, and kernels before 6.x refuse
+        // a map passed to a BPF-to-BPF call ("reg type unsupported"). A `RingBuf` is its map
+        // definition (`repr(transparent)`), which is what the helper takes.
+        let sent =
+            on_ring!(ring, |r| bpf_ringbuf_output(r as *const _ as *mut c_void, heads, bytes, wake_flags(ring)) == 0);
         if !sent {
             let mut j = 0;
             while j < STAGE_RECORDS {
