@@ -165,23 +165,23 @@ macro_rules! on_ring {
 }
 pub(crate) use on_ring;
 
+#[inline(always)]
+fn ring_mask() -> u32 {
+    // SAFETY: a read-only global.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(RING_MASK)) }
+}
+
 /// The ring of the CPU this runs on.
 #[inline(always)]
 pub fn own_ring() -> u32 {
-    // SAFETY: a read-only global.
-    cpu() & unsafe { core::ptr::read_volatile(core::ptr::addr_of!(RING_MASK)) }
+    cpu() & ring_mask()
 }
 
 /// The ring a record of instance `id` goes to: the opening CPU's for `FLAG_ORDERED` slots (an
 /// instance's records then arrive in the order they were written), the writing CPU's otherwise.
 #[inline(always)]
 fn ring_of(cfg: Cfg, id: u64) -> u32 {
-    if cfg.has(FLAG_ORDERED) && id != 0 {
-        // SAFETY: a read-only global.
-        (id >> 48) as u32 & unsafe { core::ptr::read_volatile(core::ptr::addr_of!(RING_MASK)) }
-    } else {
-        own_ring()
-    }
+    if cfg.has(FLAG_ORDERED) && id != 0 { (id >> 48) as u32 & ring_mask() } else { own_ring() }
 }
 
 /// Submit flags for a record (or a batch) on `ring`.

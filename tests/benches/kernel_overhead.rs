@@ -23,17 +23,10 @@ const PIPE_LOOPS: &str = "200000";
 /// Chains whose stage-1 programs run only the fast path (`fast_*`: stage 0 on a tracepoint that
 /// does not fire) or only the full path (`full_*`: stage 0 and stage 1 on the same sched_switch,
 /// keyed by CPU, so every stage-1 hit records a segment and a ring record).
-const BENCH_CONFIG: &str = r#"
+const BENCH_CONFIG: &str = only_these_chains!(
+    r#"
 [probe]
 bpf_stats = true
-[chains.sched_wakeup]
-enabled = false
-[chains.hrtimer]
-enabled = false
-[chains.softirq]
-enabled = false
-[chains.clocksource_switch]
-enabled = false
 
 [chains.fast_tp]
 [[chains.fast_tp.stages]]
@@ -107,7 +100,8 @@ targets = ["tp_btf:sched_switch"]
 name = "close"
 key = "cpu"
 targets = ["tp_btf:sched_switch"]
-"#;
+"#
+);
 
 fn pipe_bench() -> f64 {
     pipe_bench_timed().0
@@ -396,15 +390,8 @@ fn main() {
 
 /// A chain on a tracepoint that never fires, so the floor's daemon starts (it needs a running
 /// chain) with no program on the workload's path but the two empty ones.
-const FLOOR_CONFIG: &str = r#"
-[chains.sched_wakeup]
-enabled = false
-[chains.hrtimer]
-enabled = false
-[chains.softirq]
-enabled = false
-[chains.clocksource_switch]
-enabled = false
+const FLOOR_CONFIG: &str = only_these_chains!(
+    r#"
 [chains.never]
 [[chains.never.stages]]
 name = "a"
@@ -414,7 +401,8 @@ targets = ["tracepoint:sched:sched_kthread_stop"]
 name = "b"
 key = "global"
 targets = ["tracepoint:sched:sched_kthread_stop"]
-"#;
+"#
+);
 
 /// What runs during one measured pipe run.
 enum Running {

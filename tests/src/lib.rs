@@ -65,6 +65,19 @@ pub fn clockpath(args: &[&str]) -> Output {
     Command::new(clockpath_bin()).args(args).output().expect("run clockpath")
 }
 
+/// Configuration TOML that turns the four built-in chains off, then `$rest` (a literal): for
+/// tests and benches that run chains of their own.
+#[macro_export]
+macro_rules! only_these_chains {
+    ($rest:literal) => {
+        concat!(
+            "[chains.sched_wakeup]\nenabled = false\n[chains.hrtimer]\nenabled = false\n",
+            "[chains.softirq]\nenabled = false\n[chains.clocksource_switch]\nenabled = false\n",
+            $rest
+        )
+    };
+}
+
 /// Write a config file into a temp dir and return (dir, path).
 pub fn config_file(toml: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");

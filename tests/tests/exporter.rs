@@ -302,15 +302,8 @@ fn statistics_windows_are_published_for_live_chains() {
 }
 
 /// A chain of one segment, a process spawned and exec'd: a handful of records, on demand.
-const SPAWN_CHAIN: &str = r#"
-[chains.sched_wakeup]
-enabled = false
-[chains.hrtimer]
-enabled = false
-[chains.softirq]
-enabled = false
-[chains.clocksource_switch]
-enabled = false
+const SPAWN_CHAIN: &str = only_these_chains!(
+    r#"
 [chains.spawn]
 [[chains.spawn.stages]]
 name = "fork"
@@ -320,7 +313,8 @@ targets = ["tracepoint:sched:sched_process_fork"]
 name = "exec"
 key = "pid"
 targets = ["tracepoint:sched:sched_process_exec"]
-"#;
+"#
+);
 
 /// A one-segment chain's records are staged per CPU and reach the ring 16 at a time. A CPU
 /// that goes idle with fewer has them flushed by the reader (the flush program run on that

@@ -145,15 +145,8 @@ fn nobody_with_bpf_perfmon_and_syslog_runs_every_chain_root_runs_and_then_holds_
 }
 
 /// A chain whose stage filters on a kernel function's address.
-const FILTERED: &str = r#"
-[chains.hrtimer]
-enabled = false
-[chains.softirq]
-enabled = false
-[chains.sched_wakeup]
-enabled = false
-[chains.clocksource_switch]
-enabled = false
+const FILTERED: &str = only_these_chains!(
+    r#"
 
 [chains.tick]
 description = "The scheduler tick's hrtimer only"
@@ -167,7 +160,8 @@ targets = [{ attach = "tp_btf:hrtimer_start", key = "arg0" }]
 [[chains.tick.stages]]
 name = "expire_entry"
 targets = [{ attach = "tp_btf:hrtimer_expire_entry", key = "arg0" }]
-"#;
+"#
+);
 
 #[test]
 fn each_missing_capability_is_named_with_what_it_disables() {
