@@ -77,13 +77,26 @@ fn main() -> anyhow::Result<()> {
     strip_debug(&built, &dst)
 }
 
-/// Copy the object without its DWARF sections. bpf-linker needs DWARF to emit BTF, and the
-/// loader needs BTF and BTF.ext (kept), but nothing reads DWARF: with it the object is ~20 MB
-/// that every exporter maps and pages in while loading, without it ~5 MB.
+/// Copy the object without its DWARF sections and its `.BTF.ext`. bpf-linker needs DWARF to
+/// emit BTF, and the loader needs `.BTF` (kept: map and program types), but nothing reads
+/// DWARF: with it the object is ~20 MB that every exporter maps and pages in while loading.
+/// `.BTF.ext` holds the func and line info of every program; the object has no CO-RE
+/// relocations in it, the kernel needs neither (subprograms are then verified as static
+/// ones, in their caller's context), and aya 0.14 copies a section's whole line info for each
+/// program it parses: 108 slot programs made that a 290 MB peak at every start, above the
+/// Helm chart's memory limit. `CLOCKPATH_BPF_LINE_INFO=1` keeps it, for verifier logs and
+/// `bpftool prog dump` with source lines.
 fn strip_debug(from: &Path, to: &Path) -> anyhow::Result<()> {
+    println!("cargo:rerun-if-env-changed=CLOCKPATH_BPF_LINE_INFO");
+    let keep_line_info = env::var_os("CLOCKPATH_BPF_LINE_INFO").is_some_and(|v| v == "1");
     let candidates = ["/usr/lib/llvm-22/bin/llvm-objcopy", "llvm-objcopy-22", "llvm-objcopy"];
     for objcopy in candidates {
-        match Command::new(objcopy).arg("--strip-debug").arg(from).arg(to).output() {
+        let mut cmd = Command::new(objcopy);
+        cmd.arg("--strip-debug");
+        if !keep_line_info {
+            cmd.arg("--remove-section=.BTF.ext");
+        }
+        match cmd.arg(from).arg(to).output() {
             Ok(out) if out.status.success() => return Ok(()),
             Ok(out) => {
                 return Err(anyhow!(

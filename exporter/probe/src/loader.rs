@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader, Endianness,
     maps::{MapData, RingBuf},
     programs::{Program, ProgramError, RawTracePoint, RawTracePointRunOptions, TestRun as _},
 };
@@ -23,7 +23,7 @@ use clockpath_common::{
 };
 
 use crate::{
-    kernel::{self, Kernel},
+    kernel::{self, Kernel, btf::KernelBtf},
     maps::KernelMaps,
     plan::{Candidate, ChainPlan, ChainState, PlanKind, Status, direct_entries, slots::assign},
     ring::{RING_NAMES, RingLayout},
@@ -71,9 +71,12 @@ pub enum LoadError {
 /// The loaded object, its attached programs and the plan they implement.
 pub struct Engine {
     ebpf: Ebpf,
-    /// The kernel's BTF, parsed when a BTF-typed program is first loaded and released when
-    /// `attach` is done: tens of MB the exporter has no use for while it runs.
+    /// aya's view of the kernel's BTF, for the attach ids of BTF-typed programs: built from
+    /// `KernelBtf::attach_blob` (the kernel's type ids, only the names attaching needs) when a
+    /// BTF-typed program is first loaded, and released when `attach` is done.
     btf: Option<Btf>,
+    /// The BTF-typed targets `btf` can attach (tracepoints and functions by name).
+    btf_names: BTreeSet<(bool, String)>,
     /// Every slot's role, as loaded (read-only in the kernel).
     configs: Vec<SlotConfig>,
     /// Slots in use.
@@ -118,6 +121,10 @@ impl Engine {
         let table: &[SlotConfig; NUM_SLOTS as usize] =
             configs.as_slice().try_into().map_err(|_| LoadError::NoMap { name: "SLOT_CONFIGS" })?;
         let mut loader = EbpfLoader::new();
+        // The object has no CO-RE relocations, so aya needs no kernel BTF to load it (its
+        // default parses all of /sys/kernel/btf/vmlinux); BTF-typed programs get a small one
+        // to attach with (`ensure_btf`).
+        loader.btf(None);
         for (i, name) in (0..).zip(RING_NAMES) {
             loader.map_max_entries(name, rings.size_of(i));
         }
@@ -137,6 +144,7 @@ impl Engine {
         Ok(Engine {
             ebpf,
             btf: None,
+            btf_names: BTreeSet::new(),
             configs,
             used: BTreeSet::new(),
             refused: BTreeMap::new(),
@@ -196,6 +204,14 @@ impl Engine {
     pub fn attach(&mut self, plans: Vec<ChainPlan>) {
         // Chains first: the interference sources are only worth their cost (they fire on
         // every IRQ, softirq and context switch) when a running chain charges interference.
+        let btf_targets: Vec<Target> = plans
+            .iter()
+            .flat_map(|c| c.stages.iter().flat_map(|s| s.points.iter()).chain(c.aborts.iter()))
+            .flat_map(|p| p.candidates.iter())
+            .filter(|c| c.status == Status::Ready && c.target.kind.is_btf_typed())
+            .map(|c| c.target.clone())
+            .collect();
+        self.ensure_btf(&btf_targets);
         let (chains, sources): (Vec<ChainPlan>, Vec<ChainPlan>) = plans.into_iter().partition(ChainPlan::is_chain);
         for mut chain in chains {
             self.attach_chain(&mut chain);
@@ -211,6 +227,30 @@ impl Engine {
             self.chains.push(plan);
         }
         self.btf = None;
+        self.btf_names.clear();
+    }
+
+    /// Make `self.btf` able to attach every BTF-typed target in `targets` (rebuilt only when one
+    /// is new). A kernel without readable BTF leaves it `None`: those loads then say why.
+    fn ensure_btf(&mut self, targets: &[Target]) {
+        let wanted: BTreeSet<(bool, String)> = targets
+            .iter()
+            .filter(|t| t.kind.is_btf_typed())
+            .map(|t| (t.kind == AttachKind::TpBtf, t.name.clone()))
+            .collect();
+        if wanted.is_empty() || (self.btf.is_some() && wanted.is_subset(&self.btf_names)) {
+            return;
+        }
+        self.btf_names.extend(wanted);
+        let Ok(kernel_btf) = KernelBtf::load(std::path::Path::new(kernel::VMLINUX_BTF)) else {
+            self.btf = None;
+            return;
+        };
+        let tracepoints = self.btf_names.iter().filter(|(tp, _)| *tp).map(|(_, n)| n.as_str());
+        let functions = self.btf_names.iter().filter(|(tp, _)| !*tp).map(|(_, n)| n.as_str());
+        let blob = kernel_btf.attach_blob(tracepoints, functions);
+        drop(kernel_btf);
+        self.btf = Btf::parse(&blob, Endianness::default()).ok();
     }
 
     fn attach_chain(&mut self, chain: &mut ChainPlan) {
@@ -328,7 +368,7 @@ impl Engine {
             Err(why) => {
                 self.unload(&name);
                 // A kind the kernel refuses for one function it refuses for all: remember it.
-                if matches!(kind, AttachKind::Fentry | AttachKind::Fexit | AttachKind::TpBtf) && why.contains("EPERM") {
+                if kind.is_btf_typed() && why.contains("EPERM") {
                     self.refused.insert(kind, why.clone());
                     return Err(Status::Unusable(why));
                 }
@@ -339,8 +379,8 @@ impl Engine {
 
     fn load_and_attach(&mut self, name: &str, cand: &Candidate) -> Result<(), String> {
         let t = &cand.target;
-        if matches!(t.kind, AttachKind::TpBtf | AttachKind::Fentry | AttachKind::Fexit) && self.btf.is_none() {
-            self.btf = Btf::from_sys_fs().ok();
+        if t.kind.is_btf_typed() {
+            self.ensure_btf(std::slice::from_ref(t));
         }
         let btf = self.btf.as_ref();
         let prog = self.ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the BPF object"))?;

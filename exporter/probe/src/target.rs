@@ -89,6 +89,11 @@ impl AttachKind {
     pub fn is_function(self) -> bool {
         matches!(self, AttachKind::Fentry | AttachKind::Kprobe | AttachKind::Kretprobe | AttachKind::Fexit)
     }
+
+    /// Kinds whose programs attach by a BTF type id of the kernel (loading needs its BTF).
+    pub fn is_btf_typed(self) -> bool {
+        matches!(self, AttachKind::TpBtf | AttachKind::Fentry | AttachKind::Fexit)
+    }
 }
 
 impl fmt::Display for AttachKind {

@@ -1,25 +1,52 @@
 //! The running kernel's BTF: function and tracepoint prototypes, and struct member offsets for
 //! `argN->member` keys (Rust BPF code has no CO-RE relocations, so offsets are resolved here
 //! and written into the slot config).
+//!
+//! Read in place: the file's bytes, an offset per type id and a name index sorted by name —
+//! about 1.3 times the file (5.5 MB of BTF: ~8 MB), where a parsed type graph costs tens of
+//! times the file. Every query walks the raw records (`Documentation/bpf/btf.rst`).
+//! [`KernelBtf::attach_blob`] gives aya a BTF with the same type ids that keeps only the
+//! attach targets' names, so aya's own parse of it stays small too.
 
-use std::path::Path;
+use std::{cmp::Ordering, ops::Range, path::Path};
 
-use btf_rs::{Btf, Type};
+const MAGIC: u16 = 0xeb9f;
+const HEADER_LEN: usize = 24;
+
+pub(crate) const KIND_INT: u32 = 1;
+pub(crate) const KIND_PTR: u32 = 2;
+pub(crate) const KIND_ARRAY: u32 = 3;
+pub(crate) const KIND_STRUCT: u32 = 4;
+pub(crate) const KIND_UNION: u32 = 5;
+pub(crate) const KIND_ENUM: u32 = 6;
+pub(crate) const KIND_FWD: u32 = 7;
+pub(crate) const KIND_TYPEDEF: u32 = 8;
+pub(crate) const KIND_VOLATILE: u32 = 9;
+pub(crate) const KIND_CONST: u32 = 10;
+pub(crate) const KIND_RESTRICT: u32 = 11;
+pub(crate) const KIND_FUNC: u32 = 12;
+pub(crate) const KIND_FUNC_PROTO: u32 = 13;
+pub(crate) const KIND_VAR: u32 = 14;
+pub(crate) const KIND_DATASEC: u32 = 15;
+pub(crate) const KIND_FLOAT: u32 = 16;
+pub(crate) const KIND_DECL_TAG: u32 = 17;
+pub(crate) const KIND_TYPE_TAG: u32 = 18;
+pub(crate) const KIND_ENUM64: u32 = 19;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error("cannot read BTF from {path}")]
-    Load {
+    Read {
         path: String,
         #[source]
-        source: btf_rs::Error,
+        source: std::io::Error,
     },
+    #[error("{path} is not valid BTF: {why}")]
+    Invalid { path: String, why: String },
     #[error("`{0}` is not a function in the kernel's BTF")]
     NoFunction(String),
     #[error("no tracepoint `{0}` in the kernel's BTF (no btf_trace_{0} typedef)")]
     NoTracepoint(String),
-    #[error("`{what}` has {count} argument(s); arg{index} does not exist")]
-    NoArg { what: String, count: usize, index: u8 },
     #[error("no `struct {0}` in the kernel's BTF")]
     NoStruct(String),
     #[error("{what} is not a pointer to a struct (it is {ty}); cast it: (struct NAME *){what}->member")]
@@ -30,8 +57,6 @@ pub enum BtfError {
     Bitfield(String),
     #[error("member `{member}` is {ty} ({size} bytes); a key is read from a 1, 2, 4 or 8-byte integer or pointer")]
     BadSize { member: String, ty: String, size: usize },
-    #[error("BTF: {0}")]
-    Other(#[from] btf_rs::Error),
 }
 
 /// Where a dereferenced value sits: `offset` bytes into the pointee, `size` bytes wide.
@@ -41,15 +66,190 @@ pub struct MemberLoc {
     pub size: u8,
 }
 
+/// A type of the kernel's BTF, by id (0 is `void`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TypeId(u32);
+
+/// One type record, borrowed from the blob.
+#[derive(Clone, Copy)]
+pub(crate) struct Rec<'a> {
+    pub name_off: u32,
+    pub info: u32,
+    pub size_type: u32,
+    /// The kind-specific words after the three header words.
+    pub extra: &'a [u8],
+}
+
+impl Rec<'_> {
+    pub fn kind(&self) -> u32 {
+        (self.info >> 24) & 0x1f
+    }
+
+    pub fn vlen(&self) -> usize {
+        (self.info & 0xffff) as usize
+    }
+
+    pub fn kind_flag(&self) -> bool {
+        self.info >> 31 != 0
+    }
+
+    /// Word `i` of the kind-specific data.
+    pub fn word(&self, i: usize) -> u32 {
+        self.extra.get(4 * i..4 * i + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// Words of kind-specific data after a record's header, or None for an unknown kind.
+pub(crate) fn extra_words(kind: u32, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        KIND_INT | KIND_VAR | KIND_DECL_TAG => 1,
+        KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT
+        | KIND_TYPE_TAG => 0,
+        KIND_ARRAY => 3,
+        KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 3 * vlen,
+        KIND_ENUM | KIND_FUNC_PROTO => 2 * vlen,
+        _ => return None,
+    })
+}
+
+/// Raw BTF, indexed: the blob, where each type's record starts, and the named types sorted by
+/// name. Shared by [`KernelBtf`] and the fixture slicer (`btf_slice`).
+pub(crate) struct RawBtf {
+    bytes: Vec<u8>,
+    types: Range<usize>,
+    strings: Range<usize>,
+    /// Start of type id `i + 1`'s record within `types`.
+    offsets: Vec<u32>,
+    /// (name offset, type id) of every named type, sorted by name.
+    by_name: Vec<(u32, u32)>,
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+
+impl RawBtf {
+    /// Index `bytes` (a little-endian BTF blob, as every x86 and arm64 kernel writes).
+    pub fn parse(bytes: Vec<u8>) -> Result<RawBtf, String> {
+        if bytes.len() < HEADER_LEN || u16::from_le_bytes([bytes[0], bytes[1]]) != MAGIC {
+            return Err("bad magic or header".into());
+        }
+        let word = |i: usize| u32_at(&bytes, 4 + 4 * i).map(|w| w as usize).ok_or("short header");
+        let hdr_len = word(0)?;
+        let (type_off, type_len, str_off, str_len) = (word(1)?, word(2)?, word(3)?, word(4)?);
+        let types = hdr_len + type_off..hdr_len + type_off + type_len;
+        let strings = hdr_len + str_off..hdr_len + str_off + str_len;
+        if types.end > bytes.len() || strings.end > bytes.len() {
+            return Err("type or string section past the end".into());
+        }
+        let mut offsets = Vec::with_capacity(type_len / 16);
+        let mut by_name = Vec::new();
+        let tb = &bytes[types.clone()];
+        let mut off = 0;
+        while off < tb.len() {
+            let id = offsets.len() as u32 + 1;
+            let (Some(name_off), Some(info)) = (u32_at(tb, off), u32_at(tb, off + 4)) else {
+                return Err(format!("type section truncated at type {id}"));
+            };
+            let kind = (info >> 24) & 0x1f;
+            let words = extra_words(kind, (info & 0xffff) as usize)
+                .ok_or_else(|| format!("type {id} has unknown kind {kind}"))?;
+            let len = 12 + 4 * words;
+            if off + len > tb.len() {
+                return Err(format!("type section truncated at type {id}"));
+            }
+            if name_off as usize >= str_len {
+                return Err(format!("type {id} names string {name_off}, past the string section"));
+            }
+            offsets.push(off as u32);
+            if name_off != 0 {
+                by_name.push((name_off, id));
+            }
+            off += len;
+        }
+        let mut raw = RawBtf { bytes, types, strings, offsets, by_name: Vec::new() };
+        by_name.sort_unstable_by(|a, b| raw.str_at(a.0).cmp(raw.str_at(b.0)).then(a.1.cmp(&b.1)));
+        raw.by_name = by_name;
+        Ok(raw)
+    }
+
+    /// Number of types, `void` not counted (ids run from 1 to this).
+    pub fn len(&self) -> u32 {
+        self.offsets.len() as u32
+    }
+
+    pub fn get(&self, id: u32) -> Option<Rec<'_>> {
+        let off = *self.offsets.get((id as usize).checked_sub(1)?)? as usize;
+        let tb = &self.bytes[self.types.clone()];
+        let info = u32_at(tb, off + 4)?;
+        let words = extra_words((info >> 24) & 0x1f, (info & 0xffff) as usize)?;
+        Some(Rec {
+            name_off: u32_at(tb, off)?,
+            info,
+            size_type: u32_at(tb, off + 8)?,
+            extra: tb.get(off + 12..off + 12 + 4 * words)?,
+        })
+    }
+
+    /// The string at `off` of the string section ("" when it is not valid UTF-8).
+    pub fn str_at(&self, off: u32) -> &str {
+        let s = &self.bytes[self.strings.clone()];
+        let start = (off as usize).min(s.len());
+        let end = s[start..].iter().position(|&b| b == 0).map_or(s.len(), |n| start + n);
+        std::str::from_utf8(&s[start..end]).unwrap_or_default()
+    }
+
+    pub fn name(&self, r: &Rec<'_>) -> &str {
+        self.str_at(r.name_off)
+    }
+
+    /// Ids of the types named `name`, in id order.
+    pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = u32> + 'a {
+        let start = self.by_name.partition_point(|&(off, _)| self.str_at(off).cmp(name) == Ordering::Less);
+        self.by_name[start..].iter().take_while(move |&&(off, _)| self.str_at(off) == name).map(|&(_, id)| id)
+    }
+
+    /// Ids of the types named `name` of kind `kind`.
+    pub fn named_kind<'a>(&'a self, name: &'a str, kind: u32) -> impl Iterator<Item = u32> + 'a {
+        self.named(name).filter(move |&id| self.get(id).is_some_and(|r| r.kind() == kind))
+    }
+
+    /// The string section.
+    pub fn string_section(&self) -> &[u8] {
+        &self.bytes[self.strings.clone()]
+    }
+
+    /// Bytes the index holds (the blob and its tables), for the memory report.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + 4 * self.offsets.capacity() + 8 * self.by_name.capacity()
+    }
+}
+
 /// The kernel's BTF.
 pub struct KernelBtf {
-    btf: Btf,
+    raw: RawBtf,
+}
+
+/// A parameter of a prototype: its name (may be empty) and type.
+struct Param {
+    name_off: u32,
+    ty: u32,
 }
 
 impl KernelBtf {
     pub fn load(path: &Path) -> Result<KernelBtf, BtfError> {
-        let btf = Btf::from_file(path).map_err(|source| BtfError::Load { path: path.display().to_string(), source })?;
-        Ok(KernelBtf { btf })
+        let bytes =
+            std::fs::read(path).map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
+        KernelBtf::parse(bytes).map_err(|why| BtfError::Invalid { path: path.display().to_string(), why })
+    }
+
+    pub fn parse(bytes: Vec<u8>) -> Result<KernelBtf, String> {
+        Ok(KernelBtf { raw: RawBtf::parse(bytes)? })
+    }
+
+    /// Memory the parsed BTF holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.raw.heap_bytes()
     }
 
     pub fn has_function(&self, name: &str) -> bool {
@@ -60,186 +260,263 @@ impl KernelBtf {
         self.tracepoint_proto(name).is_ok()
     }
 
-    fn func_proto(&self, name: &str) -> Result<btf_rs::FuncProto, BtfError> {
-        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
-        for t in types {
-            if let Type::Func(f) = t
-                && let Ok(Type::FuncProto(p)) = self.btf.resolve_chained_type(&f)
-            {
-                return Ok(p);
-            }
-        }
-        Err(BtfError::NoFunction(name.to_string()))
+    fn func_proto(&self, name: &str) -> Result<u32, BtfError> {
+        self.raw
+            .named_kind(name, KIND_FUNC)
+            .filter_map(|id| self.raw.get(id))
+            .map(|f| f.size_type)
+            .find(|&p| self.raw.get(p).is_some_and(|r| r.kind() == KIND_FUNC_PROTO))
+            .ok_or_else(|| BtfError::NoFunction(name.to_string()))
     }
 
     /// Prototype of a raw/BTF tracepoint: `typedef void (*btf_trace_NAME)(void *, args...)`.
-    fn tracepoint_proto(&self, name: &str) -> Result<btf_rs::FuncProto, BtfError> {
-        let types = self.btf.resolve_types_by_name(&format!("btf_trace_{name}")).unwrap_or_default();
-        for t in types {
-            if let Type::Typedef(td) = t
-                && let Ok(Type::Ptr(p)) = self.btf.resolve_chained_type(&td)
-                && let Ok(Type::FuncProto(proto)) = self.btf.resolve_chained_type(&p)
-            {
-                return Ok(proto);
-            }
-        }
-        Err(BtfError::NoTracepoint(name.to_string()))
+    fn tracepoint_proto(&self, name: &str) -> Result<u32, BtfError> {
+        self.raw
+            .named_kind(&format!("btf_trace_{name}"), KIND_TYPEDEF)
+            .filter_map(|id| {
+                let ptr = self.raw.get(self.raw.get(id)?.size_type)?;
+                (ptr.kind() == KIND_PTR).then_some(ptr.size_type)
+            })
+            .find(|&p| self.raw.get(p).is_some_and(|r| r.kind() == KIND_FUNC_PROTO))
+            .ok_or_else(|| BtfError::NoTracepoint(name.to_string()))
+    }
+
+    fn params(&self, proto: u32) -> Vec<Param> {
+        let Some(r) = self.raw.get(proto) else { return Vec::new() };
+        (0..r.vlen()).map(|i| Param { name_off: r.word(2 * i), ty: r.word(2 * i + 1) }).collect()
     }
 
     /// Argument types of a function (fentry, fexit, kprobe).
-    pub fn function_args(&self, name: &str) -> Result<Vec<Type>, BtfError> {
-        let proto = self.func_proto(name)?;
-        proto.parameters.iter().map(|p| self.btf.resolve_chained_type(p).map_err(BtfError::from)).collect()
+    pub fn function_args(&self, name: &str) -> Result<Vec<TypeId>, BtfError> {
+        Ok(self.params(self.func_proto(name)?).iter().map(|p| TypeId(p.ty)).collect())
     }
 
     /// Return type of a function.
-    pub fn function_ret(&self, name: &str) -> Result<Type, BtfError> {
+    pub fn function_ret(&self, name: &str) -> Result<TypeId, BtfError> {
         let proto = self.func_proto(name)?;
-        Ok(self.btf.resolve_type_by_id(proto.return_type_id())?)
+        Ok(TypeId(self.raw.get(proto).map_or(0, |r| r.size_type)))
     }
 
     /// Argument types of a tracepoint as a raw_tp / tp_btf program sees them (without the
     /// leading `void *__data`).
-    pub fn tracepoint_args(&self, name: &str) -> Result<Vec<Type>, BtfError> {
-        let proto = self.tracepoint_proto(name)?;
-        proto.parameters.iter().skip(1).map(|p| self.btf.resolve_chained_type(p).map_err(BtfError::from)).collect()
+    pub fn tracepoint_args(&self, name: &str) -> Result<Vec<TypeId>, BtfError> {
+        Ok(self.params(self.tracepoint_proto(name)?).iter().skip(1).map(|p| TypeId(p.ty)).collect())
     }
 
     /// Parameter names of a tracepoint as a raw_tp / tp_btf program sees them (`vec_nr` for
     /// softirq_entry), empty where the BTF has none.
     pub fn tracepoint_arg_names(&self, name: &str) -> Result<Vec<String>, BtfError> {
-        let proto = self.tracepoint_proto(name)?;
-        Ok(proto.parameters.iter().skip(1).map(|p| self.btf.resolve_name(p).unwrap_or_default()).collect())
+        let params = self.params(self.tracepoint_proto(name)?);
+        Ok(params.iter().skip(1).map(|p| self.raw.str_at(p.name_off).to_string()).collect())
     }
 
     /// Parameter names of a function.
     pub fn function_arg_names(&self, name: &str) -> Result<Vec<String>, BtfError> {
-        let proto = self.func_proto(name)?;
-        Ok(proto.parameters.iter().map(|p| self.btf.resolve_name(p).unwrap_or_default()).collect())
+        let params = self.params(self.func_proto(name)?);
+        Ok(params.iter().map(|p| self.raw.str_at(p.name_off).to_string()).collect())
     }
 
     /// Skip typedefs and qualifiers.
-    fn strip(&self, mut t: Type) -> Type {
+    fn strip(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
-            match &t {
-                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
-                    match t.as_btf_type().map(|b| self.btf.resolve_chained_type(b)) {
-                        Some(Ok(next)) => t = next,
-                        _ => return t,
-                    }
+            match self.raw.get(id) {
+                Some(r)
+                    if matches!(
+                        r.kind(),
+                        KIND_TYPEDEF | KIND_CONST | KIND_VOLATILE | KIND_RESTRICT | KIND_TYPE_TAG
+                    ) =>
+                {
+                    id = r.size_type
                 }
-                _ => return t,
+                _ => return id,
             }
         }
-        t
+        id
     }
 
-    fn describe(&self, t: &Type) -> String {
-        let name = t.as_btf_type().and_then(|b| self.btf.resolve_name(b).ok()).filter(|n| !n.is_empty());
-        match name {
-            Some(n) => format!("{} {n}", t.name()),
-            None => t.name().to_string(),
+    /// "struct task_struct", "int", "ptr": the kind, and the name where the type has one.
+    fn describe(&self, id: u32) -> String {
+        let Some(r) = self.raw.get(id) else { return "void".into() };
+        let kind = match r.kind() {
+            KIND_INT => "int",
+            KIND_PTR => "ptr",
+            KIND_ARRAY => "array",
+            KIND_STRUCT => "struct",
+            KIND_UNION => "union",
+            KIND_ENUM => "enum",
+            KIND_FWD => "fwd",
+            KIND_TYPEDEF => "typedef",
+            KIND_VOLATILE => "volatile",
+            KIND_CONST => "const",
+            KIND_RESTRICT => "restrict",
+            KIND_FUNC => "func",
+            KIND_FUNC_PROTO => "func-proto",
+            KIND_VAR => "var",
+            KIND_DATASEC => "datasec",
+            KIND_FLOAT => "float",
+            KIND_DECL_TAG => "decl-tag",
+            KIND_TYPE_TAG => "type-tag",
+            _ => "enum64",
+        };
+        match self.raw.name(&r) {
+            "" => kind.to_string(),
+            n => format!("{kind} {n}"),
         }
     }
 
-    fn struct_named(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
-        for t in self.btf.resolve_types_by_name(name).unwrap_or_default() {
-            if let Type::Struct(s) = t
-                && !s.members.is_empty()
-            {
-                return Ok(s);
-            }
-        }
-        Err(BtfError::NoStruct(name.to_string()))
+    /// A complete struct or union named `name`.
+    fn struct_named(&self, name: &str) -> Result<u32, BtfError> {
+        self.raw
+            .named(name)
+            .find(|&id| self.raw.get(id).is_some_and(|r| matches!(r.kind(), KIND_STRUCT | KIND_UNION) && r.vlen() > 0))
+            .ok_or_else(|| BtfError::NoStruct(name.to_string()))
+    }
+
+    fn is_aggregate(&self, id: u32) -> bool {
+        self.raw.get(id).is_some_and(|r| matches!(r.kind(), KIND_STRUCT | KIND_UNION))
     }
 
     /// Locate `ptr->path` where `ptr` has type `ptr_type`, or is cast to `struct cast`.
     pub fn member(
         &self,
         what: &str,
-        ptr_type: Option<Type>,
+        ptr_type: Option<TypeId>,
         cast: Option<&str>,
         path: &[String],
     ) -> Result<MemberLoc, BtfError> {
-        let (mut st, mut st_name) = match cast {
-            Some(c) => (self.struct_named(c)?, c.to_string()),
+        let mut st = match cast {
+            Some(c) => self.struct_named(c)?,
             None => {
-                let t = ptr_type.map(|t| self.strip(t)).unwrap_or(Type::Void);
-                let pointee = match &t {
-                    Type::Ptr(p) => self.btf.resolve_chained_type(p).ok().map(|t| self.strip(t)),
-                    _ => None,
-                };
+                let t = self.strip(ptr_type.map_or(0, |t| t.0));
+                let pointee = self.raw.get(t).filter(|r| r.kind() == KIND_PTR).map(|r| self.strip(r.size_type));
                 match pointee {
-                    Some(Type::Struct(s)) | Some(Type::Union(s)) => {
-                        let n = self.btf.resolve_name(&s).unwrap_or_default();
-                        (s, n)
-                    }
-                    _ => {
-                        return Err(BtfError::NotStructPointer { what: what.to_string(), ty: self.describe(&t) });
-                    }
+                    Some(p) if self.is_aggregate(p) => p,
+                    _ => return Err(BtfError::NotStructPointer { what: what.to_string(), ty: self.describe(t) }),
                 }
             }
         };
         let mut offset_bits = 0u32;
         for (i, member) in path.iter().enumerate() {
+            let st_name = || self.raw.get(st).map(|r| self.raw.name(&r).to_string()).unwrap_or_default();
             let (bits, mty, bitfield) = self
-                .find_member(&st, member, 0)
-                .ok_or_else(|| BtfError::NoMember { st: st_name.clone(), member: member.clone() })?;
+                .find_member(st, member, 0)
+                .ok_or_else(|| BtfError::NoMember { st: st_name(), member: member.clone() })?;
             if bitfield {
                 return Err(BtfError::Bitfield(member.clone()));
             }
             offset_bits += bits;
             let mty = self.strip(mty);
+            let r = self.raw.get(mty);
             if i + 1 == path.len() {
-                let size = match &mty {
-                    Type::Int(int) => int.size(),
-                    Type::Enum(e) => e.size(),
-                    Type::Enum64(e) => e.size(),
-                    Type::Ptr(_) => 8,
-                    other => {
-                        return Err(BtfError::BadSize { member: member.clone(), ty: self.describe(other), size: 0 });
-                    }
+                let size = match r.map(|r| r.kind()) {
+                    Some(KIND_INT | KIND_ENUM | KIND_ENUM64) => r.map_or(0, |r| r.size_type as usize),
+                    Some(KIND_PTR) => 8,
+                    _ => return Err(BtfError::BadSize { member: member.clone(), ty: self.describe(mty), size: 0 }),
                 };
                 if ![1, 2, 4, 8].contains(&size) {
-                    return Err(BtfError::BadSize { member: member.clone(), ty: self.describe(&mty), size });
+                    return Err(BtfError::BadSize { member: member.clone(), ty: self.describe(mty), size });
                 }
                 return Ok(MemberLoc { offset: offset_bits / 8, size: size as u8 });
             }
-            match mty {
-                Type::Struct(s) | Type::Union(s) => {
-                    st_name = self.btf.resolve_name(&s).unwrap_or_default();
-                    st = s;
-                }
-                other => {
-                    return Err(BtfError::NotStructPointer {
-                        what: format!("{what}->{}", path[..=i].join(".")),
-                        ty: self.describe(&other),
-                    });
-                }
+            if !self.is_aggregate(mty) {
+                return Err(BtfError::NotStructPointer {
+                    what: format!("{what}->{}", path[..=i].join(".")),
+                    ty: self.describe(mty),
+                });
             }
+            st = mty;
         }
-        Err(BtfError::NoMember { st: st_name, member: String::new() })
+        Err(BtfError::NoMember { st: String::new(), member: String::new() })
     }
 
-    /// Find `name` in `st`, looking into anonymous struct/union members. Returns
-    /// (bit offset, type, is bitfield).
-    fn find_member(&self, st: &btf_rs::Struct, name: &str, depth: u32) -> Option<(u32, Type, bool)> {
+    /// Find `name` in struct or union `st`, looking into anonymous struct/union members.
+    /// Returns (bit offset, type, is bitfield).
+    fn find_member(&self, st: u32, name: &str, depth: u32) -> Option<(u32, u32, bool)> {
         if depth > 8 {
             return None;
         }
-        for m in &st.members {
-            let mname = self.btf.resolve_name(m).unwrap_or_default();
-            let mty = self.btf.resolve_chained_type(m).ok()?;
+        let r = self.raw.get(st)?;
+        for i in 0..r.vlen() {
+            let (name_off, ty, offset) = (r.word(3 * i), r.word(3 * i + 1), r.word(3 * i + 2));
+            // With the kind flag, the offset word holds the bitfield size in its top byte.
+            let (bit_offset, bitfield) =
+                if r.kind_flag() { (offset & 0x00ff_ffff, offset >> 24 != 0) } else { (offset, self.int_bitfield(ty)) };
+            let mname = self.raw.str_at(name_off);
             if mname == name {
-                return Some((m.bit_offset(), mty, m.bitfield_size().is_some_and(|b| b > 0)));
+                return Some((bit_offset, ty, bitfield));
             }
+            let inner = self.strip(ty);
             if mname.is_empty()
-                && let Type::Struct(inner) | Type::Union(inner) = self.strip(mty)
-                && let Some((off, t, bf)) = self.find_member(&inner, name, depth + 1)
+                && self.is_aggregate(inner)
+                && let Some((off, t, bf)) = self.find_member(inner, name, depth + 1)
             {
-                return Some((m.bit_offset() + off, t, bf));
+                return Some((bit_offset + off, t, bf));
             }
         }
         None
+    }
+
+    /// Without the kind flag, a bitfield is an int whose encoding has fewer bits than its size,
+    /// or a bit offset of its own.
+    fn int_bitfield(&self, ty: u32) -> bool {
+        match self.raw.get(self.strip(ty)) {
+            Some(r) if r.kind() == KIND_INT => {
+                let enc = r.word(0);
+                let (bits, offset) = (enc & 0xff, (enc >> 16) & 0xff);
+                offset != 0 || bits != r.size_type * 8
+            }
+            _ => false,
+        }
+    }
+
+    /// A BTF blob for aya's `Btf::parse` with the kernel's type ids, keeping only the records
+    /// aya looks up to attach `tracepoints` (tp_btf: their `btf_trace_NAME` typedefs) and
+    /// `functions` (fentry, fexit: their `FUNC`s). Every other id holds a nameless pointer to
+    /// void, so aya's parse of it costs a few bytes per type instead of the whole graph.
+    pub fn attach_blob<'a>(
+        &self,
+        tracepoints: impl IntoIterator<Item = &'a str>,
+        functions: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<u8> {
+        let mut keep: Vec<u32> = tracepoints
+            .into_iter()
+            .flat_map(|tp| self.raw.named_kind(&format!("btf_trace_{tp}"), KIND_TYPEDEF).collect::<Vec<_>>())
+            .chain(functions.into_iter().flat_map(|f| self.raw.named_kind(f, KIND_FUNC).collect::<Vec<_>>()))
+            .collect();
+        keep.sort_unstable();
+        keep.dedup();
+        let mut strings = vec![0u8];
+        let mut types: Vec<u8> = Vec::with_capacity(12 * self.raw.len() as usize);
+        let mut word = |w: u32| types.extend_from_slice(&w.to_le_bytes());
+        let mut next = keep.iter().peekable();
+        for id in 1..=self.raw.len() {
+            match (next.peek(), self.raw.get(id)) {
+                (Some(&&k), Some(r)) if k == id => {
+                    next.next();
+                    let name_off = strings.len() as u32;
+                    strings.extend_from_slice(self.raw.name(&r).as_bytes());
+                    strings.push(0);
+                    // The typedef or func keeps its kind and name; what it points to is a
+                    // placeholder, which aya never follows for these lookups.
+                    word(name_off);
+                    word(r.info);
+                    word(r.size_type);
+                }
+                _ => {
+                    word(0);
+                    word(KIND_PTR << 24);
+                    word(0);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(HEADER_LEN + types.len() + strings.len());
+        out.extend_from_slice(&MAGIC.to_le_bytes());
+        out.extend_from_slice(&[1, 0]);
+        for w in [HEADER_LEN as u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out.extend_from_slice(&types);
+        out.extend_from_slice(&strings);
+        out
     }
 }

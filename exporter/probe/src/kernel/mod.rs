@@ -9,16 +9,18 @@
 
 pub mod btf;
 pub mod btf_slice;
+pub mod symbols;
 pub mod tracefs;
 
 use std::{
     cell::OnceCell,
-    collections::{HashMap, HashSet},
     fs,
     path::{Path, PathBuf},
 };
 
 use btf::KernelBtf;
+pub use symbols::Symbol;
+use symbols::{NameSet, SymbolTable};
 use tracefs::Tracefs;
 
 /// The kprobe PMU; aya attaches kprobes through it.
@@ -38,14 +40,6 @@ pub fn kprobes_missing_reason() -> String {
     )
 }
 
-/// A kernel symbol table entry count and address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Symbol {
-    pub addr: u64,
-    /// How many text symbols share the name (static functions can repeat).
-    pub count: u32,
-}
-
 /// The facts of one kernel, read below `root`.
 pub struct Kernel {
     root: PathBuf,
@@ -53,8 +47,8 @@ pub struct Kernel {
     /// tracefs is mounted but this process may not read it.
     tracefs_denied: bool,
     btf: OnceCell<Result<KernelBtf, String>>,
-    kallsyms: OnceCell<HashMap<String, Symbol>>,
-    traceable: OnceCell<Option<HashSet<String>>>,
+    kallsyms: OnceCell<SymbolTable>,
+    traceable: OnceCell<Option<NameSet>>,
     kprobe_pmu: bool,
 }
 
@@ -140,7 +134,7 @@ impl Kernel {
 
     /// A text symbol from kallsyms.
     pub fn symbol(&self, name: &str) -> Option<Symbol> {
-        self.kallsyms.get_or_init(|| load_kallsyms(&self.path(KALLSYMS))).get(name).copied()
+        self.kallsyms.get_or_init(|| SymbolTable::load(&self.path(KALLSYMS))).get(name)
     }
 
     /// `Some(true)` when ftrace can trace `name`, `Some(false)` when it is notrace, `None` when
@@ -192,23 +186,4 @@ impl Kernel {
 /// An absolute kernel path, relative to a root.
 fn rel(abs: &str) -> &str {
     abs.trim_start_matches('/')
-}
-
-fn load_kallsyms(path: &Path) -> HashMap<String, Symbol> {
-    let mut map: HashMap<String, Symbol> = HashMap::new();
-    let Ok(text) = fs::read_to_string(path) else {
-        return map;
-    };
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
-            continue;
-        };
-        if !matches!(ty, "t" | "T") {
-            continue;
-        }
-        let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
-        map.entry(name.to_string()).and_modify(|s| s.count += 1).or_insert(Symbol { addr, count: 1 });
-    }
-    map
 }

@@ -2,10 +2,11 @@
 //! the list of functions ftrace can trace (`available_filter_functions`).
 
 use std::{
-    collections::HashSet,
     fs,
     path::{Path, PathBuf},
 };
+
+use super::symbols::NameSet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
@@ -190,10 +191,9 @@ impl Tracefs {
     }
 
     /// Functions ftrace can attach to; kprobe events and fentry refuse the others ("notrace").
-    pub fn traceable_functions(&self) -> Result<HashSet<String>, TracefsError> {
+    pub fn traceable_functions(&self) -> Result<NameSet, TracefsError> {
         let path = self.root.join("available_filter_functions");
-        let text = fs::read_to_string(&path).map_err(|source| TracefsError::Read { path, source })?;
-        Ok(text.lines().filter_map(|l| l.split_whitespace().next()).map(|s| s.to_string()).collect())
+        NameSet::load(&path).map_err(|source| TracefsError::Read { path, source })
     }
 }
 
