@@ -26,7 +26,10 @@ pub struct Record {
     /// Global slot index of the program that wrote the record.
     pub slot: u8,
     /// CPU the record was written on.
-    pub cpu: u32,
+    pub cpu: u16,
+    /// Chains with causes: the cause that opened the instance (index into the chain's causes).
+    pub cause: u8,
+    pub _pad: u8,
     /// Instance id (0 for a hit with no open instance).
     pub instance_id: u64,
     /// The instance key.

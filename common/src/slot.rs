@@ -48,8 +48,10 @@ pub const SRC_RET: u8 = 7;
 
 /// Stage slots of chains that charge interference to their segments.
 pub const FLAG_INTERFERENCE: u8 = 1 << 5;
-/// The filter passes when its value differs from `filter_value` (without: when it equals).
-pub const FLAG_FILTER_NE: u8 = 1 << 6;
+/// Stage slots of chains whose stage-0 points name a cause (`SlotConfig::cause`): an
+/// instance remembers the cause that opened it, and its segments go to that cause's
+/// histogram rows (`cause * segments + segment`).
+pub const FLAG_CAUSES: u8 = 1 << 6;
 /// Every record of an instance goes to the ring of the CPU that opened it (its id says which),
 /// not of the CPU that writes it, so userspace reads them in the order they were written:
 /// chains of more than one segment, and raw mode. A one-segment chain's only record (its
@@ -89,7 +91,28 @@ pub const ROLE_INTERFERENCE_END: u8 = 4;
 /// `key1` the next one's.
 pub const ROLE_INTERFERENCE_SWITCH: u8 = 5;
 
-/// A slot's role. 80 bytes, no implicit padding.
+/// One condition of a slot's filter: the hit counts only when `(value & mask) == operand`
+/// (with the slot's `COND_NE` bit for this condition: `!=`). Unused when `value` is `SRC_NONE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Condition {
+    pub value: ValueSpec,
+    pub mask: u64,
+    pub operand: u64,
+}
+
+impl Condition {
+    pub const NONE: Condition = Condition { value: ValueSpec::NONE, mask: u64::MAX, operand: 0 };
+}
+
+/// Conditions of a filter, all of which must hold (`a == 1 && b != 0`).
+pub const MAX_CONDITIONS: usize = 2;
+/// `SlotConfig::cond_ne` bit of condition `i`: it passes when the values differ.
+pub const fn cond_ne(i: usize) -> u8 {
+    1 << i
+}
+
+/// A slot's role. 112 bytes, no implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotConfig {
@@ -118,9 +141,8 @@ pub struct SlotConfig {
     pub direct_range0: u32,
     /// With `FLAG_DIRECT`: the second key component is below this (1 without one).
     pub direct_range1: u32,
-    /// A hit counts only when this value equals `filter_value` (`SRC_NONE`: no filter).
-    pub filter: ValueSpec,
-    pub filter_value: u64,
+    /// A hit counts only when every condition holds.
+    pub conditions: [Condition; MAX_CONDITIONS],
     /// Stage 0 of a sampled chain: only every `sample_every`-th hit per CPU opens an instance
     /// (0 and 1: every hit).
     pub sample_every: u32,
@@ -128,7 +150,12 @@ pub struct SlotConfig {
     /// plain adds keep them exact: the kernel never runs a program nested in itself on a CPU.
     /// 0: `lock xadd`, as two points of one stage can nest (one in the other's interrupt).
     pub sole_writer: u8,
-    pub _pad: [u8; 3],
+    /// `cond_ne(i)` bits: condition `i` passes when the values differ.
+    pub cond_ne: u8,
+    /// With `FLAG_CAUSES`: on a stage-0 slot, the index of the cause its hits open instances
+    /// with; on every stage slot, the chain's segment count (histogram rows per cause).
+    pub cause: u8,
+    pub segments: u8,
 }
 
 impl SlotConfig {
@@ -146,11 +173,12 @@ impl SlotConfig {
         match_value: 0,
         direct_range0: 0,
         direct_range1: 0,
-        filter: ValueSpec::NONE,
-        filter_value: 0,
+        conditions: [Condition::NONE; MAX_CONDITIONS],
         sample_every: 0,
         sole_writer: 0,
-        _pad: [0; 3],
+        cond_ne: 0,
+        cause: 0,
+        segments: 0,
     };
 }
 
@@ -197,7 +225,8 @@ pub struct Instance {
     /// Interference-charged chains: the CPU the open segment started on, and that CPU's
     /// interference totals then.
     pub seg_cpu: u32,
-    pub _pad: u32,
+    /// With `FLAG_CAUSES`: the cause of the stage-0 point that opened it.
+    pub cause: u32,
     pub interference_snap: [u64; crate::interference::SOURCES],
     /// To 128 bytes: `DIRECT` entries of neighbouring keys (CPU 0 and CPU 1 of a per-CPU
     /// chain) would otherwise share a cache line that both CPUs write on every hit.
@@ -250,6 +279,6 @@ pub struct Active {
     pub _align: [u64; 6],
 }
 
-const _: () = assert!(core::mem::size_of::<SlotConfig>() == 80);
+const _: () = assert!(core::mem::size_of::<SlotConfig>() == 112);
 const _: () = assert!(core::mem::size_of::<Instance>() == 128);
 const _: () = assert!(core::mem::size_of::<Active>() == 64);

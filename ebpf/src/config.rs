@@ -14,7 +14,7 @@ use core::ptr::{addr_of, read_volatile};
 
 use clockpath_common::{
     limits::NUM_SLOTS,
-    slot::{SlotConfig, ValueSpec},
+    slot::{Condition, MAX_CONDITIONS, SlotConfig, ValueSpec},
 };
 
 #[unsafe(no_mangle)]
@@ -54,9 +54,17 @@ impl Cfg {
     }
     fields!(
         role: u8, chain: u8, stage: u8, flags: u8, direct_base: u32, timeout_ns: u64, match_value: u64,
-        direct_range0: u32, direct_range1: u32, filter_value: u64, sample_every: u32, sole_writer: u8,
+        direct_range0: u32, direct_range1: u32, sample_every: u32, sole_writer: u8, cond_ne: u8, cause: u8,
+        segments: u8,
     );
-    specs!(key0, key1, capture, filter);
+    specs!(key0, key1, capture);
+    /// Filter condition `i` (`i < MAX_CONDITIONS`, a constant in every caller).
+    #[inline(always)]
+    pub fn condition(self, i: usize) -> Cond {
+        let i = if i < MAX_CONDITIONS { i } else { 0 };
+        // SAFETY: projection inside `SLOT_CONFIGS`; no reference is created.
+        Cond(unsafe { addr_of!((*self.0).conditions[i]) })
+    }
     /// Whether flag `f` is set.
     #[inline(always)]
     pub fn has(self, f: u8) -> bool {
@@ -70,4 +78,17 @@ pub struct Spec(*const ValueSpec);
 
 impl Spec {
     fields!(source: u8, size: u8, arg: u8, flags: u8, offset: u32);
+}
+
+/// One filter condition inside a slot's configuration.
+#[derive(Clone, Copy)]
+pub struct Cond(*const Condition);
+
+impl Cond {
+    fields!(mask: u64, operand: u64);
+    #[inline(always)]
+    pub fn value(self) -> Spec {
+        // SAFETY: projection inside `SLOT_CONFIGS`; no reference is created.
+        Spec(unsafe { addr_of!((*self.0).value) })
+    }
 }

@@ -215,6 +215,7 @@ pub struct Parts {
     pub chain: u8,
     pub stage: u8,
     pub slot: u8,
+    pub cause: u8,
     pub id: u64,
     pub key: u64,
     pub start: u64,
@@ -236,7 +237,9 @@ impl Parts {
             (*r).chain = self.chain;
             (*r).stage = self.stage;
             (*r).slot = self.slot;
-            (*r).cpu = cpu();
+            (*r).cpu = cpu() as u16;
+            (*r).cause = self.cause;
+            (*r)._pad = 0;
             (*r).instance_id = self.id;
             (*r).key = self.key;
             (*r).start_ns = self.start;
@@ -248,8 +251,8 @@ impl Parts {
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "a record is written from many parts")]
-fn emit(kind: u8, cfg: Cfg, slot: u32, stage: u8, id: u64, key: u64, start: u64, end: u64, aux: u64) {
-    emit_with(kind, cfg, slot, stage, id, key, start, end, aux, None);
+fn emit(kind: u8, cfg: Cfg, slot: u32, stage: u8, cause: u8, id: u64, key: u64, start: u64, end: u64, aux: u64) {
+    emit_with(kind, cfg, slot, stage, cause, id, key, start, end, aux, None);
 }
 
 /// Send a record; `interference` only for segments of interference-charged chains. Records
@@ -261,6 +264,7 @@ fn emit_with(
     cfg: Cfg,
     slot: u32,
     stage: u8,
+    cause: u8,
     id: u64,
     key: u64,
     start: u64,
@@ -268,7 +272,7 @@ fn emit_with(
     aux: u64,
     interference: Option<&[u64; SOURCES]>,
 ) {
-    let parts = Parts { kind, chain: cfg.chain(), stage, slot: slot as u8, id, key, start, end, aux };
+    let parts = Parts { kind, chain: cfg.chain(), stage, slot: slot as u8, cause, id, key, start, end, aux };
     if !cfg.has(FLAG_ORDERED) && crate::staging::stage(&parts, interference) {
         return;
     }
@@ -483,16 +487,8 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
         // SAFETY: valid per-CPU map value.
         unsafe { *h += 1 };
     }
-    if cfg.filter().source() != SRC_NONE {
-        let v = value(ctx, cfg.filter());
-        let pass = if cfg.has(FLAG_FILTER_NE) {
-            v.is_some_and(|v| v != cfg.filter_value())
-        } else {
-            v == Some(cfg.filter_value())
-        };
-        if !pass {
-            return 0;
-        }
+    if !passes(ctx, cfg, 0) || !passes(ctx, cfg, 1) {
+        return 0;
     }
     if cfg.role() >= ROLE_INTERFERENCE_BEGIN {
         interference(ctx, cfg);
@@ -544,6 +540,20 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
     0
 }
 
+/// Whether filter condition `i` holds for this hit (an unused condition always does).
+#[inline(always)]
+fn passes<C: HitSource>(ctx: &C, cfg: Cfg, i: usize) -> bool {
+    let c = cfg.condition(i);
+    if c.value().source() == SRC_NONE {
+        return true;
+    }
+    let Some(v) = value(ctx, c.value()) else {
+        return false;
+    };
+    let equal = v & c.mask() == c.operand();
+    if cfg.cond_ne() & cond_ne(i) != 0 { !equal } else { equal }
+}
+
 #[inline(always)]
 fn timed_out(cfg: Cfg, inst: &Instance, now: u64) -> bool {
     cfg.timeout_ns() != 0 && now.wrapping_sub(inst.start_ns) > cfg.timeout_ns()
@@ -555,7 +565,7 @@ fn timed_out(cfg: Cfg, inst: &Instance, now: u64) -> bool {
 #[inline(always)]
 fn close(cfg: Cfg, slot: u32, key: u64, inst: &Instance, reason: u8, now: u64) {
     if inst.next_stage > 1 || cfg.has(FLAG_RAW) {
-        emit(RECORD_CLOSE, cfg, slot, reason, inst.id, key, inst.start_ns, now, inst.capture);
+        emit(RECORD_CLOSE, cfg, slot, reason, inst.cause as u8, inst.id, key, inst.start_ns, now, inst.capture);
     }
 }
 
@@ -590,7 +600,8 @@ fn sampled(cfg: Cfg) -> bool {
 #[inline(always)]
 fn raw_hit(cfg: Cfg, slot: u32, id: u64, key: u64, now: u64, capture: u64) {
     if cfg.has(FLAG_RAW) {
-        emit(RECORD_HIT, cfg, slot, cfg.stage(), id, key, now, now, capture);
+        let cause = if cfg.has(FLAG_CAUSES) && cfg.stage() == 0 { cfg.cause() } else { 0 };
+        emit(RECORD_HIT, cfg, slot, cfg.stage(), cause, id, key, now, now, capture);
     }
 }
 
@@ -658,11 +669,11 @@ impl Opened<'_> {
             (*p).capture = self.capture;
             (*p).cpu = self.cpu;
             (*p).seg_cpu = self.cpu;
+            (*p).cause = if cfg.has(FLAG_CAUSES) { cfg.cause() as u32 } else { 0 };
             if full || cfg.has(FLAG_INTERFERENCE) {
                 copy_words(core::ptr::addr_of_mut!((*p).interference_snap) as *mut u64, self.snap);
             }
             if full {
-                (*p)._pad = 0;
                 let align = core::ptr::addr_of_mut!((*p)._align) as *mut u64;
                 let mut i = 0;
                 while i < 5 {
@@ -701,7 +712,12 @@ fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
         return;
     }
     let delta = now.wrapping_sub(inst.last_ns);
-    hist_add(cfg, cfg.stage() as u32 - 1, delta);
+    // A chain with causes has a row per cause and segment; the others a row per segment.
+    let segment = cfg.stage() as u32 - 1;
+    let row = if cfg.has(FLAG_CAUSES) { inst.cause * cfg.segments() as u32 + segment } else { segment };
+    if row < TOTAL_ROW {
+        hist_add(cfg, row, delta);
+    }
     let mut charged = [0u64; SOURCES];
     let mut snap = [0u64; SOURCES];
     let cpu = cpu();
@@ -718,7 +734,19 @@ fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
         }
     }
     let charged = if cfg.has(FLAG_INTERFERENCE) { Some(&charged) } else { None };
-    emit_with(RECORD_SEGMENT, cfg, slot, cfg.stage(), inst.id, key, inst.last_ns, now, inst.capture, charged);
+    emit_with(
+        RECORD_SEGMENT,
+        cfg,
+        slot,
+        cfg.stage(),
+        inst.cause as u8,
+        inst.id,
+        key,
+        inst.last_ns,
+        now,
+        inst.capture,
+        charged,
+    );
     if cfg.has(FLAG_LAST_STAGE) {
         if cfg.stage() > 1 {
             hist_add(cfg, TOTAL_ROW, now.wrapping_sub(inst.start_ns));

@@ -63,6 +63,7 @@ fn record(i: u64) -> ChainRecord {
         key: i % 64,
         capture: 0,
         cpu: (i % 2) as u32,
+        cause: 0,
         start_ns: t0,
         end_ns: t0 + 3_000 + i % 500,
         segments: vec![seg(1, 0, 900), seg(2, 900, 2_100), seg(3, 2_100, 3_000 + i % 500)],
@@ -90,6 +91,7 @@ fn run(transport: Transport, chains: u64) {
         name: "bench".into(),
         stages: vec!["a".into(), "b".into(), "c".into(), "d".into()],
         timeout_ns: 0,
+        causes: Vec::new(),
     };
     let mut sampling = config.otlp.sampling.clone();
     sampling.per_chain_per_second = f64::MAX;
@@ -101,6 +103,7 @@ fn run(transport: Transport, chains: u64) {
             stages: shape.stages.iter().map(|s| Arc::from(s.as_str())).collect(),
             segments: (1..=3u8).map(|i| Arc::from(shape.segment_name(i))).collect(),
             stage_attach: vec!["tp_btf".into(); 4],
+            causes: Vec::new(),
         })],
         slots: (1..=3u8)
             .map(|i| (i, (Arc::from("tp_btf"), Arc::from(format!("tp_btf:stage{i}")))))

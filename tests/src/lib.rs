@@ -8,6 +8,7 @@ pub mod capabilities;
 pub mod exposition;
 pub mod guest;
 pub mod otlp;
+pub mod peer;
 pub mod pki;
 pub mod procstat;
 pub mod prometheus;
@@ -65,12 +66,13 @@ pub fn clockpath(args: &[&str]) -> Output {
     Command::new(clockpath_bin()).args(args).output().expect("run clockpath")
 }
 
-/// Configuration TOML that turns the four built-in chains off, then `$rest` (a literal): for
-/// tests and benches that run chains of their own.
+/// Configuration TOML that turns the built-in chains off, then `$rest` (a literal): for tests
+/// and benches that run chains of their own.
 #[macro_export]
 macro_rules! only_these_chains {
     ($rest:literal) => {
         concat!(
+            "[chains.runqueue]\nenabled = false\n",
             "[chains.sched_wakeup]\nenabled = false\n[chains.hrtimer]\nenabled = false\n",
             "[chains.softirq]\nenabled = false\n[chains.clocksource_switch]\nenabled = false\n",
             $rest
@@ -97,25 +99,6 @@ pub fn sched_messaging(loops: u32) -> Child {
         .expect("start perf bench sched messaging")
 }
 
-/// Read a child's output line by line: each line goes to the channel as it arrives (to wait
-/// for one), and the whole text comes back from the thread at EOF.
-pub fn line_reader(
-    out: impl std::io::Read + Send + 'static,
-) -> (std::sync::mpsc::Receiver<String>, std::thread::JoinHandle<String>) {
-    use std::io::BufRead as _;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(line);
-        }
-        all
-    });
-    (rx, handle)
-}
-
 /// Wait for a child, panicking if it fails.
 pub fn wait_ok(child: Child, what: &str) -> Output {
     let out = child.wait_with_output().unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -134,24 +117,6 @@ pub fn parse_log2_hist(text: &str) -> Vec<(u64, u64, u64)> {
             Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?, count))
         })
         .collect()
-}
-
-/// Index (floor log2 of the low bound, 0 for the 0→1 row) of the row holding the median.
-pub fn log2_median_row(rows: &[(u64, u64, u64)]) -> Option<u32> {
-    let total: u64 = rows.iter().map(|r| r.2).sum();
-    let mut acc = 0;
-    for &(lo, _, c) in rows {
-        acc += c;
-        if total > 0 && acc * 2 >= total {
-            return Some(if lo == 0 { 0 } else { lo.ilog2() });
-        }
-    }
-    None
-}
-
-/// floor(log2) of a value in the same unit as the rows (0 for values below 2).
-pub fn log2_row_of(v: u64) -> u32 {
-    if v < 2 { 0 } else { v.ilog2() }
 }
 
 /// A free TCP port on loopback (bound, then released: fine for tests).
@@ -367,8 +332,5 @@ mod tests {
         let rows = parse_log2_hist(text);
         assert_eq!(rows.len(), 4);
         assert_eq!(rows[3], (16, 31, 620));
-        assert_eq!(log2_median_row(&rows), Some(4));
-        assert_eq!(log2_row_of(17), 4);
-        assert_eq!(log2_row_of(1), 0);
     }
 }

@@ -12,7 +12,7 @@ use std::{
 
 use clockpath_tests::{exposition::Scrape, prometheus::Prometheus, *};
 
-const SEG: &str = "wakeup->switch_in";
+const SEG: &str = "enqueue->switch_in";
 
 #[test]
 fn prometheus_scrapes_the_exporter_and_queries_work() {
@@ -20,16 +20,16 @@ fn prometheus_scrapes_the_exporter_and_queries_work() {
     let exporter = Exporter::start(&["--duration", "120"], &[("CLOCKPATH_WINDOWS__INTERVAL_SECS", "5")]);
     let prom = Prometheus::start(&[exporter.addr()]);
     prom.wait_for("up{job=\"clockpath\"}", Duration::from_secs(20), |v| v == 1.0);
-    let count = format!("sum(clockpath_segment_duration_seconds_count{{chain=\"sched_wakeup\",segment=\"{SEG}\"}})");
+    let count = format!("sum(clockpath_segment_duration_seconds_count{{chain=\"runqueue\",segment=\"{SEG}\"}})");
     let before = prom.wait_for(&count, Duration::from_secs(20), |_| true);
     wait_ok(sched_messaging(100), "perf bench sched messaging");
     let after = prom.wait_for(&count, Duration::from_secs(20), |v| v > before + 1000.0);
-    eprintln!("sched_wakeup segments seen by Prometheus: {before} -> {after}");
+    eprintln!("runqueue segments seen by Prometheus: {before} -> {after}");
     let q = format!(
-        "histogram_quantile(0.5, rate(clockpath_segment_duration_seconds_bucket{{chain=\"sched_wakeup\",segment=\"{SEG}\"}}[1m]))"
+        "histogram_quantile(0.5, rate(clockpath_segment_duration_seconds_bucket{{chain=\"runqueue\",segment=\"{SEG}\"}}[1m]))"
     );
     let median = prom.wait_for(&q, Duration::from_secs(20), |v| v.is_finite() && v > 0.0);
-    eprintln!("histogram_quantile(0.5) of sched_wakeup: {median} s");
+    eprintln!("histogram_quantile(0.5) of runqueue: {median} s");
     // Info metrics, labels from the environment, probe plan.
     let env = prom.query("clockpath_environment_info");
     assert_eq!(env.len(), 1, "{env:?}");
@@ -37,7 +37,7 @@ fn prometheus_scrapes_the_exporter_and_queries_work() {
         assert!(env[0]["metric"][l].is_string(), "environment_info lacks {l}: {env:?}");
     }
     assert_eq!(prom.query("clockpath_build_info").len(), 1);
-    let attached = prom.query("clockpath_probe_info{chain=\"sched_wakeup\",state=\"attached\"}");
+    let attached = prom.query("clockpath_probe_info{chain=\"runqueue\",state=\"attached\"}");
     assert!(!attached.is_empty());
     let unavailable = prom.query("clockpath_probe_info{chain=\"clocksource_switch\",reason!=\"\"}");
     assert!(!unavailable.is_empty(), "the clocksource chain's reasons should be exported");
@@ -151,7 +151,7 @@ fn concurrent_scrapes_under_scheduler_load_are_consistent() {
     let dropped: f64 = last.named("clockpath_records_dropped_total").map(|s| s.value).sum();
     let segs: f64 = last
         .named("clockpath_segment_duration_seconds_count")
-        .filter(|s| s.labels["chain"] == "sched_wakeup")
+        .filter(|s| s.labels["chain"] == "runqueue")
         .map(|s| s.value)
         .sum();
     latencies.sort();
@@ -226,7 +226,7 @@ fn healthz_is_ok_while_attached() {
     let r = ureq::get(&e.url("/healthz")).call().expect("healthz");
     assert_eq!(r.status(), 200);
     let landing = ureq::get(&e.url("/")).call().unwrap().into_string().unwrap();
-    for needle in ["/metrics", "/healthz", "sched_wakeup", "clocksource_switch", "kprobe:change_clocksource"] {
+    for needle in ["/metrics", "/healthz", "runqueue", "clocksource_switch", "kprobe:change_clocksource"] {
         assert!(landing.contains(needle), "landing page lacks {needle}");
     }
     assert_eq!(ureq::get(&e.url("/nope")).call().unwrap_err().into_response().map(|r| r.status()), Some(404));
@@ -273,15 +273,15 @@ fn statistics_windows_are_published_for_live_chains() {
     let e = Exporter::start(&["--duration", "60"], &[("CLOCKPATH_WINDOWS__INTERVAL_SECS", "4")]);
     wait_ok(sched_messaging(60), "perf bench sched messaging");
     // The window that saw the load closes within its interval (4 s), then publishes.
-    let s = wait_for("a statistics window for sched_wakeup", Duration::from_secs(30), || {
+    let s = wait_for("a statistics window for runqueue", Duration::from_secs(30), || {
         let s = Scrape::parse(&e.scrape()).unwrap();
-        let published = s.named("clockpath_window_median_seconds").any(|x| x.labels["chain"] == "sched_wakeup");
+        let published = s.named("clockpath_window_median_seconds").any(|x| x.labels["chain"] == "runqueue");
         published.then_some(s)
     });
     let sel = |name: &str| {
         s.named(name)
-            .find(|x| x.labels["chain"] == "sched_wakeup" && x.labels["segment"] == SEG)
-            .unwrap_or_else(|| panic!("no {name} for sched_wakeup"))
+            .find(|x| x.labels["chain"] == "runqueue" && x.labels["segment"] == SEG)
+            .unwrap_or_else(|| panic!("no {name} for runqueue"))
             .clone()
     };
     let median = sel("clockpath_window_median_seconds");

@@ -56,9 +56,9 @@ fn a_ring_far_too_small_loses_records_and_the_histograms_stay_exact() {
     require_root();
     let (s, _) = run_with_load(&[("CLOCKPATH_PROBE__RING_BYTES", "4096")]);
     let lost: u64 = s["chains"].as_array().expect("chains").iter().filter_map(|c| c["ring_lost"].as_u64()).sum();
-    let w = chain(&s, "sched_wakeup");
+    let w = chain(&s, "runqueue");
     eprintln!(
-        "4 KiB ring: {lost} records lost; sched_wakeup histogram {} = received {} + lost {}",
+        "4 KiB ring: {lost} records lost; runqueue histogram {} = received {} + lost {}",
         w["hist_segments"], w["segments_received"], w["ring_lost_segments"]
     );
     assert!(lost > 0, "a 4 KiB ring under load must lose records: {s}");
@@ -95,7 +95,7 @@ fn sigkill_leaves_no_program_link_or_pin_behind_and_a_restart_attaches_again() {
     let e = Exporter::start(&["--duration", "120"], &[]);
     let ours: BTreeSet<u32> = clockpath_programs().difference(&before).copied().collect();
     assert!(!ours.is_empty(), "the exporter loaded programs");
-    let running = metric(&e.scrape(), "clockpath_chain_running", &[("chain", "sched_wakeup")]);
+    let running = metric(&e.scrape(), "clockpath_chain_running", &[("chain", "runqueue")]);
     assert_eq!(running, 1.0);
     let mut e = e;
     let mut child = e.child.take().expect("running");
@@ -123,7 +123,7 @@ fn sigkill_leaves_no_program_link_or_pin_behind_and_a_restart_attaches_again() {
     // Started again: every default chain attaches as before.
     let again = Exporter::start(&["--duration", "60"], &[]);
     let text = again.scrape();
-    for chain in ["sched_wakeup", "hrtimer", "softirq"] {
+    for chain in ["runqueue", "hrtimer", "softirq"] {
         assert_eq!(metric(&text, "clockpath_chain_running", &[("chain", chain)]), 1.0, "{chain} after the restart");
     }
     assert!(again.stop().status.success());
@@ -159,7 +159,7 @@ fn tracefs_unmounted_at_start_is_mounted_again_or_named_with_what_it_costs() {
         bin.display()
     ));
     assert!(log.contains("/sys/kernel/tracing tracefs"), "clockpath mounted tracefs again:\n{log}");
-    assert_eq!(chain(&summary, "sched_wakeup")["state"]["state"], "running", "{summary}");
+    assert_eq!(chain(&summary, "runqueue")["state"]["state"], "running", "{summary}");
 
     // Without CAP_SYS_ADMIN it cannot mount it: the log says so and what that costs, and the
     // chains run on targets that need no tracefs (tp_btf).
@@ -172,7 +172,7 @@ fn tracefs_unmounted_at_start_is_mounted_again_or_named_with_what_it_costs() {
     eprintln!("without CAP_SYS_ADMIN: {line}");
     assert!(line.contains("/sys/kernel/tracing") && line.contains("Operation not permitted"), "{line}");
     assert!(line.contains("tracepoint targets are unusable"), "{line}");
-    assert_eq!(chain(&summary, "sched_wakeup")["state"]["state"], "running", "{summary}");
+    assert_eq!(chain(&summary, "runqueue")["state"]["state"], "running", "{summary}");
 }
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
@@ -217,7 +217,7 @@ fn a_full_disk_costs_recorder_lines_never_half_a_line_and_the_exporter_goes_on()
         ],
     );
     let mut load = sched_messaging(2000);
-    let count = |t: &str| metric(t, "clockpath_segment_duration_seconds_count", &[("chain", "sched_wakeup")]);
+    let count = |t: &str| metric(t, "clockpath_segment_duration_seconds_count", &[("chain", "runqueue")]);
     let full = wait_for("the recorder's disk to fill and its errors to be counted", Duration::from_secs(60), || {
         let t = e.scrape();
         (metric(&t, "clockpath_recorder_write_errors_total", &[]) > 0.0).then_some(t)

@@ -77,7 +77,7 @@ fn dashboard_queries() -> Vec<Value> {
     serde_json::from_slice(&out.stdout).expect("check.py prints the queries as JSON")
 }
 
-/// A dashboard expression with its variables set: every env and instance, the sched_wakeup
+/// A dashboard expression with its variables set: every env and instance, the runqueue
 /// chain and its segment (which have data everywhere), Grafana's intervals.
 fn substitute(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m")
@@ -88,10 +88,10 @@ fn substitute(expr: &str) -> String {
         .replace("$env", ".*")
         .replace("${instance}", ".*")
         .replace("$instance", ".*")
-        .replace("${chain}", "sched_wakeup")
-        .replace("$chain", "sched_wakeup")
-        .replace("${segment}", "wakeup->switch_in")
-        .replace("$segment", "wakeup->switch_in")
+        .replace("${chain}", "runqueue")
+        .replace("$chain", "runqueue")
+        .replace("${segment}", "enqueue->switch_in")
+        .replace("$segment", "enqueue->switch_in")
 }
 
 /// A variable query (`label_values(metric, label)`) as PromQL returning the label's values.
@@ -191,7 +191,7 @@ fn a_fleet_under_one_prometheus_dashboards_rules_and_compare() {
     c.wait_until("guest C's exporter", Duration::from_secs(600), |s| s.join("ready").exists());
     prom.wait_for("count(up == 1)", Duration::from_secs(120), |v| v == 3.0);
     prom.wait_for(
-        "count(count by (instance) (clockpath_window_median_seconds{chain=\"sched_wakeup\",segment=\"wakeup->switch_in\"}))",
+        "count(count by (instance) (clockpath_window_median_seconds{chain=\"runqueue\",segment=\"enqueue->switch_in\"}))",
         Duration::from_secs(120),
         |v| v == 3.0,
     );
@@ -258,7 +258,7 @@ fn a_fleet_under_one_prometheus_dashboards_rules_and_compare() {
             "--by",
             by,
             "--chain",
-            "sched_wakeup",
+            "runqueue",
             "--range",
             range,
             "--json",
@@ -309,13 +309,13 @@ fn a_fleet_under_one_prometheus_dashboards_rules_and_compare() {
     for d in &vm_dirs {
         files.extend(trace_files(d));
     }
-    let mut args = vec!["compare", "--group-by", "env", "--chain", "sched_wakeup", "--json"];
+    let mut args = vec!["compare", "--group-by", "env", "--chain", "runqueue", "--json"];
     args.extend(files.iter().map(String::as_str));
     let o = clockpath(&args);
     assert!(o.status.success(), "offline compare: {}", String::from_utf8_lossy(&o.stderr));
     let offline: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
-    let fleet = by_env.iter().find(|c| c["segment"] == "wakeup->switch_in").expect("fleet wakeup->switch_in");
-    let off = offline.iter().find(|c| c["segment"] == "wakeup->switch_in").expect("offline wakeup->switch_in");
+    let fleet = by_env.iter().find(|c| c["segment"] == "enqueue->switch_in").expect("fleet enqueue->switch_in");
+    let off = offline.iter().find(|c| c["segment"] == "enqueue->switch_in").expect("offline enqueue->switch_in");
     assert_eq!((fleet["a"].as_str(), fleet["b"].as_str()), (off["a"].as_str(), off["b"].as_str()));
     let resolution = fleet["resolution_ns"].as_f64().expect("resolution_ns (none when a median is in the +Inf bucket)");
     let (df, doff) = (
@@ -323,14 +323,14 @@ fn a_fleet_under_one_prometheus_dashboards_rules_and_compare() {
         off["median_difference"]["estimate"].as_f64().unwrap(),
     );
     eprintln!(
-        "host vs vm, wakeup->switch_in: fleet {df:.0} ns ({}), offline {doff:.0} ns ({}), resolution {resolution:.0} ns",
+        "host vs vm, enqueue->switch_in: fleet {df:.0} ns ({}), offline {doff:.0} ns ({}), resolution {resolution:.0} ns",
         fleet["verdict"], off["verdict"]
     );
     assert!((df - doff).abs() <= resolution, "difference of medians: fleet {df} ns, offline {doff} ns");
-    let host_median = median(traced_durations(host_traces.path(), "sched_wakeup", "wakeup", "switch_in"));
+    let host_median = median(traced_durations(host_traces.path(), "runqueue", "enqueue", "switch_in"));
     let mut vm = Vec::new();
     for d in &vm_dirs {
-        vm.extend(traced_durations(d, "sched_wakeup", "wakeup", "switch_in"));
+        vm.extend(traced_durations(d, "runqueue", "enqueue", "switch_in"));
     }
     let vm_median = median(vm);
     for (name, traced, fleet_median) in [

@@ -70,7 +70,7 @@ fn the_image_builds_with_podman_and_runs_every_default_chain_with_the_charts_thr
     });
     let text = ureq::get(&format!("{url}/metrics")).call().expect("scrape").into_string().expect("body");
     let s = Scrape::parse(&text).expect("scrape parses");
-    for chain in ["sched_wakeup", "hrtimer", "softirq"] {
+    for chain in ["runqueue", "hrtimer", "softirq"] {
         let running = s
             .samples
             .iter()
@@ -85,7 +85,7 @@ fn the_image_builds_with_podman_and_runs_every_default_chain_with_the_charts_thr
     let logs = Command::new("podman").args(["logs", &name]).output().expect("podman logs");
     let logs = String::from_utf8_lossy(&logs.stderr);
     assert_eq!(String::from_utf8_lossy(&code.stdout).trim(), "0", "SIGTERM exits 0:\n{logs}");
-    assert!(logs.contains("summary chain=sched_wakeup"), "the exporter stopped cleanly:\n{logs}");
+    assert!(logs.contains("summary chain=runqueue"), "the exporter stopped cleanly:\n{logs}");
     // The Helm chart's set (CAP_BPF, CAP_PERFMON, CAP_SYSLOG) lacks nothing the chains use,
     // and is given up once they are attached.
     assert!(!logs.contains("missing capability capability=CAP_SYSLOG"), "{logs}");

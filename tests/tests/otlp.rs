@@ -17,7 +17,7 @@ use clockpath_tests::{
 
 /// Stages of the built-in chains that run on this kernel.
 const CHAIN_STAGES: &[(&str, &[&str])] = &[
-    ("sched_wakeup", &["wakeup", "switch_in"]),
+    ("runqueue", &["enqueue", "switch_in"]),
     ("hrtimer", &["start", "expire_entry", "expire_exit"]),
     ("softirq", &["raise", "entry", "exit"]),
 ];
@@ -128,8 +128,8 @@ fn grpc_traces_match_kernel_records_to_the_nanosecond_and_exemplars_point_at_the
         let by_rate = metric(&scrape, "clockpath_otlp_chains_sampled_total", &[("chain", chain), ("reason", "rate")]);
         assert!(by_rate <= 50.0 * elapsed + 50.0, "{chain}: {by_rate} rate-sampled traces in {elapsed:.1} s");
     }
-    let sampled_out = metric(&scrape, "clockpath_otlp_chains_sampled_out_total", &[("chain", "sched_wakeup")]);
-    assert!(sampled_out > 1000.0, "sched_wakeup under load: only {sampled_out} chains sampled out");
+    let sampled_out = metric(&scrape, "clockpath_otlp_chains_sampled_out_total", &[("chain", "runqueue")]);
+    assert!(sampled_out > 1000.0, "runqueue under load: only {sampled_out} chains sampled out");
     let exported = metric(&scrape, "clockpath_otlp_spans_exported_total", &[]);
     assert!(
         exported > 0.0 && exported <= received_after_scrape as f64,
@@ -210,7 +210,7 @@ fn grpc_traces_match_kernel_records_to_the_nanosecond_and_exemplars_point_at_the
         assert_eq!(root.span.end_time_unix_nano, children[children.len() - 1].span.end_time_unix_nano);
         wanted.insert((chain, instance));
     }
-    assert!(per_chain.get("sched_wakeup").copied().unwrap_or(0) >= 50, "traces per chain: {per_chain:?}");
+    assert!(per_chain.get("runqueue").copied().unwrap_or(0) >= 50, "traces per chain: {per_chain:?}");
 
     // The recorder wrote the same kernel times: stage hits by instance.
     let recorded = recorded_hits(&rec_dir, &wanted);
@@ -308,7 +308,7 @@ fn collector_down_then_up_drops_are_counted_metrics_answer_and_export_resumes() 
     );
     let mut load = sched_messaging(400);
     let first = Scrape::parse(&e.scrape()).expect("scrape");
-    let count = |s: &Scrape| metric(s, "clockpath_segment_duration_seconds_count", &[("chain", "sched_wakeup")]);
+    let count = |s: &Scrape| metric(s, "clockpath_segment_duration_seconds_count", &[("chain", "runqueue")]);
     // Down: every scrape answers quickly, histograms keep counting, drops are counted.
     let mut slowest = Duration::ZERO;
     let mut scrapes = 0;
@@ -431,7 +431,7 @@ fn an_untrusted_collector_certificate_is_counted_logged_once_and_metrics_answer(
         ],
     );
     let mut load = sched_messaging(400);
-    let count = |s: &Scrape| metric(s, "clockpath_segment_duration_seconds_count", &[("chain", "sched_wakeup")]);
+    let count = |s: &Scrape| metric(s, "clockpath_segment_duration_seconds_count", &[("chain", "runqueue")]);
     let first = Scrape::parse(&e.scrape()).expect("scrape");
     let failed = wait_for("three failed export requests counted", Duration::from_secs(60), || {
         let s = Scrape::parse(&e.scrape()).expect("scrape while exports fail");
@@ -527,11 +527,10 @@ fn prometheus_stores_exemplars_that_name_received_traces() {
     let prom = clockpath_tests::prometheus::Prometheus::start_with(&[e.addr()], &["--enable-feature=exemplar-storage"]);
     let mut load = sched_messaging(400);
     // Prometheus asks for OpenMetrics, so it sees (and stores) the exemplars.
-    let stored =
-        wait_for("Prometheus to store exemplars for the sched_wakeup histogram", Duration::from_secs(40), || {
-            let stored = prom.exemplars("clockpath_segment_duration_seconds_bucket{chain=\"sched_wakeup\"}", 120);
-            (!stored.is_empty()).then_some(stored)
-        });
+    let stored = wait_for("Prometheus to store exemplars for the runqueue histogram", Duration::from_secs(40), || {
+        let stored = prom.exemplars("clockpath_segment_duration_seconds_bucket{chain=\"runqueue\"}", 120);
+        (!stored.is_empty()).then_some(stored)
+    });
     let _ = load.kill();
     let _ = load.wait();
     let received: BTreeSet<String> = rx.traces().keys().map(|k| hex(k)).collect();
@@ -540,7 +539,7 @@ fn prometheus_stores_exemplars_that_name_received_traces() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut n = 0;
     for series in &stored {
-        assert_eq!(series["seriesLabels"]["chain"], "sched_wakeup");
+        assert_eq!(series["seriesLabels"]["chain"], "runqueue");
         for x in series["exemplars"].as_array().expect("exemplars") {
             let id = x["labels"]["trace_id"].as_str().expect("trace_id");
             assert!(

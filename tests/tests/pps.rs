@@ -174,7 +174,7 @@ kill -TERM $RUN; wait $RUN; echo "run_exit=$?"
     // again: the device is opened anew and the signal is back.
     let completed = |s: &Scrape| {
         s.named("clockpath_chains_completed_total")
-            .filter(|x| x.labels.get("chain").map(String::as_str) == Some("sched_wakeup"))
+            .filter(|x| x.labels.get("chain").map(String::as_str) == Some("runqueue"))
             .map(|x| x.value)
             .sum::<f64>()
     };
@@ -183,7 +183,7 @@ kill -TERM $RUN; wait $RUN; echo "run_exit=$?"
     let s = wait_for("the PPS device's removal counted", Duration::from_secs(60), || {
         scrape(&guest).filter(|s| one(s, "clockpath_pps_device_removals_total") == Some(1.0))
     });
-    assert!(completed(&s) > before, "sched_wakeup chains go on while the PPS device is gone");
+    assert!(completed(&s) > before, "runqueue chains go on while the PPS device is gone");
     assert!(ureq::get(&guest.url("/healthz")).call().is_ok(), "the exporter keeps serving");
     std::fs::write(guest.share().join("reload"), "").unwrap();
     wait_for("the PPS signal back after the driver's reload", Duration::from_secs(60), || {

@@ -101,7 +101,7 @@ fn nobody_with_bpf_perfmon_and_syslog_runs_every_chain_root_runs_and_then_holds_
     let least = shared.run(&["bpf", "perfmon", "syslog"], &["doctor", "--json"]);
     let least = doctor_json(&least);
     let chains = running_chains(&root);
-    assert!(chains.contains("sched_wakeup") && chains.contains("hrtimer"), "root runs {chains:?}");
+    assert!(chains.contains("runqueue") && chains.contains("hrtimer"), "root runs {chains:?}");
     assert_eq!(
         running_chains(&least),
         chains,

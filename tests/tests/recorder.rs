@@ -64,10 +64,10 @@ fn recorded_traces_rotate_end_with_whole_lines_and_analyse() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["chain"] == "sched_wakeup")
-        .expect("sched_wakeup in the recorded traces");
+        .find(|c| c["chain"] == "runqueue")
+        .expect("runqueue in the recorded traces");
     let seen: u64 = sched["sessions"].as_array().unwrap().iter().map(|s| s["seen"].as_u64().unwrap()).sum();
-    assert!(seen > 1000, "only {seen} sched_wakeup chains recorded");
+    assert!(seen > 1000, "only {seen} runqueue chains recorded");
     assert_eq!(r["read"]["partial_lines"], 0);
 }
 
@@ -80,7 +80,7 @@ fn raw_hits_are_recorded_with_their_stage() {
     for field in ["timestamp_ns", "probe_name", "session_id", "cpu_id", "delta_chain_id", "chain", "env"] {
         assert!(hit.get(field).is_some(), "{field} missing from {hit}");
     }
-    let stages = ["wakeup", "switch_in", "start", "expire_entry", "expire_exit", "raise", "entry", "exit"];
+    let stages = ["enqueue", "switch_in", "start", "expire_entry", "expire_exit", "raise", "entry", "exit"];
     assert!(
         first.lines().take(200).all(|l| stages.iter().any(|s| l.contains(&format!("\"probe_name\":\"{s}\"")))),
         "{}",
@@ -117,8 +117,8 @@ fn recorded_parquet_files_are_whole_and_analyse() {
         assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"), "{name}: not a whole Parquet file");
     }
     let r = analyze(&dir.path().join("report"), &files);
-    let sched = r["chains"].as_array().unwrap().iter().find(|c| c["chain"] == "sched_wakeup").expect("sched_wakeup");
+    let sched = r["chains"].as_array().unwrap().iter().find(|c| c["chain"] == "runqueue").expect("runqueue");
     let seen: u64 = sched["sessions"].as_array().unwrap().iter().map(|s| s["seen"].as_u64().unwrap()).sum();
-    assert!(seen > 1000, "only {seen} sched_wakeup chains recorded");
+    assert!(seen > 1000, "only {seen} runqueue chains recorded");
     assert_eq!(r["read"]["bad_lines"], 0);
 }

@@ -127,7 +127,7 @@ impl Sink for Collect {
 #[test]
 fn interference_is_charged_to_segments_on_their_cpu() {
     require_root();
-    let (_d, path) = config_file("[chains.hrtimer]\ninterference = true\n[chains.sched_wakeup]\nenabled = false\n");
+    let (_d, path) = config_file("[chains.hrtimer]\ninterference = true\n[chains.runqueue]\nenabled = false\n");
     let loaded = Config::load(Some(&path)).unwrap();
     let plans = daemon::plan(&loaded, &Kernel::open()).unwrap();
     let collect = Collect::default();

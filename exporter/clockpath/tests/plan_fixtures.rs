@@ -22,10 +22,14 @@ fn fixture(name: &str) -> Kernel {
     Kernel::fixture(dir)
 }
 
-/// The default config's chains, resolved on a fixture (resolution must succeed: a built-in
-/// config that does not resolve is a bug).
+/// Every built-in chain (the ones off by default too), resolved on a fixture (resolution must
+/// succeed: a built-in chain that does not resolve is a bug).
 fn plans(kernel: &Kernel) -> Vec<ChainPlan> {
-    plan::resolve(&Config::builtin().chain_specs(), kernel).unwrap_or_else(|issues| panic!("{issues:#?}"))
+    let mut config = Config::builtin();
+    for c in config.chains.values_mut() {
+        c.enabled = true;
+    }
+    plan::resolve(&config.chain_specs(), kernel).unwrap_or_else(|issues| panic!("{issues:#?}"))
 }
 
 fn chain<'a>(plans: &'a [ChainPlan], name: &str) -> &'a ChainPlan {
@@ -275,9 +279,11 @@ fn a_filter_names_a_kernel_function_and_resolves_to_its_address() {
     let start = &chain(&plans, "hrtimer").stages[0].points[0].candidates;
     let tp = start.iter().find(|c| c.target.kind == AttachKind::Tracepoint).expect("tracepoint candidate");
     assert_eq!(tp.status, Status::Ready, "{:?}", tp.status);
-    assert_eq!(tp.filter_value, 0xffffffff8141fa60, "hrtimer_nanosleep's address in the fixture");
-    assert!(tp.filter_negate);
-    assert!(tp.filter.offset > 8 && tp.filter.size == 8, "the tracepoint's `function` field: {:?}", tp.filter);
+    let cond = tp.conditions.first().expect("one condition");
+    assert_eq!(cond.operand, 0xffffffff8141fa60, "hrtimer_nanosleep's address in the fixture");
+    assert!(cond.negate);
+    assert_eq!(cond.mask, u64::MAX);
+    assert!(cond.value.offset > 8 && cond.value.size == 8, "the tracepoint's `function` field: {:?}", cond.value);
     // A function the kernel does not have makes the candidate unusable, saying which.
     let plans = plan::resolve(&hrtimer_filtered("function == no_such_timer_fn").chain_specs(), &kernel)
         .unwrap_or_else(|i| panic!("{i:#?}"));
@@ -288,6 +294,55 @@ fn a_filter_names_a_kernel_function_and_resolves_to_its_address() {
         "{:?}",
         tp.status
     );
+}
+
+/// Issue 26: the runqueue chain on both kernels. Its stage 0 names a cause per point; the
+/// preempted point filters on the switched-out task's state and pid (two conditions), read
+/// through `__state` (5.14 and later: the `state` alternative is unusable, not an error); every
+/// slot of the chain counts rows per cause, and each stage-0 slot opens with its point's cause.
+#[test]
+fn the_runqueue_chain_opens_with_a_cause_per_point_and_filters_preemptions_on_two_conditions() {
+    use clockpath_common::slot::*;
+    for k in ["dev-6.18", "debian-6.1"] {
+        let mut plans = plans(&fixture(k));
+        let rq = chain(&plans, "runqueue");
+        assert_eq!(rq.causes, ["wakeup", "new", "preempted"], "{k}");
+        let points = &rq.stages[0].points;
+        assert_eq!(points.iter().map(|p| p.cause).collect::<Vec<_>>(), [Some(0), Some(1), Some(2)], "{k}");
+        let preempted = &points[2].candidates;
+        let btf: Vec<_> = preempted.iter().filter(|c| c.target.kind == AttachKind::TpBtf).collect();
+        assert_eq!(btf.len(), 2, "{k}: a __state and a state alternative");
+        assert_eq!(btf[0].status, Status::Ready, "{k}: {:?}", btf[0].status);
+        assert_eq!(btf[0].conditions.len(), 2, "{k}");
+        assert_eq!((btf[0].conditions[0].operand, btf[0].conditions[0].negate), (0, false), "{k}");
+        assert_eq!((btf[0].conditions[1].operand, btf[0].conditions[1].negate), (0, true), "{k}: pid != 0");
+        assert_eq!(btf[0].conditions[0].value.size, 4, "{k}: __state is an unsigned int");
+        assert!(
+            matches!(&btf[1].status, Status::Unusable(why) if why.contains("no member `state`")),
+            "{k}: {:?}",
+            btf[1].status
+        );
+        let tp = preempted.iter().find(|c| c.target.kind == AttachKind::Tracepoint).expect("tracepoint candidate");
+        assert_eq!(tp.conditions[0].mask, 0xff, "{k}: prev_state's preemption bit masked out");
+        let configs = plan::slots::assign(&mut plans, false);
+        let rq = chain(&plans, "runqueue");
+        for (stage, s) in rq.stages.iter().enumerate() {
+            for (j, p) in s.points.iter().enumerate() {
+                for c in p.candidates.iter().filter(|c| c.slot.is_some()) {
+                    let cfg = &configs[c.slot.unwrap() as usize];
+                    assert!(cfg.flags & FLAG_CAUSES != 0 && cfg.segments == 1, "{k}: {cfg:?}");
+                    if stage == 0 {
+                        assert_eq!(cfg.cause as usize, j, "{k}: point {j}'s slot opens with its cause");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            rq.hist_rows().iter().map(|r| (r.segment, r.cause, r.row)).collect::<Vec<_>>(),
+            [(1, Some(0), 0), (1, Some(1), 1), (1, Some(2), 2)],
+            "{k}: one histogram row per cause"
+        );
+    }
 }
 
 #[test]

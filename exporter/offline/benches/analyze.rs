@@ -138,7 +138,7 @@ fn measure(cmd: &mut Command) -> Usage {
 /// The chain the generated files hold, as `clockpath analyze` knows it from its default config.
 fn chains() -> Vec<ChainDef> {
     let stages = ["switch_entry", "first_read", "baseline_recalc"].map(String::from).to_vec();
-    let shape = ChainShape { name: "clocksource_switch".into(), stages, timeout_ns: 5_000_000_000 };
+    let shape = ChainShape { name: "clocksource_switch".into(), stages, timeout_ns: 5_000_000_000, causes: Vec::new() };
     vec![ChainDef { shape, first_hit_only: false }]
 }
 

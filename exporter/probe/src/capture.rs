@@ -68,7 +68,12 @@ fn names(chains: &[ChainSpec], extra_functions: &[&str]) -> (BTreeSet<String>, B
     for c in chains {
         let points = c.stages.iter().flat_map(|s| &s.points).chain(&c.aborts);
         for p in points {
-            exprs.extend(p.filter.iter().filter_map(|f| Filter::parse(f).ok()).map(|f| f.expr.to_string()));
+            let filters = p.filter.iter().chain(p.targets.iter().filter_map(|t| t.filter.as_ref()));
+            exprs.extend(
+                filters
+                    .filter_map(|f| Filter::parse(f).ok())
+                    .flat_map(|f| f.conditions.into_iter().map(|c| c.expr.to_string())),
+            );
             for t in &p.targets {
                 targets.push(t.attach.clone());
                 exprs.push(t.key.clone());
@@ -164,7 +169,7 @@ pub fn capture(
     // Some kernels refuse to list them (EPERM under lockdown): then the fixture has no list
     // either, and the resolver sees the same "unknown" it sees live.
     if let Ok(traceable) = tracefs.traceable_functions() {
-        let listed: Vec<&str> = functions.iter().filter(|f| traceable.contains(*f)).map(String::as_str).collect();
+        let listed: Vec<&str> = functions.iter().filter(|f| traceable.contains(f)).map(String::as_str).collect();
         write(&tracing.join("available_filter_functions"), (listed.join("\n") + "\n").as_bytes())?;
         out.traceable_list = true;
     }

@@ -130,11 +130,12 @@ impl KeyExpr {
     }
 }
 
-/// A stage filter: a hit counts only when `expr` evaluates to `value` (with `negate`: to
-/// anything else).
+/// One condition of a filter: `expr [& mask] == value` (with `negate`: `!=`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Filter {
+pub struct Condition {
     pub expr: ValueExpr,
+    /// Bits of the value compared (`u64::MAX`: all).
+    pub mask: u64,
     pub value: u64,
     pub negate: bool,
     /// The value is this kernel symbol's address (resolved from kallsyms by the planner),
@@ -142,31 +143,79 @@ pub struct Filter {
     pub symbol: Option<String>,
 }
 
+/// A stage filter: a hit counts only when every condition holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    pub conditions: Vec<Condition>,
+}
+
+/// Conditions a filter may join with `&&` (the slot's `MAX_CONDITIONS`).
+pub const MAX_FILTER_CONDITIONS: usize = clockpath_common::slot::MAX_CONDITIONS;
+
+fn number(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
 impl Filter {
-    /// Parse `EXPR == VALUE` or `EXPR != VALUE`; VALUE is an integer (decimal or 0x hex),
-    /// `self` (this process's pid) or a kernel function name.
+    /// Parse `COND [&& COND]`, each `EXPR [& MASK] == VALUE` or `EXPR [& MASK] != VALUE`;
+    /// MASK is an integer, VALUE an integer (decimal or 0x hex), `self` (this process's pid) or
+    /// a kernel function name.
     pub fn parse(s: &str) -> Result<Filter, String> {
+        let parts: Vec<&str> = s.split("&&").collect();
+        if parts.len() > MAX_FILTER_CONDITIONS {
+            return Err(format!(
+                "filter `{s}`: at most {MAX_FILTER_CONDITIONS} conditions joined by &&, not {}",
+                parts.len()
+            ));
+        }
+        let conditions = parts.into_iter().map(|c| Condition::parse(s, c)).collect::<Result<_, _>>()?;
+        Ok(Filter { conditions })
+    }
+}
+
+impl Condition {
+    fn parse(whole: &str, s: &str) -> Result<Condition, String> {
         let (lhs, rhs, negate) = match (s.split_once("=="), s.split_once("!=")) {
             (Some((l, r)), None) => (l, r, false),
             (None, Some((l, r))) => (l, r, true),
-            _ => return Err(format!("filter `{s}`: expected EXPR == VALUE or EXPR != VALUE, e.g. tid == 1234")),
+            _ => {
+                return Err(format!(
+                    "filter `{whole}`: expected EXPR == VALUE or EXPR != VALUE (joined by &&), e.g. tid == 1234"
+                ));
+            }
         };
-        let expr = ValueExpr::parse(lhs).map_err(|e| format!("filter `{s}`: {e}"))?;
+        let (lhs, mask) = match lhs.split_once('&') {
+            Some((e, m)) => {
+                let m = m.trim();
+                (e, number(m).ok_or_else(|| format!("filter `{whole}`: mask `{m}` is not a number"))?)
+            }
+            None => (lhs, u64::MAX),
+        };
+        let expr = ValueExpr::parse(lhs).map_err(|e| format!("filter `{whole}`: {e}"))?;
         let rhs = rhs.trim();
         let symbol_like = rhs.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && rhs.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
         let (value, symbol) = if rhs == "self" {
             (std::process::id() as u64, None)
-        } else if let Some(h) = rhs.strip_prefix("0x") {
-            (u64::from_str_radix(h, 16).map_err(|_| format!("filter `{s}`: `{rhs}` is not a number"))?, None)
-        } else if let Ok(n) = rhs.parse() {
-            (n, None)
+        } else if rhs.starts_with(|c: char| c.is_ascii_digit()) {
+            (number(rhs).ok_or_else(|| format!("filter `{whole}`: `{rhs}` is not a number"))?, None)
         } else if symbol_like {
+            if mask != u64::MAX {
+                return Err(format!("filter `{whole}`: a function address is compared whole, without a mask"));
+            }
             (0, Some(rhs.to_string()))
         } else {
-            return Err(format!("filter `{s}`: `{rhs}` is not a number, `self` or a kernel function name"));
+            return Err(format!("filter `{whole}`: `{rhs}` is not a number, `self` or a kernel function name"));
         };
-        Ok(Filter { expr, value, negate, symbol })
+        if value & !mask != 0 {
+            return Err(format!(
+                "filter `{whole}`: {value:#x} has bits outside the mask {mask:#x}; it can never match"
+            ));
+        }
+        Ok(Condition { expr, mask, value, negate, symbol })
     }
 }
 
@@ -227,18 +276,33 @@ mod tests {
 
     #[test]
     fn filters_compare_an_expression_with_a_number_or_self() {
+        let one = |s: &str| Filter::parse(s).unwrap().conditions.remove(0);
         assert_eq!(
-            Filter::parse("tid == 12").unwrap(),
-            Filter { expr: ValueExpr::Tid, value: 12, negate: false, symbol: None }
+            one("tid == 12"),
+            Condition { expr: ValueExpr::Tid, mask: u64::MAX, value: 12, negate: false, symbol: None }
         );
-        assert_eq!(Filter::parse("arg0 == 0x10").unwrap().value, 16);
-        assert_eq!(Filter::parse("tgid == self").unwrap().value, std::process::id() as u64);
-        let f = Filter::parse("arg0->function != tick_nohz_handler").unwrap();
+        assert_eq!(one("arg0 == 0x10").value, 16);
+        assert_eq!(one("tgid == self").value, std::process::id() as u64);
+        let f = one("arg0->function != tick_nohz_handler");
         assert!(f.negate);
         assert_eq!(f.symbol.as_deref(), Some("tick_nohz_handler"));
-        for bad in ["tid = 3", "tid == 3-x", "== 3", "tid == 1 != 2", "tid == 0xzz"] {
+        for bad in
+            ["tid = 3", "tid == 3-x", "== 3", "tid == 1 != 2", "tid == 0xzz", "tid & zz == 0", "tid & 0xf == 0x10"]
+        {
             assert!(Filter::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn filters_join_two_masked_conditions() {
+        let f = Filter::parse("prev_state & 0xff == 0 && prev_pid != 0").unwrap();
+        assert_eq!(f.conditions.len(), 2);
+        assert_eq!((f.conditions[0].mask, f.conditions[0].value, f.conditions[0].negate), (0xff, 0, false));
+        assert_eq!(f.conditions[0].expr, ValueExpr::Field("prev_state".into()));
+        assert_eq!((f.conditions[1].mask, f.conditions[1].negate), (u64::MAX, true));
+        let three = Filter::parse("tid == 1 && tid == 2 && tid == 3").unwrap_err();
+        assert!(three.contains("at most 2 conditions"), "{three}");
+        assert!(Filter::parse("arg0->function & 0xff == tick_nohz_handler").is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Chain definitions as written in the config, and the checks that need no kernel.
 
-use clockpath_common::limits::{MAX_CHAINS, MAX_STAGES};
+use clockpath_common::limits::{MAX_CHAINS, MAX_STAGES, TOTAL_ROW};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use clockpath_offline::{analysis::ChainDef, chain::ChainShape};
@@ -99,6 +99,11 @@ fn is_false(b: &bool) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct PointConfig {
     pub targets: Vec<TargetConfig>,
+    /// Stage 0 only: what an instance this point opens was caused by (e.g. `wakeup`,
+    /// `preempted`), exported as the `cause` label of the chain's segments. Either every
+    /// point of stage 0 names a cause, or none does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
     /// Overrides the stage's filter for this point.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
@@ -107,25 +112,31 @@ pub struct PointConfig {
     pub key: Option<String>,
 }
 
-/// `"kind:name"` or `{ attach = "kind:name", key = "..." }`.
+/// `"kind:name"` or `{ attach = "kind:name", key = "...", filter = "..." }` when the key or
+/// the filter differs per target (a tracepoint's field, a tp_btf argument's member).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetConfig {
     pub attach: String,
     pub key: Option<String>,
+    /// Overrides the point's filter for this target.
+    pub filter: Option<String>,
 }
 
 impl Serialize for TargetConfig {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.key {
-            None => s.serialize_str(&self.attach),
-            Some(key) => {
-                use serde::ser::SerializeMap as _;
-                let mut m = s.serialize_map(Some(2))?;
-                m.serialize_entry("attach", &self.attach)?;
-                m.serialize_entry("key", key)?;
-                m.end()
-            }
+        if self.key.is_none() && self.filter.is_none() {
+            return s.serialize_str(&self.attach);
         }
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("attach", &self.attach)?;
+        if let Some(key) = &self.key {
+            m.serialize_entry("key", key)?;
+        }
+        if let Some(filter) = &self.filter {
+            m.serialize_entry("filter", filter)?;
+        }
+        m.end()
     }
 }
 
@@ -135,22 +146,23 @@ impl<'de> Deserialize<'de> for TargetConfig {
         impl<'de> de::Visitor<'de> for V {
             type Value = TargetConfig;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a target string such as \"tracepoint:sched:sched_switch\" or a table { attach = \"...\", key = \"...\" }")
+                f.write_str("a target string such as \"tracepoint:sched:sched_switch\" or a table { attach = \"...\", key = \"...\", filter = \"...\" }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<TargetConfig, E> {
-                Ok(TargetConfig { attach: v.to_string(), key: None })
+                Ok(TargetConfig { attach: v.to_string(), key: None, filter: None })
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<TargetConfig, A::Error> {
-                let (mut attach, mut key) = (None, None);
+                let (mut attach, mut key, mut filter) = (None, None, None);
                 while let Some(k) = map.next_key::<String>()? {
                     match k.as_str() {
                         "attach" => attach = Some(map.next_value::<String>()?),
                         "key" => key = Some(map.next_value::<String>()?),
-                        other => return Err(de::Error::unknown_field(other, &["attach", "key"])),
+                        "filter" => filter = Some(map.next_value::<String>()?),
+                        other => return Err(de::Error::unknown_field(other, &["attach", "key", "filter"])),
                     }
                 }
                 let attach = attach.ok_or_else(|| de::Error::missing_field("attach"))?;
-                Ok(TargetConfig { attach, key })
+                Ok(TargetConfig { attach, key, filter })
             }
         }
         d.deserialize_any(V)
@@ -161,7 +173,7 @@ impl StageConfig {
     /// The stage's probe points, whichever way they were written.
     pub fn point_list(&self) -> Vec<PointConfig> {
         if self.points.is_empty() {
-            vec![PointConfig { targets: self.targets.clone(), key: None, filter: None }]
+            vec![PointConfig { targets: self.targets.clone(), key: None, filter: None, cause: None }]
         } else {
             self.points.clone()
         }
@@ -211,6 +223,11 @@ impl ChainConfig {
         }
     }
 
+    /// The causes stage 0's points name, in point order (empty when they name none).
+    pub fn causes(&self) -> Vec<String> {
+        self.stages.first().map(|s| s.point_list().iter().filter_map(|p| p.cause.clone()).collect()).unwrap_or_default()
+    }
+
     /// What offline analysis needs of this chain.
     pub fn def(&self, name: &str) -> ChainDef {
         ChainDef {
@@ -218,6 +235,7 @@ impl ChainConfig {
                 name: name.to_string(),
                 stages: self.stages.iter().map(|s| s.name.clone()).collect(),
                 timeout_ns: self.timeout_ms.saturating_mul(1_000_000),
+                causes: self.causes(),
             },
             first_hit_only: self.stages.first().is_some_and(|s| s.first_hit_only),
         }
@@ -231,9 +249,15 @@ fn point_spec(at: String, point: &PointConfig, stage_key: Option<&str>, stage_fi
         .map(|t| TargetSpec {
             attach: t.attach.clone(),
             key: t.key.as_deref().or(point.key.as_deref()).or(stage_key).unwrap_or_default().to_string(),
+            filter: t.filter.clone(),
         })
         .collect();
-    PointSpec { at, targets, filter: point.filter.as_deref().or(stage_filter).map(str::to_string) }
+    PointSpec {
+        at,
+        targets,
+        filter: point.filter.as_deref().or(stage_filter).map(str::to_string),
+        cause: point.cause.clone(),
+    }
 }
 
 fn identifier(s: &str) -> bool {
@@ -336,11 +360,61 @@ pub(super) fn validate(loaded: &Loaded, issues: &mut Vec<ConfigIssue>) {
             for (j, point) in stage.point_list().iter().enumerate() {
                 let pat = if stage.points.is_empty() { sat.clone() } else { format!("{sat}.points[{j}]") };
                 check_point(loaded, issues, &pat, sname, point, stage.key.as_deref());
+                if i != 0 && point.cause.is_some() {
+                    issues.push(loaded.issue(
+                        format!("{pat}.cause"),
+                        format!("stage `{sname}`: only stage 0's points open instances, so only they name a cause"),
+                    ));
+                }
             }
         }
+        check_causes(loaded, issues, &at, chain);
         for (j, point) in chain.abort.iter().enumerate() {
             check_point(loaded, issues, &format!("{at}.abort[{j}]"), "abort", point, None);
         }
+    }
+}
+
+/// Stage 0's causes: all its points name one or none does; names are identifiers, distinct,
+/// and the chain's histogram rows (one per cause and segment) fit the kernel's.
+fn check_causes(loaded: &Loaded, issues: &mut Vec<ConfigIssue>, at: &str, chain: &ChainConfig) {
+    let Some(stage) = chain.stages.first() else { return };
+    let points = stage.point_list();
+    let named = points.iter().filter(|p| p.cause.is_some()).count();
+    if named == 0 {
+        return;
+    }
+    let sat = format!("{at}.stages[0]");
+    if named != points.len() {
+        issues.push(loaded.issue(
+            format!("{sat}.points"),
+            format!(
+                "stage `{}`: {named} of its {} points name a cause; name one for every point or for none",
+                stage.name,
+                points.len()
+            ),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (j, cause) in points.iter().enumerate().filter_map(|(j, p)| Some((j, p.cause.as_deref()?))) {
+        let cat = format!("{sat}.points[{j}].cause");
+        if !identifier(cause) {
+            issues.push(loaded.issue(&cat, format!("cause `{cause}` is not lowercase letters, digits and _")));
+        }
+        if !seen.insert(cause) {
+            issues.push(loaded.issue(&cat, format!("duplicate cause `{cause}` in stage `{}`", stage.name)));
+        }
+    }
+    let segments = chain.stages.len().saturating_sub(1).max(1);
+    let rows = (TOTAL_ROW as usize) / segments;
+    if named > rows {
+        issues.push(loaded.issue(
+            format!("{sat}.points"),
+            format!(
+                "a chain of {segments} segment(s) has room for {rows} causes (one histogram row per cause and segment, {} rows), not {named}",
+                TOTAL_ROW
+            ),
+        ));
     }
 }
 
@@ -357,10 +431,20 @@ fn check_point(
             loaded.issue(format!("{at}.targets"), format!("stage `{stage}`: a probe point needs at least one target")),
         );
     }
+    if let Some(f) = &point.filter
+        && let Err(e) = Filter::parse(f)
+    {
+        issues.push(loaded.issue(format!("{at}.filter"), format!("stage `{stage}`: {e}")));
+    }
     for (k, t) in point.targets.iter().enumerate() {
         let tat = format!("{at}.targets[{k}]");
         if let Err(e) = Target::check_pattern(&t.attach) {
             issues.push(loaded.issue(&tat, format!("stage `{stage}`: {e}")));
+        }
+        if let Some(f) = &t.filter
+            && let Err(e) = Filter::parse(f)
+        {
+            issues.push(loaded.issue(format!("{tat}.filter"), format!("stage `{stage}`: {e}")));
         }
         match t.key.as_deref().or(point.key.as_deref()).or(stage_key) {
             None => issues.push(loaded.issue(

@@ -555,10 +555,12 @@ mod tests {
     }
 
     #[test]
-    fn builtin_default_is_valid_and_has_the_four_chains() {
+    fn builtin_default_is_valid_and_has_the_five_chains_four_on() {
         let loaded = Config::load_with_env(None, Env::prefixed("CLOCKPATH_TEST_NONE_")).unwrap();
         let names: Vec<_> = loaded.config.chains.keys().cloned().collect();
-        assert_eq!(names, ["clocksource_switch", "hrtimer", "sched_wakeup", "softirq"]);
+        assert_eq!(names, ["clocksource_switch", "hrtimer", "runqueue", "sched_wakeup", "softirq"]);
+        let on: Vec<_> = loaded.config.enabled_chains().map(|(n, _)| n).collect();
+        assert_eq!(on, ["clocksource_switch", "hrtimer", "runqueue", "softirq"]);
         assert_eq!(loaded.config, Config::builtin());
     }
 

@@ -3,10 +3,7 @@
 
 use std::{collections::BTreeMap, sync::atomic::Ordering};
 
-use clockpath_common::{
-    hist::{HistRow, NUM_BUCKETS, bucket_lower_ns},
-    limits::TOTAL_ROW,
-};
+use clockpath_common::hist::{HistRow, NUM_BUCKETS, bucket_lower_ns};
 use clockpath_probe::{
     maps::KernelMaps,
     plan::{ChainPlan, ChainState, Store},
@@ -122,6 +119,9 @@ pub struct SegmentSummary {
     pub received: u64,
     /// Median from the kernel histogram (bucket lower bound), ns.
     pub hist_median_ns: Option<u64>,
+    /// Chains with causes: this segment's histogram count per cause (they sum to `hist_count`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_cause: BTreeMap<String, u64>,
 }
 
 /// Build a summary from the kernel maps and a tally.
@@ -139,29 +139,43 @@ pub fn summarize(
             let t = tally.get(&p.index).cloned().unwrap_or_default();
             let shape = p.shape();
             let mut segments = Vec::new();
-            let mut rows: Vec<(String, u32, Option<u8>)> =
-                (1..=shape.segments() as u8).map(|i| (shape.segment_name(i), i as u32 - 1, Some(i))).collect();
-            if shape.segments() > 1 {
-                rows.push(("total".into(), TOTAL_ROW, None));
-            }
             let mut hist_segments = 0;
             let mut completed = 0;
-            for (name, row, idx) in rows {
-                let h = maps.hist_row(p.index, row).unwrap_or(HistRow::ZERO);
+            // Rows of one segment (one per cause) are summed into one histogram.
+            let rows = p.hist_rows();
+            let mut indices: Vec<u8> = rows.iter().map(|r| r.segment).filter(|&s| s != 0).collect();
+            indices.dedup();
+            if rows.iter().any(|r| r.segment == 0) {
+                indices.push(0);
+            }
+            for seg in indices {
+                let mut h = HistRow::ZERO;
+                let mut by_cause = BTreeMap::new();
+                for r in rows.iter().filter(|r| r.segment == seg) {
+                    let row = maps.hist_row(p.index, r.row).unwrap_or(HistRow::ZERO);
+                    if let Some(name) = r.cause.and_then(|c| shape.cause_name(c)) {
+                        by_cause.insert(name.to_string(), row.buckets.iter().sum());
+                    }
+                    for (a, b) in h.buckets.iter_mut().zip(row.buckets.iter()) {
+                        *a += b;
+                    }
+                    h.sum_ns += row.sum_ns;
+                }
                 let count: u64 = h.buckets.iter().sum();
-                if let Some(i) = idx {
+                if seg != 0 {
                     hist_segments += count;
                     // The last segment is recorded exactly once per completed instance.
-                    if i as usize == shape.segments() {
+                    if seg as usize == shape.segments() {
                         completed = count;
                     }
                 }
                 segments.push(SegmentSummary {
-                    name,
+                    name: if seg == 0 { "total".into() } else { shape.segment_name(seg) },
                     hist_count: count,
                     hist_sum_ns: h.sum_ns,
-                    received: idx.map_or(0, |i| t.segments_received.get(&i).copied().unwrap_or(0)),
+                    received: if seg == 0 { 0 } else { t.segments_received.get(&seg).copied().unwrap_or(0) },
                     hist_median_ns: hist_median(&h.buckets),
+                    by_cause,
                 });
             }
             ChainSummary {

@@ -128,7 +128,10 @@ pub fn segment_durations(
     for h in histograms {
         let buckets = rebin(&h.row, le_buckets);
         let count: u64 = h.row.buckets.iter().sum();
-        let l = labels.with(&[("chain", &h.chain), ("segment", &h.segment)]);
+        let l = match &h.cause {
+            Some(cause) => labels.with(&[("chain", &h.chain), ("segment", &h.segment), ("cause", cause)]),
+            None => labels.with(&[("chain", &h.chain), ("segment", &h.segment)]),
+        };
         m.encode_family(&l)?.encode_histogram::<NoLabelSet>(h.row.sum_ns as f64 / 1e9, count, &buckets, None)?;
     }
     Ok(())
@@ -685,10 +688,29 @@ mod tests {
         assert!(bins[3].0.is_infinite());
         let t = text(|enc| {
             let le: Vec<usize> = [5.12e-7, 1.024e-6, 2.048e-6].iter().map(|b| le_index(*b).unwrap()).collect();
-            let h = HistSeries { chain: "c".into(), segment: "a->b".into(), row: row(), last: true };
+            let h = HistSeries { chain: "c".into(), segment: "a->b".into(), cause: None, row: row(), last: true };
             segment_durations(enc, &labels(), &le, &[h])
         });
         let p = "clockpath_segment_duration_seconds";
+        let with_cause = text(|enc| {
+            let le: Vec<usize> = [1.024e-6, 2.048e-6].iter().map(|b| le_index(*b).unwrap()).collect();
+            let h = HistSeries {
+                chain: "c".into(),
+                segment: "a->b".into(),
+                cause: Some("woken".into()),
+                row: row(),
+                last: true,
+            };
+            segment_durations(enc, &labels(), &le, &[h])
+        });
+        assert_eq!(
+            value(
+                &with_cause,
+                &format!("{p}_count{{chain=\"c\",segment=\"a->b\",cause=\"woken\",env=\"vm\",node=\"n1\"}}")
+            ),
+            7.0,
+            "{with_cause}"
+        );
         assert_eq!(
             value(&t, &format!("{p}_bucket{{le=\"0.000001024\",chain=\"c\",segment=\"a->b\",env=\"vm\",node=\"n1\"}}")),
             5.0
@@ -705,26 +727,30 @@ mod tests {
     fn completed_chains_come_from_the_last_segment_and_timeouts_include_the_sweeper() {
         let t = text(|enc| {
             let plans = plans();
-            let idx = plans.iter().find(|p| p.name == "sched_wakeup").unwrap().index as usize;
+            let idx = plans.iter().find(|p| p.name == "runqueue").unwrap().index as usize;
             let mut swept = vec![0; 16];
             swept[idx] = 4;
             let counters = clockpath_common::slot::ChainCounters { opened: 9, timed_out: 1, ..Default::default() };
             let snap = KernelSnapshot {
-                histograms: vec![HistSeries {
-                    chain: "sched_wakeup".into(),
-                    segment: "wakeup->switch_in".into(),
-                    row: row(),
-                    last: true,
-                }],
-                counters: vec![("sched_wakeup".into(), counters)],
+                // A chain with causes: the completed count adds up the last segment's rows.
+                histograms: ["wakeup", "preempted"]
+                    .map(|cause| HistSeries {
+                        chain: "runqueue".into(),
+                        segment: "enqueue->switch_in".into(),
+                        cause: Some(cause.into()),
+                        row: row(),
+                        last: true,
+                    })
+                    .to_vec(),
+                counters: vec![("runqueue".into(), counters)],
                 hits: vec![],
                 swept,
             };
             chain_counters(enc, &labels(), &plans, &snap)
         });
-        assert_eq!(value(&t, "clockpath_chains_opened_total{chain=\"sched_wakeup\""), 9.0);
-        assert_eq!(value(&t, "clockpath_chains_completed_total{chain=\"sched_wakeup\""), 7.0);
-        assert_eq!(value(&t, "clockpath_chains_timed_out_total{chain=\"sched_wakeup\""), 5.0);
+        assert_eq!(value(&t, "clockpath_chains_opened_total{chain=\"runqueue\""), 9.0);
+        assert_eq!(value(&t, "clockpath_chains_completed_total{chain=\"runqueue\""), 14.0);
+        assert_eq!(value(&t, "clockpath_chains_timed_out_total{chain=\"runqueue\""), 5.0);
     }
 
     #[test]

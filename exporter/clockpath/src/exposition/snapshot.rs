@@ -2,7 +2,7 @@
 //! stage hits and what the sweeper removed, as plain data (so every metric family is encoded,
 //! and tested, from a snapshot rather than from live maps).
 
-use clockpath_common::{hist::HistRow, limits::TOTAL_ROW, slot::ChainCounters};
+use clockpath_common::{hist::HistRow, slot::ChainCounters};
 use clockpath_probe::{
     maps::KernelMaps,
     plan::{ChainPlan, Status},
@@ -13,6 +13,8 @@ use clockpath_probe::{
 pub struct HistSeries {
     pub chain: String,
     pub segment: String,
+    /// Chains with causes: the cause whose instances this row counts.
+    pub cause: Option<String>,
     pub row: HistRow,
     /// The chain's last segment: its count is the number of completed instances.
     pub last: bool,
@@ -45,14 +47,15 @@ impl KernelSnapshot {
         for p in plans.iter().filter(|p| p.is_running() && p.is_chain()) {
             let shape = p.shape();
             let n = shape.segments();
-            let mut rows: Vec<(String, u32, bool)> =
-                (1..=n as u8).map(|i| (shape.segment_name(i), i as u32 - 1, i as usize == n)).collect();
-            if n > 1 {
-                rows.push(("total".into(), TOTAL_ROW, false));
-            }
-            for (segment, row, last) in rows {
-                let row = maps.hist_row(p.index, row).unwrap_or(HistRow::ZERO);
-                snap.histograms.push(HistSeries { chain: p.name.clone(), segment, row, last });
+            for r in p.hist_rows() {
+                let segment = if r.segment == 0 { "total".to_string() } else { shape.segment_name(r.segment) };
+                snap.histograms.push(HistSeries {
+                    chain: p.name.clone(),
+                    segment,
+                    cause: r.cause.and_then(|c| shape.cause_name(c)).map(str::to_string),
+                    row: maps.hist_row(p.index, r.row).unwrap_or(HistRow::ZERO),
+                    last: r.segment as usize == n,
+                });
             }
             snap.counters.push((p.name.clone(), maps.chain_counters(p.index).unwrap_or_default()));
             let stages = p.stages.iter().map(|s| (s.name.as_str(), &s.points));

@@ -70,7 +70,7 @@ pub fn degraded_chain(tid: u64) -> ChainConfig {
     let stage = |name: &str, tp: &str| StageConfig {
         name: name.into(),
         key: Some("tid".into()),
-        targets: vec![TargetConfig { attach: tp.into(), key: None }],
+        targets: vec![TargetConfig { attach: tp.into(), key: None, filter: None }],
         points: Vec::new(),
         first_hit_only: false,
         capture: None,

@@ -184,7 +184,8 @@ mod tests {
 
     #[test]
     fn quantiles_follow_recorded_segments() {
-        let shape = ChainShape { name: "c".into(), stages: vec!["a".into(), "b".into()], timeout_ns: 0 };
+        let shape =
+            ChainShape { name: "c".into(), stages: vec!["a".into(), "b".into()], timeout_ns: 0, causes: Vec::new() };
         let out = SharedQuantiles::default();
         let mut s = HdrSink::new(vec![Some(shape)], vec![0.5, 0.99], 2, Duration::from_secs(60), out.clone());
         for i in 1..=1000u64 {
@@ -194,6 +195,7 @@ mod tests {
                 key: 0,
                 capture: 0,
                 cpu: 0,
+                cause: 0,
                 start_ns: 0,
                 end_ns: i * 1000,
                 segments: vec![Segment {

@@ -184,6 +184,10 @@ impl<'a> Builder<'a> {
         if running().any(|p| p.stages.iter().any(|s| s.match_capture)) {
             keys.extend(["old_clocksource".to_string(), "new_clocksource".to_string()]);
         }
+        // Chains with causes (runqueue) label each instance's hits with its cause.
+        if running().any(|p| !p.causes.is_empty()) {
+            keys.push(clockpath_offline::trace::CAUSE_LABEL.to_string());
+        }
         // Every hit gets its time on the reference and which reference that was.
         keys.push(clockpath_offline::analysis::align::REFERENCE_LABEL.to_string());
         let columns =

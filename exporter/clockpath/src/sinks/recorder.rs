@@ -218,7 +218,7 @@ impl Sink for Recorder {
             timestamp_ns: r.end_ns,
             probe_name: stage,
             session_id: String::new(),
-            cpu_id: r.cpu,
+            cpu_id: r.cpu as u32,
             delta_chain_id: r.instance_id,
             chain: chain_name,
             env: self.env.clone(),

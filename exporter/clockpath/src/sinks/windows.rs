@@ -305,7 +305,12 @@ mod tests {
     }
 
     fn shape() -> Vec<Option<ChainShape>> {
-        vec![Some(ChainShape { name: "c".into(), stages: vec!["a".into(), "b".into(), "c".into()], timeout_ns: 0 })]
+        vec![Some(ChainShape {
+            name: "c".into(),
+            stages: vec!["a".into(), "b".into(), "c".into()],
+            timeout_ns: 0,
+            causes: Vec::new(),
+        })]
     }
 
     fn run(i: u64, session: Option<&str>) -> ChainRecord {
@@ -315,6 +320,7 @@ mod tests {
             key: 0,
             capture: 0,
             cpu: 0,
+            cause: 0,
             start_ns: 0,
             end_ns: 3000 + i % 100,
             segments: vec![

@@ -116,6 +116,8 @@ impl ProbeMap {
             last: stage as usize + 1 == shape.stages.len(),
             match_value: None,
             timeout_ns: shape.timeout_ns,
+            // A recorded instance's cause travels as its `cause` label, like any other label.
+            cause: 0,
         }
     }
 }

@@ -16,6 +16,7 @@ struct Partial {
     start_ns: u64,
     last_ns: u64,
     cpu: u32,
+    cause: u8,
     segments: Vec<Segment>,
 }
 
@@ -93,7 +94,7 @@ impl RecordAssembler {
                     index: r.stage,
                     start_ns: r.start_ns,
                     end_ns: r.end_ns,
-                    cpu: r.cpu,
+                    cpu: r.cpu as u32,
                     slot: r.slot,
                     interference_ns: r.interference_ns,
                 };
@@ -107,7 +108,8 @@ impl RecordAssembler {
                         capture: r.aux,
                         start_ns: r.start_ns,
                         last_ns: r.end_ns,
-                        cpu: r.cpu,
+                        cpu: r.cpu as u32,
+                        cause: r.cause,
                         segments: vec![seg],
                     };
                     let outcome = if complete { Outcome::Completed } else { Outcome::Incomplete };
@@ -122,7 +124,8 @@ impl RecordAssembler {
                     capture: r.aux,
                     start_ns: r.start_ns,
                     last_ns: r.end_ns,
-                    cpu: r.cpu,
+                    cpu: r.cpu as u32,
+                    cause: r.cause,
                     segments: Vec::with_capacity(nseg),
                 });
                 p.last_ns = r.end_ns;
@@ -163,6 +166,7 @@ impl RecordAssembler {
             key: p.key,
             capture: p.capture,
             cpu: p.cpu,
+            cause: p.cause,
             start_ns: p.start_ns,
             end_ns: p.last_ns,
             segments: p.segments,
@@ -228,7 +232,12 @@ mod tests {
     use super::*;
 
     fn shape(stages: &[&str]) -> Option<ChainShape> {
-        Some(ChainShape { name: "c".into(), stages: stages.iter().map(|s| s.to_string()).collect(), timeout_ns: 1000 })
+        Some(ChainShape {
+            name: "c".into(),
+            stages: stages.iter().map(|s| s.to_string()).collect(),
+            timeout_ns: 1000,
+            causes: Vec::new(),
+        })
     }
 
     fn seg(id: u64, stage: u8, start: u64, end: u64) -> Record {

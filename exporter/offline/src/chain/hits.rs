@@ -4,7 +4,7 @@
 
 use clockpath_common::{
     record::{CLOSE_ABORTED, CLOSE_REPLACED, CLOSE_TIMEOUT, RECORD_CLOSE, RECORD_SEGMENT, Record},
-    slot::{FLAG_FIRST_HIT_ONLY, FLAG_LAST_STAGE, FLAG_MATCH_CAPTURE, ROLE_ABORT, ROLE_STAGE, SlotConfig},
+    slot::{FLAG_CAUSES, FLAG_FIRST_HIT_ONLY, FLAG_LAST_STAGE, FLAG_MATCH_CAPTURE, ROLE_ABORT, ROLE_STAGE, SlotConfig},
 };
 
 /// What a hit means for its chain.
@@ -20,6 +20,8 @@ pub struct HitRole {
     pub match_value: Option<u64>,
     /// 0: never times out.
     pub timeout_ns: u64,
+    /// Stage 0 of a chain with causes: the cause its hits open instances with.
+    pub cause: u8,
 }
 
 impl HitRole {
@@ -36,6 +38,7 @@ impl HitRole {
             last: cfg.flags & FLAG_LAST_STAGE != 0,
             match_value: (cfg.flags & FLAG_MATCH_CAPTURE != 0).then_some(cfg.match_value),
             timeout_ns: cfg.timeout_ns,
+            cause: if cfg.flags & FLAG_CAUSES != 0 && cfg.stage == 0 { cfg.cause } else { 0 },
         })
     }
 }
@@ -58,6 +61,7 @@ struct Inst {
     last_ns: u64,
     capture: u64,
     next_stage: u8,
+    cause: u8,
 }
 
 /// Counters mirroring the kernel's `ChainCounters`.
@@ -96,7 +100,8 @@ impl HitAssembler {
             chain: role.chain,
             stage: reason,
             slot: 0,
-            cpu: hit.cpu,
+            cpu: hit.cpu as u16,
+            cause: inst.cause,
             instance_id: inst.id,
             key: hit.key,
             start_ns: inst.start_ns,
@@ -126,8 +131,17 @@ impl HitAssembler {
                 }
             }
             self.next_id += 1;
-            self.open
-                .insert(k, Inst { id: self.next_id, start_ns: now, last_ns: now, capture: hit.capture, next_stage: 1 });
+            self.open.insert(
+                k,
+                Inst {
+                    id: self.next_id,
+                    start_ns: now,
+                    last_ns: now,
+                    capture: hit.capture,
+                    next_stage: 1,
+                    cause: role.cause,
+                },
+            );
             self.stats.opened += 1;
             return;
         }
@@ -156,7 +170,8 @@ impl HitAssembler {
             chain: role.chain,
             stage: role.stage,
             slot: 0,
-            cpu: hit.cpu,
+            cpu: hit.cpu as u16,
+            cause: inst.cause,
             instance_id: inst.id,
             key: hit.key,
             start_ns: inst.last_ns,
@@ -202,7 +217,16 @@ mod tests {
     use super::*;
 
     fn role(stage: u8, last: bool) -> HitRole {
-        HitRole { chain: 0, stage, abort: false, first_hit_only: false, last, match_value: None, timeout_ns: 1_000 }
+        HitRole {
+            chain: 0,
+            stage,
+            abort: false,
+            first_hit_only: false,
+            last,
+            match_value: None,
+            timeout_ns: 1_000,
+            cause: 0,
+        }
     }
 
     fn hit(role: HitRole, key: u64, ts: u64) -> Hit {
@@ -268,6 +292,16 @@ mod tests {
         let (out, _) = run(&[open, other, hit(s1, 0, 20)]);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].start_ns, out[0].end_ns, out[0].aux), (10, 20, 0xbeef));
+    }
+
+    #[test]
+    fn an_instance_keeps_the_cause_of_the_hit_that_opened_it() {
+        let (woken, preempted) = (role(0, false), HitRole { cause: 2, ..role(0, false) });
+        let (out, _) = run(&[hit(woken, 1, 10), hit(preempted, 1, 12), hit(role(1, true), 1, 20)]);
+        let seg = out.iter().find(|r| r.kind == RECORD_SEGMENT).unwrap();
+        assert_eq!((seg.start_ns, seg.cause), (12, 2));
+        let closed = out.iter().find(|r| r.kind == RECORD_CLOSE).unwrap();
+        assert_eq!(closed.cause, 0, "the replaced instance was opened by a wakeup");
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub struct ChainRecord {
     pub capture: u64,
     /// CPU of the first segment.
     pub cpu: u32,
+    /// For a chain with causes, the cause of the stage-0 point that opened the instance
+    /// (`ChainShape::cause_name`); 0 otherwise.
+    pub cause: u8,
     /// Stage-0 time.
     pub start_ns: u64,
     /// Time of the last recorded stage (or of the close).
@@ -95,12 +98,20 @@ pub struct ChainShape {
     pub name: String,
     pub stages: Vec<String>,
     pub timeout_ns: u64,
+    /// Names of the causes stage 0's points open instances with (a record's `cause` indexes
+    /// them); empty for a chain without causes.
+    pub causes: Vec<String>,
 }
 
 impl ChainShape {
     /// Number of segments (stages - 1).
     pub fn segments(&self) -> usize {
         self.stages.len().saturating_sub(1)
+    }
+
+    /// Name of cause `index`, for a chain with causes.
+    pub fn cause_name(&self, index: u8) -> Option<&str> {
+        self.causes.get(index as usize).map(String::as_str)
     }
 
     /// `a→b` name of segment `index` (1-based).

@@ -197,13 +197,22 @@ impl TraceHit {
     }
 }
 
+/// The label naming an instance's cause, for chains with causes (`ChainShape::causes`).
+pub const CAUSE_LABEL: &str = "cause";
+
 /// Stage hits of an assembled chain: stage 0 at its start, stage k at the end of segment k.
-/// Every hit carries the record's labels and `extra` ones; none has a reference time (the
-/// caller sets `reference_ns` where it has one).
+/// Every hit carries the record's labels, `extra` ones and, for a chain with causes, its
+/// `cause`; none has a reference time (the caller sets `reference_ns` where it has one).
 pub fn hits_of(rec: &ChainRecord, shape: &ChainShape, env: &str, extra: &[(String, String)]) -> Vec<TraceHit> {
     let session = rec.session.as_deref().unwrap_or("").to_string();
-    let labels: BTreeMap<String, String> =
-        rec.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).chain(extra.iter().cloned()).collect();
+    let cause = shape.cause_name(rec.cause).map(|c| (CAUSE_LABEL.to_string(), c.to_string()));
+    let labels: BTreeMap<String, String> = rec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(extra.iter().cloned())
+        .chain(cause)
+        .collect();
     let hit = |ts: u64, stage: usize, cpu: u32, interference: Option<[u64; 5]>| TraceHit {
         timestamp_ns: ts,
         probe_name: shape.stages.get(stage).cloned().unwrap_or_else(|| format!("stage_{stage}")),

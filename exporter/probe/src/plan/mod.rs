@@ -18,7 +18,10 @@ pub mod store;
 
 use std::fmt;
 
-use clockpath_common::slot::ValueSpec;
+use clockpath_common::{
+    limits::{HIST_ROWS_PER_CHAIN, TOTAL_ROW},
+    slot::ValueSpec,
+};
 use clockpath_offline::chain::ChainShape;
 use serde::Serialize;
 
@@ -49,14 +52,10 @@ pub struct Candidate {
     /// direct-load window fits.
     #[serde(skip)]
     pub record_size: u32,
-    /// A hit counts only when `filter` evaluates to `filter_value`.
+    /// A hit counts only when every condition holds: `(value & mask) == operand`, or `!=`
+    /// when negated.
     #[serde(skip)]
-    pub filter: ValueSpec,
-    #[serde(skip)]
-    pub filter_value: u64,
-    /// The filter passes when the value differs from `filter_value`.
-    #[serde(skip)]
-    pub filter_negate: bool,
+    pub conditions: Vec<CondPlan>,
     /// The slot this candidate's program uses, reserved before the object is loaded (its
     /// role is in the object's read-only data).
     #[serde(skip)]
@@ -79,12 +78,19 @@ impl Candidate {
             func_addr: 0,
             record_size: 0,
             key_bounds: None,
-            filter: ValueSpec::default(),
-            filter_value: 0,
-            filter_negate: false,
+            conditions: Vec::new(),
             slot: None,
         }
     }
+}
+
+/// One resolved filter condition of a candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CondPlan {
+    pub value: ValueSpec,
+    pub mask: u64,
+    pub operand: u64,
+    pub negate: bool,
 }
 
 fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -148,6 +154,9 @@ pub struct PointPlan {
     /// What the point stands for when a template expanded it (e.g. the clocksource `hpet`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Stage 0 of a chain with causes: the index of this point's cause in `ChainPlan::causes`.
+    #[serde(skip)]
+    pub cause: Option<u8>,
     pub candidates: Vec<Candidate>,
 }
 
@@ -196,6 +205,9 @@ pub struct ChainPlan {
     pub charges_interference: bool,
     /// Stage 0 opens an instance on every `sample_every`-th hit per CPU (1: every hit).
     pub sample_every: u32,
+    /// The causes stage 0's points open instances with (empty: the chain has none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<String>,
 }
 
 /// What a plan describes.
@@ -221,12 +233,46 @@ impl ChainPlan {
             name: self.name.clone(),
             stages: self.stages.iter().map(|s| s.name.clone()).collect(),
             timeout_ns: self.timeout_ns,
+            causes: self.causes.clone(),
         }
     }
 
     pub fn is_running(&self) -> bool {
         self.state == ChainState::Running
     }
+
+    /// This chain's kernel histogram rows, as `ebpf/src/stage.rs` lays them out: one per
+    /// segment (per cause and segment for a chain with causes), and `total` at `TOTAL_ROW` for a
+    /// chain of more than one segment.
+    pub fn hist_rows(&self) -> Vec<HistRowRef> {
+        let n = self.stages.len().saturating_sub(1) as u32;
+        let mut rows = Vec::new();
+        if self.causes.is_empty() {
+            rows.extend((1..=n).map(|seg| HistRowRef { segment: seg as u8, cause: None, row: seg - 1 }));
+        } else {
+            for cause in 0..self.causes.len() as u32 {
+                rows.extend((1..=n).map(|seg| HistRowRef {
+                    segment: seg as u8,
+                    cause: Some(cause as u8),
+                    row: cause * n + seg - 1,
+                }));
+            }
+        }
+        if n > 1 {
+            rows.push(HistRowRef { segment: 0, cause: None, row: TOTAL_ROW });
+        }
+        rows.retain(|r| r.row < HIST_ROWS_PER_CHAIN);
+        rows
+    }
+}
+
+/// One kernel histogram row of a chain: `segment` (1-based; 0 for `total`), the cause whose
+/// instances it counts (chains with causes), and its index within the chain's rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistRowRef {
+    pub segment: u8,
+    pub cause: Option<u8>,
+    pub row: u32,
 }
 
 /// Chain shapes indexed by kernel chain index (None for chains that are not running).

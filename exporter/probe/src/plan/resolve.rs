@@ -5,8 +5,8 @@
 use clockpath_common::slot::*;
 
 use super::{
-    Candidate, ChainPlan, ChainSpec, ChainState, INTERFERENCE_PLAN, PlanIssue, PlanKind, PointPlan, PointSpec,
-    StagePlan, Status, Store, TargetSpec,
+    Candidate, ChainPlan, ChainSpec, ChainState, CondPlan, INTERFERENCE_PLAN, PlanIssue, PlanKind, PointPlan,
+    PointSpec, StagePlan, Status, Store, TargetSpec,
     store::{KeyBound, assign_stores},
 };
 use crate::{
@@ -113,9 +113,10 @@ impl Resolver<'_> {
                     at: format!("interference.{name}"),
                     targets: targets
                         .iter()
-                        .map(|(t, k)| TargetSpec { attach: t.to_string(), key: k.to_string() })
+                        .map(|(t, k)| TargetSpec { attach: t.to_string(), key: k.to_string(), filter: None })
                         .collect(),
                     filter: None,
+                    cause: None,
                 };
                 pts.push(self.point(name, Some(label.to_string()), &spec, None, true));
             }
@@ -139,11 +140,14 @@ impl Resolver<'_> {
             kind: PlanKind::InterferenceSources,
             charges_interference: false,
             sample_every: 1,
+            causes: Vec::new(),
         }
     }
 
     fn chain(mut self, index: u8, chain: &ChainSpec) -> ChainPlan {
         let mut stages = Vec::new();
+        let causes: Vec<String> =
+            chain.stages.first().map(|s| s.points.iter().filter_map(|p| p.cause.clone()).collect()).unwrap_or_default();
         for (i, stage) in chain.stages.iter().enumerate() {
             let capture = if i == 0 { stage.capture.as_deref() } else { None };
             let mut points = Vec::new();
@@ -156,8 +160,11 @@ impl Resolver<'_> {
                         self.kernel.clocksources().join(", ")
                     ));
                 }
+                let cause = point.cause.as_ref().and_then(|c| causes.iter().position(|n| n == c)).map(|i| i as u8);
                 for (label, point) in expanded {
-                    points.push(self.point(&stage.name, label, &point, capture, false));
+                    let mut plan = self.point(&stage.name, label, &point, capture, false);
+                    plan.cause = cause;
+                    points.push(plan);
                 }
             }
             if stage.match_capture {
@@ -184,6 +191,7 @@ impl Resolver<'_> {
             kind: PlanKind::Chain,
             charges_interference: chain.interference,
             sample_every: chain.sample_every.max(1),
+            causes,
         }
     }
 
@@ -221,8 +229,9 @@ impl Resolver<'_> {
         optional: bool,
     ) -> PointPlan {
         let at = point.at.as_str();
-        let filter = point.filter.as_deref();
         let mut candidates = Vec::new();
+        // (candidate index, issue) for members this kernel's structs lack.
+        let mut no_member: Vec<(usize, PlanIssue)> = Vec::new();
         for (k, t) in point.targets.iter().enumerate() {
             let tat = format!("{at}.targets[{k}]");
             // Syntax was checked with the config; a failure here means a template expanded badly.
@@ -231,6 +240,10 @@ impl Resolver<'_> {
                 continue;
             };
             let key = t.key.clone();
+            let (filter, fat) = match &t.filter {
+                Some(f) => (Some(f.as_str()), format!("{tat}.filter")),
+                None => (point.filter.as_deref(), format!("{at}.filter")),
+            };
             let mut cand = Candidate::new(target.clone(), key.clone());
             if let Err(reason) = self.exists(&target) {
                 cand.status = Status::Missing(reason);
@@ -268,6 +281,10 @@ impl Resolver<'_> {
                                 format!("stage `{stage}`: target `{target}`: key `{key}`: {why}"),
                             )),
                             Err(KeyError::Unusable(why)) => cand.status = Status::Unusable(why),
+                            Err(KeyError::NoMember(why)) => no_member.push((
+                                candidates.len(),
+                                PlanIssue::at(&tat, format!("stage `{stage}`: target `{target}`: key `{key}`: {why}")),
+                            )),
                         }
                     }
                 }
@@ -285,27 +302,26 @@ impl Resolver<'_> {
                         format!("stage `{stage}`: target `{target}`: capture `{cap}`: {why}"),
                     )),
                     Err(KeyError::Unusable(why)) => cand.status = Status::Unusable(why),
+                    Err(KeyError::NoMember(why)) => no_member.push((
+                        candidates.len(),
+                        PlanIssue::at(
+                            format!("{at}.capture"),
+                            format!("stage `{stage}`: target `{target}`: capture `{cap}`: {why}"),
+                        ),
+                    )),
                 }
             }
             if let Some(f) = filter {
-                match Filter::parse(f).map_err(KeyError::Config).and_then(|f| {
-                    let value = match &f.symbol {
-                        None => f.value,
-                        Some(name) => self.symbol_value(name).map_err(KeyError::Unusable)?,
-                    };
-                    Ok((self.value(&target, &f.expr)?, value, f.negate))
-                }) {
-                    Ok((Some(spec), value, negate)) => {
-                        cand.filter = spec;
-                        cand.filter_value = value;
-                        cand.filter_negate = negate;
+                match Filter::parse(f).map_err(KeyError::Config).and_then(|f| self.conditions(&target, &f)) {
+                    Ok(conditions) => cand.conditions = conditions,
+                    Err(KeyError::Config(why)) => {
+                        self.issues.push(PlanIssue::at(&fat, format!("stage `{stage}`: target `{target}`: {why}")))
                     }
-                    Ok((None, ..)) => {}
-                    Err(KeyError::Config(why)) => self.issues.push(PlanIssue::at(
-                        format!("{at}.filter"),
-                        format!("stage `{stage}`: target `{target}`: {why}"),
-                    )),
                     Err(KeyError::Unusable(why)) => cand.status = Status::Unusable(why),
+                    Err(KeyError::NoMember(why)) => no_member.push((
+                        candidates.len(),
+                        PlanIssue::at(&fat, format!("stage `{stage}`: target `{target}`: {why}")),
+                    )),
                 }
             }
             if cand.status == Status::Ready
@@ -314,6 +330,22 @@ impl Resolver<'_> {
                 cand.status = Status::Unusable(why);
             }
             candidates.push(cand);
+        }
+        // A member missing on this kernel makes its target unusable when another target of the
+        // point resolved; when none did, it is reported as the configuration error it likely is.
+        if !no_member.is_empty() {
+            let resolved = (0..candidates.len()).any(|i| {
+                !no_member.iter().any(|(j, _)| *j == i) && !matches!(candidates[i].status, Status::Missing(_))
+            });
+            for (i, issue) in no_member {
+                if resolved {
+                    if candidates[i].status == Status::Ready {
+                        candidates[i].status = Status::Unusable(issue.why);
+                    }
+                } else {
+                    self.issues.push(issue);
+                }
+            }
         }
         // Tracepoints are a stable kernel interface: a point whose every target is a missing
         // tracepoint is almost surely a typo, so it stops the run. Functions come and go with
@@ -329,7 +361,7 @@ impl Resolver<'_> {
                 format!("stage `{stage}`: none of its targets exists on this kernel ({})", reasons.join("; ")),
             ));
         }
-        PointPlan { label, candidates }
+        PointPlan { label, cause: None, candidates }
     }
 
     /// Does the tracepoint or function exist on this kernel?
@@ -375,6 +407,21 @@ impl Resolver<'_> {
                 }
             }
         }
+    }
+
+    /// A filter's conditions, resolved for `target`.
+    fn conditions(&self, target: &Target, f: &Filter) -> Result<Vec<CondPlan>, KeyError> {
+        let mut out = Vec::new();
+        for c in &f.conditions {
+            let operand = match &c.symbol {
+                None => c.value,
+                Some(name) => self.symbol_value(name).map_err(KeyError::Unusable)?,
+            };
+            if let Some(value) = self.value(target, &c.expr)? {
+                out.push(CondPlan { value, mask: c.mask, operand, negate: c.negate });
+            }
+        }
+        Ok(out)
     }
 
     /// The address a filter compares with for a kernel function named in it.
@@ -510,7 +557,7 @@ impl Resolver<'_> {
                                 args.len()
                             )));
                         }
-                        Some(args[*index as usize].clone())
+                        Some(args[*index as usize])
                     }
                     // Without BTF a plain argument still works; a dereference cannot be resolved.
                     _ => None,
@@ -524,7 +571,7 @@ impl Resolver<'_> {
                     let typed = arg_type.is_some() && d.cast.is_none();
                     let loc = btf
                         .member(&format!("arg{index}"), arg_type, d.cast.as_deref(), &d.path)
-                        .map_err(|e| KeyError::Config(e.to_string()))?;
+                        .map_err(member_error)?;
                     spec.flags = VALUE_DEREF | btf_typed(t.kind, typed);
                     spec.offset = loc.offset;
                     spec.size = loc.size;
@@ -553,9 +600,7 @@ impl Resolver<'_> {
                         .btf()
                         .map_err(|e| KeyError::Unusable(format!("ret->… needs the kernel's BTF: {e}")))?;
                     let typed = ret_type.is_some() && d.cast.is_none();
-                    let loc = btf
-                        .member("ret", ret_type, d.cast.as_deref(), &d.path)
-                        .map_err(|e| KeyError::Config(e.to_string()))?;
+                    let loc = btf.member("ret", ret_type, d.cast.as_deref(), &d.path).map_err(member_error)?;
                     spec.flags = VALUE_DEREF | btf_typed(t.kind, typed);
                     spec.offset = loc.offset;
                     spec.size = loc.size;
@@ -571,6 +616,17 @@ enum KeyError {
     Config(String),
     /// The expression cannot be resolved on this kernel (e.g. no BTF): the target is unusable.
     Unusable(String),
+    /// A member this kernel's struct does not have (`__state` before 5.14): the target is
+    /// unusable when another target of its point resolves, a configuration error when none
+    /// does (then it is most likely a typo).
+    NoMember(String),
+}
+
+fn member_error(e: crate::kernel::btf::BtfError) -> KeyError {
+    match e {
+        crate::kernel::btf::BtfError::NoMember { .. } => KeyError::NoMember(e.to_string()),
+        other => KeyError::Config(other.to_string()),
+    }
 }
 
 /// `VALUE_BTF` when a dereferenced pointer is typed by BTF in the program's own context: a

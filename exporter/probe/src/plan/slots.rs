@@ -22,8 +22,11 @@ impl Candidate {
         // A family fits when its window lies inside the record. Prefer the smallest window
         // that covers every field the slot reads (no helper call), then any other that fits
         // (fields are probe-read there).
-        let fields: Vec<&ValueSpec> =
-            [&self.key0, &self.key1, &self.capture].into_iter().filter(|v| v.source == SRC_FIELD).collect();
+        let fields: Vec<&ValueSpec> = [&self.key0, &self.key1, &self.capture]
+            .into_iter()
+            .chain(self.conditions.iter().map(|c| &c.value))
+            .filter(|v| v.source == SRC_FIELD)
+            .collect();
         let fits = |words: u32| words == 0 || 8 + 8 * words <= self.record_size;
         let covers = |words: u32| {
             let end = 8 + 8 * words;
@@ -40,8 +43,15 @@ impl Candidate {
     }
 }
 
-/// The slot configuration for an attached candidate.
-pub fn slot_config(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, raw_hits: bool) -> SlotConfig {
+/// The slot configuration for an attached candidate; `cause`: its point's, on stage 0 of a
+/// chain with causes.
+pub fn slot_config(
+    chain: &ChainPlan,
+    stage: Option<usize>,
+    cause: Option<u8>,
+    cand: &Candidate,
+    raw_hits: bool,
+) -> SlotConfig {
     let mut flags = 0;
     if raw_hits {
         flags |= FLAG_RAW;
@@ -53,8 +63,16 @@ pub fn slot_config(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, ra
     if chain.charges_interference {
         flags |= FLAG_INTERFERENCE;
     }
-    if cand.filter_negate {
-        flags |= FLAG_FILTER_NE;
+    if !chain.causes.is_empty() {
+        flags |= FLAG_CAUSES;
+    }
+    let mut conditions = [Condition::NONE; MAX_CONDITIONS];
+    let mut cond_ne_bits = 0;
+    for (i, c) in cand.conditions.iter().take(MAX_CONDITIONS).enumerate() {
+        conditions[i] = Condition { value: c.value, mask: c.mask, operand: c.operand };
+        if c.negate {
+            cond_ne_bits |= cond_ne(i);
+        }
     }
     let (role, stage_idx) = match stage {
         Some(i) => {
@@ -92,11 +110,12 @@ pub fn slot_config(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, ra
         capture: if stage == Some(0) { cand.capture } else { ValueSpec::default() },
         timeout_ns: chain.timeout_ns,
         match_value: cand.func_addr,
-        filter: cand.filter,
-        filter_value: cand.filter_value,
+        conditions,
         sample_every: if stage == Some(0) { chain.sample_every } else { 0 },
         sole_writer: u8::from(stage.is_some_and(|i| chain.stages[i].points.len() == 1)),
-        _pad: [0; 3],
+        cond_ne: cond_ne_bits,
+        cause: if stage == Some(0) { cause.unwrap_or(0) } else { 0 },
+        segments: if chain.causes.is_empty() { 0 } else { chain.stages.len().saturating_sub(1) as u8 },
     }
 }
 
@@ -146,11 +165,12 @@ pub fn assign(plans: &mut [ChainPlan], raw_hits: bool) -> Vec<SlotConfig> {
         }
         for (s, stage) in plan.stages.iter_mut().enumerate() {
             for point in &mut stage.points {
-                reserve(&mut point.candidates, &|c| slot_config(&snapshot, Some(s), c, raw_hits));
+                let cause = point.cause;
+                reserve(&mut point.candidates, &|c| slot_config(&snapshot, Some(s), cause, c, raw_hits));
             }
         }
         for point in &mut plan.aborts {
-            reserve(&mut point.candidates, &|c| slot_config(&snapshot, None, c, raw_hits));
+            reserve(&mut point.candidates, &|c| slot_config(&snapshot, None, None, c, raw_hits));
         }
     }
     configs
@@ -188,11 +208,13 @@ pub fn slot_roles(plans: &[ChainPlan], raw_hits: bool) -> BTreeMap<u32, HitRole>
     for chain in plans.iter().filter(|p| p.is_running()) {
         let stages = chain.stages.iter().enumerate().map(|(i, s)| (Some(i), &s.points));
         for (stage, points) in stages.chain(std::iter::once((None, &chain.aborts))) {
-            for c in points.iter().flat_map(|p| &p.candidates) {
-                if let Status::Attached(slot) = c.status
-                    && let Some(role) = HitRole::from_slot(&slot_config(chain, stage, c, raw_hits))
-                {
-                    roles.insert(slot, role);
+            for p in points {
+                for c in &p.candidates {
+                    if let Status::Attached(slot) = c.status
+                        && let Some(role) = HitRole::from_slot(&slot_config(chain, stage, p.cause, c, raw_hits))
+                    {
+                        roles.insert(slot, role);
+                    }
                 }
             }
         }

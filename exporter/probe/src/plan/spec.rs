@@ -37,8 +37,11 @@ pub struct PointSpec {
     /// Configuration key of the point, e.g. `chains.sched_wakeup.stages[0].points[1]`.
     pub at: String,
     pub targets: Vec<TargetSpec>,
-    /// `EXPR == VALUE`: a hit counts only when it holds.
+    /// `EXPR == VALUE [&& …]`: a hit counts only when it holds (a target's own filter
+    /// overrides it).
     pub filter: Option<String>,
+    /// Stage 0: the cause instances this point opens are labelled with.
+    pub cause: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +50,8 @@ pub struct TargetSpec {
     pub attach: String,
     /// The key expression, after defaults (empty when none was given anywhere).
     pub key: String,
+    /// This target's own filter, overriding its point's.
+    pub filter: Option<String>,
 }
 
 /// A problem the resolver found: the configuration key and why. The caller says which file,

@@ -228,6 +228,9 @@ pub fn chain_spans(
     for (k, v) in &rec.labels {
         attributes.push(KeyValue::new(format!("clockpath.{k}"), v.to_string()));
     }
+    if let Some(cause) = meta.and_then(|m| m.causes.get(rec.cause as usize)) {
+        attributes.push(KeyValue::new("clockpath.cause", cause.to_string()));
+    }
     if let Some(m) = meta {
         for (stage, kinds) in m.stages.iter().zip(&m.stage_attach) {
             attributes.push(KeyValue::new(format!("clockpath.attach.{stage}"), kinds.clone()));

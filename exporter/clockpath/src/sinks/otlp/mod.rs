@@ -111,6 +111,8 @@ pub struct ChainMeta {
     pub segments: Vec<Arc<str>>,
     /// Per stage, the attach kind(s) in use (`tp_btf`, `fentry,kprobe`, …).
     pub stage_attach: Vec<String>,
+    /// The chain's causes (empty: none).
+    pub causes: Vec<Arc<str>>,
 }
 
 /// What the spans of a chain are built from.
@@ -153,6 +155,7 @@ impl SpanContextInfo {
                 stages: p.stages.iter().map(|s| Arc::from(s.name.as_str())).collect(),
                 segments: (1..=shape.segments() as u8).map(|k| Arc::from(shape.segment_name(k))).collect(),
                 stage_attach,
+                causes: p.causes.iter().map(|c| Arc::from(c.as_str())).collect(),
             });
         }
         info

@@ -175,7 +175,12 @@ mod tests {
     use clockpath_offline::{chain::Segment, stats::ColumnStats};
 
     fn shapes() -> Vec<Option<ChainShape>> {
-        vec![Some(ChainShape { name: "c".into(), stages: vec!["a".into(), "b".into(), "c".into()], timeout_ns: 0 })]
+        vec![Some(ChainShape {
+            name: "c".into(),
+            stages: vec!["a".into(), "b".into(), "c".into()],
+            timeout_ns: 0,
+            causes: Vec::new(),
+        })]
     }
 
     fn rec(seg1: u64, seg2: u64) -> ChainRecord {
@@ -187,6 +192,7 @@ mod tests {
             key: 0,
             capture: 0,
             cpu: 0,
+            cause: 0,
             start_ns: 0,
             end_ns: seg1 + seg2,
             segments: vec![seg(1, 0, seg1), seg(2, seg1, seg1 + seg2)],
