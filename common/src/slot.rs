@@ -112,9 +112,21 @@ pub const fn cond_ne(i: usize) -> u8 {
     1 << i
 }
 
-/// A slot's role. 112 bytes, no implicit padding.
+/// `SlotConfig::flags2`: stage 0 of a one-segment, last-hit-wins chain in the `DIRECT` array
+/// (no raw mode, sampling, capture or interference) opens an instance by writing its entry
+/// without reading it first. The instance it replaces never recorded a segment (its one
+/// segment closes it), so there is nothing to report; only the `replaced` and `timed_out`
+/// counts of such replacements are not kept. A write does not wait for the entry's cache line
+/// (the store buffer takes it), a read does: the line was last written on the CPU that switched
+/// the task in.
+pub const FLAG2_BLIND_OPEN: u8 = 1 << 0;
+
+/// `SlotConfig::also` of a slot whose program plays no other slot's role.
+pub const NO_SLOT: u8 = u8::MAX;
+
+/// A slot's role. 120 bytes, no implicit padding.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotConfig {
     /// `ROLE_*`.
     pub role: u8,
@@ -156,6 +168,21 @@ pub struct SlotConfig {
     /// with; on every stage slot, the chain's segment count (histogram rows per cause).
     pub cause: u8,
     pub segments: u8,
+    /// Another slot whose role this slot's program also plays, after its own (`NO_SLOT`: none):
+    /// two points of one chain on the same target (the runqueue chain's switched-out and
+    /// switched-in tasks, both on sched_switch) then cost one program and one dispatch per hit.
+    /// Only tracepoint, tp_btf and raw tracepoint programs carry the second role's code.
+    pub also: u8,
+    /// `FLAG2_*`.
+    pub flags2: u8,
+    pub _pad: [u8; 6],
+}
+
+impl Default for SlotConfig {
+    /// [`SlotConfig::NONE`]: no role, no second role (a zeroed `also` would name slot 0).
+    fn default() -> Self {
+        SlotConfig::NONE
+    }
 }
 
 impl SlotConfig {
@@ -179,6 +206,9 @@ impl SlotConfig {
         cond_ne: 0,
         cause: 0,
         segments: 0,
+        also: NO_SLOT,
+        flags2: 0,
+        _pad: [0; 6],
     };
 }
 
@@ -258,6 +288,24 @@ pub struct ChainCounters {
     pub key_out_of_range: u64,
     /// Sampled chains: stage-0 hits that were not sampled (opened no instance).
     pub sampled_out: u64,
+    /// Hits that interrupted a clockpath program updating the same instance on the same CPU
+    /// (a hardirq raising a softirq inside the probe on that softirq's exit): not applied, and
+    /// not streamed in raw mode (see [`Updating`]).
+    pub nested: u64,
+}
+
+/// The instance a CPU's clockpath program is updating (`UPDATING`, one per CPU). A hit that
+/// runs inside that program (an interrupt) on the same chain and key would read the instance
+/// before the interrupted update lands and write after it: applied out of order, its effect
+/// overwritten. It is dropped and counted instead, so the kernel's instances are exactly what
+/// applying the streamed hits in time order gives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Updating {
+    /// Nonzero while a program on this CPU updates `(chain, key)`.
+    pub busy: u32,
+    pub chain: u32,
+    pub key: u64,
 }
 
 /// How many hash-map entries a chain has (open instances and closed ones kept for reuse), as a
@@ -279,6 +327,6 @@ pub struct Active {
     pub _align: [u64; 6],
 }
 
-const _: () = assert!(core::mem::size_of::<SlotConfig>() == 112);
+const _: () = assert!(core::mem::size_of::<SlotConfig>() == 120);
 const _: () = assert!(core::mem::size_of::<Instance>() == 128);
 const _: () = assert!(core::mem::size_of::<Active>() == 64);

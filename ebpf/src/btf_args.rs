@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use clockpath_common::limits::{FENTRY_SLOTS, FEXIT_SLOTS, RAW_TRACEPOINT_SLOTS, TP_BTF_SLOTS};
 
-use crate::stage::{HitSource, on_hit, read_sized};
+use crate::stage::{HitSource, on_hit, on_hits, read_sized};
 
 macro_rules! ctx_words {
     ($($name:ident = $i:literal),* $(,)?) => {
@@ -87,13 +87,13 @@ impl<const BTF: bool> HitSource for Args<BTF> {
 }
 
 macro_rules! arg_slots {
-    ($attr:ident, $ctx:ty, $range:ident: $($name:ident = $i:literal),* $(,)?) => {$(
+    ($attr:ident, $ctx:ty, $entry:ident, $range:ident: $($name:ident = $i:literal),* $(,)?) => {$(
         #[$attr]
         // Inlined into the program's entry: with the argument subprograms present LLVM would
         // otherwise keep the body as a subprogram of its own, a call on every hit.
         #[inline(always)]
         pub fn $name(ctx: $ctx) -> u32 {
-            on_hit(&Args::<true>(ctx.as_ptr() as *const u64), $range.base + $i)
+            $entry(&Args::<true>(ctx.as_ptr() as *const u64), $range.base + $i)
         }
     )*};
 }
@@ -104,7 +104,7 @@ macro_rules! raw_slots {
         #[raw_tracepoint]
         #[inline(always)]
         pub fn $name(ctx: RawTracePointContext) -> i32 {
-            on_hit(&Args::<false>(ctx.as_ptr() as *const u64), RAW_TRACEPOINT_SLOTS.base + $i) as i32
+            on_hits(&Args::<false>(ctx.as_ptr() as *const u64), RAW_TRACEPOINT_SLOTS.base + $i) as i32
         }
     )*};
 }
@@ -124,21 +124,21 @@ raw_slots!(
     cp_raw_11 = 11,
 );
 
-arg_slots!(btf_tracepoint, BtfTracePointContext, TP_BTF_SLOTS:
+arg_slots!(btf_tracepoint, BtfTracePointContext, on_hits, TP_BTF_SLOTS:
     cp_btf_0 = 0, cp_btf_1 = 1, cp_btf_2 = 2, cp_btf_3 = 3, cp_btf_4 = 4, cp_btf_5 = 5,
     cp_btf_6 = 6, cp_btf_7 = 7, cp_btf_8 = 8, cp_btf_9 = 9, cp_btf_10 = 10, cp_btf_11 = 11,
     cp_btf_12 = 12, cp_btf_13 = 13, cp_btf_14 = 14, cp_btf_15 = 15, cp_btf_16 = 16, cp_btf_17 = 17,
     cp_btf_18 = 18, cp_btf_19 = 19, cp_btf_20 = 20, cp_btf_21 = 21, cp_btf_22 = 22, cp_btf_23 = 23,
 );
 
-arg_slots!(fentry, FEntryContext, FENTRY_SLOTS:
+arg_slots!(fentry, FEntryContext, on_hit, FENTRY_SLOTS:
     cp_fentry_0 = 0, cp_fentry_1 = 1, cp_fentry_2 = 2, cp_fentry_3 = 3, cp_fentry_4 = 4,
     cp_fentry_5 = 5, cp_fentry_6 = 6, cp_fentry_7 = 7, cp_fentry_8 = 8, cp_fentry_9 = 9,
     cp_fentry_10 = 10, cp_fentry_11 = 11, cp_fentry_12 = 12, cp_fentry_13 = 13, cp_fentry_14 = 14,
     cp_fentry_15 = 15,
 );
 
-arg_slots!(fexit, FExitContext, FEXIT_SLOTS:
+arg_slots!(fexit, FExitContext, on_hit, FEXIT_SLOTS:
     cp_fexit_0 = 0, cp_fexit_1 = 1, cp_fexit_2 = 2, cp_fexit_3 = 3, cp_fexit_4 = 4,
     cp_fexit_5 = 5, cp_fexit_6 = 6, cp_fexit_7 = 7,
 );

@@ -11,7 +11,7 @@ use clockpath_common::{
     interference::CpuInterference,
     limits::{DEFAULT_MAX_INSTANCES, DEFAULT_RING_BYTES, HIST_ROWS_PER_CHAIN, MAX_CHAINS, NUM_SLOTS},
     record::Staged,
-    slot::{Active, ChainCounters, Instance, InstanceKey},
+    slot::{Active, ChainCounters, Instance, InstanceKey, Updating},
 };
 
 /// Hits per slot (configured slots only), per CPU.
@@ -45,6 +45,10 @@ pub static INTERFERENCE: PerCpuArray<CpuInterference> = PerCpuArray::with_max_en
 /// Per-CPU countdown to the next sampled stage-0 hit, per chain (`SlotConfig::sample_every`).
 #[map]
 pub static SAMPLING: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_CHAINS, 0);
+
+/// The instance each CPU's program is updating (`Updating`).
+#[map]
+pub static UPDATING: PerCpuArray<Updating> = PerCpuArray::with_max_entries(1, 0);
 
 /// Records staged per CPU for their ring (`staging.rs`).
 #[map]

@@ -11,6 +11,9 @@
 //! - a later stage with no open instance on its key returns after one map lookup;
 //! - a closed instance that recorded no segment yet emits no ring record (userspace knows
 //!   nothing of it; the close is counted), unless raw mode streams every hit;
+//! - a hit that interrupts a program updating the same instance on the same CPU is dropped
+//!   and counted (`nested`), and not streamed in raw mode: applied, it would be overwritten by
+//!   the update it interrupted, which happened first;
 //! - a sampled chain's stage 0 opens an instance on every `sample_every`-th hit per CPU; a hit
 //!   not sampled still closes the instance open on its key (it would have replaced it).
 //!
@@ -39,7 +42,7 @@ use crate::{
     config::{Cfg, Spec},
     maps::{
         ACTIVE, CHAIN_COUNTERS, DIRECT, HIST, INSTANCES, INTERFERENCE, NEXT_SEQ, RING_0, RING_1, RING_2, RING_3,
-        RING_4, RING_5, RING_6, RING_7, RING_MASK, SAMPLING, SLOT_HITS, WAKEUP_BYTES,
+        RING_4, RING_5, RING_6, RING_7, RING_MASK, SAMPLING, SLOT_HITS, UPDATING, WAKEUP_BYTES,
     },
 };
 
@@ -107,8 +110,23 @@ fn add(p: *mut u64, v: u64) {
     }
 }
 
+/// Count an event of `chain` on this CPU with a plain increment: a program that nests in
+/// another on the same CPU (an interrupt) can lose one, which these informational counters
+/// (opened, replaced, timed out…) can afford; the scheduler and timer tracepoints the busy
+/// chains use run with interrupts off, so they never nest. What the books balance on is
+/// counted with [`count_exact`].
 #[inline(always)]
 fn count(chain: u8, field: fn(*mut ChainCounters) -> *mut u64) {
+    if let Some(c) = CHAIN_COUNTERS.get_ptr_mut(chain as u32) {
+        // SAFETY: projection of a valid per-CPU map value.
+        unsafe { *field(c) += 1 };
+    }
+}
+
+/// Count with `lock xadd`: records lost and a full instance map, which the exactness of the
+/// histograms is checked against (histogram = records received + lost).
+#[inline(always)]
+fn count_exact(chain: u8, field: fn(*mut ChainCounters) -> *mut u64) {
     if let Some(c) = CHAIN_COUNTERS.get_ptr_mut(chain as u32) {
         add(field(c), 1);
     }
@@ -276,26 +294,44 @@ fn emit_with(
     if !cfg.has(FLAG_ORDERED) && crate::staging::stage(&parts, interference) {
         return;
     }
-    send(&parts, ring_of(cfg, id), interference);
+    match interference {
+        Some(i) => send_charged(&parts, ring_of(cfg, id), i),
+        None => send(&parts, ring_of(cfg, id)),
+    }
 }
 
-/// Reserve, write and submit one record on `ring`: its head alone unless it carries
-/// interference. A full ring counts it as lost.
-#[inline(always)]
-fn send(parts: &Parts, ring: u32, interference: Option<&[u64; SOURCES]>) {
-    let reserved: Option<*mut Record> = match interference {
-        Some(_) => on_ring!(ring, |r| r.reserve::<Record>(0).map(|mut e| e.as_mut_ptr())),
-        None => on_ring!(ring, |r| r.reserve::<RecordHead>(0).map(|mut e| e.as_mut_ptr() as *mut Record)),
-    };
-    match reserved {
+/// Reserve, write and submit one record's head on `ring`. A full ring counts it as lost.
+///
+/// A subprogram, not inlined: its eight ring arms (each ring is its own map, so its own helper
+/// calls) would otherwise be copied into every place a record is written, and every slot
+/// program carried them several times over: the object's size, and the memory aya needs to
+/// link it at every start, grew with them. One call per record sent straight to a ring.
+#[inline(never)]
+fn send(parts: &Parts, ring: u32) {
+    match on_ring!(ring, |r| r.reserve::<RecordHead>(0).map(|mut e| e.as_mut_ptr() as *mut Record)) {
         Some(r) => {
-            // SAFETY: `r` is the reserved record: its head, and `interference_ns` when given.
+            // SAFETY: `r` is the reserved head, submitted once.
             unsafe {
                 parts.write(r);
-                if let Some(i) = interference {
-                    copy_words(core::ptr::addr_of_mut!((*r).interference_ns) as *mut u64, i);
-                }
-                // `r` was reserved above and is submitted once.
+                bpf_ringbuf_submit(r as *mut c_void, wake_flags(ring));
+            }
+        }
+        None => lost(parts.chain, parts.kind),
+    }
+}
+
+/// [`send`] for a whole record, with the interference charged to its segment. Its own
+/// subprogram, not an `Option` argument: verifiers before 6.18 do not know that a stack pointer
+/// is never null, so they followed "no interference" to the head-sized reservation and then
+/// "interference" to the write past it, and refused the program.
+#[inline(never)]
+fn send_charged(parts: &Parts, ring: u32, interference: &[u64; SOURCES]) {
+    match on_ring!(ring, |r| r.reserve::<Record>(0).map(|mut e| e.as_mut_ptr())) {
+        Some(r) => {
+            // SAFETY: `r` is the reserved record, submitted once.
+            unsafe {
+                parts.write(r);
+                copy_words(core::ptr::addr_of_mut!((*r).interference_ns) as *mut u64, interference);
                 bpf_ringbuf_submit(r as *mut c_void, wake_flags(ring));
             }
         }
@@ -306,9 +342,9 @@ fn send(parts: &Parts, ring: u32, interference: Option<&[u64; SOURCES]>) {
 /// A record of `chain` did not fit in its ring.
 #[inline(always)]
 pub fn lost(chain: u8, kind: u8) {
-    count(chain, counter!(ring_lost));
+    count_exact(chain, counter!(ring_lost));
     if kind == RECORD_SEGMENT {
-        count(chain, counter!(ring_lost_segments));
+        count_exact(chain, counter!(ring_lost_segments));
     }
 }
 
@@ -474,6 +510,19 @@ fn store(cfg: Cfg, place: &Place, opened: &Opened, existing: Option<*mut Instanc
     }
 }
 
+/// Entry point of a program that may play a second slot's role (`SlotConfig::also`): its own
+/// role, then the other's. `also` is frozen read-only data like the rest of the role, so a
+/// program without a second role carries no code for one after the verifier.
+#[inline(always)]
+pub fn on_hits<C: HitSource>(ctx: &C, slot: u32) -> u32 {
+    on_hit(ctx, slot);
+    let also = Cfg::of(slot).also() as u32;
+    if also < clockpath_common::limits::NUM_SLOTS {
+        on_hit(ctx, also);
+    }
+    0
+}
+
 /// Entry point of every slot program.
 #[inline(always)]
 pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
@@ -526,6 +575,20 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
     } else {
         Place::Hash(InstanceKey { chain: cfg.chain() as u32, _pad: 0, key })
     };
+    // Claim the instance for this CPU (see `Updating`): a hit that interrupted a program
+    // updating the same instance is dropped and counted. One level is enough: the probes that
+    // nest (a hardirq's softirq_raise inside softirq_entry/exit) run with interrupts off.
+    let Some(g) = UPDATING.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's value; a program nested in this one restores what it found.
+    let outer = unsafe { *g };
+    if outer.busy != 0 && outer.chain == cfg.chain() as u32 && outer.key == key {
+        count(cfg.chain(), counter!(nested));
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { *g = Updating { busy: 1, chain: cfg.chain() as u32, key } };
     if cfg.role() == ROLE_ABORT {
         abort(cfg, slot, &place, key);
     } else if opens {
@@ -537,6 +600,8 @@ pub fn on_hit<C: HitSource>(ctx: &C, slot: u32) -> u32 {
     } else {
         advance(cfg, slot, &place, key);
     }
+    // SAFETY: as above.
+    unsafe { *g = outer };
     0
 }
 
@@ -554,8 +619,42 @@ fn passes<C: HitSource>(ctx: &C, cfg: Cfg, i: usize) -> bool {
     if cfg.cond_ne() & cond_ne(i) != 0 { !equal } else { equal }
 }
 
+/// The fields of an open instance a hit reads: copied field by field from its entry, not the
+/// whole 128-byte entry (its second cache line holds the interference snapshot, which only
+/// interference-charged chains read, and which another CPU may have written).
+#[derive(Clone, Copy)]
+struct Head {
+    id: u64,
+    start_ns: u64,
+    last_ns: u64,
+    capture: u64,
+    next_stage: u32,
+    seg_cpu: u32,
+    cause: u32,
+}
+
+impl Head {
+    /// # Safety
+    /// `p` is a valid map value.
+    #[inline(always)]
+    unsafe fn read(p: *const Instance) -> Head {
+        // SAFETY: by the caller's contract.
+        unsafe {
+            Head {
+                id: (*p).id,
+                start_ns: (*p).start_ns,
+                last_ns: (*p).last_ns,
+                capture: (*p).capture,
+                next_stage: (*p).next_stage,
+                seg_cpu: (*p).seg_cpu,
+                cause: (*p).cause,
+            }
+        }
+    }
+}
+
 #[inline(always)]
-fn timed_out(cfg: Cfg, inst: &Instance, now: u64) -> bool {
+fn timed_out(cfg: Cfg, inst: &Head, now: u64) -> bool {
     cfg.timeout_ns() != 0 && now.wrapping_sub(inst.start_ns) > cfg.timeout_ns()
 }
 
@@ -563,7 +662,7 @@ fn timed_out(cfg: Cfg, inst: &Instance, now: u64) -> bool {
 /// it), or every one in raw mode. Opening and closing without a segment (a timer armed and
 /// cancelled) is churn that measures nothing; it is counted, not streamed.
 #[inline(always)]
-fn close(cfg: Cfg, slot: u32, key: u64, inst: &Instance, reason: u8, now: u64) {
+fn close(cfg: Cfg, slot: u32, key: u64, inst: &Head, reason: u8, now: u64) {
     if inst.next_stage > 1 || cfg.has(FLAG_RAW) {
         emit(RECORD_CLOSE, cfg, slot, reason, inst.cause as u8, inst.id, key, inst.start_ns, now, inst.capture);
     }
@@ -614,11 +713,21 @@ fn now_ns() -> u64 {
 #[inline(always)]
 fn open<C: HitSource>(ctx: &C, cfg: Cfg, slot: u32, place: &Place, key: u64) {
     let now = now_ns();
+    if cfg.flags2() & FLAG2_BLIND_OPEN != 0 {
+        // Write the entry without reading it (see FLAG2_BLIND_OPEN).
+        if let Some(p) = entry(place) {
+            let opened = Opened { id: next_instance_id(), now, capture: 0, cpu: cpu(), snap: &[0; SOURCES] };
+            // SAFETY: valid map value.
+            unsafe { opened.write(cfg, p, false) };
+            count(cfg.chain(), counter!(opened));
+        }
+        return;
+    }
     let capture = if cfg.capture().source() == SRC_NONE { 0 } else { value(ctx, cfg.capture()).unwrap_or(0) };
     let existing = entry(place);
     if let Some(p) = existing.filter(|&p| is_open(p)) {
         // SAFETY: valid map value; copied out before anything else touches it.
-        let inst = unsafe { *p };
+        let inst = unsafe { Head::read(p) };
         if timed_out(cfg, &inst, now) {
             count(cfg.chain(), counter!(timed_out));
             close(cfg, slot, key, &inst, CLOSE_TIMEOUT, now);
@@ -635,7 +744,7 @@ fn open<C: HitSource>(ctx: &C, cfg: Cfg, slot: u32, place: &Place, key: u64) {
     let snap = if cfg.has(FLAG_INTERFERENCE) { segment_start(cpu) } else { [0; SOURCES] };
     let opened = Opened { id, now, capture, cpu, snap: &snap };
     if !store(cfg, place, &opened, existing) {
-        count(cfg.chain(), counter!(map_full));
+        count_exact(cfg.chain(), counter!(map_full));
         return;
     }
     count(cfg.chain(), counter!(opened));
@@ -696,7 +805,7 @@ fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
     };
     let now = now_ns();
     // SAFETY: valid map value.
-    let inst = unsafe { *p };
+    let inst = unsafe { Head::read(p) };
     raw_hit(cfg, slot, inst.id, key, now, 0);
     if timed_out(cfg, &inst, now) {
         count(cfg.chain(), counter!(timed_out));
@@ -718,35 +827,47 @@ fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
     if row < TOTAL_ROW {
         hist_add(cfg, row, delta);
     }
-    let mut charged = [0u64; SOURCES];
-    let mut snap = [0u64; SOURCES];
-    let cpu = cpu();
+    let (stage, cause) = (cfg.stage(), inst.cause as u8);
     if cfg.has(FLAG_INTERFERENCE) {
-        snap = segment_start(cpu);
+        // The interference arrays exist only on this path: other chains build no arrays.
+        let cpu = cpu();
+        let snap = segment_start(cpu);
+        let mut charged = [UNKNOWN_INTERFERENCE; SOURCES];
         if cpu == inst.seg_cpu {
+            // Copied whole first: indexing the map value with the loop counter leaves older
+            // verifiers (6.1, 6.12) without a lower bound on the offset ("R9 min value is
+            // outside of the allowed memory range"); a fixed-size copy has constant offsets.
+            // SAFETY: valid map value.
+            let old = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*p).interference_snap)) };
             let mut i = 0;
             while i < SOURCES {
-                charged[i] = snap[i].wrapping_sub(inst.interference_snap[i]);
+                charged[i] = snap[i].wrapping_sub(old[i]);
                 i += 1;
             }
-        } else {
-            charged = [UNKNOWN_INTERFERENCE; SOURCES];
         }
+        emit_with(
+            RECORD_SEGMENT,
+            cfg,
+            slot,
+            stage,
+            cause,
+            inst.id,
+            key,
+            inst.last_ns,
+            now,
+            inst.capture,
+            Some(&charged),
+        );
+        if !cfg.has(FLAG_LAST_STAGE) {
+            // SAFETY: `p` is still the instance (nothing removed it on this path).
+            unsafe {
+                (*p).seg_cpu = cpu;
+                copy_words(core::ptr::addr_of_mut!((*p).interference_snap) as *mut u64, &snap);
+            }
+        }
+    } else {
+        emit_with(RECORD_SEGMENT, cfg, slot, stage, cause, inst.id, key, inst.last_ns, now, inst.capture, None);
     }
-    let charged = if cfg.has(FLAG_INTERFERENCE) { Some(&charged) } else { None };
-    emit_with(
-        RECORD_SEGMENT,
-        cfg,
-        slot,
-        cfg.stage(),
-        inst.cause as u8,
-        inst.id,
-        key,
-        inst.last_ns,
-        now,
-        inst.capture,
-        charged,
-    );
     if cfg.has(FLAG_LAST_STAGE) {
         if cfg.stage() > 1 {
             hist_add(cfg, TOTAL_ROW, now.wrapping_sub(inst.start_ns));
@@ -757,10 +878,6 @@ fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
         unsafe {
             (*p).last_ns = now;
             (*p).next_stage = cfg.stage() as u32 + 1;
-            if cfg.has(FLAG_INTERFERENCE) {
-                (*p).seg_cpu = cpu;
-                copy_words(core::ptr::addr_of_mut!((*p).interference_snap) as *mut u64, &snap);
-            }
         }
     }
 }
@@ -782,7 +899,7 @@ fn abort_with(cfg: Cfg, slot: u32, place: &Place, key: u64, reason: u8) {
     };
     let now = now_ns();
     // SAFETY: valid map value.
-    let inst = unsafe { *p };
+    let inst = unsafe { Head::read(p) };
     raw_hit(cfg, slot, inst.id, key, now, 0);
     if reason == CLOSE_ABORTED {
         count(cfg.chain(), counter!(aborted));

@@ -60,7 +60,9 @@ pub fn stage(parts: &Parts, interference: Option<&[u64; SOURCES]>) -> bool {
 ///
 /// # Safety
 /// `st` is this CPU's `STAGED` value and the caller holds its `busy`.
-#[inline(always)]
+///
+/// A subprogram, once per program (see `stage::send`): called for every 16th staged record.
+#[inline(never)]
 unsafe fn flush(st: *mut Staged) {
     // SAFETY: by the caller's contract; every index is checked against `n <= STAGE_RECORDS`.
     unsafe {

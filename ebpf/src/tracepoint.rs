@@ -10,7 +10,7 @@
 use aya_ebpf::{EbpfContext as _, macros::tracepoint, programs::TracePointContext};
 use clockpath_common::limits::TRACEPOINT_SLOTS;
 
-use crate::stage::{HitSource, on_hit, read_sized};
+use crate::stage::{HitSource, on_hits, read_sized};
 
 /// A tracepoint context that copies `W` words (bytes `8 .. 8 + 8W`) with direct loads.
 struct Tp<const W: usize>(TracePointContext);
@@ -62,7 +62,7 @@ macro_rules! tracepoint_slots {
     ($words:literal: $($name:ident = $i:literal),* $(,)?) => {$(
         #[tracepoint]
         pub fn $name(ctx: TracePointContext) -> u32 {
-            on_hit(&Tp::<$words>(ctx), TRACEPOINT_SLOTS.base + $i)
+            on_hits(&Tp::<$words>(ctx), TRACEPOINT_SLOTS.base + $i)
         }
     )*};
 }

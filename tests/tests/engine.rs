@@ -297,6 +297,8 @@ fn userspace_assembly_of_raw_hits_matches_the_kernel() {
         (plans, counters)
     });
     for (name, c) in &counters {
+        // Dropped in the kernel and absent from the stream alike; shown for the record.
+        eprintln!("{name}: {} nested hits", c.nested);
         assert_eq!(c.ring_lost, 0, "{name}: ring records lost; the comparison needs every hit");
         assert_eq!(c.map_full, 0, "{name}: instance map full");
     }

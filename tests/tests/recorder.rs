@@ -49,15 +49,26 @@ fn recorded_traces_rotate_end_with_whole_lines_and_analyse() {
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
         assert!(
-            // The base columns, the hit on reference time, and which reference (here, with no
-            // PPS source, the system clock).
+            // The base columns, the hit on reference time, the cause of a runqueue wait, and
+            // which reference (here, with no PPS source, the system clock).
             text.starts_with(
-                "timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id,chain,env,reference_ns,reference\n"
+                "timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id,chain,env,reference_ns,cause,reference\n"
             ) && text.lines().nth(1).is_some_and(|l| l.ends_with(",system")),
             "{}",
             f.display()
         );
         assert!(text.ends_with('\n'), "{} ends mid-line", f.display());
+        // Every hit of a runqueue instance names its cause; other chains' hits leave it empty.
+        for l in text.lines().skip(1) {
+            let cause = l.rsplit(',').nth(1).unwrap_or_default();
+            let runqueue = l.split(',').nth(5) == Some("runqueue");
+            assert_eq!(
+                runqueue,
+                ["wakeup", "new", "preempted"].contains(&cause),
+                "{}: cause `{cause}` on {l}",
+                f.display()
+            );
+        }
     }
     let r = analyze(&dir.path().join("report"), &files);
     let sched = r["chains"]

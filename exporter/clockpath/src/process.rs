@@ -29,6 +29,8 @@ pub fn release_freed_memory() {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ProcessUsage {
     pub resident_bytes: u64,
+    /// The most resident memory so far (VmHWM): for the exporter, its start-up peak.
+    pub peak_resident_bytes: u64,
     /// User plus system CPU time.
     pub cpu_seconds: f64,
 }
@@ -38,8 +40,16 @@ impl ProcessUsage {
     pub fn read() -> Option<ProcessUsage> {
         let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        parse(&statm, &stat, page_size(), clock_ticks())
+        let mut usage = parse(&statm, &stat, page_size(), clock_ticks())?;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        usage.peak_resident_bytes = status_kib(&status, "VmHWM:")? * 1024;
+        Some(usage)
     }
+}
+
+/// A `Name:   N kB` line of /proc/PID/status, in KiB.
+fn status_kib(status: &str, name: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse().ok())
 }
 
 fn page_size() -> u64 {
@@ -63,7 +73,11 @@ fn parse(statm: &str, stat: &str, page: u64, ticks: u64) -> Option<ProcessUsage>
     // After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(ProcessUsage { resident_bytes: resident * page, cpu_seconds: (utime + stime) as f64 / ticks as f64 })
+    Some(ProcessUsage {
+        resident_bytes: resident * page,
+        peak_resident_bytes: resident * page,
+        cpu_seconds: (utime + stime) as f64 / ticks as f64,
+    })
 }
 
 #[cfg(test)]
@@ -77,6 +91,9 @@ mod tests {
         assert_eq!(u.resident_bytes, 12800 * 4096);
         assert!((u.cpu_seconds - 3.0).abs() < 1e-9, "{u:?}");
         assert!(parse("x", stat, 4096, 100).is_none());
-        assert!(ProcessUsage::read().is_some_and(|u| u.resident_bytes > 0));
+        assert!(
+            ProcessUsage::read().is_some_and(|u| u.resident_bytes > 0 && u.peak_resident_bytes >= u.resident_bytes)
+        );
+        assert_eq!(status_kib("Name:\tx\nVmHWM:\t   85664 kB\nVmRSS:\t 65144 kB\n", "VmHWM:"), Some(85664));
     }
 }

@@ -81,6 +81,8 @@ pub struct Engine {
     configs: Vec<SlotConfig>,
     /// Slots in use.
     used: BTreeSet<u32>,
+    /// Slots whose role runs in another slot's program (guest → host, `Candidate::host`).
+    hosted: BTreeMap<u32, u32>,
     /// Kinds the kernel refused outright (e.g. fentry: EPERM), with the reason.
     refused: BTreeMap<AttachKind, String>,
     /// How the ring buffers are laid out on this machine.
@@ -94,8 +96,18 @@ pub struct Engine {
 }
 
 fn chain_msg(e: &dyn std::error::Error) -> String {
-    // Verifier logs are long; the first line says what failed.
-    crate::report(e).lines().next().unwrap_or_default().to_string()
+    // Verifier logs are long: the first line says what failed, the last lines why (the
+    // instruction refused and the verifier's reason, before its "processed N insns").
+    let full = crate::report(e);
+    let mut lines = full.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default().to_string();
+    let rest: Vec<&str> = lines.collect();
+    if rest.len() <= 1 {
+        return rest.first().map_or(first.clone(), |l| format!("{first} {l}"));
+    }
+    tracing::debug!(log = %full, "verifier log");
+    let tail = &rest[rest.len().saturating_sub(4)..];
+    format!("{first} {} … {}", rest[0], tail.join(" | "))
 }
 
 impl Engine {
@@ -147,6 +159,7 @@ impl Engine {
             btf_names: BTreeSet::new(),
             configs,
             used: BTreeSet::new(),
+            hosted: BTreeMap::new(),
             refused: BTreeMap::new(),
             rings,
             staging,
@@ -359,6 +372,12 @@ impl Engine {
         let Some(slot) = cand.slot.filter(|s| !self.used.contains(s)) else {
             return Err(Status::Unusable(format!("no {kind} slot was reserved for this candidate")));
         };
+        // Its host's program is attached and plays this role too: nothing more to attach.
+        if let Some(host) = cand.host.filter(|h| self.used.contains(h)) {
+            self.used.insert(slot);
+            self.hosted.insert(slot, host);
+            return Ok(slot);
+        }
         let name = kind.program_name(slot - kind.slots().base);
         match self.load_and_attach(&name, cand) {
             Ok(()) => {
@@ -442,7 +461,11 @@ impl Engine {
 
     fn release(&mut self, kind: AttachKind, slot: u32) {
         self.used.remove(&slot);
-        self.unload(&kind.program_name(slot - kind.slots().base));
+        // A hosted role has no program of its own; its host's is released with its own role
+        // (both are points of one chain).
+        if self.hosted.remove(&slot).is_none() {
+            self.unload(&kind.program_name(slot - kind.slots().base));
+        }
     }
 
     /// Check that `target`'s attach kind works by attaching a slot program with no role to
@@ -521,13 +544,19 @@ impl Engine {
                     let Status::Attached(slot) = c.status else {
                         continue;
                     };
+                    // A hosted role's cost is its host program's: reported there.
+                    if self.hosted.contains_key(&slot) {
+                        continue;
+                    }
                     let name = c.target.kind.program_name(slot - c.target.kind.slots().base);
                     let Some(Ok(info)) = self.ebpf.program(&name).map(|p| p.info()) else {
                         continue;
                     };
+                    let guest = self.hosted.iter().find(|(_, h)| **h == slot).map(|(g, _)| *g);
+                    let also = guest.and_then(|g| stage_of_slot(chain, g)).map(|s| format!("+{s}")).unwrap_or_default();
                     out.push(ProgramStats {
                         chain: chain.name.clone(),
-                        stage: stage.to_string(),
+                        stage: format!("{stage}{also}"),
                         program: name,
                         target: c.target.to_string(),
                         run_time_ns: info.run_time().as_nanos() as u64,
@@ -538,6 +567,18 @@ impl Engine {
         }
         out
     }
+}
+
+/// The stage (or `abort`) whose candidate uses `slot`.
+fn stage_of_slot(chain: &ChainPlan, slot: u32) -> Option<String> {
+    let uses =
+        |points: &[crate::plan::PointPlan]| points.iter().flat_map(|p| &p.candidates).any(|c| c.slot == Some(slot));
+    chain
+        .stages
+        .iter()
+        .find(|s| uses(&s.points))
+        .map(|s| s.name.clone())
+        .or_else(|| uses(&chain.aborts).then(|| "abort".to_string()))
 }
 
 /// Kernel-measured cost of one slot program.

@@ -53,6 +53,7 @@ impl KernelMaps {
             s.out_of_order += c.out_of_order;
             s.key_out_of_range += c.key_out_of_range;
             s.sampled_out += c.sampled_out;
+            s.nested += c.nested;
         }
         Ok(s)
     }

@@ -181,6 +181,7 @@ pub fn chain_counters(
     counter(enc, CHAINS_REPLACED, CHAINS_REPLACED_HELP, &per_chain(&|_, k| k.replaced))?;
     counter(enc, CHAINS_ABORTED, CHAINS_ABORTED_HELP, &per_chain(&|_, k| k.aborted))?;
     counter(enc, CHAINS_NOT_SAMPLED, CHAINS_NOT_SAMPLED_HELP, &per_chain(&|_, k| k.sampled_out))?;
+    counter(enc, CHAINS_NESTED, CHAINS_NESTED_HELP, &per_chain(&|_, k| k.nested))?;
     let sampling: Vec<(Labels, f64)> = plans
         .iter()
         .filter(|p| p.is_chain() && snap.counters.iter().any(|(c, _)| c == &p.name))
@@ -231,6 +232,7 @@ pub fn memory(enc: &mut DescriptorEncoder, st: &PipelineStats, ring_mapping_byte
     gauge(enc, MEMORY, MEMORY_HELP, &series)?;
     if let Some(p) = crate::process::ProcessUsage::read() {
         gauge(enc, PROCESS_RESIDENT, PROCESS_RESIDENT_HELP, &[(vec![], p.resident_bytes as f64)])?;
+        gauge(enc, PROCESS_RESIDENT_PEAK, PROCESS_RESIDENT_PEAK_HELP, &[(vec![], p.peak_resident_bytes as f64)])?;
         counter_seconds(enc, PROCESS_CPU, PROCESS_CPU_HELP, &[(vec![], p.cpu_seconds)])?;
     }
     Ok(())

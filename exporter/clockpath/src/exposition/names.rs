@@ -20,6 +20,8 @@ pub const CHAINS_ABORTED_HELP: &str = "Chain instances closed by an abort point.
 pub const CHAINS_NOT_SAMPLED: &str = "clockpath_chains_not_sampled";
 pub const CHAINS_NOT_SAMPLED_HELP: &str =
     "First-stage hits of a sampled chain (sample_every > 1) that opened no instance.";
+pub const CHAINS_NESTED: &str = "clockpath_chains_nested_hits";
+pub const CHAINS_NESTED_HELP: &str = "Hits that interrupted a clockpath probe updating the same instance on the same CPU (a hardirq inside a softirq probe): not applied, not streamed.";
 pub const SAMPLE_EVERY: &str = "clockpath_chain_sample_every";
 pub const SAMPLE_EVERY_HELP: &str = "A chain's sampling: its first stage opens an instance on every Nth hit per CPU (1: every hit). Multiply instance rates by it to estimate the unsampled rate.";
 pub const RING_LOST: &str = "clockpath_ring_records_lost";
@@ -44,6 +46,8 @@ pub const MEMORY: &str = "clockpath_memory_bytes";
 pub const MEMORY_HELP: &str = "Memory clockpath holds, by component: the heap of chain assembly and of each sink (HDR histograms, window reservoirs, OTLP queue, recorder buffers), record batches queued for assembly, and the ring buffer's mapping (shared with the kernel; its pages count in the resident size).";
 pub const PROCESS_RESIDENT: &str = "process_resident_memory_bytes";
 pub const PROCESS_RESIDENT_HELP: &str = "Resident memory size in bytes.";
+pub const PROCESS_RESIDENT_PEAK: &str = "clockpath_process_resident_memory_peak_bytes";
+pub const PROCESS_RESIDENT_PEAK_HELP: &str = "The most resident memory the process has used (VmHWM), in bytes: the start-up peak, while the kernel's facts are read and the programs loaded.";
 pub const PROCESS_CPU: &str = "process_cpu_seconds";
 pub const PROCESS_CPU_HELP: &str = "Total user and system CPU time spent in seconds.";
 

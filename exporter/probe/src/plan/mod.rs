@@ -60,6 +60,10 @@ pub struct Candidate {
     /// role is in the object's read-only data).
     #[serde(skip)]
     pub slot: Option<u32>,
+    /// The slot whose program also plays this candidate's role (`SlotConfig::also`): when that
+    /// program is attached, this candidate attaches no program of its own.
+    #[serde(skip)]
+    pub host: Option<u32>,
     /// Key space of each key component, when every one is bounded.
     #[serde(skip)]
     pub key_bounds: Option<Vec<KeyBound>>,
@@ -80,6 +84,7 @@ impl Candidate {
             key_bounds: None,
             conditions: Vec::new(),
             slot: None,
+            host: None,
         }
     }
 }

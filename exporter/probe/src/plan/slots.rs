@@ -116,7 +116,24 @@ pub fn slot_config(
         cond_ne: cond_ne_bits,
         cause: if stage == Some(0) { cause.unwrap_or(0) } else { 0 },
         segments: if chain.causes.is_empty() { 0 } else { chain.stages.len().saturating_sub(1) as u8 },
+        also: NO_SLOT,
+        flags2: if blind_open(chain, stage, cand, raw_hits) { FLAG2_BLIND_OPEN } else { 0 },
+        _pad: [0; 6],
     }
+}
+
+/// Whether stage 0 of `chain` opens instances without reading the entry first
+/// (`FLAG2_BLIND_OPEN`): one segment, last hit wins, a `DIRECT` store, and nothing that needs
+/// the previous instance (raw mode, sampling, a capture, interference).
+fn blind_open(chain: &ChainPlan, stage: Option<usize>, cand: &Candidate, raw_hits: bool) -> bool {
+    stage == Some(0)
+        && chain.stages.len() == 2
+        && !chain.stages[0].first_hit_only
+        && !raw_hits
+        && chain.sample_every <= 1
+        && !chain.charges_interference
+        && cand.capture.source == SRC_NONE
+        && matches!(chain.store, Store::Direct { .. })
 }
 
 /// Reserve a slot for every candidate that may be tried, and give each slot its role: the
@@ -173,7 +190,63 @@ pub fn assign(plans: &mut [ChainPlan], raw_hits: bool) -> Vec<SlotConfig> {
             reserve(&mut point.candidates, &|c| slot_config(&snapshot, None, None, c, raw_hits));
         }
     }
+    for plan in plans.iter_mut().filter(|p| p.is_chain()) {
+        share_programs(plan, &mut configs);
+    }
     configs
+}
+
+/// Kinds whose programs carry a second role's code (`SlotConfig::also`).
+fn shares_programs(kind: AttachKind) -> bool {
+    matches!(kind, AttachKind::Tracepoint | AttachKind::TpBtf | AttachKind::RawTracepoint)
+}
+
+/// Points of one chain that attach to the same target share a program: the first one's program
+/// also plays the second's role (`SlotConfig::also`; the second candidate's `host`), one
+/// program and one dispatch per hit instead of two. Only each point's first ready candidate
+/// pairs: it is the one its point attaches unless it fails, and a candidate whose point
+/// attached an earlier one must not run through another program. A tracepoint pair must use
+/// one slot family (the host's program copies its family's window of the record). Pairs stay
+/// within a chain, so a chain that is disabled releases both roles together.
+fn share_programs(plan: &mut ChainPlan, configs: &mut [SlotConfig]) {
+    let firsts: Vec<(usize, usize, String, u32)> = plan
+        .stages
+        .iter()
+        .map(|s| &s.points)
+        .chain(std::iter::once(&plan.aborts))
+        .enumerate()
+        .flat_map(|(s, points)| points.iter().enumerate().map(move |(p, pt)| (s, p, pt)))
+        .filter_map(|(s, p, pt)| {
+            let c = pt.candidates.iter().find(|c| c.status == Status::Ready)?;
+            let slot = c.slot?;
+            shares_programs(c.target.kind).then(|| (s, p, c.target.to_string(), slot))
+        })
+        .collect();
+    let family = |slot: u32| TRACEPOINT_WINDOWS.iter().position(|(_, r)| (r.base..r.base + r.count).contains(&slot));
+    let mut guests: Vec<(usize, usize, u32)> = Vec::new();
+    for (i, host) in firsts.iter().enumerate() {
+        if configs[host.3 as usize].also != NO_SLOT || guests.iter().any(|g| g.2 == host.3) {
+            continue;
+        }
+        let guest = firsts[i + 1..].iter().find(|g| {
+            g.2 == host.2
+                && (g.0, g.1) != (host.0, host.1)
+                && family(g.3) == family(host.3)
+                && !guests.iter().any(|x| x.2 == g.3)
+        });
+        if let Some(g) = guest {
+            configs[host.3 as usize].also = g.3 as u8;
+            guests.push((g.0, g.1, g.3));
+        }
+    }
+    let n = plan.stages.len();
+    for (s, p, slot) in guests {
+        let host = configs.iter().position(|c| c.also as u32 == slot).map(|h| h as u32);
+        let point = if s < n { &mut plan.stages[s].points[p] } else { &mut plan.aborts[p] };
+        if let Some(c) = point.candidates.iter_mut().find(|c| c.slot == Some(slot)) {
+            c.host = host;
+        }
+    }
 }
 
 /// The slot configuration of an interference point: `source` is the source index, `label` the
@@ -184,7 +257,7 @@ pub fn interference_slot_config(source: usize, label: &str, cand: &Candidate) ->
         "end" => ROLE_INTERFERENCE_END,
         _ => ROLE_INTERFERENCE_SWITCH,
     };
-    SlotConfig { role, stage: source as u8, key0: cand.key0, key1: cand.key1, ..SlotConfig::default() }
+    SlotConfig { role, stage: source as u8, key0: cand.key0, key1: cand.key1, ..SlotConfig::NONE }
 }
 
 /// Slot → (chain index, stage name) of every attached stage candidate (raw-hit recording).
