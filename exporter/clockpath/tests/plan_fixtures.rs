@@ -109,16 +109,25 @@ fn sched_wakeup_prefers_tp_btf_and_keeps_fallbacks_on_both_kernels() {
     }
 }
 
+/// The hrtimer chain leaves the scheduler tick's timer out, by the handler each kernel has:
+/// tick_sched_timer on 6.1, tick_nohz_handler on 6.18 (the other name's target is unusable).
 #[test]
-fn softirq_is_keyed_per_cpu_and_vector_and_hrtimer_by_timer_address() {
-    for k in ["dev-6.18", "debian-6.1"] {
-        let plans = plans(&fixture(k));
+fn softirq_is_keyed_per_cpu_and_vector_and_hrtimer_by_timer_address_without_the_tick() {
+    for (k, tick) in [("dev-6.18", "tick_nohz_handler"), ("debian-6.1", "tick_sched_timer")] {
+        let kernel = fixture(k);
+        let plans = plans(&kernel);
         let s = chain(&plans, "softirq");
         assert!(matches!(s.store, Store::Direct { .. }), "{k}: {:?}", s.store);
         assert!(s.stages[0].first_hit_only);
         let h = chain(&plans, "hrtimer");
         assert_eq!(h.store, Store::Hash, "{k}: a timer address is unbounded");
-        assert_eq!(state_of(h, "abort", "tp_btf:hrtimer_cancel").0, "ready", "{k}");
+        let tick_addr = kernel.symbol(tick).unwrap_or_else(|| panic!("{k}: {tick} in the fixture's kallsyms")).addr;
+        for points in [&h.stages[0].points, &h.aborts] {
+            let first = points[0].candidates.iter().find(|c| c.status == Status::Ready).expect("a ready candidate");
+            assert_eq!(first.target.kind, AttachKind::TpBtf, "{k}");
+            let c = first.conditions.first().unwrap_or_else(|| panic!("{k}: {} is filtered", first.target));
+            assert!(c.negate && c.operand == tick_addr, "{k}: {} leaves {tick} out: {c:?}", first.target);
+        }
     }
 }
 
@@ -280,7 +289,7 @@ fn a_filter_names_a_kernel_function_and_resolves_to_its_address() {
     let tp = start.iter().find(|c| c.target.kind == AttachKind::Tracepoint).expect("tracepoint candidate");
     assert_eq!(tp.status, Status::Ready, "{:?}", tp.status);
     let cond = tp.conditions.first().expect("one condition");
-    assert_eq!(cond.operand, 0xffffffff8141fa60, "hrtimer_nanosleep's address in the fixture");
+    assert_eq!(cond.operand, 0xffffffff8142f660, "hrtimer_nanosleep's address in the fixture");
     assert!(cond.negate);
     assert_eq!(cond.mask, u64::MAX);
     assert!(cond.value.offset > 8 && cond.value.size == 8, "the tracepoint's `function` field: {:?}", cond.value);
@@ -342,6 +351,18 @@ fn the_runqueue_chain_opens_with_a_cause_per_point_and_filters_preemptions_on_tw
             [(1, Some(0), 0), (1, Some(1), 1), (1, Some(2), 2)],
             "{k}: one histogram row per cause"
         );
+        // The switched-out and switched-in points share one sched_switch program: the first's
+        // slot also plays the second's role, which then attaches nothing of its own.
+        let first_ready = |points: &[plan::PointPlan], i: usize| {
+            points[i].candidates.iter().find(|c| c.status == Status::Ready).cloned().expect("a ready candidate")
+        };
+        let (preempt, switch_in) = (first_ready(&rq.stages[0].points, 2), first_ready(&rq.stages[1].points, 0));
+        assert_eq!(preempt.target.to_string(), "tp_btf:sched_switch", "{k}");
+        assert_eq!(configs[preempt.slot.unwrap() as usize].also as u32, switch_in.slot.unwrap(), "{k}");
+        assert_eq!(switch_in.host, preempt.slot, "{k}");
+        // Nothing else shares: every other slot plays one role.
+        let shared = configs.iter().filter(|c| c.also != NO_SLOT).count();
+        assert_eq!(shared, 1, "{k}: one shared program");
     }
 }
 

@@ -69,11 +69,11 @@ fn names(chains: &[ChainSpec], extra_functions: &[&str]) -> (BTreeSet<String>, B
         let points = c.stages.iter().flat_map(|s| &s.points).chain(&c.aborts);
         for p in points {
             let filters = p.filter.iter().chain(p.targets.iter().filter_map(|t| t.filter.as_ref()));
-            exprs.extend(
-                filters
-                    .filter_map(|f| Filter::parse(f).ok())
-                    .flat_map(|f| f.conditions.into_iter().map(|c| c.expr.to_string())),
-            );
+            for cond in filters.filter_map(|f| Filter::parse(f).ok()).flat_map(|f| f.conditions) {
+                exprs.push(cond.expr.to_string());
+                // A kernel function a filter compares with: its address comes from kallsyms.
+                functions.extend(cond.symbol);
+            }
             for t in &p.targets {
                 targets.push(t.attach.clone());
                 exprs.push(t.key.clone());
