@@ -9,8 +9,16 @@
 //! end, growth after the first statistics window (% per 10 minutes), and CPU per record under
 //! load. Prints figures; asserts nothing.
 //!
-//! `cargo bench -p clockpath-tests --bench footprint` (root). FOOTPRINT_MINUTES sets the load
-//! phase (default 10), FOOTPRINT_IDLE_SECS the idle one (default 60).
+//! First, the start-up peak: three starts on this kernel's BTF and three on a BTF twice its
+//! size (this kernel's, followed by a copy of every type, bind-mounted over
+//! /sys/kernel/btf/vmlinux in a private mount namespace), each in a memory cgroup of its own:
+//! the process's VmHWM (the ring's mapped pages included), and what the cgroup was charged at
+//! most (kernel memory, the BPF maps, included): the figures the Helm chart's limit is derived
+//! from.
+//!
+//! `cargo bench -p clockpath-tests --bench footprint [-- --startup-only]` (root).
+//! FOOTPRINT_MINUTES sets the load phase (default 10), FOOTPRINT_IDLE_SECS the idle one
+//! (default 60).
 
 use std::{
     process::Child,
@@ -18,10 +26,87 @@ use std::{
 };
 
 use clockpath_tests::{
-    Exporter, keep_loaded,
+    Exporter, btf,
+    cgroup::MemoryCgroup,
+    clockpath_bin, keep_loaded,
     procstat::{ring_kib, scrape_values, status_kib, thread_seconds},
     require_root,
 };
+
+/// One start's memory, KiB.
+struct Start {
+    hwm: u64,
+    rss: u64,
+    anon: u64,
+    ring: u64,
+    charged_peak: u64,
+}
+
+/// Start the exporter in a fresh memory cgroup (`bind`: a file mounted over the kernel's BTF
+/// in a private mount namespace), wait until it serves, and read its memory.
+fn start_once(n: usize, bind: Option<&std::path::Path>) -> Start {
+    let group = MemoryCgroup::create(&format!("clockpath-footprint-{}-{n}", std::process::id()), 4 << 30);
+    let mount = bind.map(|b| format!("mount --bind {} /sys/kernel/btf/vmlinux && ", b.display())).unwrap_or_default();
+    let script = format!("echo $$ > {} && {mount}exec \"$@\"", group.procs().display());
+    let wrapper: Vec<&str> = match bind {
+        Some(_) => vec!["unshare", "-m", "--propagation", "private", "sh", "-c", &script, "sh"],
+        None => vec!["sh", "-c", &script, "sh"],
+    };
+    let e = Exporter::start_wrapped(&wrapper, &clockpath_bin(), &["--log", "warn"], &[]);
+    let pid = e.pid();
+    let s = Start {
+        hwm: status_kib(pid, "VmHWM:"),
+        rss: status_kib(pid, "VmRSS:"),
+        anon: status_kib(pid, "RssAnon:"),
+        ring: ring_kib(pid),
+        charged_peak: group.peak() / 1024,
+    };
+    drop(e);
+    s
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// The start-up peak on this kernel's BTF and on one twice its size.
+fn startup_peaks() {
+    let real = std::fs::read("/sys/kernel/btf/vmlinux").expect("read the kernel's BTF");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let double = dir.path().join("vmlinux-doubled");
+    std::fs::write(&double, btf::doubled(&real)).expect("write the doubled BTF");
+    println!(
+        "start-up memory, 3 starts each (MiB): VmHWM (ring pages included), resident once serving (of it anonymous; the rest is the binary's text and the ring's mapping), cgroup peak charged (BPF maps included; the binary's page cache only where this group first reads it)"
+    );
+    let mut medians = Vec::new();
+    for (label, bind, bytes) in
+        [("this kernel's BTF", None, real.len()), ("twice the BTF", Some(double.as_path()), real.len() * 2)]
+    {
+        let starts: Vec<Start> = (0..3).map(|i| start_once(i, bind)).collect();
+        let mib = |k: u64| k as f64 / 1024.0;
+        for s in &starts {
+            println!(
+                "  {label:<18} ({:.1} MB of BTF): VmHWM {:6.1}  RSS {:6.1} (anon {:5.1})  ring {:5.1}  charged {:6.1}",
+                bytes as f64 / 1e6,
+                mib(s.hwm),
+                mib(s.rss),
+                mib(s.anon),
+                mib(s.ring),
+                mib(s.charged_peak)
+            );
+        }
+        let m =
+            (median(starts.iter().map(|s| s.hwm).collect()), median(starts.iter().map(|s| s.charged_peak).collect()));
+        println!("  {label:<18} median VmHWM {:.1} MiB, median charged peak {:.1} MiB", mib(m.0), mib(m.1));
+        medians.push(m);
+    }
+    println!(
+        "  twice the BTF: VmHWM {:+.1} %, charged peak {:+.1} %   (target: VmHWM <= 96 MiB on this kernel, <= +25 % on twice the BTF)",
+        (medians[1].0 as f64 / medians[0].0 as f64 - 1.0) * 100.0,
+        (medians[1].1 as f64 / medians[0].1 as f64 - 1.0) * 100.0
+    );
+}
 
 /// One sample of the exporter process.
 struct Sample {
@@ -87,6 +172,10 @@ fn print(s: &Sample, prev: Option<&Sample>, phase: &str) {
 
 fn main() {
     require_root();
+    startup_peaks();
+    if std::env::args().any(|a| a == "--startup-only") {
+        return;
+    }
     let minutes: u64 = std::env::var("FOOTPRINT_MINUTES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let idle_secs: u64 = std::env::var("FOOTPRINT_IDLE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     let every = Duration::from_secs(30);

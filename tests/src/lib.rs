@@ -4,7 +4,9 @@
 //! These tests need root and a kernel with BPF; they panic (never skip) when a capability is
 //! missing, so CI fails loudly.
 
+pub mod btf;
 pub mod capabilities;
+pub mod cgroup;
 pub mod exposition;
 pub mod guest;
 pub mod otlp;
