@@ -13,6 +13,22 @@ use std::{cmp::Ordering, ops::Range, path::Path};
 const MAGIC: u16 = 0xeb9f;
 const HEADER_LEN: usize = 24;
 
+/// A BTF blob from its type section (as words) and string section: the header, then both.
+pub(crate) fn assemble(types: &[u32], strings: &[u8]) -> Vec<u8> {
+    let type_len = (types.len() * 4) as u32;
+    let mut out = Vec::with_capacity(HEADER_LEN + type_len as usize + strings.len());
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&[1, 0]);
+    for w in [HEADER_LEN as u32, 0, type_len, type_len, strings.len() as u32] {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    for w in types {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out.extend_from_slice(strings);
+    out
+}
+
 pub(crate) const KIND_INT: u32 = 1;
 pub(crate) const KIND_PTR: u32 = 2;
 pub(crate) const KIND_ARRAY: u32 = 3;
@@ -496,8 +512,7 @@ impl KernelBtf {
         keep.dedup();
         let last = keep.last().copied().unwrap_or(0);
         let mut strings = vec![0u8];
-        let mut types: Vec<u8> = Vec::with_capacity(12 * last as usize);
-        let mut word = |w: u32| types.extend_from_slice(&w.to_le_bytes());
+        let mut types: Vec<u32> = Vec::with_capacity(3 * last as usize);
         let mut next = keep.iter().peekable();
         for id in 1..=last {
             match (next.peek(), self.raw.get(id)) {
@@ -508,26 +523,14 @@ impl KernelBtf {
                     strings.push(0);
                     // The typedef or func keeps its kind and name; what it points to is a
                     // placeholder, which aya never follows for these lookups.
-                    word(name_off);
-                    word(r.info);
-                    word(r.size_type);
+                    types.extend([name_off, r.info, r.size_type]);
                 }
                 _ => {
-                    word(0);
-                    word(KIND_PTR << 24);
-                    word(0);
+                    types.extend([0, KIND_PTR << 24, 0]);
                 }
             }
         }
-        let mut out = Vec::with_capacity(HEADER_LEN + types.len() + strings.len());
-        out.extend_from_slice(&MAGIC.to_le_bytes());
-        out.extend_from_slice(&[1, 0]);
-        for w in [HEADER_LEN as u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        out.extend_from_slice(&types);
-        out.extend_from_slice(&strings);
-        out
+        assemble(&types, &strings)
     }
 }
 
@@ -563,18 +566,7 @@ mod tests {
                 });
             }
         }
-        let mut out = Vec::new();
-        out.extend_from_slice(&MAGIC.to_le_bytes());
-        out.extend_from_slice(&[1, 0]);
-        let tl = words.len() as u32 * 4;
-        for w in [HEADER_LEN as u32, 0, tl, tl, strings.len() as u32] {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        for w in words {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        out.extend_from_slice(&strings);
-        out
+        assemble(&words, &strings)
     }
 
     /// 1 int; 2 struct task { int pid; union { int a; int __state; }; int flags:3 (kind flag) };

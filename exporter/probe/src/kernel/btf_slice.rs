@@ -15,11 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::btf::{
     KIND_ARRAY, KIND_CONST, KIND_DATASEC, KIND_DECL_TAG, KIND_ENUM, KIND_ENUM64, KIND_FLOAT, KIND_FUNC,
     KIND_FUNC_PROTO, KIND_FWD, KIND_INT, KIND_PTR, KIND_RESTRICT, KIND_STRUCT, KIND_TYPE_TAG, KIND_TYPEDEF, KIND_UNION,
-    KIND_VAR, KIND_VOLATILE, RawBtf,
+    KIND_VAR, KIND_VOLATILE, RawBtf, assemble,
 };
-
-const MAGIC: u16 = 0xeb9f;
-const HEADER_LEN: usize = 24;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SliceError {
@@ -264,18 +261,7 @@ fn write(b: &Btf, kept: &BTreeMap<u32, Keep>) -> Vec<u8> {
             _ => types.extend(&t.extra),
         }
     }
-    let type_len = (types.len() * 4) as u32;
-    let mut out = Vec::with_capacity(HEADER_LEN + type_len as usize + strings.len());
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.extend_from_slice(&[1, 0]);
-    for w in [HEADER_LEN as u32, 0, type_len, type_len, strings.len() as u32] {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
-    for w in types {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
-    out.extend_from_slice(&strings);
-    out
+    assemble(&types, &strings)
 }
 
 #[cfg(test)]
@@ -336,17 +322,7 @@ mod tests {
             t(KIND_FUNC, 0),
             6,
         ];
-        let mut out = Vec::new();
-        out.extend_from_slice(&MAGIC.to_le_bytes());
-        out.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, types.len() as u32 * 4, types.len() as u32 * 4, strings.len() as u32] {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        for w in types {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        out.extend_from_slice(&strings);
-        out
+        assemble(&types, &strings)
     }
 
     #[test]
