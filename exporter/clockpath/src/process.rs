@@ -38,24 +38,10 @@ pub struct ProcessUsage {
 impl ProcessUsage {
     /// Read /proc/self; None where procfs is not mounted.
     pub fn read() -> Option<ProcessUsage> {
-        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let mut usage = parse(&statm, &stat, page_size(), clock_ticks())?;
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        usage.peak_resident_bytes = status_kib(&status, "VmHWM:")? * 1024;
-        Some(usage)
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        parse(&status, &stat, clock_ticks())
     }
-}
-
-/// A `Name:   N kB` line of /proc/PID/status, in KiB.
-fn status_kib(status: &str, name: &str) -> Option<u64> {
-    status.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse().ok())
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if v > 0 { v as u64 } else { 4096 }
 }
 
 fn clock_ticks() -> u64 {
@@ -64,18 +50,23 @@ fn clock_ticks() -> u64 {
     if v > 0 { v as u64 } else { 100 }
 }
 
-/// `statm`'s second field is resident pages; `stat`'s fields 14 and 15 (after the command
-/// name, which may contain spaces and parentheses) are user and system ticks.
-fn parse(statm: &str, stat: &str, page: u64, ticks: u64) -> Option<ProcessUsage> {
-    let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+/// A `Name:   N kB` line of /proc/PID/status, in bytes.
+fn status_bytes(status: &str, name: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse::<u64>().ok()).map(|k| k * 1024)
+}
+
+/// `status` gives resident memory now (VmRSS) and at its peak (VmHWM); `stat`'s fields 14 and
+/// 15 (after the command name, which may contain spaces and parentheses) are user and system
+/// ticks.
+fn parse(status: &str, stat: &str, ticks: u64) -> Option<ProcessUsage> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     // After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(ProcessUsage {
-        resident_bytes: resident * page,
-        peak_resident_bytes: resident * page,
+        resident_bytes: status_bytes(status, "VmRSS:")?,
+        peak_resident_bytes: status_bytes(status, "VmHWM:")?,
         cpu_seconds: (utime + stime) as f64 / ticks as f64,
     })
 }
@@ -85,15 +76,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_statm_and_a_stat_line_whose_command_has_spaces() {
+    fn parses_status_and_a_stat_line_whose_command_has_spaces() {
         let stat = "4242 (clock path) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 50 0 0 20 0 7 0 1000 123456789 5000 18446744073709551615";
-        let u = parse("30000 12800 2000 300 0 9000 0", stat, 4096, 100).unwrap();
-        assert_eq!(u.resident_bytes, 12800 * 4096);
+        let status = "Name:\tx\nVmHWM:\t   85664 kB\nVmRSS:\t 51200 kB\n";
+        let u = parse(status, stat, 100).unwrap();
+        assert_eq!((u.resident_bytes, u.peak_resident_bytes), (51200 * 1024, 85664 * 1024));
         assert!((u.cpu_seconds - 3.0).abs() < 1e-9, "{u:?}");
-        assert!(parse("x", stat, 4096, 100).is_none());
+        assert!(parse("x", stat, 100).is_none());
         assert!(
             ProcessUsage::read().is_some_and(|u| u.resident_bytes > 0 && u.peak_resident_bytes >= u.resident_bytes)
         );
-        assert_eq!(status_kib("Name:\tx\nVmHWM:\t   85664 kB\nVmRSS:\t 65144 kB\n", "VmHWM:"), Some(85664));
     }
 }
