@@ -213,20 +213,21 @@ fn spawn_quiet(cmd: &mut Command) -> Child {
 /// Stop a tool: SIGINT lets it detach cleanly. bpftrace can miss one that comes while it
 /// still sets up, so it is repeated; a tool still there after 20 s is killed.
 fn stop(mut child: Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
     let mut next = Instant::now();
-    while Instant::now() < deadline {
+    let exited = poll_for(Duration::from_secs(20), || {
         if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+            return Some(());
         }
         if Instant::now() >= next {
             // SAFETY: plain kill(2) on our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
             next = Instant::now() + Duration::from_secs(2);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        None
+    });
+    if exited.is_none() {
+        let _ = child.kill();
     }
-    let _ = child.kill();
     let _ = child.wait();
 }
 

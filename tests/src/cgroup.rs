@@ -75,16 +75,21 @@ impl MemoryCgroup {
         };
         fs::create_dir(&dir).unwrap_or_else(|e| panic!("create cgroup {}: {e}", dir.display()));
         let g = MemoryCgroup { dir, version };
-        let (file, value) = match version {
-            Version::V2 => ("memory.max", limit.to_string()),
-            Version::V1 => ("memory.limit_in_bytes", limit.to_string()),
-        };
-        fs::write(g.dir.join(file), value).unwrap_or_else(|e| panic!("set {file}: {e}"));
+        let file = g.file("memory.max", "memory.limit_in_bytes");
+        fs::write(&file, limit.to_string()).unwrap_or_else(|e| panic!("set {}: {e}", file.display()));
         if version == Version::V2 {
             // No swap to hide behind: the limit is what the exporter gets.
             let _ = fs::write(g.dir.join("memory.swap.max"), "0");
         }
         g
+    }
+
+    /// The group's file named `v2` in cgroup v2, `v1` in v1.
+    fn file(&self, v2: &str, v1: &str) -> PathBuf {
+        self.dir.join(match self.version {
+            Version::V2 => v2,
+            Version::V1 => v1,
+        })
     }
 
     /// The file a process's pid is written to to move it in.
@@ -94,35 +99,23 @@ impl MemoryCgroup {
 
     /// The limit in force, bytes.
     pub fn limit(&self) -> u64 {
-        match self.version {
-            Version::V2 => read_u64(&self.dir.join("memory.max")),
-            Version::V1 => read_u64(&self.dir.join("memory.limit_in_bytes")),
-        }
+        read_u64(&self.file("memory.max", "memory.limit_in_bytes"))
     }
 
     /// The most memory the group was charged (user memory, page cache and kernel memory the
     /// processes allocated, BPF maps included), bytes.
     pub fn peak(&self) -> u64 {
-        match self.version {
-            Version::V2 => read_u64(&self.dir.join("memory.peak")),
-            Version::V1 => read_u64(&self.dir.join("memory.max_usage_in_bytes")),
-        }
+        read_u64(&self.file("memory.peak", "memory.max_usage_in_bytes"))
     }
 
     /// Charged now, bytes.
     pub fn current(&self) -> u64 {
-        match self.version {
-            Version::V2 => read_u64(&self.dir.join("memory.current")),
-            Version::V1 => read_u64(&self.dir.join("memory.usage_in_bytes")),
-        }
+        read_u64(&self.file("memory.current", "memory.usage_in_bytes"))
     }
 
     /// Processes the kernel's OOM killer killed in the group.
     pub fn oom_kills(&self) -> u64 {
-        match self.version {
-            Version::V2 => keyed(&self.dir.join("memory.events"), "oom_kill"),
-            Version::V1 => keyed(&self.dir.join("memory.oom_control"), "oom_kill"),
-        }
+        keyed(&self.file("memory.events", "memory.oom_control"), "oom_kill")
     }
 }
 
