@@ -291,11 +291,9 @@ fn emit_with(
     interference: Option<&[u64; SOURCES]>,
 ) {
     let parts = Parts { kind, chain: cfg.chain(), stage, slot: slot as u8, cause, id, key, start, end, aux };
-    if !cfg.has(FLAG_ORDERED) && crate::staging::stage(&parts, interference) {
-        return;
-    }
     match interference {
         Some(i) => send_charged(&parts, ring_of(cfg, id), i),
+        None if !cfg.has(FLAG_ORDERED) && crate::staging::stage(&parts) => {}
         None => send(&parts, ring_of(cfg, id)),
     }
 }

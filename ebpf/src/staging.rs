@@ -12,10 +12,7 @@
 //! the ring; `cp_flush` returns 1 and is tried again on the next tick.
 
 use aya_ebpf::{cty::c_void, helpers::bpf_ringbuf_output, macros::raw_tracepoint, programs::RawTracePointContext};
-use clockpath_common::{
-    interference::SOURCES,
-    record::{Record, RecordHead, STAGE_RECORDS, Staged},
-};
+use clockpath_common::record::{Record, RecordHead, STAGE_RECORDS, Staged};
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use crate::{
@@ -23,12 +20,12 @@ use crate::{
     stage::{Parts, lost, on_ring, own_ring, wake_flags},
 };
 
-/// Stage a record on this CPU; false when it must go to the ring now (staging is off, or a
-/// program this one interrupted is writing here).
+/// Stage a record's head on this CPU; false when it must go to the ring now (staging is off,
+/// or a program this one interrupted is writing here).
 #[inline(always)]
-pub fn stage(parts: &Parts, interference: Option<&[u64; SOURCES]>) -> bool {
+pub fn stage(parts: &Parts) -> bool {
     // SAFETY: a read-only global.
-    if interference.is_some() || unsafe { read_volatile(addr_of!(STAGING)) } == 0 {
+    if unsafe { read_volatile(addr_of!(STAGING)) } == 0 {
         return false;
     }
     let Some(st) = STAGED.get_ptr_mut(0) else {
