@@ -120,6 +120,20 @@ pub const fn cond_ne(i: usize) -> u8 {
 /// (the store buffer takes it), a read does: the line was last written on the CPU that switched
 /// the task in.
 pub const FLAG2_BLIND_OPEN: u8 = 1 << 0;
+/// `SlotConfig::flags2` of a stage-0 slot of a chain whose causes come from the value it
+/// captures (`causes_from`, e.g. a VM exit's reason): the cause is `CAUSE_BY_VALUE`'s entry
+/// for [`cause_key`]`(chain, captured)`, 0 (the chain's first cause, `other`) when it has none.
+pub const FLAG2_CAUSE_BY_CAPTURE: u8 = 1 << 1;
+
+/// Entries of the `CAUSE_BY_VALUE` map, over all chains.
+pub const MAX_CAUSE_VALUES: u32 = 256;
+
+/// Key of the `CAUSE_BY_VALUE` map: the chain in the top byte, the captured value's low 56
+/// bits below (exit reasons are 32-bit).
+#[inline(always)]
+pub const fn cause_key(chain: u8, value: u64) -> u64 {
+    ((chain as u64) << 56) | (value & 0x00ff_ffff_ffff_ffff)
+}
 
 /// `SlotConfig::also` of a slot whose program plays no other slot's role.
 pub const NO_SLOT: u8 = u8::MAX;

@@ -11,7 +11,7 @@ use clockpath_common::{
     interference::CpuInterference,
     limits::{DEFAULT_MAX_INSTANCES, DEFAULT_RING_BYTES, HIST_ROWS_PER_CHAIN, MAX_CHAINS, NUM_SLOTS},
     record::Staged,
-    slot::{Active, ChainCounters, Instance, InstanceKey, Updating},
+    slot::{Active, ChainCounters, Instance, InstanceKey, MAX_CAUSE_VALUES, Updating},
 };
 
 /// Hits per slot (configured slots only), per CPU.
@@ -45,6 +45,11 @@ pub static INTERFERENCE: PerCpuArray<CpuInterference> = PerCpuArray::with_max_en
 /// Per-CPU countdown to the next sampled stage-0 hit, per chain (`SlotConfig::sample_every`).
 #[map]
 pub static SAMPLING: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_CHAINS, 0);
+
+/// Cause index by captured value (`FLAG2_CAUSE_BY_CAPTURE`, key `cause_key`). Filled by
+/// userspace before the programs attach, read-only afterwards.
+#[map]
+pub static CAUSE_BY_VALUE: HashMap<u64, u32> = HashMap::with_max_entries(MAX_CAUSE_VALUES, 0);
 
 /// The instance each CPU's program is updating (`Updating`).
 #[map]

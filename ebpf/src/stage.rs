@@ -41,8 +41,8 @@ use clockpath_common::{
 use crate::{
     config::{Cfg, Spec},
     maps::{
-        ACTIVE, CHAIN_COUNTERS, DIRECT, HIST, INSTANCES, INTERFERENCE, NEXT_SEQ, RING_0, RING_1, RING_2, RING_3,
-        RING_4, RING_5, RING_6, RING_7, RING_MASK, SAMPLING, SLOT_HITS, UPDATING, WAKEUP_BYTES,
+        ACTIVE, CAUSE_BY_VALUE, CHAIN_COUNTERS, DIRECT, HIST, INSTANCES, INTERFERENCE, NEXT_SEQ, RING_0, RING_1,
+        RING_2, RING_3, RING_4, RING_5, RING_6, RING_7, RING_MASK, SAMPLING, SLOT_HITS, UPDATING, WAKEUP_BYTES,
     },
 };
 
@@ -695,10 +695,9 @@ fn sampled(cfg: Cfg) -> bool {
 }
 
 #[inline(always)]
-fn raw_hit(cfg: Cfg, slot: u32, id: u64, key: u64, now: u64, capture: u64) {
+fn raw_hit(cfg: Cfg, slot: u32, id: u64, key: u64, now: u64, capture: u64, cause: u32) {
     if cfg.has(FLAG_RAW) {
-        let cause = if cfg.has(FLAG_CAUSES) && cfg.stage() == 0 { cfg.cause() } else { 0 };
-        emit(RECORD_HIT, cfg, slot, cfg.stage(), cause, id, key, now, now, capture);
+        emit(RECORD_HIT, cfg, slot, cfg.stage(), cause as u8, id, key, now, now, capture);
     }
 }
 
@@ -714,7 +713,8 @@ fn open<C: HitSource>(ctx: &C, cfg: Cfg, slot: u32, place: &Place, key: u64) {
     if cfg.flags2() & FLAG2_BLIND_OPEN != 0 {
         // Write the entry without reading it (see FLAG2_BLIND_OPEN).
         if let Some(p) = entry(place) {
-            let opened = Opened { id: next_instance_id(), now, capture: 0, cpu: cpu(), snap: &[0; SOURCES] };
+            let cause = if cfg.has(FLAG_CAUSES) { cfg.cause() as u32 } else { 0 };
+            let opened = Opened { id: next_instance_id(), now, capture: 0, cause, cpu: cpu(), snap: &[0; SOURCES] };
             // SAFETY: valid map value.
             unsafe { opened.write(cfg, p, false) };
             count(cfg.chain(), counter!(opened));
@@ -722,6 +722,7 @@ fn open<C: HitSource>(ctx: &C, cfg: Cfg, slot: u32, place: &Place, key: u64) {
         return;
     }
     let capture = if cfg.capture().source() == SRC_NONE { 0 } else { value(ctx, cfg.capture()).unwrap_or(0) };
+    let cause = cause_of(cfg, capture);
     let existing = entry(place);
     if let Some(p) = existing.filter(|&p| is_open(p)) {
         // SAFETY: valid map value; copied out before anything else touches it.
@@ -730,7 +731,7 @@ fn open<C: HitSource>(ctx: &C, cfg: Cfg, slot: u32, place: &Place, key: u64) {
             count(cfg.chain(), counter!(timed_out));
             close(cfg, slot, key, &inst, CLOSE_TIMEOUT, now);
         } else if cfg.has(FLAG_FIRST_HIT_ONLY) {
-            raw_hit(cfg, slot, inst.id, key, now, capture);
+            raw_hit(cfg, slot, inst.id, key, now, capture, cause);
             return;
         } else {
             count(cfg.chain(), counter!(replaced));
@@ -740,13 +741,27 @@ fn open<C: HitSource>(ctx: &C, cfg: Cfg, slot: u32, place: &Place, key: u64) {
     let cpu = cpu();
     let id = next_instance_id();
     let snap = if cfg.has(FLAG_INTERFERENCE) { segment_start(cpu) } else { [0; SOURCES] };
-    let opened = Opened { id, now, capture, cpu, snap: &snap };
+    let opened = Opened { id, now, capture, cause, cpu, snap: &snap };
     if !store(cfg, place, &opened, existing) {
         count_exact(cfg.chain(), counter!(map_full));
         return;
     }
     count(cfg.chain(), counter!(opened));
-    raw_hit(cfg, slot, id, key, now, capture);
+    raw_hit(cfg, slot, id, key, now, capture, cause);
+}
+
+/// The cause a stage-0 hit opens its instance with: its point's, or (`FLAG2_CAUSE_BY_CAPTURE`)
+/// the one userspace mapped the captured value to, 0 for a value it did not map.
+#[inline(always)]
+fn cause_of(cfg: Cfg, capture: u64) -> u32 {
+    if !cfg.has(FLAG_CAUSES) {
+        return 0;
+    }
+    if cfg.flags2() & FLAG2_CAUSE_BY_CAPTURE == 0 {
+        return cfg.cause() as u32;
+    }
+    // SAFETY: read-only map value, copied out.
+    unsafe { CAUSE_BY_VALUE.get(cause_key(cfg.chain(), capture)) }.copied().unwrap_or(0)
 }
 
 /// What stage 0 stores for a new instance.
@@ -754,6 +769,8 @@ struct Opened<'a> {
     id: u64,
     now: u64,
     capture: u64,
+    /// Index of the cause that opened it (0 unless `FLAG_CAUSES`).
+    cause: u32,
     cpu: u32,
     snap: &'a [u64; SOURCES],
 }
@@ -776,7 +793,7 @@ impl Opened<'_> {
             (*p).capture = self.capture;
             (*p).cpu = self.cpu;
             (*p).seg_cpu = self.cpu;
-            (*p).cause = if cfg.has(FLAG_CAUSES) { cfg.cause() as u32 } else { 0 };
+            (*p).cause = self.cause;
             if full || cfg.has(FLAG_INTERFERENCE) {
                 copy_words(core::ptr::addr_of_mut!((*p).interference_snap) as *mut u64, self.snap);
             }
@@ -797,14 +814,14 @@ impl Opened<'_> {
 fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
     let Some(p) = find(place) else {
         if cfg.has(FLAG_RAW) {
-            raw_hit(cfg, slot, 0, key, now_ns(), 0);
+            raw_hit(cfg, slot, 0, key, now_ns(), 0, 0);
         }
         return;
     };
     let now = now_ns();
     // SAFETY: valid map value.
     let inst = unsafe { Head::read(p) };
-    raw_hit(cfg, slot, inst.id, key, now, 0);
+    raw_hit(cfg, slot, inst.id, key, now, 0, 0);
     if timed_out(cfg, &inst, now) {
         count(cfg.chain(), counter!(timed_out));
         close(cfg, slot, key, &inst, CLOSE_TIMEOUT, now);
@@ -891,14 +908,14 @@ fn abort(cfg: Cfg, slot: u32, place: &Place, key: u64) {
 fn abort_with(cfg: Cfg, slot: u32, place: &Place, key: u64, reason: u8) {
     let Some(p) = find(place) else {
         if cfg.has(FLAG_RAW) {
-            raw_hit(cfg, slot, 0, key, now_ns(), 0);
+            raw_hit(cfg, slot, 0, key, now_ns(), 0, 0);
         }
         return;
     };
     let now = now_ns();
     // SAFETY: valid map value.
     let inst = unsafe { Head::read(p) };
-    raw_hit(cfg, slot, inst.id, key, now, 0);
+    raw_hit(cfg, slot, inst.id, key, now, 0, 0);
     if reason == CLOSE_ABORTED {
         count(cfg.chain(), counter!(aborted));
     } else {

@@ -63,10 +63,15 @@ echo "GUEST_DONE"
 poweroff -f
 "#;
 
+/// Modules a nested host (`GuestOptions::nested`) also loads: AMD's KVM and what it needs.
+const KVM_MODULES: &[&str] = &["kvm-amd"];
+
 /// The cached kernel and modules.
 pub struct Assets {
     pub vmlinux: PathBuf,
     pub modules: Vec<PathBuf>,
+    /// `KVM_MODULES` and their dependencies not already in `modules`, in load order.
+    pub kvm_modules: Vec<PathBuf>,
     /// e.g. `6.1.0-56-amd64`.
     pub release: String,
 }
@@ -236,8 +241,10 @@ fn prepare_assets(package: &str) -> Assets {
         // The package's postinst would run depmod; the extracted tree has no modules.dep yet.
         run(Command::new("depmod").arg("-b").arg(&kdir).arg(&release), "depmod");
     }
-    let modules = load_order(&mdir, &dir.join("modules"));
-    Assets { vmlinux, modules, release }
+    let modules = load_order(&mdir, &dir.join("modules"), MODULES);
+    let kvm_modules =
+        load_order(&mdir, &dir.join("modules"), KVM_MODULES).into_iter().filter(|m| !modules.contains(m)).collect();
+    Assets { vmlinux, modules, kvm_modules, release }
 }
 
 /// A module's name as insmod and modprobe spell it (the file stem) from a modules.dep path.
@@ -246,9 +253,9 @@ fn module_name(path: &str) -> String {
     file.split(".ko").next().unwrap_or(file).to_string()
 }
 
-/// `MODULES` and their dependencies in load order, uncompressed into `out` (busybox insmod
-/// takes plain .ko files; 6.12 packages ship .ko.xz). Built-in ones are skipped.
-fn load_order(mdir: &Path, out: &Path) -> Vec<PathBuf> {
+/// `wanted` modules and their dependencies in load order, uncompressed into `out` (busybox
+/// insmod takes plain .ko files; 6.12 packages ship .ko.xz). Built-in ones are skipped.
+fn load_order(mdir: &Path, out: &Path, wanted: &[&str]) -> Vec<PathBuf> {
     let deps_text =
         fs::read_to_string(mdir.join("modules.dep")).unwrap_or_else(|e| panic!("{}/modules.dep: {e}", mdir.display()));
     let builtin = fs::read_to_string(mdir.join("modules.builtin")).unwrap_or_default();
@@ -275,7 +282,7 @@ fn load_order(mdir: &Path, out: &Path) -> Vec<PathBuf> {
         }
     }
     let mut order = Vec::new();
-    for m in MODULES {
+    for m in wanted {
         visit(m, &deps, &builtin, &mut order);
     }
     fs::create_dir_all(out).expect("create the modules directory");
@@ -354,7 +361,18 @@ fn shared_libs(bin: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn build_initramfs(assets: &Assets, out: &Path) {
+/// qemu's firmware a nested host needs to start its guest with PVH boot: (source, name under
+/// /usr/share/qemu).
+const QEMU_FIRMWARE: &[(&str, &str)] = &[
+    ("/usr/share/seabios/bios-256k.bin", "bios-256k.bin"),
+    ("/usr/share/qemu/kvmvapic.bin", "kvmvapic.bin"),
+    ("/usr/share/qemu/linuxboot_dma.bin", "linuxboot_dma.bin"),
+    ("/usr/share/qemu/pvh.bin", "pvh.bin"),
+];
+
+/// `nested_host`: also AMD's KVM modules, and qemu with its libraries and firmware, so the
+/// guest can start a KVM guest of its own.
+fn build_initramfs(assets: &Assets, out: &Path, nested_host: bool) {
     let root = tempfile::tempdir().expect("tempdir");
     let r = root.path();
     for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "mnt", "etc", "lib/modules"] {
@@ -381,6 +399,16 @@ fn build_initramfs(assets: &Assets, out: &Path) {
     for (tool, _) in peers {
         libs.extend(shared_libs(Path::new(tool)));
     }
+    if nested_host {
+        let qemu = crate::which("qemu-system-x86_64").expect("qemu-system-x86_64 (qemu-system-x86)");
+        fs::copy(&qemu, r.join("usr/bin/qemu-system-x86_64")).expect("copy qemu-system-x86_64");
+        libs.extend(shared_libs(&qemu));
+        let fw = r.join("usr/share/qemu");
+        fs::create_dir_all(&fw).unwrap();
+        for (src, name) in QEMU_FIRMWARE {
+            fs::copy(src, fw.join(name)).unwrap_or_else(|e| panic!("copy {src} (qemu-system-x86): {e}"));
+        }
+    }
     libs.sort();
     libs.dedup();
     for lib in libs {
@@ -388,12 +416,13 @@ fn build_initramfs(assets: &Assets, out: &Path) {
         fs::create_dir_all(dst.parent().unwrap()).unwrap();
         fs::copy(&lib, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", lib.display()));
     }
-    for m in &assets.modules {
+    let modules: Vec<&PathBuf> =
+        assets.modules.iter().chain(assets.kvm_modules.iter().filter(|_| nested_host)).collect();
+    for m in &modules {
         fs::copy(m, r.join("lib/modules").join(m.file_name().unwrap())).unwrap();
     }
     // In load order (dependencies first).
-    let names: Vec<String> =
-        assets.modules.iter().map(|m| m.file_stem().unwrap().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = modules.iter().map(|m| m.file_stem().unwrap().to_string_lossy().into_owned()).collect();
     let init = INIT.replace("__MODULES__", &names.join(" "));
     fs::write(r.join("init"), init).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
@@ -447,7 +476,39 @@ pub struct GuestOptions {
     /// (jump labels, BPF trampolines): 6.12 PREEMPT_RT guests died of an unhandled int3 in
     /// __schedule seconds after `clockpath doctor`, in two boots of four.
     pub tcg_thread: &'static str,
+    /// Make this guest a KVM host (L1) that can start a KVM guest (L2) of its own: see
+    /// [`Nested`] and [`GuestOptions::nested_host`].
+    pub nested: Option<Nested>,
 }
+
+/// The KVM guest (L2) of a nested host (L1), the same kernel package started inside L1 by
+/// qemu with `-accel kvm`.
+///
+/// L1 runs under TCG with AMD SVM emulated (`-cpu EPYC,+svm`): qemu's TCG emulates SVM, not
+/// VMX, and a stock kernel's kvm_amd needs nothing more, so L1 is a real KVM host whose exits
+/// and entries are KVM's own code paths; L2 runs on L1's KVM with kvm-clock. The machine's
+/// own /dev/kvm cannot host a stock kernel (see the module docs), and under TCG all times
+/// are emulation times.
+///
+/// L2's share is `l2/` in L1's share (`/mnt/host/l2` in L1, `/mnt/host` in L2): its script
+/// runs as `/mnt/host/test.sh` there with `clockpath` beside it, as in any guest. L1's
+/// script starts L2 with `. /mnt/host/l2.sh; l2_start` and waits for it with `l2_wait
+/// SECONDS` (0 when L2's script exited 0).
+pub struct Nested {
+    /// L2's script (sh).
+    pub script: String,
+    /// Files (name, contents) next to L2's script.
+    pub files: Vec<(String, String)>,
+    pub cpus: u32,
+    pub memory_mb: u32,
+    /// Extra kernel command line of L2.
+    pub cmdline: String,
+    /// L2's TCP port forwarded (through L1) to a host loopback port: [`Guest::l2_url`].
+    pub forward: Option<u16>,
+}
+
+/// The port in L1 that forwards to L2's `Nested::forward` port.
+const L2_RELAY_PORT: u16 = 39200;
 
 impl Default for GuestOptions {
     fn default() -> Self {
@@ -462,7 +523,15 @@ impl Default for GuestOptions {
             kernel: STOCK_KERNEL.into(),
             share_files: Vec::new(),
             tcg_thread: "single",
+            nested: None,
         }
+    }
+}
+
+impl GuestOptions {
+    /// A nested KVM host (L1) for `l2`: one vCPU with AMD SVM emulated, 2 GiB.
+    pub fn nested_host(l2: Nested) -> GuestOptions {
+        GuestOptions { cpus: 1, memory_mb: 2048, cpu: "EPYC,+svm".into(), nested: Some(l2), ..GuestOptions::default() }
     }
 }
 
@@ -472,6 +541,8 @@ pub struct Guest {
     dir: Option<tempfile::TempDir>,
     /// Host loopback port forwarded to `GuestOptions::forward`.
     pub host_port: Option<u16>,
+    /// Host loopback port forwarded (through L1) to `Nested::forward`.
+    pub l2_port: Option<u16>,
     started: Instant,
     timeout: Duration,
 }
@@ -484,6 +555,58 @@ pub struct GuestOutput {
     /// The share directory, for files the script wrote.
     pub dir: tempfile::TempDir,
     pub elapsed: Duration,
+}
+
+/// Shell functions L1's script sources (`. /mnt/host/l2.sh`) to run its KVM guest.
+const L2_SH: &str = r#"# Start and wait for the KVM guest (L2) of this nested host; its share is /mnt/host/l2.
+l2_start() {
+  qemu-system-x86_64 -accel kvm -cpu host -m __MEM__ -smp __CPUS__ -no-reboot -nodefaults -display none \
+    -L /usr/share/qemu -serial file:/mnt/host/l2/serial.log \
+    -kernel /mnt/host/l2/vmlinux -initrd /mnt/host/l2/initramfs.cpio.gz \
+    -append "console=ttyS0 quiet panic=-1 __CMDLINE__" \
+    -virtfs local,path=/mnt/host/l2,mount_tag=hostshare,security_model=none,id=hs \
+    -device virtio-serial-pci -chardev file,id=res,path=/mnt/host/l2/results-vport.txt \
+    -device virtserialport,chardev=res,name=results \
+    -netdev user,id=n0__HOSTFWD__ -device virtio-net-pci,netdev=n0,romfile= \
+    > /mnt/host/l2/qemu.log 2>&1 &
+  L2_QEMU=$!
+  echo "L2 started (qemu pid $L2_QEMU) at $(cut -d' ' -f1 /proc/uptime)"
+}
+# Wait up to $1 seconds for L2's script to finish; its exit status (124: it did not finish).
+l2_wait() {
+  i=0
+  while [ $i -lt "$1" ]; do
+    if grep -q '^GUEST_TEST_EXIT' /mnt/host/l2/results.txt 2>/dev/null; then
+      wait $L2_QEMU 2>/dev/null
+      echo "L2 finished at $(cut -d' ' -f1 /proc/uptime)"
+      return "$(sed -n 's/^GUEST_TEST_EXIT //p' /mnt/host/l2/results.txt | tail -1)"
+    fi
+    sleep 1; i=$((i + 1))
+  done
+  kill $L2_QEMU 2>/dev/null
+  return 124
+}
+"#;
+
+/// Fill L1's share for its KVM guest: `l2/` (script, files, clockpath, kernel, initramfs) and
+/// `l2.sh`.
+fn prepare_l2(share: &Path, assets: &Assets, l2: &Nested) {
+    let dir = share.join("l2");
+    fs::create_dir_all(&dir).expect("create the L2 share");
+    fs::write(dir.join("test.sh"), &l2.script).unwrap();
+    fs::copy(clockpath_bin(), dir.join("clockpath")).expect("copy clockpath into the L2 share");
+    for (name, contents) in &l2.files {
+        fs::write(dir.join(name), contents).unwrap();
+    }
+    fs::copy(&assets.vmlinux, dir.join("vmlinux")).expect("copy the kernel into the L2 share");
+    build_initramfs(assets, &dir.join("initramfs.cpio.gz"), false);
+    let hostfwd = l2.forward.map(|p| format!(",hostfwd=tcp::{L2_RELAY_PORT}-:{p}")).unwrap_or_default();
+    let sh = L2_SH
+        .replace("__MEM__", &l2.memory_mb.to_string())
+        .replace("__CPUS__", &l2.cpus.to_string())
+        .replace("__CMDLINE__", &l2.cmdline)
+        .replace("__HOSTFWD__", &hostfwd);
+    fs::write(share.join("l2.sh"), sh).unwrap();
 }
 
 impl GuestOutput {
@@ -512,13 +635,21 @@ impl Guest {
         for f in &opts.share_files {
             fs::copy(f, share.join(f.file_name().expect("a file"))).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         }
+        if let Some(l2) = &opts.nested {
+            assert!(opts.cpu.contains("svm"), "a nested host needs AMD SVM emulated (-cpu …,+svm), not `{}`", opts.cpu);
+            prepare_l2(share, assets, l2);
+        }
         let initrd = share.join("initramfs.cpio.gz");
-        build_initramfs(assets, &initrd);
+        build_initramfs(assets, &initrd, opts.nested.is_some());
         let host_port = opts.forward.map(|_| free_port());
-        let netdev = match (opts.forward, host_port) {
-            (Some(g), Some(h)) => format!("user,id=n0,hostfwd=tcp:127.0.0.1:{h}-:{g}"),
-            _ => "user,id=n0".to_string(),
-        };
+        let l2_port = opts.nested.as_ref().and_then(|l2| l2.forward).map(|_| free_port());
+        let mut netdev = "user,id=n0".to_string();
+        if let (Some(g), Some(h)) = (opts.forward, host_port) {
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}"));
+        }
+        if let Some(h) = l2_port {
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{h}-:{L2_RELAY_PORT}"));
+        }
         let serial = fs::File::create(share.join("serial.log")).unwrap();
         let mut qemu = Command::new("qemu-system-x86_64");
         for t in &opts.acpi_tables {
@@ -553,7 +684,7 @@ impl Guest {
             .stderr(Stdio::null())
             .spawn()
             .expect("start qemu-system-x86_64");
-        Guest { child, dir: Some(dir), host_port, started: Instant::now(), timeout: opts.timeout }
+        Guest { child, dir: Some(dir), host_port, l2_port, started: Instant::now(), timeout: opts.timeout }
     }
 
     /// The share directory (`/mnt/host` in the guest).
@@ -570,6 +701,11 @@ impl Guest {
     /// `http://127.0.0.1:PORT` of the forwarded guest port.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.host_port.expect("no forwarded port"))
+    }
+
+    /// `http://127.0.0.1:PORT` of L2's forwarded port (through L1).
+    pub fn l2_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.l2_port.expect("no forwarded L2 port"))
     }
 
     /// Wait for the guest to power off (or the timeout), and collect its output.
@@ -600,7 +736,15 @@ impl Guest {
 fn left_behind(share: &Path) -> String {
     let so_far = fs::read_to_string(share.join("results.txt")).unwrap_or_default();
     let serial = fs::read_to_string(share.join("serial.log")).unwrap_or_default();
-    format!("; the script's output so far:\n{so_far}\nserial console:\n{serial}")
+    let mut out = format!("; the script's output so far:\n{so_far}\nserial console:\n{serial}");
+    let l2 = share.join("l2");
+    if l2.is_dir() {
+        for f in ["results.txt", "serial.log", "qemu.log"] {
+            let text = fs::read_to_string(l2.join(f)).unwrap_or_default();
+            out.push_str(&format!("\nL2 {f}:\n{text}"));
+        }
+    }
+    out
 }
 
 impl Drop for Guest {

@@ -312,7 +312,8 @@ fn userspace_assembly_of_raw_hits_matches_the_kernel() {
     let mut from_user: Vec<(u8, u8, u64, u64, u64)> = Vec::new();
     for h in &hits {
         let role = *roles.get(&(h.slot as u32)).unwrap_or_else(|| panic!("hit from unknown slot {}", h.slot));
-        let hit = Hit { role, key: h.key, ts_ns: h.end_ns, cpu: u32::from(h.cpu), capture: h.aux };
+        let hit =
+            Hit { role, key: h.key, ts_ns: h.end_ns, cpu: u32::from(h.cpu), capture: h.aux, cause: Some(h.cause) };
         asm.push(&hit, &mut |r| {
             if r.kind == RECORD_SEGMENT {
                 from_user.push((r.chain, r.stage, r.key, r.start_ns, r.end_ns));

@@ -436,3 +436,53 @@ fn every_candidate_gets_its_own_slot_and_role_before_the_object_loads() {
         .collect();
     assert!(!starved.is_empty(), "40 more tp_btf candidates than the object has slots, yet none starved");
 }
+
+#[test]
+fn the_kvm_chain_decodes_exit_reasons_on_a_kvm_host_and_is_unavailable_without_kvm() {
+    use clockpath_common::slot::*;
+    use clockpath_probe::kernel::kvm_exit::{self, Isa};
+    // dev-6.18 has the kvm tracepoints. As an AMD KVM host (kvm_amd loaded), exit reasons map
+    // to causes by the SVM table; stage 0 captures the tracepoint's exit_reason field.
+    let host = tempfile::tempdir().unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../probe/fixtures/kernels/dev-6.18/.");
+    let copied = std::process::Command::new("cp").arg("-a").arg(&src).arg(host.path()).status().unwrap();
+    assert!(copied.success());
+    std::fs::create_dir_all(host.path().join("sys/module/kvm_amd")).unwrap();
+    let kernel = Kernel::fixture(host.path());
+    assert_eq!(kernel.kvm_isa(), Some(Isa::Svm));
+    let mut plans = plans(&kernel);
+    let kvm = chain(&plans, "kvm");
+    assert_eq!(kvm.causes, kvm_exit::CAUSES);
+    assert_eq!(kvm.cause_values, kvm_exit::cause_values(Isa::Svm));
+    assert_eq!(state_of(kvm, "exit", "tracepoint:kvm:kvm_exit").0, "ready");
+    assert_eq!(state_of(kvm, "entry", "tracepoint:kvm:kvm_entry").0, "ready");
+    let exit = &kvm.stages[0].points[0].candidates[0];
+    assert_eq!((exit.capture.source, exit.capture.offset, exit.capture.size), (SRC_FIELD, 8, 4), "exit_reason");
+    let configs = plan::slots::assign(&mut plans, false);
+    let kvm = chain(&plans, "kvm");
+    let slot = |stage: usize| &configs[kvm.stages[stage].points[0].candidates[0].slot.unwrap() as usize];
+    assert!(slot(0).flags & FLAG_CAUSES != 0 && slot(0).flags2 & FLAG2_CAUSE_BY_CAPTURE != 0, "{:?}", slot(0));
+    assert_eq!(slot(1).flags2 & FLAG2_CAUSE_BY_CAPTURE, 0, "only stage 0 decides the cause");
+    assert_eq!(kvm.hist_rows().len(), kvm_exit::CAUSES.len(), "one histogram row per cause");
+
+    // The stock 6.1 kernel without kvm.ko loaded has no kvm events: the chain cannot run, and
+    // the configuration is not refused for it (a missing category is not a typo).
+    let stock = self::plans(&fixture("debian-6.1"));
+    let kvm = chain(&stock, "kvm");
+    let (state, why) = state_of(kvm, "exit", "tracepoint:kvm:kvm_exit");
+    assert_eq!(state, "missing");
+    assert!(why.contains("no `kvm` events"), "{why}");
+}
+
+#[test]
+fn a_tracepoint_in_a_missing_category_is_still_a_typo_when_its_name_exists_elsewhere() {
+    let mut config = Config::builtin();
+    let rq = config.chains.get_mut("runqueue").unwrap();
+    rq.stages[1].targets = vec![clockpath::config::chains::TargetConfig {
+        attach: "tracepoint:shed:sched_switch".into(),
+        key: Some("next_pid".into()),
+        filter: None,
+    }];
+    let issues = plan::resolve(&config.chain_specs(), &fixture("debian-6.1")).expect_err("a typo is refused");
+    assert!(issues.iter().any(|i| i.why.contains("it exists in category sched")), "{issues:#?}");
+}

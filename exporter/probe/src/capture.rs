@@ -201,5 +201,18 @@ pub fn capture(
     ] {
         copy_file(kernel, abs, dir)?;
     }
+    // What `Kernel::kvm_isa` reads: the KVM vendor module loaded, and the CPU's vendor (only
+    // that line of cpuinfo).
+    for module in ["/sys/module/kvm_amd", "/sys/module/kvm_intel"] {
+        if kernel.path(module).is_dir() {
+            let d = dir.join(module.trim_start_matches('/'));
+            fs::create_dir_all(&d).map_err(|source| CaptureError::Write { path: d.clone(), source })?;
+        }
+    }
+    if let Ok(cpuinfo) = fs::read_to_string(kernel.path("/proc/cpuinfo"))
+        && let Some(vendor) = cpuinfo.lines().find(|l| l.starts_with("vendor_id"))
+    {
+        write(&dir.join("proc/cpuinfo"), format!("{vendor}\n").as_bytes())?;
+    }
     Ok(out)
 }

@@ -19,7 +19,7 @@ use aya::{
 };
 use clockpath_common::{
     limits::{MAX_CHAINS, NUM_SLOTS},
-    slot::{ROLE_NONE, SlotConfig},
+    slot::{ROLE_NONE, SlotConfig, cause_key},
 };
 
 use crate::{
@@ -150,6 +150,7 @@ impl Engine {
             .load(OBJECT)
             .map_err(LoadError::Object)?;
         let mut ebpf = ebpf;
+        fill_cause_values(&mut ebpf, plans)?;
         // The flush program needs what every slot program needs (CAP_BPF, CAP_PERFMON): where
         // it cannot load, no chain will attach either, and the start fails naming what is missing.
         let flush_refused = if staging { load_flush(&mut ebpf).err() } else { None };
@@ -598,6 +599,27 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 ) -> Result<T, LoadError> {
     let map = ebpf.take_map(name).ok_or(LoadError::NoMap { name })?;
     T::try_from(map).map_err(|source| LoadError::Map { name, source })
+}
+
+/// Write the value → cause maps of chains whose causes come from a captured value
+/// (`CAUSE_BY_VALUE`). The map stays in the object: the programs, loaded later, refer to it.
+fn fill_cause_values(ebpf: &mut Ebpf, plans: &[ChainPlan]) -> Result<(), LoadError> {
+    const NAME: &str = "CAUSE_BY_VALUE";
+    let entries: Vec<(u64, u32)> = plans
+        .iter()
+        .filter(|p| p.is_chain())
+        .flat_map(|p| p.cause_values.iter().map(move |&(v, c)| (cause_key(p.index, v), u32::from(c))))
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let map = ebpf.map_mut(NAME).ok_or(LoadError::NoMap { name: NAME })?;
+    let mut map: aya::maps::HashMap<_, u64, u32> =
+        aya::maps::HashMap::try_from(map).map_err(|source| LoadError::Map { name: NAME, source })?;
+    for (key, cause) in entries {
+        map.insert(key, cause, 0).map_err(|source| LoadError::Map { name: NAME, source })?;
+    }
+    Ok(())
 }
 
 /// Load the flush program (`FLUSH_PROGRAM`); the error's first line otherwise.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use clockpath_offline::{analysis::ChainDef, chain::ChainShape};
 use clockpath_probe::{
+    kernel::kvm_exit,
     plan::{ChainSpec, PointSpec, StageSpec, TargetSpec},
     target::Target,
     value::{Filter, KeyExpr, ValueExpr},
@@ -39,6 +40,11 @@ pub struct ChainConfig {
     /// `clockpath_chain_sample_every`; the histograms are exact for the sampled instances.
     #[serde(default = "sample_every_default", skip_serializing_if = "is_one")]
     pub sample_every: u32,
+    /// The cause of an instance decoded from the value stage 0 captures, instead of named by
+    /// stage 0's points: `kvm_exit_reason` (a VM exit's reason, by the host's SVM or VMX table,
+    /// into the classes other, io, npf, msr, cpuid, interrupt, hlt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causes_from: Option<String>,
 }
 
 const fn sample_every_default() -> u32 {
@@ -219,12 +225,16 @@ impl ChainConfig {
             interference: self.interference,
             sample_every: self.sample_every,
             stages,
+            causes_from: self.causes_from.clone(),
             aborts,
         }
     }
 
     /// The causes stage 0's points name, in point order (empty when they name none).
     pub fn causes(&self) -> Vec<String> {
+        if self.causes_from.as_deref() == Some(kvm_exit::DECODER) {
+            return kvm_exit::CAUSES.iter().map(|c| c.to_string()).collect();
+        }
         self.stages.first().map(|s| s.point_list().iter().filter_map(|p| p.cause.clone()).collect()).unwrap_or_default()
     }
 
@@ -381,10 +391,40 @@ fn check_causes(loaded: &Loaded, issues: &mut Vec<ConfigIssue>, at: &str, chain:
     let Some(stage) = chain.stages.first() else { return };
     let points = stage.point_list();
     let named = points.iter().filter(|p| p.cause.is_some()).count();
+    let sat = format!("{at}.stages[0]");
+    if let Some(decoder) = &chain.causes_from {
+        let fat = format!("{at}.causes_from");
+        if decoder != kvm_exit::DECODER {
+            issues.push(loaded.issue(&fat, format!("unknown decoder `{decoder}` (known: {})", kvm_exit::DECODER)));
+        }
+        if stage.capture.is_none() {
+            issues.push(loaded.issue(
+                &fat,
+                format!("causes are decoded from stage 0's captured value, and stage `{}` captures none", stage.name),
+            ));
+        }
+        if named > 0 {
+            issues.push(loaded.issue(
+                &fat,
+                format!("stage `{}`'s points name causes too; a chain's causes come from one place", stage.name),
+            ));
+        }
+        let segments = chain.stages.len().saturating_sub(1).max(1);
+        let rows = (TOTAL_ROW as usize) / segments;
+        if kvm_exit::CAUSES.len() > rows {
+            issues.push(loaded.issue(
+                &fat,
+                format!(
+                    "`{decoder}` has {} causes; a chain of {segments} segment(s) has room for {rows} (one histogram row per cause and segment)",
+                    kvm_exit::CAUSES.len()
+                ),
+            ));
+        }
+        return;
+    }
     if named == 0 {
         return;
     }
-    let sat = format!("{at}.stages[0]");
     if named != points.len() {
         issues.push(loaded.issue(
             format!("{sat}.points"),

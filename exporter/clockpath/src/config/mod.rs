@@ -555,13 +555,49 @@ mod tests {
     }
 
     #[test]
-    fn builtin_default_is_valid_and_has_the_five_chains_four_on() {
+    fn builtin_default_is_valid_and_has_the_six_chains_five_on() {
         let loaded = Config::load_with_env(None, Env::prefixed("CLOCKPATH_TEST_NONE_")).unwrap();
         let names: Vec<_> = loaded.config.chains.keys().cloned().collect();
-        assert_eq!(names, ["clocksource_switch", "hrtimer", "runqueue", "sched_wakeup", "softirq"]);
+        assert_eq!(names, ["clocksource_switch", "hrtimer", "kvm", "runqueue", "sched_wakeup", "softirq"]);
         let on: Vec<_> = loaded.config.enabled_chains().map(|(n, _)| n).collect();
-        assert_eq!(on, ["clocksource_switch", "hrtimer", "runqueue", "softirq"]);
+        assert_eq!(on, ["clocksource_switch", "hrtimer", "kvm", "runqueue", "softirq"]);
         assert_eq!(loaded.config, Config::builtin());
+    }
+
+    #[test]
+    fn causes_from_needs_a_known_decoder_a_capture_and_no_point_causes() {
+        let chain = |extra: &str, capture: &str, cause: &str| {
+            format!(
+                r#"
+[chains.vmexit]
+{extra}
+[[chains.vmexit.stages]]
+name = "exit"
+key = "tid"
+{capture}
+points = [{{ {cause} targets = ["tracepoint:kvm:kvm_exit"] }}]
+[[chains.vmexit.stages]]
+name = "entry"
+key = "tid"
+targets = ["tracepoint:kvm:kvm_entry"]
+"#
+            )
+        };
+        let why = |toml: String| issues(&toml).into_iter().map(|i| format!("{}: {}", i.key, i.why)).collect::<Vec<_>>();
+        let unknown = why(chain("causes_from = \"vmx_reason\"", "capture = \"exit_reason\"", ""));
+        assert!(
+            unknown
+                .iter()
+                .any(|w| w.contains("chains.vmexit.causes_from") && w.contains("unknown decoder `vmx_reason`")),
+            "{unknown:?}"
+        );
+        let uncaptured = why(chain("causes_from = \"kvm_exit_reason\"", "", ""));
+        assert!(uncaptured.iter().any(|w| w.contains("captures none")), "{uncaptured:?}");
+        let both = why(chain("causes_from = \"kvm_exit_reason\"", "capture = \"exit_reason\"", "cause = \"exit\","));
+        assert!(both.iter().any(|w| w.contains("come from one place")), "{both:?}");
+        // Written correctly it loads, with the decoder's causes.
+        let ok = load_str(&chain("causes_from = \"kvm_exit_reason\"", "capture = \"exit_reason\"", "")).unwrap();
+        assert_eq!(ok.config.chains["vmexit"].causes()[..2], ["other", "io"]);
     }
 
     #[test]
@@ -686,7 +722,7 @@ mod tests {
             let loaded = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(loaded.config.probe.ring_bytes, 8192);
             assert!(!loaded.config.chains["hrtimer"].enabled);
-            assert_eq!(loaded.config.enabled_chains().count(), 3);
+            assert_eq!(loaded.config.enabled_chains().count(), 4);
             assert_eq!(loaded.origin("probe.ring_bytes"), Origin::Env);
             assert_eq!(loaded.origin("probe.max_instances"), Origin::Default);
             Ok(())

@@ -88,6 +88,7 @@ pub fn degraded_chain(tid: u64) -> ChainConfig {
         ],
         abort: Vec::new(),
         sample_every: 1,
+        causes_from: None,
     }
 }
 

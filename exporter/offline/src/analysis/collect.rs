@@ -308,7 +308,7 @@ impl<'a> Assembly<'a> {
             }
         });
         let role = map.role(h.chain, h.stage);
-        let hit = StageHit { role, key: h.chain_id, ts_ns: h.ts, cpu: h.cpu, capture: 0 };
+        let hit = StageHit { role, key: h.chain_id, ts_ns: h.ts, cpu: h.cpu, capture: 0, cause: None };
         self.recs.clear();
         let recs = &mut self.recs;
         st.hits.push(&hit, &mut |mut r: KernelRecord| {

@@ -52,6 +52,9 @@ pub struct Hit {
     pub cpu: u32,
     /// Value captured at stage 0 (0 otherwise).
     pub capture: u64,
+    /// Stage 0: the cause the kernel opened the instance with, when it is not the role's
+    /// (a cause decoded from the captured value, as a raw hit record reports it).
+    pub cause: Option<u8>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -139,7 +142,7 @@ impl HitAssembler {
                     last_ns: now,
                     capture: hit.capture,
                     next_stage: 1,
-                    cause: role.cause,
+                    cause: hit.cause.unwrap_or(role.cause),
                 },
             );
             self.stats.opened += 1;
@@ -230,7 +233,7 @@ mod tests {
     }
 
     fn hit(role: HitRole, key: u64, ts: u64) -> Hit {
-        Hit { role, key, ts_ns: ts, cpu: 0, capture: 0 }
+        Hit { role, key, ts_ns: ts, cpu: 0, capture: 0, cause: None }
     }
 
     fn run(hits: &[Hit]) -> (Vec<Record>, HitStats) {

@@ -9,6 +9,7 @@
 
 pub mod btf;
 pub mod btf_slice;
+pub mod kvm_exit;
 pub mod symbols;
 pub mod tracefs;
 
@@ -175,6 +176,24 @@ impl Kernel {
         self.read(CPU_POSSIBLE)
             .and_then(|s| s.split(',').filter_map(|r| r.rsplit('-').next()?.trim().parse::<u32>().ok()).max())
             .map_or(1, |m| m + 1)
+    }
+
+    /// Whose VM exit codes this host's KVM reports: the vendor module loaded, else the CPU's
+    /// vendor; `None` when neither says (no KVM, an unknown CPU).
+    pub fn kvm_isa(&self) -> Option<kvm_exit::Isa> {
+        if self.path("/sys/module/kvm_amd").is_dir() {
+            return Some(kvm_exit::Isa::Svm);
+        }
+        if self.path("/sys/module/kvm_intel").is_dir() {
+            return Some(kvm_exit::Isa::Vmx);
+        }
+        let cpuinfo = fs::read_to_string(self.path("/proc/cpuinfo")).ok()?;
+        let vendor = cpuinfo.lines().find_map(|l| l.strip_prefix("vendor_id")?.split(':').nth(1))?.trim();
+        match vendor {
+            "AuthenticAMD" | "HygonGenuine" => Some(kvm_exit::Isa::Svm),
+            "GenuineIntel" => Some(kvm_exit::Isa::Vmx),
+            _ => None,
+        }
     }
 
     /// Largest pid + 1.

@@ -149,6 +149,12 @@ impl Tracefs {
         self.event_dir(category, name).join("format").is_file()
     }
 
+    /// Whether the kernel registered any event of `category` (a module's tracepoints appear
+    /// when it loads: `kvm` with kvm.ko).
+    pub fn has_category(&self, category: &str) -> bool {
+        self.root.join("events").join(category).is_dir()
+    }
+
     pub fn format(&self, category: &str, name: &str) -> Result<Format, TracefsError> {
         let path = self.event_dir(category, name).join("format");
         let text = fs::read_to_string(&path).map_err(|source| TracefsError::Read { path: path.clone(), source })?;

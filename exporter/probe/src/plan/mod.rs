@@ -213,6 +213,10 @@ pub struct ChainPlan {
     /// The causes stage 0's points open instances with (empty: the chain has none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub causes: Vec<String>,
+    /// Chains whose causes come from stage 0's captured value: (value, cause index) for every
+    /// value with a cause of its own; any other value opens with cause 0.
+    #[serde(skip)]
+    pub cause_values: Vec<(u64, u8)>,
 }
 
 /// What a plan describes.

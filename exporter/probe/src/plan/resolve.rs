@@ -10,6 +10,7 @@ use super::{
     store::{KeyBound, assign_stores},
 };
 use crate::{
+    kernel::kvm_exit,
     kernel::{Kernel, kprobes_missing_reason},
     suggest::closest,
     target::{AttachKind, CLOCKSOURCE_READ, Target},
@@ -53,9 +54,26 @@ pub(crate) const SOURCES: [(&str, SourcePoints); clockpath_common::interference:
     ),
     (
         "kvm",
+        // Where kvm is a module its tracepoints are not in vmlinux's BTF (no tp_btf); a raw
+        // tracepoint reaches them without a tracepoint slot, which the kvm chain's own stages
+        // (they read the exit reason from the record) need.
         &[
-            ("begin", &[("tp_btf:kvm_exit", "global"), ("tracepoint:kvm:kvm_exit", "global")]),
-            ("end", &[("tp_btf:kvm_entry", "global"), ("tracepoint:kvm:kvm_entry", "global")]),
+            (
+                "begin",
+                &[
+                    ("tp_btf:kvm_exit", "global"),
+                    ("raw_tracepoint:kvm_exit", "global"),
+                    ("tracepoint:kvm:kvm_exit", "global"),
+                ],
+            ),
+            (
+                "end",
+                &[
+                    ("tp_btf:kvm_entry", "global"),
+                    ("raw_tracepoint:kvm_entry", "global"),
+                    ("tracepoint:kvm:kvm_entry", "global"),
+                ],
+            ),
         ],
     ),
 ];
@@ -141,13 +159,13 @@ impl Resolver<'_> {
             charges_interference: false,
             sample_every: 1,
             causes: Vec::new(),
+            cause_values: Vec::new(),
         }
     }
 
     fn chain(mut self, index: u8, chain: &ChainSpec) -> ChainPlan {
         let mut stages = Vec::new();
-        let causes: Vec<String> =
-            chain.stages.first().map(|s| s.points.iter().filter_map(|p| p.cause.clone()).collect()).unwrap_or_default();
+        let (causes, cause_values) = self.causes(chain);
         for (i, stage) in chain.stages.iter().enumerate() {
             let capture = if i == 0 { stage.capture.as_deref() } else { None };
             let mut points = Vec::new();
@@ -192,6 +210,43 @@ impl Resolver<'_> {
             charges_interference: chain.interference,
             sample_every: chain.sample_every.max(1),
             causes,
+            cause_values,
+        }
+    }
+
+    /// The chain's causes, and for causes decoded from the captured value, which values map to
+    /// which cause on this kernel.
+    fn causes(&mut self, chain: &ChainSpec) -> (Vec<String>, Vec<(u64, u8)>) {
+        match chain.causes_from.as_deref() {
+            Some(kvm_exit::DECODER) => {
+                let causes = kvm_exit::CAUSES.iter().map(|c| c.to_string()).collect();
+                let values = match self.kernel.kvm_isa() {
+                    Some(isa) => kvm_exit::cause_values(isa),
+                    None => {
+                        tracing::warn!(
+                            chain = %chain.name,
+                            "neither kvm_amd nor kvm_intel is loaded and the CPU's vendor is unknown: every exit is `other`"
+                        );
+                        Vec::new()
+                    }
+                };
+                (causes, values)
+            }
+            Some(other) => {
+                self.issues.push(PlanIssue::at(
+                    format!("chains.{}.causes_from", chain.name),
+                    format!("unknown decoder `{other}` (known: {})", kvm_exit::DECODER),
+                ));
+                (Vec::new(), Vec::new())
+            }
+            None => {
+                let causes = chain
+                    .stages
+                    .first()
+                    .map(|s| s.points.iter().filter_map(|p| p.cause.clone()).collect())
+                    .unwrap_or_default();
+                (causes, Vec::new())
+            }
         }
     }
 
@@ -349,10 +404,20 @@ impl Resolver<'_> {
         }
         // Tracepoints are a stable kernel interface: a point whose every target is a missing
         // tracepoint is almost surely a typo, so it stops the run. Functions come and go with
-        // inlining and kernel versions, so a missing function only makes its point unusable.
+        // inlining and kernel versions, so a missing function only makes its point unusable;
+        // so does a tracepoint of a category the kernel has not registered at all (a module
+        // not loaded: kvm's appear with kvm.ko).
+        let unregistered = |c: &Candidate| {
+            c.target.kind == AttachKind::Tracepoint
+                && self.kernel.tracefs().is_ok_and(|tf| {
+                    !tf.has_category(c.target.category.as_deref().unwrap_or_default())
+                        && tf.categories_of(&c.target.name).is_empty()
+                })
+        };
         if !optional
             && !candidates.is_empty()
             && candidates.iter().all(|c| matches!(c.status, Status::Missing(_)) && !c.target.kind.is_function())
+            && !candidates.iter().all(unregistered)
         {
             let reasons: Vec<String> =
                 candidates.iter().map(|c| format!("{}: {}", c.target, c.status.reason())).collect();
@@ -373,6 +438,12 @@ impl Resolver<'_> {
                 if tracefs.has_event(cat, &t.name) {
                     return Ok(());
                 }
+                if !tracefs.has_category(cat) && tracefs.categories_of(&t.name).is_empty() {
+                    return Err(format!(
+                        "tracepoint {cat}:{} missing: the kernel has no `{cat}` events (the module that registers them is not loaded, or not built)",
+                        t.name
+                    ));
+                }
                 let mut why = format!("tracepoint {cat}:{} missing", t.name);
                 let cats = tracefs.categories_of(&t.name);
                 if !cats.is_empty() {
@@ -390,7 +461,15 @@ impl Resolver<'_> {
                 let in_btf = self.kernel.btf().map(|b| b.has_tracepoint(&t.name)).ok();
                 let in_tracefs = self.kernel.tracefs().map(|tf| !tf.categories_of(&t.name).is_empty()).unwrap_or(false);
                 match (in_btf, in_tracefs) {
-                    (Some(true), _) | (_, true) => Ok(()),
+                    (Some(true), _) => Ok(()),
+                    // A module's tracepoint (kvm_exit with kvm.ko) has its type in the module's
+                    // BTF, not vmlinux's: a tp_btf program attaches with vmlinux's alone, so only
+                    // raw and classic tracepoint targets can reach it.
+                    (Some(false), true) if t.kind == AttachKind::TpBtf => Err(format!(
+                        "tracepoint {} is not in vmlinux's BTF (a module's tracepoint): tp_btf cannot attach it; a tracepoint or raw_tracepoint target can",
+                        t.name
+                    )),
+                    (_, true) => Ok(()),
                     _ => Err(format!("tracepoint {} missing", t.name)),
                 }
             }

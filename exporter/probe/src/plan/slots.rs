@@ -117,7 +117,8 @@ pub fn slot_config(
         cause: if stage == Some(0) { cause.unwrap_or(0) } else { 0 },
         segments: if chain.causes.is_empty() { 0 } else { chain.stages.len().saturating_sub(1) as u8 },
         also: NO_SLOT,
-        flags2: if blind_open(chain, stage, cand, raw_hits) { FLAG2_BLIND_OPEN } else { 0 },
+        flags2: if blind_open(chain, stage, cand, raw_hits) { FLAG2_BLIND_OPEN } else { 0 }
+            | if stage == Some(0) && !chain.cause_values.is_empty() { FLAG2_CAUSE_BY_CAPTURE } else { 0 },
         _pad: [0; 6],
     }
 }

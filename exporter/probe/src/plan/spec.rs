@@ -15,6 +15,9 @@ pub struct ChainSpec {
     /// Stage 0 opens an instance on every `sample_every`-th hit per CPU (1: every hit).
     pub sample_every: u32,
     pub stages: Vec<StageSpec>,
+    /// The decoder that turns stage 0's captured value into the instance's cause
+    /// (`kernel::kvm_exit::DECODER`), instead of causes named by stage 0's points.
+    pub causes_from: Option<String>,
     /// Points that close an open instance without completing it.
     pub aborts: Vec<PointSpec>,
 }

@@ -1,0 +1,169 @@
+//! A real KVM host and a real KVM guest (issue 28): the stock Debian kernel as a KVM host (L1)
+//! under qemu's TCG with AMD SVM emulated, and the same kernel as its KVM guest (L2), started
+//! inside L1 with `-accel kvm` (`guest::Nested`). Times are emulation times; the code paths
+//! (KVM's exit handling, kvm-clock in the guest, qemu handling port I/O and MMIO in L1's
+//! userspace) are the real ones.
+
+use std::time::Duration;
+
+use clockpath_tests::{
+    exposition::Scrape,
+    guest::{Guest, GuestOptions, Nested},
+    *,
+};
+
+const CS: &str = "/sys/devices/system/clocksource/clocksource0";
+
+/// L1's exporter: the default chains, with interference charged to the run-queue chain so the
+/// kvm source (VM exit → entry on the waiting task's CPU) has a segment to charge.
+const L1_CONFIG: &str = r#"
+[chains.runqueue]
+interference = true
+"#;
+
+/// L2: report its clocksources, serve its own metrics, and read the clock through each
+/// clocksource so L1 sees the exits the reads cause (acpi_pm: port I/O; hpet: MMIO, a nested
+/// page fault).
+const L2_SCRIPT: &str = r#"
+echo "l2_current=$(cat __CS__/current_clocksource)"
+echo "l2_available=$(cat __CS__/available_clocksource)"
+echo "l2_hypervisor=$(grep -c hypervisor /proc/cpuinfo)"
+./clockpath run --duration 600 > run.log 2>&1 &
+RUN=$!
+for i in $(seq 1 300); do wget -q -O /dev/null http://127.0.0.1:39111/healthz 2>/dev/null && break; sleep 0.2; done
+echo "l2_exporter=$(wget -q -O /dev/null http://127.0.0.1:39111/healthz && echo up || echo down)"
+for cs in acpi_pm hpet kvm-clock; do
+  echo $cs > __CS__/current_clocksource
+  for i in $(seq 1 300); do date > /dev/null; done
+  echo "l2_read_$cs=$(cat __CS__/current_clocksource)"
+done
+touch ready
+for i in $(seq 1 900); do [ -e scraped ] && break; sleep 0.2; done
+kill -TERM $RUN; wait $RUN; echo "l2_run_exit=$?"
+"#;
+
+/// L1: its exporter, then L2 under KVM, kept up until the host has scraped both.
+const L1_SCRIPT: &str = r#"
+. /mnt/host/l2.sh
+echo "l1_kvm_dev=$([ -c /dev/kvm ] && echo yes || echo no)"
+echo "l1_svm=$(grep -c svm /proc/cpuinfo)"
+./clockpath --config l1.toml doctor > doctor.txt 2>&1
+./clockpath --config l1.toml run --duration 900 > run.log 2>&1 &
+RUN=$!
+for i in $(seq 1 300); do wget -q -O /dev/null http://127.0.0.1:39111/healthz 2>/dev/null && break; sleep 0.2; done
+echo "l1_exporter=$(wget -q -O /dev/null http://127.0.0.1:39111/healthz && echo up || echo down)"
+l2_start
+# L2 marks its share when its reads are done; the host then scrapes both and marks L1's.
+for i in $(seq 1 1800); do [ -e /mnt/host/l2/ready ] && break; sleep 0.2; done
+touch ready
+for i in $(seq 1 900); do [ -e scraped ] && break; sleep 0.2; done
+touch /mnt/host/l2/scraped
+l2_wait 120; echo "l2_exit=$?"
+kill -TERM $RUN; wait $RUN; echo "l1_run_exit=$?"
+"#;
+
+fn results(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
+}
+
+/// Scrape `url`; on failure, panic with what L1 and L2 left so far.
+fn scrape(guest: &Guest, url: &str) -> Scrape {
+    let share = guest.share();
+    let left = |f: &str| std::fs::read_to_string(share.join(f)).unwrap_or_default();
+    let text = ureq::get(url)
+        .timeout(Duration::from_secs(60))
+        .call()
+        .unwrap_or_else(|e| {
+            panic!(
+                "scrape {url}: {e}\nL1:\n{}\nL1 run.log:\n{}\nL2:\n{}\nL2 run.log:\n{}\nL2 qemu.log:\n{}",
+                left("results.txt"),
+                left("run.log"),
+                left("l2/results.txt"),
+                left("l2/run.log"),
+                left("l2/qemu.log")
+            )
+        })
+        .into_string()
+        .expect("metrics text");
+    Scrape::parse(&text).unwrap_or_else(|e| panic!("parse {url}: {e}"))
+}
+
+#[test]
+fn a_kvm_host_measures_its_guests_exits_by_reason_and_charges_them_as_interference() {
+    require_root();
+    let l2 = Nested {
+        script: L2_SCRIPT.replace("__CS__", CS),
+        files: Vec::new(),
+        cpus: 1,
+        memory_mb: 512,
+        cmdline: String::new(),
+        forward: Some(39111),
+    };
+    let guest = Guest::start(
+        &L1_SCRIPT.replace("__CS__", CS),
+        &[("l1.toml", L1_CONFIG)],
+        GuestOptions { forward: Some(39111), timeout: Duration::from_secs(420), ..GuestOptions::nested_host(l2) },
+    );
+    guest.wait_until("L2's clock reads", Duration::from_secs(360), |share| {
+        share.join("ready").exists()
+            || std::fs::read_to_string(share.join("results.txt")).unwrap_or_default().contains("GUEST_TEST_EXIT")
+    });
+    // Premise: both exporters answer, L1's directly, L2's through L1's forward.
+    let l1 = scrape(&guest, &guest.url("/metrics"));
+    let l2 = scrape(&guest, &guest.l2_url("/metrics"));
+    std::fs::write(guest.share().join("scraped"), "").unwrap();
+    let out = guest.wait();
+    let l2_results = std::fs::read_to_string(out.dir.path().join("l2/results.txt")).unwrap_or_default();
+    eprintln!("nested guest finished in {:?}\nL1:\n{}\nL2:\n{l2_results}", out.elapsed, out.results);
+    let r1 = results(&out.results);
+    let r2 = results(&l2_results);
+
+    // L1 is a KVM host: SVM emulated, /dev/kvm present.
+    assert_eq!(r1.get("l1_kvm_dev").map(String::as_str), Some("yes"), "{}", out.serial);
+    // L2 is a KVM guest with kvm-clock, as the investigation's VMs are.
+    assert_eq!(r2.get("l2_current").map(String::as_str), Some("kvm-clock"), "{l2_results}");
+    let available = r2.get("l2_available").cloned().unwrap_or_default();
+    for cs in ["kvm-clock", "hpet", "acpi_pm"] {
+        assert!(available.split_whitespace().any(|a| a == cs), "L2 offers {cs}: {available}");
+        assert_eq!(r2.get(&format!("l2_read_{cs}")).map(String::as_str), Some(cs), "L2 switched to {cs}");
+    }
+    assert_ne!(r2.get("l2_hypervisor").map(String::as_str), Some("0"), "L2 sees the hypervisor flag");
+    let env_l2: Vec<_> = l2.named("clockpath_environment_info").collect();
+    assert!(
+        env_l2.iter().any(|s| s.labels.get("env").map(String::as_str) == Some("vm")),
+        "L2's exporter, scraped through L1, reports a VM: {env_l2:?}"
+    );
+
+    // The kvm chain in L1: every completed instance is one exit → entry of L2's vCPU.
+    let completed = l1.sum("clockpath_chains_completed_total", &[("chain", "kvm")]);
+    assert!(completed >= 1000.0, "kvm chain completed {completed} instances in L1 (want ≥ 1000)");
+    let by_cause = |cause: &str| {
+        l1.sum(
+            "clockpath_segment_duration_seconds_count",
+            &[("chain", "kvm"), ("segment", "exit->entry"), ("cause", cause)],
+        )
+    };
+    let causes: Vec<(&str, f64)> =
+        clockpath_probe::kernel::kvm_exit::CAUSES.iter().map(|c| (*c, by_cause(c))).collect();
+    eprintln!("L1 kvm exits by cause: {causes:?} (completed {completed})");
+    assert!(by_cause("io") > 0.0, "port I/O exits (acpi_pm reads, virtio): {causes:?}");
+    assert!(by_cause("npf") > 0.0, "nested page faults (hpet MMIO): {causes:?}");
+    // One histogram row per cause: together they hold every completed instance (read in one
+    // scrape while L2 idles, so a few exits may complete between the two reads).
+    let histogram_total: f64 = causes.iter().map(|(_, n)| n).sum();
+    assert!((histogram_total - completed).abs() <= 100.0 + completed * 1e-3, "{histogram_total} vs {completed}");
+
+    // The kvm interference source charged VM exits to a run-queue wait in L1.
+    let kvm_charged =
+        l1.sum("clockpath_segment_interference_seconds_total", &[("chain", "runqueue"), ("source", "kvm")]);
+    eprintln!("L1: VM exits charged to run-queue waits: {kvm_charged:.6} s");
+    assert!(
+        kvm_charged > 0.0,
+        "kvm interference charged to the runqueue chain: {kvm_charged} s; L1's doctor:\n{}",
+        std::fs::read_to_string(out.dir.path().join("doctor.txt")).unwrap_or_default()
+    );
+
+    assert_eq!(r2.get("l2_run_exit").map(String::as_str), Some("0"), "{l2_results}");
+    assert_eq!(r1.get("l2_exit").map(String::as_str), Some("0"), "{}", out.results);
+    assert_eq!(r1.get("l1_run_exit").map(String::as_str), Some("0"), "{}", out.results);
+}
