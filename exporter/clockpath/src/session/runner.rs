@@ -119,6 +119,12 @@ impl Runner<'_> {
                 run.missing = Some(format!("write failed: {e}"));
             } else if now != target {
                 run.missing = Some(format!("the kernel kept {now} after writing {target}"));
+            } else if let Some(why) = self.unprobed(&read_points, &target) {
+                // No record can come (the chain cannot see the new clocksource's reads): say
+                // why now instead of waiting out the timeout. The next switch's entry replaces
+                // the instance this one left open.
+                current = target.clone();
+                run.missing = Some(why);
             } else {
                 current = target.clone();
                 match self.wait(t0) {
@@ -146,13 +152,7 @@ impl Runner<'_> {
                         }
                         out.records.push(rec);
                     }
-                    None => {
-                        run.missing = Some(match (self.mode, read_points.get(&target)) {
-                            (Mode::Kernel, Some(Err(why))) => format!("no first_read probe for {target}: {why}"),
-                            (Mode::Kernel, None) => format!("no first_read probe for {target}: no known read function"),
-                            _ => format!("no chain record within {:?}", self.args.timeout),
-                        });
-                    }
+                    None => run.missing = Some(format!("no chain record within {:?}", self.args.timeout)),
                 }
             }
             out.runs.push(run);
@@ -161,6 +161,19 @@ impl Runner<'_> {
             self.close(f, &mut out);
         }
         out
+    }
+
+    /// Why a switch to `target` cannot complete the chain (kernel mode: no usable probe on its
+    /// read function), or None.
+    fn unprobed(&self, read_points: &BTreeMap<String, Result<String, String>>, target: &str) -> Option<String> {
+        if self.mode != Mode::Kernel {
+            return None;
+        }
+        match read_points.get(target) {
+            Some(Ok(_)) => None,
+            Some(Err(why)) => Some(format!("no first_read probe for {target}: {why}")),
+            None => Some(format!("no first_read probe for {target}: no known read function")),
+        }
     }
 
     /// Whether runs carry a condition (the session sets C-states or governors).
