@@ -123,7 +123,16 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), CaptureError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(err)?;
     }
-    fs::write(path, bytes).map_err(err)
+    // Run as root into a directory the user names: never write through a link planted there.
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(err)
 }
 
 /// Copy an absolute kernel file below `dir`, when it exists.
@@ -203,10 +212,11 @@ pub fn capture(
     }
     // What `Kernel::kvm_isa` reads: the KVM vendor module loaded, and the CPU's vendor (only
     // that line of cpuinfo).
+    // A module's directory is the fact (a built-in one has no initstate to copy): an empty
+    // marker file makes it.
     for module in ["/sys/module/kvm_amd", "/sys/module/kvm_intel"] {
         if kernel.path(module).is_dir() {
-            let d = dir.join(module.trim_start_matches('/'));
-            fs::create_dir_all(&d).map_err(|source| CaptureError::Write { path: d.clone(), source })?;
+            write(&dir.join(module.trim_start_matches('/')).join("captured"), b"")?;
         }
     }
     if let Ok(cpuinfo) = fs::read_to_string(kernel.path("/proc/cpuinfo"))
