@@ -110,6 +110,16 @@ fn ensure_packages() {
     }
 }
 
+/// The read function a clocksource chain's first read must hit after a switch to `cs` (the
+/// product's own table).
+pub fn read_fn(cs: &str) -> &'static str {
+    clockpath_probe::plan::CLOCKSOURCE_READ_FUNCTIONS
+        .iter()
+        .find(|(name, _)| *name == cs)
+        .map(|(_, f)| *f)
+        .unwrap_or_else(|| panic!("no known read function for clocksource {cs}"))
+}
+
 /// The stock kernel: what `linux-image-amd64` depends on (Debian bookworm: 6.1).
 pub const STOCK_KERNEL: &str = "linux-image-amd64";
 

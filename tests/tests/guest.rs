@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use clockpath_tests::{
     exposition::Scrape,
-    guest::{Guest, GuestOptions, STOCK_KERNEL},
+    guest::{Guest, GuestOptions, STOCK_KERNEL, read_fn},
     *,
 };
 use serde_json::Value;
@@ -43,15 +43,6 @@ name = "switch_return"
 key = "global"
 targets = ["fexit:change_clocksource"]
 "#;
-
-fn read_fn(cs: &str) -> &'static str {
-    match cs {
-        "hpet" => "read_hpet",
-        "acpi_pm" => "acpi_pm_read",
-        "tsc" => "read_tsc",
-        other => panic!("unexpected clocksource {other}"),
-    }
-}
 
 fn session(dir: &std::path::Path, name: &str) -> Value {
     let text = std::fs::read_to_string(dir.join(name).join("summary.json"))

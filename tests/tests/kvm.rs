@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clockpath_tests::{
     exposition::Scrape,
-    guest::{Guest, GuestOptions, Nested},
+    guest::{Guest, GuestOptions, Nested, read_fn},
     *,
 };
 
@@ -69,16 +69,6 @@ kill -TERM $RUN; wait $RUN; echo "l1_run_exit=$?"
 
 /// Switches of L2's session, cycling kvm-clock → hpet → acpi_pm → kvm-clock.
 const L2_RUNS: u64 = 300;
-
-/// The read function the clocksource chain's first read must hit after a switch to `cs`.
-fn read_fn(cs: &str) -> &'static str {
-    match cs {
-        "kvm-clock" => "kvm_clock_get_cycles",
-        "hpet" => "read_hpet",
-        "acpi_pm" => "acpi_pm_read",
-        other => panic!("unexpected clocksource {other}"),
-    }
-}
 
 fn results(text: &str) -> std::collections::BTreeMap<String, String> {
     text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
