@@ -12,7 +12,7 @@ round-trips each file through the SDK's Dashboard model and fails on any key it 
 
 Run with the venv scripts/setup.sh installs (/opt/clockpath-test/grafana-venv, or
 $CLOCKPATH_GRAFANA_VENV). The Helm chart ships the same files (helm/clockpath/dashboards/ links
-them; tests/tests/helm.rs checks what it renders).
+them; tests/tests/suite/helm.rs checks what it renders).
 
 Queries only use the metrics the exporter itself exposes (exporter/clockpath/src/exposition/
 names.rs), plus Prometheus' `up`, so every panel works without the recording rules. Template

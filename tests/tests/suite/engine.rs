@@ -179,6 +179,23 @@ fn chains_are_exact_under_load() {
     assert!(by["wakeup"].as_u64().unwrap() > 0 && by["new"].as_u64().unwrap() > 0, "causes: {by}");
 }
 
+/// Arm a timerfd for a second and disarm it at once, `n` times: `n` hrtimer starts and cancels.
+fn timerfd_churn(n: u64) {
+    // SAFETY: plain syscalls on a descriptor this function owns and closes.
+    unsafe {
+        let fd = libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC);
+        assert!(fd >= 0, "timerfd_create: {}", std::io::Error::last_os_error());
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let arm = libc::itimerspec { it_interval: zero, it_value: libc::timespec { tv_sec: 1, tv_nsec: 0 } };
+        let disarm = libc::itimerspec { it_interval: zero, it_value: zero };
+        for _ in 0..n {
+            assert_eq!(libc::timerfd_settime(fd, 0, &arm, std::ptr::null_mut()), 0);
+            assert_eq!(libc::timerfd_settime(fd, 0, &disarm, std::ptr::null_mut()), 0);
+        }
+        libc::close(fd);
+    }
+}
+
 /// Issue 17: a sampled chain opens an instance on every Nth first-stage hit per CPU, says so
 /// in /metrics, and stays exact for what it sampled; instances closed before recording a
 /// segment (hrtimer start → cancel churn) are counted in the kernel and send no ring record.
@@ -210,6 +227,11 @@ fn sampled_chains_and_silent_closes_keep_the_histograms_exact() {
     assert_eq!(sampling("sched_wakeup"), Some(EVERY as f64), "{text}");
     assert_eq!(sampling("hrtimer"), Some(1.0), "{text}");
     wait_ok(sched_messaging(300), "perf bench sched messaging");
+    // The start → cancel churn this test rests on, made here rather than hoped for from the
+    // bench (which gave 81 cancels on one machine, hundreds on another): each arm of a timerfd
+    // starts an hrtimer, each disarm cancels it before it can expire.
+    const CHURN: u64 = 500;
+    timerfd_churn(CHURN);
     let out = exporter.stop();
     assert!(out.status.success(), "clockpath run: {}", String::from_utf8_lossy(&out.stderr));
     let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary written")).unwrap();
@@ -238,7 +260,7 @@ fn sampled_chains_and_silent_closes_keep_the_histograms_exact() {
         s["chains"].as_array().unwrap().iter().map(|c| u(c, "aborted") + u(c, "replaced") + u(c, "timed_out")).sum();
     let records = u(&s, "close_records");
     eprintln!("closes: {closed} in the kernel, {records} close records; hrtimer aborted {}", u(&hr, "aborted"));
-    assert!(u(&hr, "aborted") >= 100, "hrtimer saw only {} aborts\n{hr}", u(&hr, "aborted"));
+    assert!(u(&hr, "aborted") >= CHURN, "hrtimer saw {} aborts for {CHURN} timerfd cancels\n{hr}", u(&hr, "aborted"));
     // Before: one record per close. Now only closes of instances with a recorded segment.
     assert!(records * 2 < closed, "{records} close records for {closed} closes");
 }

@@ -2,8 +2,7 @@
 //! unit tests (rules/clockpath.rules.test.yml, every alert firing and not, the recording rules'
 //! values) pass `promtool test rules`, and every rule selects metrics clockpath exposes.
 
-#[path = "support/names.rs"]
-mod names;
+use crate::names;
 
 use std::process::Command;
 

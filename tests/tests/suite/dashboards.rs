@@ -6,8 +6,7 @@
 //! key, and every query selects metrics clockpath exposes (or the recording rules make), with
 //! only the variables the fleet test substitutes.
 
-#[path = "support/names.rs"]
-mod names;
+use crate::names;
 
 use std::{
     collections::BTreeSet,

@@ -14,7 +14,7 @@ use serde_json::Value;
 const CS: &str = "/sys/devices/system/clocksource/clocksource0/current_clocksource";
 
 /// The clocksource chain with kprobe targets only (to compare with fentry): the example config.
-const KPROBE_ONLY: &str = include_str!("../../examples/configs/kprobe-only.toml");
+const KPROBE_ONLY: &str = include_str!("../../../examples/configs/kprobe-only.toml");
 
 /// The clocksource chain with a fourth stage at the return of change_clocksource: the target
 /// that stands in for baseline_recalc where the update function is inlined (6.18). Measured
@@ -86,10 +86,12 @@ fn attach_kinds(s: &Value) -> String {
 }
 
 /// Issue 6 and the kernel matrix of issue 16: the clocksource chain on a Debian kernel package
-/// (300 switches with fentry, 300 with kprobes, the inlined-update fallback, tsc's notrace read
-/// counted), each switch accounted for, the original clocksource back.
-fn clocksource_chain_on(kernel: &str) {
+/// (`runs` switches with fentry, as many with kprobes, a third as many with the inlined-update
+/// fallback, tsc's notrace read counted), each switch accounted for, the original clocksource
+/// back.
+fn clocksource_chain_on(kernel: &str, runs: u64) {
     require_root();
+    let fallback_runs = runs / 3;
     let script = format!(
         r#"
 insmod pps_clockpath.ko phase_ns=250000000; echo "pps_insmod=$?"
@@ -101,9 +103,9 @@ echo "original=$(cat {CS})"
 ./clockpath run --duration 900 > run.log 2>&1 &
 RUN=$!
 for i in $(seq 1 150); do wget -q -O /dev/null http://127.0.0.1:39111/healthz 2>/dev/null && break; sleep 0.2; done
-./clockpath session --runs 300 --clocksources hpet,acpi_pm --label probe=fentry --out s-fentry > s-fentry.log 2>&1; echo "session_fentry=$?"
-./clockpath --config kprobe.toml session --runs 300 --clocksources hpet,acpi_pm --label probe=kprobe --out s-kprobe > s-kprobe.log 2>&1; echo "session_kprobe=$?"
-./clockpath --config return.toml session --runs 100 --clocksources hpet,acpi_pm --label probe=fexit --out s-return > s-return.log 2>&1; echo "session_return=$?"
+./clockpath session --runs {runs} --clocksources hpet,acpi_pm --label probe=fentry --out s-fentry > s-fentry.log 2>&1; echo "session_fentry=$?"
+./clockpath --config kprobe.toml session --runs {runs} --clocksources hpet,acpi_pm --label probe=kprobe --out s-kprobe > s-kprobe.log 2>&1; echo "session_kprobe=$?"
+./clockpath --config return.toml session --runs {fallback_runs} --clocksources hpet,acpi_pm --label probe=fexit --out s-return > s-return.log 2>&1; echo "session_return=$?"
 ./clockpath session --runs 30 --clocksources hpet,acpi_pm,tsc --out s-tsc > s-tsc.log 2>&1; echo "session_tsc=$?"
 touch sessions-done
 for i in $(seq 1 600); do [ -e scraped ] && break; sleep 0.2; done
@@ -177,7 +179,7 @@ echo "final=$(cat {CS})"
         }
     }
 
-    // 300 switches, every one accounted for, first reads of the new clocksource, exact counts.
+    // `runs` switches, every one accounted for, first reads of the new clocksource, exact counts.
     for (name, probe) in [("s-fentry", "fentry"), ("s-kprobe", "kprobe")] {
         assert_eq!(
             results.get(&format!("session_{probe}")).map(String::as_str),
@@ -187,15 +189,15 @@ echo "final=$(cat {CS})"
         );
         let s = session(dir, name);
         assert_eq!(s["mode"], "kernel", "{name}");
-        assert_eq!(s["runs_done"], 300);
+        assert_eq!(s["runs_done"], runs);
         let missing: u64 = s["missing"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
         assert_eq!(
             s["completed"].as_u64().unwrap() + missing,
-            300,
+            runs,
             "{name}: every switch is complete or counted: {}",
             s["missing"]
         );
-        assert!(s["completed"].as_u64().unwrap() >= 290, "{name}: too many missing: {}", s["missing"]);
+        assert!(s["completed"].as_u64().unwrap() >= runs * 29 / 30, "{name}: too many missing: {}", s["missing"]);
         assert_eq!(s["original_clocksource"], s["restored_clocksource"]);
         for run in s["runs"].as_array().unwrap() {
             if run["missing"].is_null() {
@@ -229,7 +231,7 @@ echo "final=$(cat {CS})"
     // after the update's entry in every switch; what lies between is what the fallback adds.
     assert_eq!(results.get("session_return").map(String::as_str), Some("0"), "{}", out.file("s-return.log"));
     let ret = session(dir, "s-return");
-    assert!(ret["completed"].as_u64().unwrap() >= 95, "switch_return: {}", ret["missing"]);
+    assert!(ret["completed"].as_u64().unwrap() >= fallback_runs * 19 / 20, "switch_return: {}", ret["missing"]);
     for run in ret["runs"].as_array().unwrap().iter().filter(|r| r["missing"].is_null()) {
         assert_eq!(run["points"][2], "fexit:change_clocksource", "run {}", run["index"]);
     }
@@ -262,7 +264,7 @@ echo "final=$(cat {CS})"
             .filter(|x| x.labels["chain"] == "clocksource_switch" && x.labels["segment"] == seg)
             .map(|x| x.value)
             .sum();
-        assert!(n >= 600.0, "guest /metrics: {seg} count {n}");
+        assert!(n >= (2 * runs) as f64, "guest /metrics: {seg} count {n}");
     }
     assert_eq!(results.get("run_exit").map(String::as_str), Some("0"));
     assert_eq!(results.get("final"), results.get("original"), "the original clocksource is back");
@@ -270,17 +272,19 @@ echo "final=$(cat {CS})"
 
 #[test]
 fn clocksource_chain_on_debian_6_1() {
-    clocksource_chain_on(clockpath_tests::guest::STOCK_KERNEL);
+    clocksource_chain_on(clockpath_tests::guest::STOCK_KERNEL, 300);
 }
 
 #[test]
 fn clocksource_chain_on_debian_6_12() {
-    clocksource_chain_on(&clockpath_tests::guest::kernel_6_12("amd64"));
+    // The other kernels of the matrix: which targets attach and that every switch is
+    // accounted for; a third of the stock kernel's runs keeps the suite in its budget.
+    clocksource_chain_on(&clockpath_tests::guest::kernel_6_12("amd64"), 100);
 }
 
 #[test]
 fn clocksource_chain_on_debian_6_12_preempt_rt() {
-    clocksource_chain_on(&clockpath_tests::guest::kernel_6_12("rt-amd64"));
+    clocksource_chain_on(&clockpath_tests::guest::kernel_6_12("rt-amd64"), 100);
 }
 
 /// Issue 14 in the guest: an interleaved session over two C-state policies and two clocksource
