@@ -6,6 +6,7 @@
 //! kernel and userspace agree on every byte. With the `user` feature each struct is `aya::Pod`.
 #![no_std]
 
+pub mod clocks;
 pub mod hist;
 pub mod interference;
 pub mod limits;
@@ -25,4 +26,5 @@ mod pod {
     unsafe impl aya::Pod for crate::slot::ChainCounters {}
     unsafe impl aya::Pod for crate::slot::Active {}
     unsafe impl aya::Pod for crate::interference::CpuInterference {}
+    unsafe impl aya::Pod for crate::clocks::ClockRead {}
 }

@@ -20,15 +20,16 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 
 const PACKAGE: &str = "clockpath-ebpf";
-/// The object's binary name (`[[bin]]` of the BPF crate).
-const OBJECT: &str = "clockpath";
+/// The objects' binary names (`[[bin]]`s of the BPF crate): the stage programs, the clock audit.
+const OBJECTS: [&str; 2] = ["clockpath", "clocks"];
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
-    let dst = out_dir.join(OBJECT);
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     if env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
-        std::fs::write(&dst, b"").context("writing the empty BPF object")?;
+        for object in OBJECTS {
+            std::fs::write(out_dir.join(object), b"").context("writing an empty BPF object")?;
+        }
         println!("cargo:warning=AYA_BUILD_SKIP is set: this build carries no BPF object");
         return Ok(());
     }
@@ -73,8 +74,10 @@ fn main() -> anyhow::Result<()> {
             out.status
         ));
     }
-    let built = target_dir.join(target).join("release").join(OBJECT);
-    strip_debug(&built, &dst)
+    for object in OBJECTS {
+        strip_debug(&target_dir.join(target).join("release").join(object), &out_dir.join(object))?;
+    }
+    Ok(())
 }
 
 /// Copy the object without its DWARF sections and its `.BTF.ext`. bpf-linker needs DWARF to

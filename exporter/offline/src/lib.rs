@@ -7,9 +7,11 @@
 //! - [`trace`]: trace files (CSV, JSON Lines, the older `seconds.nanoseconds probe` lines):
 //!   reading, writing;
 //! - [`stats`]: medians, outlier rejection, bootstrap confidence intervals, regression;
-//! - [`analysis`]: `analyze`, `compare`, `regress`, `simulate` over trace files.
+//! - [`analysis`]: `analyze`, `compare`, `regress`, `simulate` over trace files;
+//! - [`clockdomain`]: clock audits and `explain`: which clock a constant offset comes from.
 
 pub mod analysis;
 pub mod chain;
+pub mod clockdomain;
 pub mod stats;
 pub mod trace;

@@ -11,9 +11,12 @@
 //!   attached**);
 //! - [`ring`], [`staging`] and [`maps`]: the ring buffer reader, the records staged per CPU,
 //!   the kernel histograms and counters;
-//! - [`capture`]: a kernel's facts written into a fixture directory (`doctor --capture`).
+//! - [`capture`]: a kernel's facts written into a fixture directory (`doctor --capture`);
+//! - [`clocks`]: the clock audit, every clock a trace may be stamped with against
+//!   CLOCK_MONOTONIC (`clockpath clocks`).
 
 pub mod capture;
+pub mod clocks;
 pub mod kernel;
 pub mod loader;
 pub mod maps;

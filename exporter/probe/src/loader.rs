@@ -95,7 +95,7 @@ pub struct Engine {
     _stats: Option<OwnedFd>,
 }
 
-fn chain_msg(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain_msg(e: &dyn std::error::Error) -> String {
     // Verifier logs are long: the first line says what failed, the last lines why (the
     // instruction refused and the verifier's reason, before its "processed N insns").
     let full = crate::report(e);

@@ -4,6 +4,7 @@
 //! `cargo test --release -p clockpath-tests --test suite -- --test-threads=1 [FILTER]`,
 //! where FILTER is a module (`kvm::`) or a test name.
 
+mod clocks;
 mod cstates;
 mod dashboards;
 mod engine;

@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions, exit codes, and one function per command
 //! (`run`, `session`, the offline commands in their own modules).
 
+mod clocks;
 mod fleet;
 mod offline;
 mod run;
@@ -69,6 +70,13 @@ pub enum Command {
     Regress(RegressArgs),
     /// Generate synthetic clocksource-switch sessions (host and VM) from a documented model.
     Simulate(SimulateArgs),
+    /// Audit this machine's clocks: every clock a trace may be stamped with (clock_gettime ids,
+    /// BPF helpers, ftrace trace clocks, the TSC, PTP clocks, a PPS phase) against
+    /// CLOCK_MONOTONIC, with uncertainty, drift and resolution; unavailable ones with the reason.
+    Clocks(clocks::ClocksArgs),
+    /// Is a segment's constant a clock-domain offset? Compares it with every difference of two
+    /// audited clocks and with structural constants, and gives the residual latency.
+    Explain(clocks::ExplainArgs),
     /// Print the effective configuration as TOML.
     Config {
         /// Print the built-in defaults, documented, instead of the effective configuration.
@@ -365,6 +373,8 @@ pub fn main() -> Result<ExitCode, CliError> {
         Command::Compare(args) => offline::compare_cmd(cli.config.as_deref(), args),
         Command::Regress(args) => offline::regress_cmd(cli.config.as_deref(), args),
         Command::Simulate(args) => offline::simulate_cmd(args),
+        Command::Clocks(args) => clocks::clocks_cmd(cli.config.as_deref(), args),
+        Command::Explain(args) => clocks::explain_cmd(cli.config.as_deref(), args),
     }
 }
 

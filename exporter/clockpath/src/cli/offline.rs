@@ -36,7 +36,7 @@ fn parse_within(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn analyze_options(loaded: &Loaded, a: &StatsArgs) -> Result<analysis::AnalyzeOptions, CliError> {
+pub(super) fn analyze_options(loaded: &Loaded, a: &StatsArgs) -> Result<analysis::AnalyzeOptions, CliError> {
     let w = &loaded.config.windows;
     let mut boot = w.bootstrap;
     boot.resamples = a.resamples.unwrap_or(boot.resamples);
@@ -71,7 +71,7 @@ fn chain_defs(loaded: &Loaded) -> Vec<analysis::ChainDef> {
     defs
 }
 
-fn collect(
+pub(super) fn collect(
     loaded: &Loaded,
     files: &[PathBuf],
     opts: &analysis::AnalyzeOptions,

@@ -1,0 +1,277 @@
+//! The clock audit and `explain` (issue 29) on this machine: every clock listed, measured or
+//! with its reason; the ftrace clocks against an independent read (tests/clocks/ftrace_read.py:
+//! its own tracing instance, text-format timestamps, Python's clock_gettime); the BPF helpers
+//! against clock_gettime of the same clock; a trace that mixes ftrace `local` stamps with
+//! CLOCK_MONOTONIC ones attributed to local − monotonic; the investigation's pair named when an
+//! audit has a clock pair 1.111 s apart and not forced when none is; bad input.
+
+use std::{collections::BTreeMap, process::Command};
+
+use clockpath_tests::*;
+use serde_json::Value;
+
+fn audit_json(args: &[&str]) -> Value {
+    let mut all = vec!["clocks", "--json"];
+    all.extend_from_slice(args);
+    let out = clockpath(&all);
+    assert!(out.status.success(), "clockpath clocks: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("the audit is JSON")
+}
+
+fn clocks_by_name(a: &Value) -> BTreeMap<String, Value> {
+    a["clocks"].as_array().unwrap().iter().map(|c| (c["name"].as_str().unwrap().to_string(), c.clone())).collect()
+}
+
+fn offset(c: &Value) -> (i64, u64) {
+    assert_eq!(c["status"], "measured", "{c}");
+    (c["offset_ns"].as_i64().unwrap(), c["uncertainty_ns"].as_u64().unwrap())
+}
+
+fn tracefs() -> String {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"tracefs")).then(|| f[1].to_string())
+        })
+        .expect("tracefs mounted (clockpath clocks mounts it when it is not)")
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim().to_string()
+}
+
+#[test]
+fn every_clock_is_listed_and_the_audit_agrees_with_independent_reads() {
+    require_root();
+    // Assumptions: the BPF helpers the audit reads exist from Linux 6.1 (bpf_ktime_get_tai_ns
+    // is the newest); tracefs offers trace clocks; python3 runs the independent reader.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release.trim().split(['.', '-']).map(|x| x.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (v.next().unwrap(), v.next().unwrap());
+    assert!((major, minor) >= (6, 1), "this test needs Linux ≥ 6.1 for every BPF time helper, not {release}");
+    let python = require_tool("python3", "python3");
+
+    let t = std::time::Instant::now();
+    let a = audit_json(&[]);
+    eprintln!("audit took {:?}", t.elapsed());
+    assert_eq!(a["schema"], "clockpath-clock-audit/1");
+    assert_eq!(a["identity"]["boot_id"], boot_id());
+    let c = clocks_by_name(&a);
+    for name in [
+        "posix:realtime",
+        "posix:monotonic",
+        "posix:monotonic_raw",
+        "posix:boottime",
+        "posix:tai",
+        "posix:realtime_coarse",
+        "posix:monotonic_coarse",
+        "bpf:ktime_get_ns",
+        "bpf:ktime_get_boot_ns",
+        "bpf:ktime_get_tai_ns",
+        "bpf:ktime_get_coarse_ns",
+        "bpf:jiffies64",
+    ] {
+        let (_, unc) = offset(c.get(name).unwrap_or_else(|| panic!("{name} missing from {:?}", c.keys())));
+        assert!(unc > 0, "{name}: an uncertainty of 0 is not a measurement");
+    }
+    // Listed, never omitted: the PPS row without [pps], the PTP row with or without a device.
+    assert!(c.contains_key("pps"), "{:?}", c.keys());
+    assert_eq!(c["pps"]["status"], "unavailable");
+    assert!(c.keys().any(|k| k.starts_with("ptp")), "{:?}", c.keys());
+    assert_eq!(c["ftrace:counter"]["status"], "unavailable", "counter is not a time");
+
+    // The BPF helpers against clock_gettime of the same clock, within both uncertainties.
+    for (bpf, posix) in [
+        ("bpf:ktime_get_ns", "posix:monotonic"),
+        ("bpf:ktime_get_boot_ns", "posix:boottime"),
+        ("bpf:ktime_get_tai_ns", "posix:tai"),
+        ("bpf:ktime_get_coarse_ns", "posix:monotonic_coarse"),
+    ] {
+        let ((b, bu), (p, pu)) = (offset(&c[bpf]), offset(&c[posix]));
+        eprintln!("{bpf} {b} ± {bu} ns, {posix} {p} ± {pu} ns");
+        assert!(b.abs_diff(p) <= bu + pu, "{bpf} {b} ± {bu} ns vs {posix} {p} ± {pu} ns");
+    }
+
+    // Every trace clock of tracefs is in the audit; each one with a unit, against the
+    // independent read (allowing for the drift between the two reads).
+    let tracefs = tracefs();
+    let listed = std::fs::read_to_string(format!("{tracefs}/trace_clock")).unwrap();
+    let ftrace: Vec<String> = listed.split_whitespace().map(|s| s.trim_matches(['[', ']']).to_string()).collect();
+    let independent: Vec<&str> =
+        ftrace.iter().map(String::as_str).filter(|c| !["counter", "x86-tsc"].contains(c)).collect();
+    let out = Command::new(&python)
+        .arg(workspace().join("tests/clocks/ftrace_read.py"))
+        .arg(&tracefs)
+        .args(&independent)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ftrace_read.py: {}", String::from_utf8_lossy(&out.stderr));
+    let script: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let elapsed_s = t.elapsed().as_secs_f64() + 1.0;
+    for clock in &ftrace {
+        let row = &c[&format!("ftrace:{clock}")];
+        assert!(!row.is_null(), "ftrace:{clock} missing from the audit");
+        let Some(s) = script[clock].as_array() else { continue };
+        let (o, u) = offset(row);
+        let (so, su) = (s[0].as_i64().unwrap(), s[1].as_u64().unwrap());
+        let drift = (row["drift_ppm"].as_f64().unwrap().abs() + row["drift_uncertainty_ppm"].as_f64().unwrap())
+            * elapsed_s
+            * 1e3;
+        eprintln!("ftrace:{clock}: audit {o} ± {u} ns, independent {so} ± {su} ns");
+        assert!(
+            (o.abs_diff(so) as f64) <= (u + su) as f64 + drift,
+            "ftrace:{clock}: audit {o} ± {u} ns, independent read {so} ± {su} ns (drift allowance {drift:.0} ns)"
+        );
+    }
+    // The two readers of the TSC agree (ftrace's x86-tsc in cycles, RDTSC in userspace).
+    if let (Some(f), Some(t)) = (c.get("ftrace:x86-tsc"), c.get("tsc"))
+        && f["status"] == "measured"
+    {
+        let ((fo, fu), (to, tu)) = (offset(f), offset(t));
+        let spread = t["cpu_spread_ns"].as_u64().unwrap_or(0) + f["cpu_spread_ns"].as_u64().unwrap_or(0);
+        assert!(fo.abs_diff(to) <= fu + tu + spread, "x86-tsc {fo} ± {fu}, tsc {to} ± {tu}");
+    }
+    // The private instance is gone.
+    let left: Vec<String> = std::fs::read_dir(format!("{tracefs}/instances"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("clockpath-audit"))
+        .collect();
+    assert!(left.is_empty(), "instances left behind: {left:?}");
+}
+
+#[test]
+fn a_trace_mixing_ftrace_local_with_monotonic_stamps_is_explained_as_local_minus_monotonic() {
+    require_root();
+    let python = require_tool("python3", "python3");
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.json");
+    let out = clockpath(&["clocks", "--out", audit.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a: Value = serde_json::from_str(&std::fs::read_to_string(&audit).unwrap()).unwrap();
+    let (local, _) = offset(&clocks_by_name(&a)["ftrace:local"]);
+    // Assumption: ftrace `local` and CLOCK_MONOTONIC differ by more than a millisecond on this
+    // machine (sched_clock starts before the timekeeping core), so the mix shows a constant.
+    assert!(local.abs() > 1_000_000, "ftrace:local is only {local} ns from CLOCK_MONOTONIC here: no constant to find");
+    assert!(local > 0, "the mix stamps the later stage on local: local must be ahead ({local} ns)");
+    let gap_ms = (local / 1_000_000 + 20).to_string();
+    let out = Command::new(&python)
+        .arg(workspace().join("tests/clocks/ftrace_read.py"))
+        .args([tracefs().as_str(), "--mix", "60", gap_ms.as_str()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ftrace_read.py --mix: {}", String::from_utf8_lossy(&out.stderr));
+    let trace = dir.path().join("mixed.txt");
+    std::fs::write(&trace, &out.stdout).unwrap();
+    let out = clockpath(&[
+        "explain",
+        trace.to_str().unwrap(),
+        "--clocks",
+        audit.to_str().unwrap(),
+        "--boot-id",
+        &boot_id(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = e["explanations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["observed"]["what"] == "clocksource_switch / switch_entry->first_read")
+        .unwrap_or_else(|| panic!("{e}"));
+    eprintln!("{}", serde_json::to_string_pretty(&first["candidates"][0]).unwrap());
+    assert_eq!(first["observed"]["n"], 60);
+    assert_eq!(first["explained"], true, "{first}");
+    let best = &first["candidates"][0];
+    let term = &best["terms"][0];
+    assert_eq!(best["terms"].as_array().unwrap().len(), 1, "{best}");
+    assert_eq!(term["late"], "ftrace:local", "{best}");
+    let early = std::iter::once(&term["early"])
+        .chain(term["early_same_as"].as_array().into_iter().flatten())
+        .collect::<Vec<_>>();
+    assert!(early.iter().any(|x| *x == "posix:monotonic"), "{best}");
+    // What is left is the write(2) into trace_marker: a latency of microseconds, not below 0.
+    let r = best["residual"]["estimate"].as_f64().unwrap();
+    assert!((0.0..200_000.0).contains(&(r + 2_000.0)), "residual {r} ns\n{best}");
+}
+
+/// The investigation's pair, 1.111000141 s, against an audit where CLOCK_BOOTTIME is 1.111 s
+/// ahead of CLOCK_MONOTONIC (a suspend of that length), and against one where no clock pair is.
+#[test]
+fn the_investigations_pair_is_named_only_when_an_audit_explains_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = dir.path().join("pair.txt");
+    std::fs::write(&pair, "171223.534912180 do_clocksource_switch_entry\n171224.645912321 first_read\n").unwrap();
+    let clock = |name: &str, off: i64| {
+        serde_json::json!({"name": name, "family": "posix", "description": "", "status": "measured",
+            "offset_ns": off, "uncertainty_ns": 30, "offset_end_ns": off, "uncertainty_end_ns": 30,
+            "drift_ppm": 0.0, "drift_uncertainty_ppm": 0.1, "resolution_ns": 1})
+    };
+    let audit = |boot: i64| {
+        serde_json::json!({"schema": "clockpath-clock-audit/1",
+            "identity": {"boot_id": "b-1", "hostname": "h", "kernel": "6.1", "environment": "host", "hypervisor": null,
+                          "clocksource": "tsc", "available_clocksources": ["tsc"]},
+            "reference": "posix:monotonic", "started_monotonic_ns": 1, "started_realtime_ns": 2, "duration_ns": 500000000,
+            "clocks": [clock("posix:monotonic", 0), clock("posix:boottime", boot), clock("posix:realtime", 1_796_000_000_123_456_789),
+                       clock("posix:monotonic_raw", -216_000_000), {"name": "ptp", "family": "ptp", "description": "",
+                       "status": "unavailable", "reason": "no PTP hardware clock"}]})
+    };
+    let (yes, no) = (dir.path().join("suspended.json"), dir.path().join("plain.json"));
+    std::fs::write(&yes, audit(1_111_000_000).to_string()).unwrap();
+    std::fs::write(&no, audit(0).to_string()).unwrap();
+    let out = clockpath(&["explain", pair.to_str().unwrap(), "--clocks", yes.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("verdict: a clock-domain offset: posix:boottime − posix:monotonic"), "{text}");
+    assert!(text.contains("residual 141 ns"), "{text}");
+    let out = clockpath(&["explain", pair.to_str().unwrap(), "--clocks", no.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("verdict: not a known clock-domain offset; a real latency"), "{text}");
+
+    // Another boot: a warning naming both.
+    let out = clockpath(&["explain", "--offset", "1.111000141", "--clocks", yes.to_str().unwrap(), "--boot-id", "b-2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success());
+    assert!(err.contains("warning") && err.contains("b-1") && err.contains("b-2"), "{err}");
+
+    // Bad input: a broken audit file, located; a file of another schema; bad numbers.
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{\n  \"schema\": \"clockpath-clock-audit/1\",\n  \"identity\": 3\n}").unwrap();
+    let out = clockpath(&["explain", "--offset", "1", "--clocks", broken.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("broken.json: not a clock audit (line"), "{err}");
+    std::fs::write(&broken, "{\"schema\": \"something-else/3\"}").unwrap();
+    let out = clockpath(&["explain", "--offset", "1", "--clocks", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("audit schema `something-else/3`"));
+    let out = clockpath(&["explain", "--offset", "0", "--clocks", yes.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = clockpath(&["explain", "--clocks", yes.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "neither files nor --offset");
+}
+
+#[test]
+fn an_unknown_clock_name_exits_2_listing_this_machines_clocks() {
+    require_root();
+    let out = clockpath(&["clocks", "--only", "posix:monotonic,warp_drive", "--duration", "0.05"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("unknown clock(s) `warp_drive`") && err.contains("posix:boottime") && err.contains("ftrace:local"),
+        "{err}"
+    );
+    let a = audit_json(&["--only", "posix:boottime,bpf:ktime_get_boot_ns", "--duration", "0.05"]);
+    assert_eq!(a["clocks"].as_array().unwrap().len(), 2);
+    // `| head` ends the output, not the program.
+    let out =
+        Command::new("sh").arg("-c").arg(format!("{} clocks | head -1", clockpath_bin().display())).output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stderr).is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
