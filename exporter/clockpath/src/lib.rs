@@ -8,6 +8,7 @@
 //! - [`ktime`], [`host`], [`process`], [`privileges`]: kernel time to wall and reference time;
 //!   the machine; this process's own resource usage and capabilities;
 //! - [`pps`]: PPS sources read on their own threads, the time reference;
+//! - [`clockaudit`]: this machine's clocks audited at the start and end of a run or session;
 //! - [`pipeline`]: ring records → chain assembly → sinks, in one direction;
 //! - [`exemplars`]: trace ids per histogram bucket (written by OTLP, read by the scrape);
 //! - [`sinks`]: where chains go (quantiles, windows, interference, OTLP, recorder, tally);
@@ -17,6 +18,7 @@
 //! - [`cli`]: the commands.
 
 pub mod cli;
+pub mod clockaudit;
 pub mod config;
 pub mod daemon;
 pub mod doctor;

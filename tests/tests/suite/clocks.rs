@@ -275,3 +275,33 @@ fn an_unknown_clock_name_exits_2_listing_this_machines_clocks() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `run --summary-json` records the audit at the start and at the end; the end's audit measures
+/// the BPF and ftrace clocks although the exporter dropped its capabilities after attaching
+/// (the sources are opened at the start and kept).
+#[test]
+fn a_runs_summary_carries_the_clocks_at_start_and_end() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let out = clockpath(&["run", "--duration", "2", "--summary-json", summary.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let clocks = &s["time"]["clocks"];
+    for when in ["at_start", "at_end"] {
+        let a = &clocks[when];
+        assert_eq!(a["schema"], "clockpath-clock-audit/1", "{when}: {clocks}");
+        assert_eq!(a["identity"]["boot_id"], boot_id());
+        let c = clocks_by_name(a);
+        for name in ["posix:boottime", "bpf:ktime_get_boot_ns", "ftrace:local", "ftrace:boot"] {
+            offset(&c[name]);
+        }
+    }
+    let start = clocks["at_start"]["started_monotonic_ns"].as_u64().unwrap();
+    let end = clocks["at_end"]["started_monotonic_ns"].as_u64().unwrap();
+    assert!(end >= start + 2_000_000_000, "the end's audit is taken after the run: {start} → {end}");
+    // Nothing suspended or stepped during the run: BOOTTIME − MONOTONIC held.
+    let (b0, u0) = offset(&clocks_by_name(&clocks["at_start"])["posix:boottime"]);
+    let (b1, u1) = offset(&clocks_by_name(&clocks["at_end"])["posix:boottime"]);
+    assert!(b0.abs_diff(b1) <= u0 + u1, "boottime − monotonic moved from {b0} to {b1} ns during a 2 s run");
+}

@@ -61,6 +61,13 @@ fn a_session_runs_degraded_when_the_chain_cannot_attach_and_restores_the_clockso
     assert_eq!(s["runs_done"], 40);
     assert_eq!(s["completed"], 40, "{}", s["missing"]);
     assert_eq!(s["labels"]["cstate"], "default");
+    // The clocks audited at the start and the end, in the session's own record.
+    for when in ["at_start", "at_end"] {
+        let a = &s["clocks"][when];
+        assert_eq!(a["schema"], "clockpath-clock-audit/1", "{when}");
+        let boottime = a["clocks"].as_array().unwrap().iter().find(|c| c["name"] == "posix:boottime").unwrap();
+        assert_eq!(boottime["status"], "measured", "{boottime}");
+    }
     let k = &s["kernel"];
     assert_eq!(
         k["hist_segments"].as_u64().unwrap(),

@@ -79,23 +79,13 @@ pub struct ExplainArgs {
     pub stats: StatsArgs,
 }
 
-fn audit_options(loaded: Option<&Loaded>, duration: Duration, samples: usize) -> AuditOptions {
-    let pps = loaded
-        .map(|l| {
-            let d = &l.config.pps.devices;
-            if d.iter().any(|x| x == "auto") {
-                crate::pps::device::discover()
-            } else {
-                d.iter().map(PathBuf::from).collect()
-            }
-        })
-        .unwrap_or_default();
-    AuditOptions { duration, samples, pps }
+fn audit_options(loaded: &Loaded, duration: Duration, samples: usize) -> AuditOptions {
+    crate::clockaudit::options(loaded, duration, samples)
 }
 
 pub(super) fn clocks_cmd(config: Option<&Path>, args: ClocksArgs) -> Result<ExitCode, CliError> {
     let loaded = load_config(config)?;
-    let mut audit = clocks::audit(&audit_options(Some(&loaded), args.duration, args.samples.into()));
+    let mut audit = clocks::audit(&audit_options(&loaded, args.duration, args.samples.into()));
     if !args.only.is_empty() {
         let names = clocks::names(&audit);
         let unknown: Vec<&String> = args.only.iter().filter(|n| !names.contains(n)).collect();
@@ -149,7 +139,7 @@ pub(super) fn explain_cmd(config: Option<&Path>, args: ExplainArgs) -> Result<Ex
     }
     let audits: Vec<ClockAudit> = if args.clocks.is_empty() {
         eprintln!("clockpath: no --clocks given: auditing this machine's clocks now");
-        vec![clocks::audit(&audit_options(Some(&loaded), Duration::from_millis(500), 16))]
+        vec![clocks::audit(&audit_options(&loaded, Duration::from_millis(500), 16))]
     } else {
         args.clocks.iter().map(|p| ClockAudit::read(p).map_err(config_error)).collect::<Result<_, _>>()?
     };

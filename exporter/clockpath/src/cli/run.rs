@@ -51,6 +51,8 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
         ),
         None => None,
     };
+    // The clocks audited at the start (sources kept for the end) when a summary is written.
+    let audits = args.summary_json.as_ref().map(|_| crate::clockaudit::Audits::start(&loaded));
     let rt = runtime(drop_capabilities)?;
     rt.block_on(async move {
         // SIGTERM and SIGINT are caught from here on: one that comes while attaching or
@@ -171,7 +173,9 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
             let t = tally.chains.lock().map_err(|_| anyhow::anyhow!("tally lock poisoned"))?;
             daemon::summary::summarize(&plans, &m, &t, &stats)
         };
-        summary.time = Some(daemon::summary::TimeSummary::new(time_sync_at_start, TimeSync::read(), &reference));
+        let mut time = daemon::summary::TimeSummary::new(time_sync_at_start, TimeSync::read(), &reference);
+        time.clocks = audits.map(|a| tokio::task::block_in_place(|| a.finish()));
+        summary.time = Some(time);
         for c in &summary.chains {
             tracing::info!(
                 chain = %c.name,

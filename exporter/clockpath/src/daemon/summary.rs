@@ -36,6 +36,10 @@ pub struct TimeSummary {
     /// monotonic) to give the system clock's time.
     pub realtime_minus_monotonic_ns: i64,
     pub pps: Vec<PpsSummary>,
+    /// This machine's clocks against CLOCK_MONOTONIC at the start and the end
+    /// (`clockpath clocks`; schema `clockpath-clock-audit/1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clocks: Option<crate::clockaudit::StartEnd>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -78,6 +82,7 @@ impl TimeSummary {
             time_sync_at_end: end,
             realtime_minus_monotonic_ns: crate::ktime::measure_offset(),
             pps,
+            clocks: None,
         }
     }
 }

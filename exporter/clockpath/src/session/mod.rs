@@ -137,6 +137,7 @@ pub fn run(
     );
     let original = clocksource::current()?;
     clocksource::check_requested(&args.clocksources, &clocksource::available()?, &original)?;
+    let audits = crate::clockaudit::Audits::start(loaded);
     // Every policy is checked against the machine, and the files it writes for permission,
     // before anything changes.
     fs::create_dir_all(&args.out).map_err(|source| SessionError::Output { path: args.out.clone(), source })?;
@@ -197,6 +198,7 @@ pub fn run(
         o.finish();
     }
     let restored = clocksource::current().unwrap_or_default();
+    let clocks = audits.finish();
     let (maps, stats, plans) =
         (attached.daemon.maps.clone(), attached.daemon.stats.clone(), attached.daemon.plans.clone());
     let ring_bytes = attached.daemon.ring_bytes;
@@ -234,6 +236,7 @@ pub fn run(
         kernel: kernel_summary,
         interrupted: outcomes.interrupted,
         machine,
+        clocks,
         ring_bytes,
         policies: match set_conditions {
             true => report::per_policy(&runs, &policies, &outcomes, &segments, &loaded.config.windows),

@@ -94,6 +94,8 @@ pub struct SessionReport {
     pub interrupted: bool,
     /// The machine, as it was when the session started.
     pub machine: crate::host::Machine,
+    /// This machine's clocks against CLOCK_MONOTONIC at the session's start and end.
+    pub clocks: crate::clockaudit::StartEnd,
     /// Ring buffer of the session (bytes).
     pub ring_bytes: u32,
     /// Order of the C-state policies over the runs (blocks, interleaved, random).
