@@ -344,3 +344,32 @@ fn a_few_records_staged_on_idle_cpus_reach_userspace_while_the_exporter_runs() {
     assert!(kernel < 16.0 * 2.0, "{kernel} segments: enough to fill a batch per CPU, which proves nothing");
     assert!(e.stop().status.success());
 }
+
+/// Commands that print and exit end quietly when their reader goes away (`doctor --json |
+/// head -1`): killed by SIGPIPE as other Unix tools are, never a panic.
+#[test]
+fn printing_commands_end_quietly_when_the_reader_goes_away() {
+    require_root();
+    use std::io::BufRead as _;
+    for args in [&["doctor", "--json"][..], &["config", "--default"][..], &["clocks", "--duration", "0.05"][..]] {
+        let mut child = std::process::Command::new(clockpath_bin())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "{args:?} printed nothing");
+        // The reader is gone (dropped above); the rest of the output has nowhere to go.
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        use std::os::unix::process::ExitStatusExt as _;
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?}\n{err}",
+            out.status
+        );
+    }
+}

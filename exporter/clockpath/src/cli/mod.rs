@@ -354,6 +354,14 @@ pub fn main() -> Result<ExitCode, CliError> {
         }
     };
     init_logging(&cli.log)?;
+    if !matches!(cli.command, Command::Run(_) | Command::Session(_)) {
+        // A command that prints and exits ends quietly when its reader goes away (`doctor
+        // --json | head -1`), as other Unix tools do, instead of panicking in println!. The
+        // exporter and sessions keep SIGPIPE ignored: they must outlive any one reader, and a
+        // session must restore the clocksource.
+        // SAFETY: setting a signal's disposition to its default.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Config { default } => {
             if default {

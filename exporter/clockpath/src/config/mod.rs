@@ -364,8 +364,10 @@ impl Config {
                 .map_err(|source| ConfigError::Unreadable { path: path.to_path_buf(), source })?;
             figment = figment.merge(Toml::file_exact(path));
         }
-        // CLOCKPATH_CONFIG and CLOCKPATH_LOG are command-line settings, not config keys.
-        let env = env.ignore(&["config", "log"]).split("__");
+        // Every configuration key is nested in a section, so a variable is configuration only
+        // with a `__` in its name: CLOCKPATH_CONFIG and CLOCKPATH_LOG (command-line settings)
+        // and other tools' CLOCKPATH_* variables (CLOCKPATH_BIN, CLOCKPATH_GRAFANA_VENV) are not.
+        let env = env.filter(|k| k.as_str().contains("__")).split("__");
         figment = figment.merge(env);
         let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(figment_issues(&figment, e)))?;
         let loaded = Loaded { config, figment };
@@ -716,15 +718,29 @@ targets = ["tracepoint:kvm:kvm_entry"]
             jail.clear_env();
             jail.set_env("CLOCKPATH_PROBE__RING_BYTES", "8192");
             jail.set_env("CLOCKPATH_CHAINS__HRTIMER__ENABLED", "false");
-            // Command-line settings, not config keys: ignored here.
+            // Command-line settings and other tools' variables, not config keys: ignored here.
             jail.set_env("CLOCKPATH_LOG", "debug");
             jail.set_env("CLOCKPATH_CONFIG", "/nonexistent.toml");
+            jail.set_env("CLOCKPATH_BIN", "x");
+            jail.set_env("CLOCKPATH_GRAFANA_VENV", "/opt/venv");
             let loaded = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(loaded.config.probe.ring_bytes, 8192);
             assert!(!loaded.config.chains["hrtimer"].enabled);
             assert_eq!(loaded.config.enabled_chains().count(), 4);
             assert_eq!(loaded.origin("probe.ring_bytes"), Origin::Env);
             assert_eq!(loaded.origin("probe.max_instances"), Origin::Default);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[expect(clippy::result_large_err, reason = "figment::Jail closures return figment::Error")]
+    fn a_misspelt_section_in_the_environment_is_still_an_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("CLOCKPATH_PROBES__RING_BYTES", "8192");
+            let Err(ConfigError::Invalid(i)) = Config::load(None) else { panic!("expected an error") };
+            assert!(i.iter().any(|x| x.to_string().contains("probes")), "{i:?}");
             Ok(())
         });
     }
