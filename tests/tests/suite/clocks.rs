@@ -133,7 +133,8 @@ fn every_clock_is_listed_and_the_audit_agrees_with_independent_reads() {
         let spread = t["cpu_spread_ns"].as_u64().unwrap_or(0) + f["cpu_spread_ns"].as_u64().unwrap_or(0);
         assert!(fo.abs_diff(to) <= fu + tu + spread, "x86-tsc {fo} ± {fu}, tsc {to} ± {tu}");
     }
-    // The private instance is gone.
+    // The private instance is gone, and so are those of audits killed before (a SIGKILLed
+    // session's: the audit removes instances whose process no longer exists).
     let left: Vec<String> = std::fs::read_dir(format!("{tracefs}/instances"))
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))

@@ -67,7 +67,9 @@ impl Ftrace {
             Ok(t) => t,
             Err(e) => return Ftrace { instance: Err(crate::report(&e)), clocks: Vec::new() },
         };
-        let dir = tracefs.root().join("instances").join(format!("clockpath-audit-{}", std::process::id()));
+        let instances = tracefs.root().join("instances");
+        remove_stale(&instances);
+        let dir = instances.join(format!("clockpath-audit-{}", std::process::id()));
         let instance = match fs::create_dir(&dir) {
             Ok(()) => Instance { dir },
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Instance { dir },
@@ -170,6 +172,26 @@ impl Ftrace {
                 .collect();
         }
         Ok(s)
+    }
+}
+
+/// Remove the instances of audits whose process is gone (killed before it could remove its
+/// own): each would keep its buffers until the next boot.
+fn remove_stale(instances: &std::path::Path) {
+    let Ok(entries) = fs::read_dir(instances) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("clockpath-audit-").and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            match fs::remove_dir(e.path()) {
+                Ok(()) => {
+                    tracing::info!(instance = %name, "removed the tracing instance of a clock audit whose process is gone")
+                }
+                Err(err) => {
+                    tracing::warn!(instance = %name, error = %err, "could not remove a stale clock audit instance")
+                }
+            }
+        }
     }
 }
 
