@@ -17,7 +17,7 @@ use clockpath_offline::{
     },
     stats,
 };
-use clockpath_probe::clocks::{self, AuditOptions};
+use clockpath_probe::clocks;
 
 use super::{CliError, StatsArgs, config_error, load_config, offline};
 use crate::config::Loaded;
@@ -79,13 +79,9 @@ pub struct ExplainArgs {
     pub stats: StatsArgs,
 }
 
-fn audit_options(loaded: &Loaded, duration: Duration, samples: usize) -> AuditOptions {
-    crate::clockaudit::options(loaded, duration, samples)
-}
-
 pub(super) fn clocks_cmd(config: Option<&Path>, args: ClocksArgs) -> Result<ExitCode, CliError> {
     let loaded = load_config(config)?;
-    let mut audit = clocks::audit(&audit_options(&loaded, args.duration, args.samples.into()));
+    let mut audit = clocks::audit(&crate::clockaudit::options(&loaded, args.duration, args.samples.into()));
     if !args.only.is_empty() {
         let names = clocks::names(&audit);
         let unknown: Vec<&String> = args.only.iter().filter(|n| !names.contains(n)).collect();
@@ -102,13 +98,8 @@ pub(super) fn clocks_cmd(config: Option<&Path>, args: ClocksArgs) -> Result<Exit
     if let Some(out) = &args.out {
         write_no_follow(out, json.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
     }
-    let mut stdout = std::io::stdout().lock();
     let text = if args.json { format!("{json}\n") } else { audit.table() };
-    // A closed pipe (`| head`) ends the output, not the program with a panic.
-    match stdout.write_all(text.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        r => r.context("writing to stdout")?,
-    }
+    std::io::stdout().lock().write_all(text.as_bytes()).context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -139,7 +130,7 @@ pub(super) fn explain_cmd(config: Option<&Path>, args: ExplainArgs) -> Result<Ex
     }
     let audits: Vec<ClockAudit> = if args.clocks.is_empty() {
         eprintln!("clockpath: no --clocks given: auditing this machine's clocks now");
-        vec![clocks::audit(&audit_options(&loaded, Duration::from_millis(500), 16))]
+        vec![clocks::audit(&crate::clockaudit::options(&loaded, Duration::from_millis(500), 16))]
     } else {
         args.clocks.iter().map(|p| ClockAudit::read(p).map_err(config_error)).collect::<Result<_, _>>()?
     };
@@ -190,11 +181,7 @@ pub(super) fn explain_cmd(config: Option<&Path>, args: ExplainArgs) -> Result<Ex
             out.push_str(&format!("segments that look like latencies, not offsets: {}\n", skipped.join(", ")));
         }
     }
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(out.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        r => r.context("writing to stdout")?,
-    }
+    std::io::stdout().lock().write_all(out.as_bytes()).context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,7 +7,7 @@
 
 use std::{
     collections::BTreeMap,
-    fs::{self, File, OpenOptions},
+    fs::{self, OpenOptions},
     io::Write as _,
     os::unix::fs::OpenOptionsExt as _,
     path::PathBuf,
@@ -92,7 +92,7 @@ impl Ftrace {
                 };
             }
         };
-        if let Err(e) = fs::write(instance.dir.join("options/raw"), "1") {
+        if let Err(e) = write_control(&instance.dir.join("options/raw"), "1") {
             return Ftrace { instance: Err(format!("setting {}/options/raw: {e}", instance.dir.display())), clocks };
         }
         Ftrace { instance: Ok(instance), clocks }
@@ -104,7 +104,7 @@ impl Ftrace {
         cpus: &[u32],
         per_cpu: usize,
     ) -> Result<BTreeMap<u32, (u32, i128, i128)>, String> {
-        let mut marker: File = OpenOptions::new()
+        let mut marker = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(dir.join("trace_marker"))
@@ -130,7 +130,7 @@ impl Ftrace {
 
     fn read_clock(&self, dir: &std::path::Path, clock: &str, samples: usize) -> Result<Sample, String> {
         let (ns_per_count, resolution, _, per_cpu) = unit(clock)?;
-        fs::write(dir.join("trace_clock"), clock).map_err(|e| format!("selecting trace_clock {clock}: {e}"))?;
+        write_control(&dir.join("trace_clock"), clock).map_err(|e| format!("selecting trace_clock {clock}: {e}"))?;
         let cpus = if per_cpu { online_cpus() } else { vec![current_cpu()] };
         let per = if per_cpu { samples.div_ceil(cpus.len()).max(4) } else { samples.max(1) };
         let brackets = Self::write_markers(dir, &cpus, per)?;
@@ -173,6 +173,11 @@ impl Ftrace {
         }
         Ok(s)
     }
+}
+
+/// Write a tracefs control file of the instance, as root: never through a link.
+fn write_control(path: &std::path::Path, value: &str) -> std::io::Result<()> {
+    OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(path)?.write_all(value.as_bytes())
 }
 
 /// Remove the instances of audits whose process is gone (killed before it could remove its
@@ -235,7 +240,7 @@ impl Source for Ftrace {
             })
             .collect();
         // Leave the instance on the default clock with an empty buffer.
-        let _ = fs::write(dir.join("trace_clock"), "local");
+        let _ = write_control(&dir.join("trace_clock"), "local");
         out
     }
 }

@@ -169,7 +169,7 @@ pub fn sources(opts: &AuditOptions) -> Vec<Box<dyn Source>> {
         Box::new(posix::Posix),
         Box::new(bpf::Bpf::load()),
         Box::new(ftrace::Ftrace::open()),
-        Box::new(tsc::Tsc::new()),
+        Box::new(tsc::Tsc),
         Box::new(ptp::Ptp::open()),
         Box::new(pps::Pps::new(opts.pps.clone())),
     ]
@@ -260,11 +260,6 @@ fn measured(info: &ClockInfo, s: Sample, e: Sample, elapsed_ns: f64) -> Measured
 /// Names of this machine's clocks in an audit, for error messages (`unknown clock`).
 pub fn names(audit: &ClockAudit) -> Vec<String> {
     audit.clocks.iter().map(|c| c.name.clone()).collect()
-}
-
-/// Offsets by name, for the exporter's gauges.
-pub fn offsets(audit: &ClockAudit) -> BTreeMap<String, (i64, u64)> {
-    audit.measured().map(|(c, m)| (c.name.clone(), (m.offset_ns, m.uncertainty_ns))).collect()
 }
 
 #[cfg(test)]

@@ -96,18 +96,6 @@ fn measured() -> Option<f64> {
 
 pub struct Tsc;
 
-impl Tsc {
-    pub fn new() -> Tsc {
-        Tsc
-    }
-}
-
-impl Default for Tsc {
-    fn default() -> Self {
-        Tsc::new()
-    }
-}
-
 impl Source for Tsc {
     fn round(&mut self, samples: usize, _realtime: Option<i128>) -> Vec<(ClockInfo, Result<Sample, String>)> {
         let conv = ns_per_cycle();
