@@ -473,6 +473,41 @@ def offset_tracking() -> db.Dashboard:
         )
     )
 
+    d = d.with_row(row(ids, "Clock domains: every trace clock against CLOCK_MONOTONIC"))
+    d = d.with_panel(
+        tab(
+            ids,
+            "Clock offsets (latest audit)",
+            "Each clock minus CLOCK_MONOTONIC, re-measured every clock_audit.interval_secs. Two "
+            "timestamps taken on two clocks differ by the difference of their offsets: a constant "
+            "between two probes that equals one is a clock-domain offset, not a latency "
+            "(`clockpath explain`).",
+            qt("A", f"clockpath_clock_offset_seconds{{{INST}}}"),
+            value="offset (s)",
+        )
+    )
+    d = d.with_panel(
+        ts(
+            ids,
+            "Clock offset jumps",
+            "Offsets that moved between two audits beyond the drift before: a suspend (boottime), a "
+            "clock step (realtime, tai). Offsets measured before a jump no longer hold.",
+            "short",
+            q("A", f"increase(clockpath_clock_offset_jumps_total{{{INST}}}[$__rate_interval])", "{{instance}} {{clock}}"),
+        )
+    )
+    d = d.with_panel(
+        ts(
+            ids,
+            "Clock drift against CLOCK_MONOTONIC",
+            "How fast each offset changes, ppm: 0 for clocks that are CLOCK_MONOTONIC plus a constant "
+            "(boottime, realtime, tai between steps); the NTP frequency correction for monotonic_raw, "
+            "sched_clock (ftrace local) and the TSC.",
+            "ppm",
+            q("A", f"clockpath_clock_drift_ratio{{{INST}}} * 1e6", "{{instance}} {{clock}}"),
+        )
+    )
+
     d = d.with_row(row(ids, "Health and self-overhead"))
     d = d.with_panel(
         ts(

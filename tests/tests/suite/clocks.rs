@@ -5,9 +5,9 @@
 //! CLOCK_MONOTONIC ones attributed to local − monotonic; the investigation's pair named when an
 //! audit has a clock pair 1.111 s apart and not forced when none is; bad input.
 
-use std::{collections::BTreeMap, process::Command};
+use std::{collections::BTreeMap, process::Command, time::Duration};
 
-use clockpath_tests::*;
+use clockpath_tests::{exposition::Scrape, *};
 use serde_json::Value;
 
 fn audit_json(args: &[&str]) -> Value {
@@ -305,4 +305,107 @@ fn a_runs_summary_carries_the_clocks_at_start_and_end() {
     let (b0, u0) = offset(&clocks_by_name(&clocks["at_start"])["posix:boottime"]);
     let (b1, u1) = offset(&clocks_by_name(&clocks["at_end"])["posix:boottime"]);
     assert!(b0.abs_diff(b1) <= u0 + u1, "boottime − monotonic moved from {b0} to {b1} ns during a 2 s run");
+}
+
+/// adjtimex's TAI offset (CLOCK_TAI − CLOCK_REALTIME, whole seconds): read, or set (ADJ_TAI).
+fn tai_offset(set: Option<i32>) -> i32 {
+    // SAFETY: an all-zero timex is a valid "read only" request.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    if let Some(v) = set {
+        tx.modes = libc::ADJ_TAI;
+        tx.constant = v.into();
+    }
+    // SAFETY: a valid timex out-pointer.
+    let rc = unsafe { libc::adjtimex(&mut tx) };
+    assert!(rc >= 0, "adjtimex: {}", std::io::Error::last_os_error());
+    tx.tai
+}
+
+/// Puts the TAI offset back however the test ends.
+struct RestoreTai(i32);
+
+impl Drop for RestoreTai {
+    fn drop(&mut self) {
+        tai_offset(Some(self.0));
+    }
+}
+
+fn clock_metric(s: &Scrape, name: &str, clock: &str) -> f64 {
+    s.sum(name, &[("clock", clock)])
+}
+
+/// The exporter's periodic audit (`[clock_audit]`): the offsets it publishes agree with
+/// clock_gettime read here, the BPF helper with the POSIX clock it reads, and a real step of a
+/// kernel clock — the TAI offset set through adjtimex(ADJ_TAI), which moves CLOCK_TAI,
+/// bpf_ktime_get_tai_ns and ftrace's `tai` and nothing else — is counted as a jump of exactly
+/// those clocks, with the new offset published; the step back is a second jump.
+///
+/// Rests on: nothing else sets the TAI offset during the test (checked: the offset read back
+/// before the restore is the one set) and nothing steps CLOCK_REALTIME (checked: its jumps stay
+/// 0).
+#[test]
+fn the_exporter_publishes_live_offsets_and_counts_a_tai_step_as_a_jump() {
+    require_root();
+    let tai0 = tai_offset(None);
+    let e = Exporter::start(&[], &[("CLOCKPATH_CLOCK_AUDIT__INTERVAL_SECS", "1")]);
+    let scrape = || Scrape::parse(&e.scrape()).expect("scrape parses");
+    let audits = |s: &Scrape| s.sum("clockpath_clock_audits_total", &[]);
+    let s = wait_for("three clock audits", Duration::from_secs(30), || {
+        let s = scrape();
+        (audits(&s) >= 3.0).then_some(s)
+    });
+    let here = |id: libc::clockid_t| {
+        let before = posix_ns(libc::CLOCK_MONOTONIC);
+        let v = posix_ns(id);
+        let after = posix_ns(libc::CLOCK_MONOTONIC);
+        (v - (before + after) / 2) as f64 / 1e9
+    };
+    for (clock, id) in [("posix:realtime", libc::CLOCK_REALTIME), ("posix:boottime", libc::CLOCK_BOOTTIME)] {
+        let published = clock_metric(&s, "clockpath_clock_offset_seconds", clock);
+        let u = clock_metric(&s, "clockpath_clock_offset_uncertainty_seconds", clock);
+        let mine = here(id);
+        // Both are CLOCK_MONOTONIC plus a constant between steps: read seconds apart, they agree
+        // within the published uncertainty and a few µs of this read's own bracket.
+        assert!((published - mine).abs() <= u + 20e-6, "{clock}: published {published} s ± {u}, read here {mine} s");
+        assert_eq!(clock_metric(&s, "clockpath_clock_offset_jumps_total", clock), 0.0, "{clock} jumped");
+    }
+    let boot = clock_metric(&s, "clockpath_clock_offset_seconds", "posix:boottime");
+    let bpf_boot = clock_metric(&s, "clockpath_clock_offset_seconds", "bpf:ktime_get_boot_ns");
+    let u = clock_metric(&s, "clockpath_clock_offset_uncertainty_seconds", "bpf:ktime_get_boot_ns")
+        + clock_metric(&s, "clockpath_clock_offset_uncertainty_seconds", "posix:boottime");
+    assert!((boot - bpf_boot).abs() <= u, "bpf:ktime_get_boot_ns {bpf_boot} s vs CLOCK_BOOTTIME {boot} s (± {u})");
+
+    let tai_clocks = ["posix:tai", "bpf:ktime_get_tai_ns", "ftrace:tai"];
+    let before: Vec<f64> = tai_clocks.iter().map(|c| clock_metric(&s, "clockpath_clock_offset_seconds", c)).collect();
+    let restore = RestoreTai(tai0);
+    tai_offset(Some(tai0 + 5));
+    let stepped = wait_for("the TAI step counted as a jump of every TAI clock", Duration::from_secs(30), || {
+        let s = scrape();
+        tai_clocks.iter().all(|c| clock_metric(&s, "clockpath_clock_offset_jumps_total", c) >= 1.0).then_some(s)
+    });
+    assert_eq!(tai_offset(None), tai0 + 5, "something else set the TAI offset during the test");
+    for (c, b) in tai_clocks.iter().zip(&before) {
+        let now = clock_metric(&stepped, "clockpath_clock_offset_seconds", c);
+        assert!((now - b - 5.0).abs() < 1e-3, "{c}: {b} s before the step, {now} s after (+5 s expected)");
+    }
+    for c in ["posix:realtime", "posix:boottime", "posix:monotonic_raw", "bpf:ktime_get_boot_ns", "ftrace:local"] {
+        assert_eq!(clock_metric(&stepped, "clockpath_clock_offset_jumps_total", c), 0.0, "{c} jumped with TAI");
+    }
+    drop(restore);
+    let back = wait_for("the step back counted as a second jump", Duration::from_secs(30), || {
+        let s = scrape();
+        (clock_metric(&s, "clockpath_clock_offset_jumps_total", "posix:tai") >= 2.0).then_some(s)
+    });
+    let now = clock_metric(&back, "clockpath_clock_offset_seconds", "posix:tai");
+    assert!((now - before[0]).abs() < 1e-3, "posix:tai back at {now} s, was {} s", before[0]);
+    let (n, cpu) = (audits(&back), back.sum("clockpath_clock_audit_cpu_seconds_total", &[]));
+    assert!(cpu > 0.0, "the audits' CPU is counted");
+    println!("{n} audits, {:.1} ms of CPU each", cpu / (n - 1.0) * 1e3);
+}
+
+fn posix_ns(id: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec out-pointer.
+    assert_eq!(unsafe { libc::clock_gettime(id, &mut ts) }, 0);
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }

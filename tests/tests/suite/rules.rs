@@ -80,6 +80,6 @@ fn every_rule_selects_exposed_metrics_and_records_by_level_metric_operations() {
         }
     }
     assert_eq!(recorded.len(), 4, "{recorded:?}");
-    assert_eq!(alerts, 7);
+    assert_eq!(alerts, 8);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

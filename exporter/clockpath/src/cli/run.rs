@@ -51,8 +51,11 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
         ),
         None => None,
     };
-    // The clocks audited at the start (sources kept for the end) when a summary is written.
-    let audits = args.summary_json.as_ref().map(|_| crate::clockaudit::Audits::start(&loaded));
+    // The clocks audited at the start (sources kept for the periodic audits and the end),
+    // opened while the process holds its capabilities.
+    let audit_every = Duration::from_secs(loaded.config.clock_audit.interval_secs);
+    let mut audits =
+        (args.summary_json.is_some() || !audit_every.is_zero()).then(|| crate::clockaudit::Audits::start(&loaded));
     let rt = runtime(drop_capabilities)?;
     rt.block_on(async move {
         // SIGTERM and SIGINT are caught from here on: one that comes while attaching or
@@ -109,6 +112,18 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
             }
             e => start_error(e),
         })?;
+        // Started after the capability drop, so the audit thread holds none either.
+        let live_clocks = crate::clockaudit::SharedClocks::default();
+        let mut live_audits = None;
+        if !audit_every.is_zero()
+            && let Some(a) = audits.take()
+        {
+            let threshold_ns = cfg.clock_audit.jump_threshold_us.saturating_mul(1000);
+            match a.live(audit_every, threshold_ns, live_clocks.clone()) {
+                Ok(l) => live_audits = Some(l),
+                Err(e) => tracing::warn!("the periodic clock audit does not run: starting its thread: {e}"),
+            }
+        }
         if drop_capabilities {
             let threads = privileges::verify_within(Duration::from_secs(2)).map_err(|e| start_error(e.into()))?;
             let kept: Vec<String> = threads
@@ -138,6 +153,7 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
             le_buckets,
             ring_mapping_bytes: daemon.rings.mapping_bytes(),
             reference: Some(reference.clone()),
+            clocks: live_audits.is_some().then(|| live_clocks.clone()),
             program_stats: cfg
                 .probe
                 .bpf_stats
@@ -174,7 +190,12 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
             daemon::summary::summarize(&plans, &m, &t, &stats)
         };
         let mut time = daemon::summary::TimeSummary::new(time_sync_at_start, TimeSync::read(), &reference);
-        time.clocks = audits.map(|a| tokio::task::block_in_place(|| a.finish()));
+        if let Some(l) = live_audits {
+            audits = tokio::task::block_in_place(|| l.stop());
+        }
+        if args.summary_json.is_some() {
+            time.clocks = audits.map(|a| tokio::task::block_in_place(|| a.finish()));
+        }
         summary.time = Some(time);
         for c in &summary.chains {
             tracing::info!(

@@ -50,6 +50,7 @@ pub struct Config {
     pub otlp: OtlpConfig,
     pub pps: PpsConfig,
     pub time_sync: TimeSyncConfig,
+    pub clock_audit: ClockAuditConfig,
     pub environment: EnvironmentConfig,
     /// Chains by name; their index in the kernel follows the name order.
     pub chains: BTreeMap<String, ChainConfig>,
@@ -193,6 +194,18 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 pub struct TimeSyncConfig {
     /// Warn when the kernel's maximum error (adjtimex) exceeds this, ms (0: never).
     pub max_error_ms: u64,
+}
+
+/// `[clock_audit]`: the exporter's periodic clock audit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockAuditConfig {
+    /// Seconds between audits (0: off).
+    pub interval_secs: u64,
+    /// Bracketed reads per clock and round (1–1000).
+    pub samples: u16,
+    /// Movement beyond drift and uncertainty that counts as a jump, µs (at least 1).
+    pub jump_threshold_us: u64,
 }
 
 /// The `env` label and static labels.
@@ -464,6 +477,13 @@ impl Loaded {
                     }
                 }
             }
+        }
+        let a = &self.config.clock_audit;
+        if !(1..=1000).contains(&a.samples) {
+            issues.push(self.issue("clock_audit.samples", "must be 1 to 1000 reads"));
+        }
+        if a.jump_threshold_us == 0 {
+            issues.push(self.issue("clock_audit.jump_threshold_us", "must be at least 1 µs"));
         }
         otlp::validate(self, &mut issues);
         let pps = &self.config.pps;

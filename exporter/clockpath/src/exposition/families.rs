@@ -23,6 +23,7 @@ use super::{
     snapshot::{HistSeries, KernelSnapshot},
 };
 use crate::{
+    clockaudit::{LiveClock, LiveClocks},
     host::TimeSync,
     pipeline::PipelineStats,
     pps::{OffsetWindow, PpsSource, SourceSnapshot},
@@ -493,6 +494,33 @@ pub fn pps(
     gauge(enc, PPS_WINDOW_REJECTED, PPS_WINDOW_REJECTED_HELP, &win(&|w| Some(w.rejected as f64)))?;
     gauge(enc, PPS_WINDOW_END, PPS_WINDOW_END_HELP, &win(&|w| Some(w.end_unix)))?;
     gauge(enc, PPS_WINDOW_RELIABLE, PPS_WINDOW_RELIABLE_HELP, &win(&|w| Some(if w.stats.reliable { 1.0 } else { 0.0 })))
+}
+
+/// The periodic clock audit: each measured clock's offset from CLOCK_MONOTONIC, its
+/// uncertainty and drift, jumps, and what the audits cost.
+pub fn clock_audit(enc: &mut DescriptorEncoder, labels: &CommonLabels, live: &LiveClocks) -> fmt::Result {
+    let l = |name: &str| labels.with(&[("clock", name)]);
+    let measured: Vec<(&String, &LiveClock, i64)> =
+        live.clocks.iter().filter_map(|(n, c)| c.offset_ns.map(|o| (n, c, o))).collect();
+    let offsets: Vec<_> = measured.iter().map(|(n, _, o)| (l(n), *o as f64 / 1e9)).collect();
+    gauge(enc, CLOCK_OFFSET, CLOCK_OFFSET_HELP, &offsets)?;
+    let unc: Vec<_> = measured.iter().map(|(n, c, _)| (l(n), c.uncertainty_ns as f64 / 1e9)).collect();
+    gauge(enc, CLOCK_UNCERTAINTY, CLOCK_UNCERTAINTY_HELP, &unc)?;
+    let drift: Vec<_> =
+        measured.iter().filter_map(|(n, c, _)| c.drift.filter(|d| d.is_finite()).map(|d| (l(n), d))).collect();
+    gauge(enc, CLOCK_DRIFT, CLOCK_DRIFT_HELP, &drift)?;
+    // Clocks never measured (no PHC, no PPS device) have no series; their reasons are in
+    // `clockpath clocks`.
+    let jumps: Vec<_> = live
+        .clocks
+        .iter()
+        .filter(|(_, c)| c.offset_ns.is_some() || c.jumps > 0)
+        .map(|(n, c)| (l(n), c.jumps))
+        .collect();
+    counter(enc, CLOCK_JUMPS, CLOCK_JUMPS_HELP, &jumps)?;
+    counter(enc, CLOCK_AUDITS, CLOCK_AUDITS_HELP, &[(labels.with(&[]), live.audits)])?;
+    counter_seconds(enc, CLOCK_AUDIT_CPU, CLOCK_AUDIT_CPU_HELP, &[(labels.with(&[]), live.cpu_seconds)])?;
+    gauge(enc, CLOCK_AUDIT_LAST, CLOCK_AUDIT_LAST_HELP, &[(labels.with(&[]), live.last_unix)])
 }
 
 /// The kernel clock's synchronisation state (adjtimex), as node_exporter's timex collector.

@@ -20,7 +20,7 @@ use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, regis
 pub use families::{CommonLabels, EnvironmentInfo};
 use snapshot::KernelSnapshot;
 
-use crate::{host::TimeSync, pipeline::PipelineStats, pps::TimeReference, sinks::Published};
+use crate::{clockaudit::SharedClocks, host::TimeSync, pipeline::PipelineStats, pps::TimeReference, sinks::Published};
 
 /// Everything a scrape reads.
 pub struct Exposition {
@@ -37,6 +37,8 @@ pub struct Exposition {
     pub ring_mapping_bytes: u64,
     /// The time reference (its PPS sources' metrics).
     pub reference: Option<Arc<TimeReference>>,
+    /// The periodic clock audit, when `clock_audit.interval_secs` is set.
+    pub clocks: Option<SharedClocks>,
     /// Per-program kernel run time and count, when bpf_stats is on.
     pub program_stats: Option<Box<dyn Fn() -> Vec<ProgramStats> + Send + Sync>>,
 }
@@ -106,6 +108,11 @@ impl Collector for Exposition {
         {
             let snaps: Vec<_> = r.sources().iter().map(|s| (s.as_ref(), s.snapshot())).collect();
             families::pps(&mut enc, labels, &snaps, r.unusable())?;
+        }
+        if let Some(c) = &self.clocks
+            && let Ok(live) = c.lock()
+        {
+            families::clock_audit(&mut enc, &self.labels, &live)?;
         }
         if let Some(t) = TimeSync::read() {
             families::timex(&mut enc, &t)?;

@@ -215,3 +215,19 @@ pub const TIMEX_PPS_STABILITY_EXCEEDED_HELP: &str = "Kernel PPS stability limit 
 
 pub const CHAIN_RUNNING: &str = "clockpath_chain_running";
 pub const CHAIN_RUNNING_HELP: &str = "1 when the chain is attached and running, 0 when it is configured but unavailable (clockpath_probe_info says why).";
+
+// The periodic clock audit (`[clock_audit]`, per `clock`: `posix:boottime`, `ftrace:local`, …).
+pub const CLOCK_OFFSET: &str = "clockpath_clock_offset_seconds";
+pub const CLOCK_OFFSET_HELP: &str = "The clock minus CLOCK_MONOTONIC at the latest audit (a PPS phase: modulo one second). Two timestamps taken on two clocks differ by the difference of their offsets.";
+pub const CLOCK_UNCERTAINTY: &str = "clockpath_clock_offset_uncertainty_seconds";
+pub const CLOCK_UNCERTAINTY_HELP: &str = "Half the tightest bracket of CLOCK_MONOTONIC reads around the clock's read, plus its resolution: the offset is within ± this.";
+pub const CLOCK_DRIFT: &str = "clockpath_clock_drift_ratio";
+pub const CLOCK_DRIFT_HELP: &str = "How fast the offset changes, seconds per second of CLOCK_MONOTONIC (1e-6 is 1 ppm): over the last interval between audits without a jump, else within the latest audit.";
+pub const CLOCK_JUMPS: &str = "clockpath_clock_offset_jumps";
+pub const CLOCK_JUMPS_HELP: &str = "Times the offset moved between two audits by more than the previous interval's drift, both uncertainties and clock_audit.jump_threshold_us explain: a suspend (boottime), a clock step (realtime, tai), a changed slew.";
+pub const CLOCK_AUDITS: &str = "clockpath_clock_audits";
+pub const CLOCK_AUDITS_HELP: &str = "Clock audits done (the one at start included).";
+pub const CLOCK_AUDIT_CPU: &str = "clockpath_clock_audit_cpu_seconds";
+pub const CLOCK_AUDIT_CPU_HELP: &str = "CPU time the periodic clock audits took.";
+pub const CLOCK_AUDIT_LAST: &str = "clockpath_clock_audit_last_timestamp_seconds";
+pub const CLOCK_AUDIT_LAST_HELP: &str = "When the latest clock audit ended (UNIX time).";

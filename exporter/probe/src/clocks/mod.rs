@@ -64,7 +64,7 @@ pub struct Sample {
 }
 
 /// A source of clocks: each round, every clock it knows, read or with the reason it cannot be.
-pub trait Source {
+pub trait Source: Send {
     fn round(&mut self, samples: usize, realtime_offset: Option<i128>) -> Vec<(ClockInfo, Result<Sample, String>)>;
 }
 
