@@ -7,6 +7,7 @@
 mod clocks;
 mod cstates;
 mod dashboards;
+mod docs;
 mod engine;
 mod exporter;
 mod faults;
