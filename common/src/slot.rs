@@ -124,6 +124,21 @@ pub const FLAG2_BLIND_OPEN: u8 = 1 << 0;
 /// captures (`causes_from`, e.g. a VM exit's reason): the cause is `CAUSE_BY_VALUE`'s entry
 /// for [`cause_key`]`(chain, captured)`, 0 (the chain's first cause, `other`) when it has none.
 pub const FLAG2_CAUSE_BY_CAPTURE: u8 = 1 << 1;
+/// `SlotConfig::flags2` of every slot of a chain with a stage whose clock is not
+/// CLOCK_MONOTONIC: stages keep their own timestamps (`Instance::start_stamp`, `last_stamp`, on
+/// each stage's `SlotConfig::clock`) beside the monotonic bookkeeping (timeouts, the sweeper),
+/// and segments, hits and the total are measured between those.
+pub const FLAG2_STAMPS: u8 = 1 << 2;
+
+/// `SlotConfig::clock`: the clock a stage stamps its hits with (the BPF helper it calls).
+/// `bpf_ktime_get_ns`.
+pub const CLOCK_MONOTONIC: u8 = 0;
+/// `bpf_ktime_get_boot_ns` (5.8): CLOCK_BOOTTIME, monotonic plus the time spent suspended.
+pub const CLOCK_BOOTTIME: u8 = 1;
+/// `bpf_ktime_get_tai_ns` (6.1): CLOCK_TAI, the UNIX epoch plus the TAI offset.
+pub const CLOCK_TAI: u8 = 2;
+/// The names of the clocks, by `SlotConfig::clock` (`clock =` in a stage's configuration).
+pub const CLOCK_NAMES: [&str; 3] = ["monotonic", "boottime", "tai"];
 
 /// Entries of the `CAUSE_BY_VALUE` map, over all chains.
 pub const MAX_CAUSE_VALUES: u32 = 256;
@@ -189,7 +204,9 @@ pub struct SlotConfig {
     pub also: u8,
     /// `FLAG2_*`.
     pub flags2: u8,
-    pub _pad: [u8; 6],
+    /// `CLOCK_*`: the clock this stage stamps with (with `FLAG2_STAMPS`).
+    pub clock: u8,
+    pub _pad: [u8; 5],
 }
 
 impl Default for SlotConfig {
@@ -222,7 +239,8 @@ impl SlotConfig {
         segments: 0,
         also: NO_SLOT,
         flags2: 0,
-        _pad: [0; 6],
+        clock: CLOCK_MONOTONIC,
+        _pad: [0; 5],
     };
 }
 
@@ -272,9 +290,13 @@ pub struct Instance {
     /// With `FLAG_CAUSES`: the cause of the stage-0 point that opened it.
     pub cause: u32,
     pub interference_snap: [u64; crate::interference::SOURCES],
+    /// With `FLAG2_STAMPS`: stage 0's and the last recorded stage's time on their own stages'
+    /// clocks (`SlotConfig::clock`); segments are measured between these.
+    pub start_stamp: u64,
+    pub last_stamp: u64,
     /// To 128 bytes: `DIRECT` entries of neighbouring keys (CPU 0 and CPU 1 of a per-CPU
     /// chain) would otherwise share a cache line that both CPUs write on every hit.
-    pub _align: [u64; 5],
+    pub _align: [u64; 3],
 }
 
 /// Per-chain counters, one copy per CPU (`CHAIN_COUNTERS[chain]`). Completed instances and

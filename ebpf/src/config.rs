@@ -55,7 +55,7 @@ impl Cfg {
     fields!(
         role: u8, chain: u8, stage: u8, flags: u8, direct_base: u32, timeout_ns: u64, match_value: u64,
         direct_range0: u32, direct_range1: u32, sample_every: u32, sole_writer: u8, cond_ne: u8, cause: u8,
-        segments: u8, also: u8, flags2: u8,
+        segments: u8, also: u8, flags2: u8, clock: u8,
     );
     specs!(key0, key1, capture);
     /// Filter condition `i` (`i < MAX_CONDITIONS`, a constant in every caller).

@@ -24,7 +24,8 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     cty::c_void,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_ringbuf_submit,
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+        bpf_ktime_get_tai_ns, bpf_probe_read_kernel, bpf_ringbuf_submit,
     },
 };
 use clockpath_common::{
@@ -624,7 +625,10 @@ fn passes<C: HitSource>(ctx: &C, cfg: Cfg, i: usize) -> bool {
 struct Head {
     id: u64,
     start_ns: u64,
-    last_ns: u64,
+    /// Stage 0's and the last stage's times on their stages' clocks (the instance's
+    /// `start_ns`, `last_ns` unless the chain has `FLAG2_STAMPS`).
+    start_stamp: u64,
+    last_stamp: u64,
     capture: u64,
     next_stage: u32,
     seg_cpu: u32,
@@ -635,13 +639,15 @@ impl Head {
     /// # Safety
     /// `p` is a valid map value.
     #[inline(always)]
-    unsafe fn read(p: *const Instance) -> Head {
+    unsafe fn read(cfg: Cfg, p: *const Instance) -> Head {
         // SAFETY: by the caller's contract.
         unsafe {
+            let stamps = cfg.flags2() & FLAG2_STAMPS != 0;
             Head {
                 id: (*p).id,
                 start_ns: (*p).start_ns,
-                last_ns: (*p).last_ns,
+                start_stamp: if stamps { (*p).start_stamp } else { (*p).start_ns },
+                last_stamp: if stamps { (*p).last_stamp } else { (*p).last_ns },
                 capture: (*p).capture,
                 next_stage: (*p).next_stage,
                 seg_cpu: (*p).seg_cpu,
@@ -707,14 +713,33 @@ fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// This hit's time on its stage's clock (`SlotConfig::clock`), `now` on CLOCK_MONOTONIC. The
+/// clock is a constant of the slot: the verifier drops the helpers a slot does not call, so a
+/// kernel without `bpf_ktime_get_tai_ns` loads every slot that does not stamp on TAI.
+#[inline(always)]
+fn stamp(cfg: Cfg, now: u64) -> u64 {
+    if cfg.flags2() & FLAG2_STAMPS == 0 {
+        return now;
+    }
+    match cfg.clock() {
+        // SAFETY: helpers with no preconditions.
+        CLOCK_BOOTTIME => unsafe { bpf_ktime_get_boot_ns() },
+        // SAFETY: as above.
+        CLOCK_TAI => unsafe { bpf_ktime_get_tai_ns() },
+        _ => now,
+    }
+}
+
 #[inline(always)]
 fn open<C: HitSource>(ctx: &C, cfg: Cfg, slot: u32, place: &Place, key: u64) {
     let now = now_ns();
+    let st = stamp(cfg, now);
     if cfg.flags2() & FLAG2_BLIND_OPEN != 0 {
         // Write the entry without reading it (see FLAG2_BLIND_OPEN).
         if let Some(p) = entry(place) {
             let cause = if cfg.has(FLAG_CAUSES) { cfg.cause() as u32 } else { 0 };
-            let opened = Opened { id: next_instance_id(), now, capture: 0, cause, cpu: cpu(), snap: &[0; SOURCES] };
+            let opened =
+                Opened { id: next_instance_id(), now, stamp: st, capture: 0, cause, cpu: cpu(), snap: &[0; SOURCES] };
             // SAFETY: valid map value.
             unsafe { opened.write(cfg, p, false) };
             count(cfg.chain(), counter!(opened));
@@ -726,12 +751,12 @@ fn open<C: HitSource>(ctx: &C, cfg: Cfg, slot: u32, place: &Place, key: u64) {
     let existing = entry(place);
     if let Some(p) = existing.filter(|&p| is_open(p)) {
         // SAFETY: valid map value; copied out before anything else touches it.
-        let inst = unsafe { Head::read(p) };
+        let inst = unsafe { Head::read(cfg, p) };
         if timed_out(cfg, &inst, now) {
             count(cfg.chain(), counter!(timed_out));
             close(cfg, slot, key, &inst, CLOSE_TIMEOUT, now);
         } else if cfg.has(FLAG_FIRST_HIT_ONLY) {
-            raw_hit(cfg, slot, inst.id, key, now, capture, cause);
+            raw_hit(cfg, slot, inst.id, key, st, capture, cause);
             return;
         } else {
             count(cfg.chain(), counter!(replaced));
@@ -741,13 +766,13 @@ fn open<C: HitSource>(ctx: &C, cfg: Cfg, slot: u32, place: &Place, key: u64) {
     let cpu = cpu();
     let id = next_instance_id();
     let snap = if cfg.has(FLAG_INTERFERENCE) { segment_start(cpu) } else { [0; SOURCES] };
-    let opened = Opened { id, now, capture, cause, cpu, snap: &snap };
+    let opened = Opened { id, now, stamp: st, capture, cause, cpu, snap: &snap };
     if !store(cfg, place, &opened, existing) {
         count_exact(cfg.chain(), counter!(map_full));
         return;
     }
     count(cfg.chain(), counter!(opened));
-    raw_hit(cfg, slot, id, key, now, capture, cause);
+    raw_hit(cfg, slot, id, key, st, capture, cause);
 }
 
 /// The cause a stage-0 hit opens its instance with: its point's, or (`FLAG2_CAUSE_BY_CAPTURE`)
@@ -768,6 +793,8 @@ fn cause_of(cfg: Cfg, capture: u64) -> u32 {
 struct Opened<'a> {
     id: u64,
     now: u64,
+    /// `now` on stage 0's clock.
+    stamp: u64,
     capture: u64,
     /// Index of the cause that opened it (0 unless `FLAG_CAUSES`).
     cause: u32,
@@ -790,6 +817,10 @@ impl Opened<'_> {
             (*p).id = self.id;
             (*p).start_ns = self.now;
             (*p).last_ns = self.now;
+            if full || cfg.flags2() & FLAG2_STAMPS != 0 {
+                (*p).start_stamp = self.stamp;
+                (*p).last_stamp = self.stamp;
+            }
             (*p).capture = self.capture;
             (*p).cpu = self.cpu;
             (*p).seg_cpu = self.cpu;
@@ -800,7 +831,7 @@ impl Opened<'_> {
             if full {
                 let align = core::ptr::addr_of_mut!((*p)._align) as *mut u64;
                 let mut i = 0;
-                while i < 5 {
+                while i < 3 {
                     core::ptr::write_volatile(align.add(i), 0);
                     i += 1;
                 }
@@ -814,14 +845,15 @@ impl Opened<'_> {
 fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
     let Some(p) = find(place) else {
         if cfg.has(FLAG_RAW) {
-            raw_hit(cfg, slot, 0, key, now_ns(), 0, 0);
+            raw_hit(cfg, slot, 0, key, stamp(cfg, now_ns()), 0, 0);
         }
         return;
     };
     let now = now_ns();
+    let st = stamp(cfg, now);
     // SAFETY: valid map value.
-    let inst = unsafe { Head::read(p) };
-    raw_hit(cfg, slot, inst.id, key, now, 0, 0);
+    let inst = unsafe { Head::read(cfg, p) };
+    raw_hit(cfg, slot, inst.id, key, st, 0, 0);
     if timed_out(cfg, &inst, now) {
         count(cfg.chain(), counter!(timed_out));
         close(cfg, slot, key, &inst, CLOSE_TIMEOUT, now);
@@ -835,7 +867,7 @@ fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
     if cfg.has(FLAG_MATCH_CAPTURE) && inst.capture != cfg.match_value() {
         return;
     }
-    let delta = now.wrapping_sub(inst.last_ns);
+    let delta = st.wrapping_sub(inst.last_stamp);
     // A chain with causes has a row per cause and segment; the others a row per segment.
     let segment = cfg.stage() as u32 - 1;
     let row = if cfg.has(FLAG_CAUSES) { inst.cause * cfg.segments() as u32 + segment } else { segment };
@@ -868,8 +900,8 @@ fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
             cause,
             inst.id,
             key,
-            inst.last_ns,
-            now,
+            inst.last_stamp,
+            st,
             inst.capture,
             Some(&charged),
         );
@@ -881,17 +913,20 @@ fn advance(cfg: Cfg, slot: u32, place: &Place, key: u64) {
             }
         }
     } else {
-        emit_with(RECORD_SEGMENT, cfg, slot, stage, cause, inst.id, key, inst.last_ns, now, inst.capture, None);
+        emit_with(RECORD_SEGMENT, cfg, slot, stage, cause, inst.id, key, inst.last_stamp, st, inst.capture, None);
     }
     if cfg.has(FLAG_LAST_STAGE) {
         if cfg.stage() > 1 {
-            hist_add(cfg, TOTAL_ROW, now.wrapping_sub(inst.start_ns));
+            hist_add(cfg, TOTAL_ROW, st.wrapping_sub(inst.start_stamp));
         }
         close_entry(p, now);
     } else {
         // SAFETY: `p` is still the instance (nothing removed it on this path).
         unsafe {
             (*p).last_ns = now;
+            if cfg.flags2() & FLAG2_STAMPS != 0 {
+                (*p).last_stamp = st;
+            }
             (*p).next_stage = cfg.stage() as u32 + 1;
         }
     }
@@ -908,14 +943,14 @@ fn abort(cfg: Cfg, slot: u32, place: &Place, key: u64) {
 fn abort_with(cfg: Cfg, slot: u32, place: &Place, key: u64, reason: u8) {
     let Some(p) = find(place) else {
         if cfg.has(FLAG_RAW) {
-            raw_hit(cfg, slot, 0, key, now_ns(), 0, 0);
+            raw_hit(cfg, slot, 0, key, stamp(cfg, now_ns()), 0, 0);
         }
         return;
     };
     let now = now_ns();
     // SAFETY: valid map value.
-    let inst = unsafe { Head::read(p) };
-    raw_hit(cfg, slot, inst.id, key, now, 0, 0);
+    let inst = unsafe { Head::read(cfg, p) };
+    raw_hit(cfg, slot, inst.id, key, stamp(cfg, now), 0, 0);
     if reason == CLOSE_ABORTED {
         count(cfg.chain(), counter!(aborted));
     } else {

@@ -155,6 +155,7 @@ fn analyze(file: &Path, out: &Path, reservoir: usize, threads: usize) {
         progress: false,
         sort_memory: analysis::DEFAULT_SORT_MEMORY,
         align: Default::default(),
+        mixed_clocks: false,
     };
     let c = analysis::collect(&[file.to_path_buf()], &chains(), &opts).expect("analysis reads the file");
     let r = analysis::report::build(&c, &opts);

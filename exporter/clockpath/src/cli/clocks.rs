@@ -187,7 +187,9 @@ pub(super) fn explain_cmd(config: Option<&Path>, args: ExplainArgs) -> Result<Ex
 
 /// Every segment (and total) of every chain in the traces, summarised; and the traces' boot.
 fn observed_segments(loaded: &Loaded, args: &ExplainArgs) -> Result<(Vec<Observed>, Option<String>), CliError> {
-    let opts = offline::analyze_options(loaded, &args.stats)?;
+    let mut opts = offline::analyze_options(loaded, &args.stats)?;
+    // Mixed clocks are what explain is for.
+    opts.mixed_clocks = true;
     let c = offline::collect(loaded, &args.files, &opts)?;
     let mut boot = args.boot_id.clone();
     let mut out = Vec::new();

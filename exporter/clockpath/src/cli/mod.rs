@@ -164,6 +164,11 @@ pub struct StatsArgs {
     /// do not depend on it.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+    /// Subtract timestamps of stages stamped on different clocks (their `clock` label, e.g. a
+    /// chain with a stage on `tai`): the segments then include the clocks' offset. Refused
+    /// without it.
+    #[arg(long)]
+    pub mixed_clocks: bool,
 }
 
 #[derive(Debug, clap::Args)]

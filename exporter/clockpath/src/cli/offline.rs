@@ -59,6 +59,7 @@ pub(super) fn analyze_options(loaded: &Loaded, a: &StatsArgs) -> Result<analysis
         progress: true,
         sort_memory: a.sort_memory,
         align: analysis::align::AlignOptions::default(),
+        mixed_clocks: a.mixed_clocks,
     })
 }
 

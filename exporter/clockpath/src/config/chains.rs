@@ -1,6 +1,9 @@
 //! Chain definitions as written in the config, and the checks that need no kernel.
 
-use clockpath_common::limits::{MAX_CHAINS, MAX_STAGES, TOTAL_ROW};
+use clockpath_common::{
+    limits::{MAX_CHAINS, MAX_STAGES, TOTAL_ROW},
+    slot::CLOCK_NAMES,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use clockpath_offline::{analysis::ChainDef, chain::ChainShape};
@@ -94,6 +97,31 @@ pub struct StageConfig {
     /// (`self`: clockpath's own process).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// The clock this stage stamps its hits with: `monotonic` (default), `boottime` or `tai`
+    /// (the BPF helpers). Segments between stages on different clocks carry the clocks'
+    /// offset: a chain can reproduce a tool's mix of clocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<String>,
+}
+
+/// A stage's `clock`: one the BPF helpers of tracing programs read.
+fn check_clock(c: &str) -> Result<(), String> {
+    if CLOCK_NAMES.contains(&c) {
+        return Ok(());
+    }
+    let known = CLOCK_NAMES.join(", ");
+    Err(match c {
+        "coarse" | "monotonic_coarse" => format!(
+            "clock `{c}` cannot stamp a stage: the kernel refuses bpf_ktime_get_coarse_ns in tracing programs (`clockpath clocks` reads it from a socket filter); one of {known}"
+        ),
+        "realtime" => format!(
+            "clock `{c}` cannot stamp a stage: BPF programs have no CLOCK_REALTIME helper (`tai` is REALTIME plus the TAI offset); one of {known}"
+        ),
+        _ => match clockpath_probe::suggest::closest(c, &CLOCK_NAMES) {
+            Some(s) => format!("unknown clock `{c}` (did you mean `{s}`? one of {known})"),
+            None => format!("unknown clock `{c}` (one of {known})"),
+        },
+    })
 }
 
 fn is_false(b: &bool) -> bool {
@@ -212,6 +240,7 @@ impl ChainConfig {
                     first_hit_only: stage.first_hit_only,
                     capture: stage.capture.clone(),
                     match_capture: stage.match_capture,
+                    clock: stage.clock.clone().unwrap_or_else(|| CLOCK_NAMES[0].to_string()),
                     points,
                 }
             })
@@ -360,6 +389,11 @@ pub(super) fn validate(loaded: &Loaded, issues: &mut Vec<ConfigIssue>) {
                 && let Err(e) = ValueExpr::parse(c)
             {
                 issues.push(loaded.issue(format!("{sat}.capture"), format!("stage `{sname}`: {e}")));
+            }
+            if let Some(c) = &stage.clock
+                && let Err(why) = check_clock(c)
+            {
+                issues.push(loaded.issue(format!("{sat}.clock"), format!("stage `{sname}`: {why}")));
             }
             if stage.match_capture && (i == 0 || chain.stages[0].capture.is_none()) {
                 issues.push(loaded.issue(
@@ -561,6 +595,30 @@ mod tests {
         let i = issues(toml);
         assert!(i.iter().any(|s| s.contains("stage `a`") && s.contains("has no key")), "{i:?}");
         assert!(i.iter().any(|s| s.contains("stage `b`") && s.contains("key:")), "{i:?}");
+    }
+
+    #[test]
+    fn a_stage_clock_is_one_a_tracing_program_can_read() {
+        let stage = |clock: &str| {
+            format!(
+                "{ONE}[[chains.x.stages]]\nname = \"b\"\nkey = \"cpu\"\nclock = \"{clock}\"\ntargets = [\"tracepoint:sched:sched_switch\"]\n"
+            )
+        };
+        for ok in ["monotonic", "boottime", "tai"] {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(stage(ok).as_bytes()).unwrap();
+            let loaded = Config::load_with_env(Some(f.path()), Env::prefixed("CLOCKPATH_TEST_NONE_"));
+            assert!(loaded.is_ok_and(|l| l.config.chains["x"].stages[1].clock.as_deref() == Some(ok)), "{ok}");
+        }
+        let i = issues(&stage("coarse"));
+        assert!(
+            i.iter().any(|s| s.contains("stages[1].clock") && s.contains("refuses bpf_ktime_get_coarse_ns")),
+            "{i:?}"
+        );
+        let i = issues(&stage("realtime"));
+        assert!(i.iter().any(|s| s.contains("no CLOCK_REALTIME helper")), "{i:?}");
+        let i = issues(&stage("boottim"));
+        assert!(i.iter().any(|s| s.contains("did you mean `boottime`?")), "{i:?}");
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub fn degraded_chain(tid: u64) -> ChainConfig {
         capture: None,
         match_capture: false,
         filter: Some(format!("tid == {tid}")),
+        clock: None,
     };
     ChainConfig {
         enabled: true,

@@ -10,7 +10,7 @@ pub mod recorder;
 pub mod tally;
 pub mod windows;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use clockpath_offline::trace::CsvColumns;
 use clockpath_probe::plan::{ChainPlan, all_shapes, slots::slot_stages};
@@ -188,6 +188,14 @@ impl<'a> Builder<'a> {
         if running().any(|p| !p.causes.is_empty()) {
             keys.push(clockpath_offline::trace::CAUSE_LABEL.to_string());
         }
+        // Chains with a stage on another clock label every hit with its stage's clock.
+        let stage_clocks: BTreeMap<String, BTreeMap<String, String>> = running()
+            .filter(|p| clockpath_probe::plan::slots::stamps(p))
+            .map(|p| (p.name.clone(), p.stages.iter().map(|s| (s.name.clone(), s.clock.clone())).collect()))
+            .collect();
+        if !stage_clocks.is_empty() {
+            keys.push(clockpath_offline::trace::CLOCK_LABEL.to_string());
+        }
         // Every hit gets its time on the reference and which reference that was.
         keys.push(clockpath_offline::analysis::align::REFERENCE_LABEL.to_string());
         let columns =
@@ -201,7 +209,8 @@ impl<'a> Builder<'a> {
             columns,
             self.reference.clone(),
         )
-        .map_err(|source| SinkError::Recorder { dir: cfg.recorder.dir.clone(), source })?;
+        .map_err(|source| SinkError::Recorder { dir: cfg.recorder.dir.clone(), source })?
+        .with_stage_clocks(stage_clocks);
         self.set.published.recorder = Some(rec.stats());
         Ok(self.with(Box::new(rec)))
     }

@@ -23,11 +23,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clockpath_common::record::Record;
+use clockpath_common::{record::Record, slot::CLOCK_NAMES};
 
 use clockpath_offline::{
     chain::{ChainRecord, ChainShape},
-    trace::{CsvColumns, TraceHit, TraceWriter, hits_of},
+    trace::{CLOCK_LABEL, CsvColumns, TraceHit, TraceWriter, hits_of},
 };
 
 use crate::{config::RecorderConfig, pipeline::Sink, pps::TimeReference};
@@ -69,6 +69,9 @@ pub struct Recorder {
     last_flush: Instant,
     /// Puts each hit on reference time (`reference_ns`, and the `reference` label).
     reference: Arc<TimeReference>,
+    /// Chain → stage → clock, for chains with a stage stamped on another clock than
+    /// CLOCK_MONOTONIC: their hits carry the `clock` label.
+    stage_clocks: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Recorder {
@@ -110,6 +113,7 @@ impl Recorder {
             seq: 0,
             last_flush: Instant::now(),
             reference,
+            stage_clocks: BTreeMap::new(),
         };
         r.rotate()?;
         Ok(r)
@@ -164,8 +168,25 @@ impl Recorder {
         }
     }
 
+    /// Label the hits of chains with stages on other clocks than CLOCK_MONOTONIC with their
+    /// stage's clock (chain → stage → clock).
+    pub fn with_stage_clocks(mut self, clocks: BTreeMap<String, BTreeMap<String, String>>) -> Self {
+        self.stage_clocks = clocks;
+        self
+    }
+
     fn write(&mut self, hit: &mut TraceHit) {
-        self.reference.stamp(hit);
+        match self.stage_clocks.get(&hit.chain).and_then(|s| s.get(&hit.probe_name)) {
+            Some(clock) => {
+                hit.labels.insert(CLOCK_LABEL.to_string(), clock.clone());
+                // Reference time is derived from CLOCK_MONOTONIC: a stamp on another clock has
+                // none.
+                if clock == CLOCK_NAMES[0] {
+                    self.reference.stamp(hit);
+                }
+            }
+            None => self.reference.stamp(hit),
+        }
         if self.writer.is_none() && self.retry_at.is_some_and(|t| Instant::now() >= t) {
             // No file is open (a rotation failed): try again, every few seconds.
             self.retry_at = None;

@@ -137,9 +137,12 @@ struct Staged {
     interference: u32,
 }
 
+/// The order of hits within a session (and clock).
+type OrderKey = (u64, u8, u8, u64, u32, u32);
+
 impl Staged {
     /// What decides the order within a session.
-    fn order_key(&self) -> (u64, u8, u8, u64, u32, u32) {
+    fn order_key(&self) -> OrderKey {
         (self.ts, self.chain, self.stage, self.chain_id, self.cpu, self.labels)
     }
 }
@@ -273,6 +276,11 @@ struct Assembly<'a> {
     recs: Vec<KernelRecord>,
     values: Vec<f64>,
     interference: Vec<Interference>,
+    clocks: ClockOf,
+    /// Per chain: a hit was stamped on another clock than CLOCK_MONOTONIC. Timeouts and
+    /// eviction compare times across stages, which such a chain's times cannot be: they are
+    /// off for it (the kernel judged them on CLOCK_MONOTONIC when it recorded).
+    mixed: Vec<bool>,
 }
 
 impl<'a> Assembly<'a> {
@@ -286,6 +294,8 @@ impl<'a> Assembly<'a> {
             recs: Vec::with_capacity(4),
             values: Vec::with_capacity(8),
             interference: Vec::with_capacity(8),
+            clocks: ClockOf::default(),
+            mixed: map.shapes.iter().map(|_| false).collect(),
         }
     }
 
@@ -307,7 +317,13 @@ impl<'a> Assembly<'a> {
                 emitted: 0,
             }
         });
-        let role = map.role(h.chain, h.stage);
+        let mut role = map.role(h.chain, h.stage);
+        if self.clocks.of(h.labels, names) != 0 {
+            self.mixed[h.chain as usize] = true;
+        }
+        if self.mixed[h.chain as usize] {
+            role.timeout_ns = 0;
+        }
         let hit = StageHit { role, key: h.chain_id, ts_ns: h.ts, cpu: h.cpu, capture: 0, cause: None };
         self.recs.clear();
         let recs = &mut self.recs;
@@ -354,7 +370,9 @@ impl<'a> Assembly<'a> {
             // Instances past their timeout at this session's time will never complete.
             for (chain, st) in sess.chains.iter_mut() {
                 let timeout = map.shapes[*chain as usize].timeout_ns;
-                st.hits.evict(h.ts, |_| timeout);
+                if !self.mixed[*chain as usize] {
+                    st.hits.evict(h.ts, |_| timeout);
+                }
             }
         }
     }
@@ -478,6 +496,87 @@ struct Reading {
 }
 
 /// Read every file, calling `on` with each hit of a configured chain.
+/// Label set → the clock its hits are stamped on (the `clock` label; none: CLOCK_MONOTONIC,
+/// as clockpath stamps by default), as an index: 0 for CLOCK_MONOTONIC.
+#[derive(Default)]
+struct ClockOf {
+    by_labels: FxHashMap<u32, u8>,
+    names: Vec<String>,
+}
+
+impl ClockOf {
+    fn of(&mut self, labels: u32, names: &Interner) -> u8 {
+        if labels == 0 {
+            return 0;
+        }
+        if let Some(&c) = self.by_labels.get(&labels) {
+            return c;
+        }
+        let name = crate::trace::read::labels_of(names, labels)
+            .into_iter()
+            .find(|(k, _)| k == crate::trace::CLOCK_LABEL)
+            .map_or_else(|| "monotonic".to_string(), |(_, v)| v);
+        let c = match name.as_str() {
+            "monotonic" => 0,
+            _ => match self.names.iter().position(|n| *n == name) {
+                Some(i) => i as u8 + 1,
+                None => {
+                    self.names.push(name);
+                    self.names.len().min(u8::MAX as usize) as u8
+                }
+            },
+        };
+        self.by_labels.insert(labels, c);
+        c
+    }
+
+    fn name(&self, c: u8) -> String {
+        if c == 0 { "monotonic".into() } else { self.names.get(c as usize - 1).cloned().unwrap_or_default() }
+    }
+}
+
+/// The clock each stage's hits are stamped on, to refuse subtracting two clocks' timestamps.
+#[derive(Default)]
+struct StageClocks {
+    /// (label set, chain, stage) already checked.
+    checked: rustc_hash::FxHashSet<(u32, u8, u8)>,
+    /// (chain, stage) → its clock.
+    clocks: FxHashMap<(u8, u8), String>,
+    of: ClockOf,
+}
+
+impl StageClocks {
+    fn check(
+        &mut self,
+        map: &ProbeMap,
+        names: &Interner,
+        chain: u8,
+        stage: u8,
+        labels: u32,
+        file: &std::path::Path,
+    ) -> Result<(), AnalyzeError> {
+        if !self.checked.insert((labels, chain, stage)) {
+            return Ok(());
+        }
+        let c = self.of.of(labels, names);
+        let clock = self.of.name(c);
+        if let Some((&(_, s), v)) = self.clocks.iter().find(|((c, _), v)| *c == chain && **v != clock) {
+            let shape = &map.shapes[chain as usize];
+            let name = |i: u8| shape.stages.get(i as usize).cloned().unwrap_or_else(|| format!("stage_{i}"));
+            return Err(AnalyzeError::MixedClocks(Box::new(super::MixedClocks {
+                file: file.display().to_string(),
+                chain: shape.name.clone(),
+                a: name(s),
+                clock_a: v.clone(),
+                b: name(stage),
+                clock_b: clock,
+            })));
+        }
+        self.clocks.insert((chain, stage), clock);
+        Ok(())
+    }
+}
+
 fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut OnHit<'_>) -> Result<Reading, Stop> {
     let mut r = Reading {
         out: Collected {
@@ -490,6 +589,7 @@ fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut O
         ambiguous: FxHashMap::default(),
     };
     let mut lookups: FxHashMap<(u32, u32), Result<(u8, u8), bool>> = FxHashMap::default();
+    let mut clocks = StageClocks::default();
     let total_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let bar =
         (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) && total_bytes > 32 << 20).then(|| {
@@ -530,6 +630,12 @@ fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut O
                         return Flow::Continue(());
                     }
                 };
+                if !opts.mixed_clocks
+                    && let Err(e) = clocks.check(map, names, chain, stage, hit.labels, f)
+                {
+                    stop = Some(Stop::Failed(e));
+                    return Flow::Break(());
+                }
                 let s = Staged {
                     session: hit.session,
                     ts: hit.timestamp_ns,
@@ -580,10 +686,12 @@ pub fn collect(files: &[PathBuf], chains: &[ChainDef], opts: &AnalyzeOptions) ->
     let map = ProbeMap::new(chains);
     // First, as the lines come: most traces are in time order.
     let mut asm = Assembly::new(&map, opts);
-    let mut last: FxHashMap<u32, (u64, u8, u8, u64, u32, u32)> = FxHashMap::default();
+    // Time order holds per clock: stamps of two clocks do not compare.
+    let mut last: FxHashMap<(u32, u8), OrderKey> = FxHashMap::default();
+    let mut clocks = ClockOf::default();
     let streamed = read_all(files, &map, opts, &mut |s, interference, names, file| {
         let key = s.order_key();
-        if let Some(prev) = last.insert(s.session, key)
+        if let Some(prev) = last.insert((s.session, clocks.of(s.labels, names)), key)
             && key < prev
         {
             return Err(Stop::Disordered { file: file.to_path_buf() });
@@ -619,6 +727,10 @@ fn sorted(
     let mut table = InterferenceTable::default();
     let mut order = OrderStats { sorted: true, ..Default::default() };
     let mut latest: FxHashMap<u32, u64> = FxHashMap::default();
+    // Sorting is by time, and times of two clocks do not compare: a stage stamped on a clock
+    // ahead of its predecessor's (boottime, tai after monotonic) sorts after it, and the
+    // assembly of such a chain neither times out nor evicts; a stage on a clock behind its
+    // predecessor's cannot be put in order.
     let reading = read_all(files, map, opts, &mut |mut s, interference, _, _| {
         let l = latest.entry(s.session).or_insert(0);
         if s.ts < *l {

@@ -56,6 +56,9 @@ pub struct AnalyzeOptions {
     pub sort_memory: usize,
     /// How hits with a reference time are grouped and paired for the clock offsets.
     pub align: align::AlignOptions,
+    /// Assemble chains whose stages are stamped on different clocks (`clock` labels) instead
+    /// of refusing them ([`AnalyzeError::MixedClocks`]).
+    pub mixed_clocks: bool,
 }
 
 /// Everything read, per chain.
@@ -108,6 +111,22 @@ pub enum AnalyzeError {
     Empty(String),
     #[error("sorting the input (temporary files): {0}")]
     Sort(String),
+    #[error(transparent)]
+    MixedClocks(Box<MixedClocks>),
+}
+
+/// Two stages of a chain stamped on different clocks, refused without `mixed_clocks`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{file}: chain `{chain}` has stage `{a}` stamped on {clock_a} and stage `{b}` on {clock_b} (their `clock` labels): the difference of two clocks' timestamps includes the clocks' offset, not only a latency. Pass --mixed-clocks to measure it anyway (then `clockpath explain` names the offset), or stamp both stages on one clock"
+)]
+pub struct MixedClocks {
+    pub file: String,
+    pub chain: String,
+    pub a: String,
+    pub clock_a: String,
+    pub b: String,
+    pub clock_b: String,
 }
 
 /// A configured chain as the analysis needs it: its shape, and whether its first stage keeps

@@ -199,6 +199,9 @@ impl TraceHit {
 
 /// The label naming an instance's cause, for chains with causes (`ChainShape::causes`).
 pub const CAUSE_LABEL: &str = "cause";
+/// The label naming the clock a hit is stamped on (`monotonic`, `boottime`, `tai`), on every
+/// hit of a chain with a stage on another clock than CLOCK_MONOTONIC.
+pub const CLOCK_LABEL: &str = "clock";
 
 /// Stage hits of an assembled chain: stage 0 at its start, stage k at the end of segment k.
 /// Every hit carries the record's labels, `extra` ones and, for a chain with causes, its

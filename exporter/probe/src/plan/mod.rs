@@ -177,6 +177,8 @@ pub struct StagePlan {
     pub points: Vec<PointPlan>,
     pub first_hit_only: bool,
     pub match_capture: bool,
+    /// The clock the stage stamps its hits with (`monotonic`, `boottime`, `tai`).
+    pub clock: String,
     /// Why the stage has no points at all (a template that expanded to nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub empty_reason: Option<String>,

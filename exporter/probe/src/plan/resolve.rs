@@ -143,6 +143,7 @@ impl Resolver<'_> {
                 points: pts,
                 first_hit_only: false,
                 match_capture: false,
+                clock: CLOCK_NAMES[0].to_string(),
                 empty_reason: None,
             });
         }
@@ -188,11 +189,15 @@ impl Resolver<'_> {
             if stage.match_capture {
                 hidden_addresses_unusable(&mut points);
             }
+            if let Some(why) = clock_missing(&stage.clock, &self.kernel.release()) {
+                self.issues.push(PlanIssue::at(format!("chains.{}.stages[{i}].clock", chain.name), why));
+            }
             stages.push(StagePlan {
                 name: stage.name.clone(),
                 points,
                 first_hit_only: stage.first_hit_only,
                 match_capture: stage.match_capture,
+                clock: stage.clock.clone(),
                 empty_reason,
             });
         }
@@ -727,4 +732,41 @@ fn hidden_addresses_unusable(points: &mut [PointPlan]) {
 
 fn btf_typed(kind: AttachKind, typed: bool) -> u8 {
     if typed && matches!(kind, AttachKind::TpBtf | AttachKind::Fentry | AttachKind::Fexit) { VALUE_BTF } else { 0 }
+}
+
+/// Why this kernel cannot stamp with `clock` (its BPF helper came later), from the release.
+fn clock_missing(clock: &str, release: &str) -> Option<String> {
+    let (helper, since) = match clock {
+        "boottime" => ("bpf_ktime_get_boot_ns", (5, 8)),
+        "tai" => ("bpf_ktime_get_tai_ns", (6, 1)),
+        _ => return None,
+    };
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let version = (parts.next()?, parts.next()?);
+    (version < since).then(|| {
+        format!("clock `{clock}` needs {helper}, which Linux {}.{} added; this kernel is {release}", since.0, since.1)
+    })
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::clock_missing;
+
+    #[test]
+    fn a_clock_needs_the_kernel_that_added_its_helper() {
+        assert_eq!(clock_missing("monotonic", "4.19.0"), None);
+        assert_eq!(clock_missing("boottime", "5.8.0-1-amd64"), None);
+        assert!(
+            clock_missing("boottime", "5.4.0")
+                .is_some_and(|w| w.contains("bpf_ktime_get_boot_ns") && w.contains("5.8"))
+        );
+        assert_eq!(clock_missing("tai", "6.1.0-40-amd64"), None);
+        assert_eq!(clock_missing("tai", "6.18.44-fc-v1300"), None);
+        let why = clock_missing("tai", "5.15.0");
+        assert!(
+            why.as_deref()
+                .is_some_and(|w| w.contains("bpf_ktime_get_tai_ns") && w.contains("6.1") && w.contains("5.15.0")),
+            "{why:?}"
+        );
+    }
 }

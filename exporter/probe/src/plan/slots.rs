@@ -118,9 +118,22 @@ pub fn slot_config(
         segments: if chain.causes.is_empty() { 0 } else { chain.stages.len().saturating_sub(1) as u8 },
         also: NO_SLOT,
         flags2: if blind_open(chain, stage, cand, raw_hits) { FLAG2_BLIND_OPEN } else { 0 }
-            | if stage == Some(0) && !chain.cause_values.is_empty() { FLAG2_CAUSE_BY_CAPTURE } else { 0 },
-        _pad: [0; 6],
+            | if stage == Some(0) && !chain.cause_values.is_empty() { FLAG2_CAUSE_BY_CAPTURE } else { 0 }
+            | if stamps(chain) { FLAG2_STAMPS } else { 0 },
+        clock: stage.map_or(CLOCK_MONOTONIC, |i| clock_index(&chain.stages[i].clock)),
+        _pad: [0; 5],
     }
+}
+
+/// `CLOCK_*` of a stage's clock name (the configuration checked it).
+pub fn clock_index(name: &str) -> u8 {
+    CLOCK_NAMES.iter().position(|n| *n == name).map_or(CLOCK_MONOTONIC, |i| i as u8)
+}
+
+/// Whether a chain has a stage stamped on another clock than CLOCK_MONOTONIC
+/// (`FLAG2_STAMPS`): chains that do not keep no second set of times.
+pub fn stamps(chain: &ChainPlan) -> bool {
+    chain.stages.iter().any(|s| clock_index(&s.clock) != CLOCK_MONOTONIC)
 }
 
 /// Whether stage 0 of `chain` opens instances without reading the entry first

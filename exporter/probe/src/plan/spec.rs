@@ -31,6 +31,8 @@ pub struct StageSpec {
     pub capture: Option<String>,
     /// A hit counts only when its probed function is the one captured at stage 0.
     pub match_capture: bool,
+    /// The clock the stage stamps with (`clockpath_common::slot::CLOCK_NAMES`).
+    pub clock: String,
     pub points: Vec<PointSpec>,
 }
 
