@@ -8,10 +8,12 @@
 //!   reading, writing;
 //! - [`stats`]: medians, outlier rejection, bootstrap confidence intervals, regression;
 //! - [`analysis`]: `analyze`, `compare`, `regress`, `simulate` over trace files;
-//! - [`clockdomain`]: clock audits and `explain`: which clock a constant offset comes from.
+//! - [`clockdomain`]: clock audits and `explain`: which clock a constant offset comes from;
+//! - [`outfile`]: files written without following links, into directories others cannot fill.
 
 pub mod analysis;
 pub mod chain;
 pub mod clockdomain;
+pub mod outfile;
 pub mod stats;
 pub mod trace;

@@ -124,15 +124,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), CaptureError> {
         fs::create_dir_all(parent).map_err(err)?;
     }
     // Run as root into a directory the user names: never write through a link planted there.
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(err)
+    clockpath_offline::outfile::write(path, bytes).map_err(err)
 }
 
 /// Copy an absolute kernel file below `dir`, when it exists.

@@ -133,3 +133,95 @@ fn recorded_parquet_files_are_whole_and_analyse() {
     assert!(seen > 1000, "only {seen} runqueue chains recorded");
     assert_eq!(r["read"]["bad_lines"], 0);
 }
+
+/// `clockpath run` with the recorder writing to `dir`; its exit status and stderr, for a run
+/// that is refused before it serves (killed after `within` otherwise).
+fn run_recording_into(dir: &std::path::Path) -> (Option<i32>, String) {
+    let port = free_port();
+    let mut child = std::process::Command::new(clockpath_bin())
+        .args(["run", "--duration", "3"])
+        .env("CLOCKPATH_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CLOCKPATH_RECORDER__ENABLED", "true")
+        .env("CLOCKPATH_RECORDER__DIR", dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start clockpath run");
+    let status =
+        wait_for("clockpath run to end", std::time::Duration::from_secs(60), || child.try_wait().ok().flatten());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    (status.code(), err)
+}
+
+/// The names the recorder gives its first file in each of the next `seconds` seconds.
+fn next_file_names(seconds: u64) -> Vec<String> {
+    let now = std::time::SystemTime::now();
+    (0..seconds)
+        .map(|s| {
+            let t = humantime::format_rfc3339_seconds(now + std::time::Duration::from_secs(s)).to_string();
+            format!("traces-{}-0001.csv", t.replace(':', ""))
+        })
+        .collect()
+}
+
+/// Issue 31, "the recorder writes through symlinks": as uid 65534, a world-writable directory
+/// holding links named after the next 90 seconds' trace files, pointed at a root-owned 0600
+/// file. The exporter refuses the directory (owned by another user, writable by everyone) and
+/// the file is untouched. In a directory others may write only as /tmp allows (sticky,
+/// root-owned), the planted link is not followed either: the recorder's file must be new, so
+/// the run is refused naming it, and the file is untouched. A recorder directory removed while
+/// the exporter runs is made again at the next rotation.
+///
+/// Rests on: uid 65534 exists as a plain number here (no name needed: chown by id), and the
+/// test runs as root (checked).
+#[test]
+fn the_recorder_never_writes_through_links_and_refuses_directories_others_can_fill() {
+    require_root();
+    use std::os::unix::fs::{PermissionsExt as _, symlink};
+    let base = tempfile::tempdir().unwrap();
+    let victim = base.path().join("victim");
+    std::fs::write(&victim, "root's secret\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let plant = |dir: &std::path::Path| {
+        for name in next_file_names(90) {
+            let l = dir.join(name);
+            symlink(&victim, &l).unwrap();
+            std::os::unix::fs::lchown(&l, Some(65534), Some(65534)).unwrap();
+        }
+    };
+
+    // Another user's world-writable directory.
+    let evil = base.path().join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    std::os::unix::fs::chown(&evil, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o777)).unwrap();
+    plant(&evil);
+    let (code, err) = run_recording_into(&evil);
+    assert_ne!(code, Some(0), "the exporter ran with its recorder in another user's directory:\n{err}");
+    assert!(err.contains("owned by uid 65534"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's secret\n");
+
+    // A sticky root-owned world-writable directory (as /tmp) with the links planted.
+    let shared = base.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    plant(&shared);
+    let (code, err) = run_recording_into(&shared);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("exists"), "{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's secret\n");
+    assert!(
+        std::fs::read_dir(&shared).unwrap().all(|e| e.unwrap().file_type().unwrap().is_symlink()),
+        "a file was created beside the links"
+    );
+
+    // Removed while running: made again at the next rotation.
+    let (_dir, files) = recorded_while(&[("CLOCKPATH_RECORDER__ROTATE_BYTES", "16384")], |rec| {
+        std::fs::remove_dir_all(rec).unwrap();
+        wait_for("the recorder directory made again", std::time::Duration::from_secs(30), || {
+            let _ = sched_messaging(5).wait();
+            std::fs::read_dir(rec).ok().and_then(|mut d| d.next()).map(|_| ())
+        });
+    });
+    assert!(!files.is_empty());
+}

@@ -18,7 +18,6 @@ pub mod restore_file;
 pub mod runner;
 
 use std::{
-    fs,
     path::PathBuf,
     sync::{Arc, atomic::AtomicBool, mpsc},
     time::Duration,
@@ -140,7 +139,8 @@ pub fn run(
     let audits = crate::clockaudit::Audits::start(loaded);
     // Every policy is checked against the machine, and the files it writes for permission,
     // before anything changes.
-    fs::create_dir_all(&args.out).map_err(|source| SessionError::Output { path: args.out.clone(), source })?;
+    clockpath_offline::outfile::ensure_dir(&args.out)
+        .map_err(|source| SessionError::Output { path: args.out.clone(), source })?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -5,7 +5,6 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    fs,
     path::{Path, PathBuf},
 };
 
@@ -235,9 +234,9 @@ pub fn write_outputs(
     let json = serde_json::to_string_pretty(report)
         .map_err(|e| std::io::Error::other(e.to_string()))
         .map_err(err(p.clone()))?;
-    fs::write(&p, json).map_err(err(p.clone()))?;
+    clockpath_offline::outfile::write(&p, json.as_bytes()).map_err(err(p.clone()))?;
     let p = dir.join("summary.md");
-    fs::write(&p, markdown(report)).map_err(err(p.clone()))?;
+    clockpath_offline::outfile::write(&p, markdown(report).as_bytes()).map_err(err(p.clone()))?;
     let p = dir.join("traces.csv");
     let shape = plan.shape();
     // The session's labels and each run's old and new clocksource, as columns analyze groups

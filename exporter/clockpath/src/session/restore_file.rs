@@ -55,7 +55,9 @@ fn save<T: Serialize>(file: &Path, value: &T) -> Result<(), SessionError> {
     let out = |source| SessionError::Output { path: file.to_path_buf(), source };
     let tmp = file.with_extension("json.partial");
     let text = serde_json::to_vec(value).map_err(|e| out(std::io::Error::other(e)))?;
-    let f = fs::File::create(&tmp).map_err(out)?;
+    // A stale partial file of ours is replaced; a link planted under the name is refused.
+    let _ = fs::remove_file(&tmp);
+    let f = clockpath_offline::outfile::create_new(&tmp).map_err(out)?;
     std::io::Write::write_all(&mut &f, &text).map_err(out)?;
     f.sync_all().map_err(out)?;
     fs::rename(&tmp, file).map_err(out)

@@ -87,7 +87,8 @@ impl Recorder {
         columns: CsvColumns,
         reference: Arc<TimeReference>,
     ) -> io::Result<Recorder> {
-        fs::create_dir_all(&cfg.dir)?;
+        // Created if missing; refused when others could plant links or files there.
+        clockpath_offline::outfile::ensure_dir(&cfg.dir)?;
         // A Parquet file still named `.partial` was open when a recorder died: it has no
         // footer, so nothing can read it. Say so once rather than leave it unexplained.
         if let Ok(entries) = fs::read_dir(&cfg.dir) {
@@ -128,7 +129,10 @@ impl Recorder {
         self.seq += 1;
         let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
         let path = self.cfg.dir.join(format!("traces-{stamp}-{:04}.{}", self.seq, self.cfg.format.extension()));
-        self.writer = Some(TraceWriter::with_columns(&path, self.cfg.format, self.columns.clone())?);
+        // A removed directory is made again (and checked again); the file is new, never one
+        // already there under the name.
+        clockpath_offline::outfile::ensure_dir(&self.cfg.dir)?;
+        self.writer = Some(TraceWriter::new_with_columns(&path, self.cfg.format, self.columns.clone())?);
         // Only a bounded number of files is remembered: the ones that may have to be deleted.
         if self.cfg.keep_files > 0 {
             self.files.push_back(path);

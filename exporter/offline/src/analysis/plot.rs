@@ -129,37 +129,42 @@ fn over_time(path: &Path, title: &str, values_ns: &[f64], phases: Option<&Phases
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let pad = ((hi - lo) * 0.05).max(hi.abs() * 1e-6).max(1e-9);
-    let root = SVGBackend::new(path, (1000, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(90)
-        .build_cartesian_2d(0usize..v.len(), lo - pad..hi + pad)
-        .map_err(|e| e.to_string())?;
-    chart.configure_mesh().x_desc("run (time order)").y_desc(unit.symbol()).draw().map_err(|e| e.to_string())?;
-    for s in phases.map(|p| p.stretches.as_slice()).unwrap_or_default() {
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(s.from_run, lo - pad), (s.to_run + 1, hi + pad)],
-                RGBColor(255, 200, 120).mix(0.45).filled(),
-            )))
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(90)
+            .build_cartesian_2d(0usize..v.len(), lo - pad..hi + pad)
             .map_err(|e| e.to_string())?;
-    }
-    chart
-        .draw_series(v.iter().enumerate().map(|(i, y)| Circle::new((i, *y), 1, BLUE.mix(0.5).filled())))
-        .map_err(|e| e.to_string())?;
-    chart
-        .draw_series(LineSeries::new(rolling.iter().map(|(i, m, _)| (*i, *m)), BLACK.stroke_width(2)))
-        .map_err(|e| e.to_string())?
-        .label(format!("rolling median ({w} runs)"));
-    for sign in [-1.0, 1.0] {
+        chart.configure_mesh().x_desc("run (time order)").y_desc(unit.symbol()).draw().map_err(|e| e.to_string())?;
+        for s in phases.map(|p| p.stretches.as_slice()).unwrap_or_default() {
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(s.from_run, lo - pad), (s.to_run + 1, hi + pad)],
+                    RGBColor(255, 200, 120).mix(0.45).filled(),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
         chart
-            .draw_series(LineSeries::new(rolling.iter().map(|(i, m, sd)| (*i, m + sign * sd)), RED.mix(0.7)))
+            .draw_series(v.iter().enumerate().map(|(i, y)| Circle::new((i, *y), 1, BLUE.mix(0.5).filled())))
             .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(LineSeries::new(rolling.iter().map(|(i, m, _)| (*i, *m)), BLACK.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(format!("rolling median ({w} runs)"));
+        for sign in [-1.0, 1.0] {
+            chart
+                .draw_series(LineSeries::new(rolling.iter().map(|(i, m, sd)| (*i, m + sign * sd)), RED.mix(0.7)))
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
     }
-    root.present().map_err(|e| e.to_string())
+    // Written whole, never through a link (crate::outfile).
+    crate::outfile::write(path, svg.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn histogram(path: &Path, title: &str, buckets: &[u64]) -> Result<(), String> {
@@ -180,22 +185,27 @@ fn histogram(path: &Path, title: &str, buckets: &[u64]) -> Result<(), String> {
     let xmin = bars.iter().map(|b| b.0).fold(f64::INFINITY, f64::min) / 1.5;
     let xmax = bars.iter().map(|b| b.1).fold(0.0, f64::max) * 1.5;
     let ymax = bars.iter().map(|b| b.2).max().unwrap_or(1) as f64 * 1.1;
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d((xmin..xmax).log_scale(), 0.0..ymax)
-        .map_err(|e| e.to_string())?;
-    chart.configure_mesh().x_desc("duration (µs, log scale)").y_desc("runs").draw().map_err(|e| e.to_string())?;
-    chart
-        .draw_series(
-            bars.iter().map(|(lo, hi, n)| Rectangle::new([(*lo, 0.0), (*hi, *n as f64)], BLUE.mix(0.6).filled())),
-        )
-        .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d((xmin..xmax).log_scale(), 0.0..ymax)
+            .map_err(|e| e.to_string())?;
+        chart.configure_mesh().x_desc("duration (µs, log scale)").y_desc("runs").draw().map_err(|e| e.to_string())?;
+        chart
+            .draw_series(
+                bars.iter().map(|(lo, hi, n)| Rectangle::new([(*lo, 0.0), (*hi, *n as f64)], BLUE.mix(0.6).filled())),
+            )
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    // Written whole, never through a link (crate::outfile).
+    crate::outfile::write(path, svg.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn forest(path: &Path, title: &str, unit: &str, rows: &[(String, f64, f64, f64)]) -> Result<(), String> {
@@ -203,31 +213,38 @@ fn forest(path: &Path, title: &str, unit: &str, rows: &[(String, f64, f64, f64)]
     let xmax = rows.iter().map(|r| r.3).fold(f64::NEG_INFINITY, f64::max);
     let pad = ((xmax - xmin) * 0.1).max(1e-3);
     let height = 120 + 40 * rows.len() as u32;
-    let root = SVGBackend::new(path, (900, height)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let n = rows.len() as i32;
-    let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(220)
-        .build_cartesian_2d(xmin - pad..xmax + pad, -1..n)
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .y_labels(rows.len() + 2)
-        .y_label_formatter(&|y| labels.get(*y as usize).cloned().unwrap_or_default())
-        .x_desc(unit)
-        .draw()
-        .map_err(|e| e.to_string())?;
-    chart
-        .draw_series(
-            rows.iter().enumerate().map(|(i, r)| ErrorBar::new_horizontal(i as i32, r.2, r.1, r.3, RED.filled(), 8)),
-        )
-        .map_err(|e| e.to_string())?;
-    chart
-        .draw_series(rows.iter().enumerate().map(|(i, r)| Circle::new((r.1, i as i32), 4, BLACK.filled())))
-        .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let n = rows.len() as i32;
+        let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(220)
+            .build_cartesian_2d(xmin - pad..xmax + pad, -1..n)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .y_labels(rows.len() + 2)
+            .y_label_formatter(&|y| labels.get(*y as usize).cloned().unwrap_or_default())
+            .x_desc(unit)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(
+                rows.iter()
+                    .enumerate()
+                    .map(|(i, r)| ErrorBar::new_horizontal(i as i32, r.2, r.1, r.3, RED.filled(), 8)),
+            )
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(rows.iter().enumerate().map(|(i, r)| Circle::new((r.1, i as i32), 4, BLACK.filled())))
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    // Written whole, never through a link (crate::outfile).
+    crate::outfile::write(path, svg.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }

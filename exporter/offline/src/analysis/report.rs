@@ -361,15 +361,16 @@ pub fn histogram_entries(c: &Collected) -> Vec<HistogramEntry> {
 /// Write report.json, report.md, histograms.csv and histograms.json into `dir`.
 pub fn write(dir: &Path, r: &Report, c: &Collected) -> io::Result<()> {
     fs::create_dir_all(dir)?;
-    fs::write(dir.join("report.json"), serde_json::to_string_pretty(r).map_err(io::Error::other)?)?;
-    fs::write(dir.join("report.md"), markdown(r))?;
+    let write = crate::outfile::write;
+    write(&dir.join("report.json"), serde_json::to_string_pretty(r).map_err(io::Error::other)?.as_bytes())?;
+    write(&dir.join("report.md"), markdown(r).as_bytes())?;
     let h = histogram_entries(c);
     let mut csv = String::from("chain,segment,lower_ns,upper_ns,count\n");
     for e in &h {
         let up = e.upper_ns.map_or_else(|| "inf".to_string(), |u| u.to_string());
         let _ = writeln!(csv, "{},{},{},{up},{}", e.chain, e.segment, e.lower_ns, e.count);
     }
-    fs::write(dir.join("histograms.csv"), csv)?;
-    fs::write(dir.join("histograms.json"), serde_json::to_string_pretty(&h).map_err(io::Error::other)?)?;
+    write(&dir.join("histograms.csv"), csv.as_bytes())?;
+    write(&dir.join("histograms.json"), serde_json::to_string_pretty(&h).map_err(io::Error::other)?.as_bytes())?;
     Ok(())
 }

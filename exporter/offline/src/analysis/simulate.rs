@@ -194,7 +194,7 @@ pub fn simulate(dir: &Path, o: &SimulateOptions) -> io::Result<Vec<String>> {
                 }
                 if o.format.is_none() {
                     let p = dir.join(format!("{session}.txt"));
-                    fs::write(&p, lines.concat())?;
+                    crate::outfile::write(&p, lines.concat().as_bytes())?;
                     written.push(p.display().to_string());
                 }
             }

@@ -267,12 +267,22 @@ impl TraceWriter {
     }
 
     /// Create (truncate) `path`; CSV and Parquet files have `columns` besides the base ones.
-    /// A Parquet file is written as `path.partial` and renamed at `finish`.
+    /// A Parquet file is written as `path.partial` and renamed at `finish`. Never through a
+    /// link (`crate::outfile`).
     pub fn with_columns(path: &Path, format: Format, columns: CsvColumns) -> io::Result<TraceWriter> {
+        Self::open(path, format, columns, false)
+    }
+
+    /// As [`Self::with_columns`], for a name the writer picked: the file must not exist yet.
+    pub fn new_with_columns(path: &Path, format: Format, columns: CsvColumns) -> io::Result<TraceWriter> {
+        Self::open(path, format, columns, true)
+    }
+
+    fn open(path: &Path, format: Format, columns: CsvColumns, new: bool) -> io::Result<TraceWriter> {
         let inner = match format {
-            Format::Parquet => Inner::Parquet(Box::new(parquet::ParquetWriter::create(path, columns)?)),
+            Format::Parquet => Inner::Parquet(Box::new(parquet::ParquetWriter::create(path, columns, new)?)),
             Format::Csv | Format::Jsonl => {
-                let file = fs::OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
+                let file = if new { crate::outfile::create_new(path)? } else { crate::outfile::create(path)? };
                 let mut buf = String::new();
                 if format == Format::Csv {
                     buf.push_str(&columns.header());

@@ -117,7 +117,8 @@ pub fn partial_path(path: &Path) -> PathBuf {
 }
 
 impl ParquetWriter {
-    pub fn create(path: &Path, columns: CsvColumns) -> Result<ParquetWriter, WriteError> {
+    /// `new`: the final file must not exist yet either (a name the writer picked).
+    pub fn create(path: &Path, columns: CsvColumns, new: bool) -> Result<ParquetWriter, WriteError> {
         let schema = schema(&columns);
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -126,7 +127,12 @@ impl ParquetWriter {
             .set_created_by(format!("clockpath {}", env!("CARGO_PKG_VERSION")))
             .build();
         let partial = partial_path(path);
-        let file = fs::OpenOptions::new().create(true).write(true).truncate(true).open(&partial)?;
+        if new && fs::symlink_metadata(path).is_ok() {
+            return Err(
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} exists", path.display())).into()
+            );
+        }
+        let file = crate::outfile::create(&partial)?;
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
         Ok(ParquetWriter {
             writer,
@@ -526,7 +532,7 @@ mod tests {
         let p = dir.path().join("t.parquet");
         let columns =
             CsvColumns { interference: true, reference: true, labels: vec!["governor".into(), "cstate".into()] };
-        let mut w = ParquetWriter::create(&p, columns.clone()).unwrap();
+        let mut w = ParquetWriter::create(&p, columns.clone(), false).unwrap();
         assert!(partial_path(&p).exists() && !p.exists(), "written under .partial until finished");
         let n = BATCH_ROWS as u64 * 2 + 7;
         for i in 0..n {
