@@ -11,6 +11,20 @@ fn main() {
         let rev = String::from_utf8_lossy(&out.stdout).trim().to_string();
         println!("cargo:rustc-env=BUILD_GIT_REVISION={rev}");
     }
+    // `clockpath --version`: version, revision (when known), target and profile.
+    let rev = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(|| "unknown revision".to_string(), |o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let version = format!(
+        "{} ({rev}, {}, {} build)",
+        std::env::var("CARGO_PKG_VERSION").unwrap_or_default(),
+        std::env::var("TARGET").unwrap_or_default(),
+        std::env::var("PROFILE").unwrap_or_default()
+    );
+    println!("cargo:rustc-env=BUILD_LONG_VERSION={version}");
     println!("cargo:rerun-if-changed=../../.git/HEAD");
     println!("cargo:rerun-if-changed=../../.git/refs/heads");
 }

@@ -373,3 +373,50 @@ fn printing_commands_end_quietly_when_the_reader_goes_away() {
         );
     }
 }
+
+/// Issue 32's CLI: `run --listen` serves where it says (over CLOCKPATH_HTTP__LISTEN and the
+/// config), a bad address is a usage error naming the flag; `run --help` tells the default port
+/// and the environment scheme; the statistics options show their defaults; `--version` names
+/// the revision.
+#[test]
+fn run_listens_where_listen_says_and_help_tells_the_defaults() {
+    require_root();
+    let (flag, env) = (free_port(), free_port());
+    let mut child = std::process::Command::new(clockpath_bin())
+        .args(["run", "--duration", "30", "--listen", &format!("127.0.0.1:{flag}")])
+        .env("CLOCKPATH_HTTP__LISTEN", format!("127.0.0.1:{env}"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start clockpath run");
+    let agent = ureq::Agent::new();
+    wait_for("/healthz on the --listen port", std::time::Duration::from_secs(30), || {
+        agent.get(&format!("http://127.0.0.1:{flag}/healthz")).call().ok().map(|_| ())
+    });
+    assert!(agent.get(&format!("http://127.0.0.1:{env}/healthz")).call().is_err(), "the environment's port answers");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().expect("wait").success());
+
+    let out = clockpath(&["run", "--listen", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen: `nonsense` is not an ADDRESS:PORT"));
+    let help = String::from_utf8_lossy(&clockpath(&["run", "--help"]).stdout).into_owned();
+    for want in ["--listen <ADDR>", "0.0.0.0:39111", "CLOCKPATH_HTTP__LISTEN", "Examples:"] {
+        assert!(help.contains(want), "run --help lacks {want}:\n{help}");
+    }
+    // Help is wrapped to the terminal's width: compared with whitespace runs as one space.
+    let help = String::from_utf8_lossy(&clockpath(&["analyze", "--help"]).stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for want in [
+        "[default: windows.sigma, 3]",
+        "[default: windows.bootstrap.resamples, 500]",
+        "[default: windows.bootstrap.level, 0.95]",
+        "[default: 1000000]",
+    ] {
+        assert!(help.contains(want), "analyze --help lacks {want}:\n{help}");
+    }
+    let v = String::from_utf8_lossy(&clockpath(&["--version"]).stdout).into_owned();
+    assert!(v.starts_with("clockpath 0.") && v.contains("build)"), "{v}");
+}

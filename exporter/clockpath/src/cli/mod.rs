@@ -29,7 +29,14 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "clockpath", version, about = "Kernel-resident perf exporter for the Linux time path")]
+#[command(
+    name = "clockpath",
+    version = env!("BUILD_LONG_VERSION"),
+    about = "Kernel-resident perf exporter for the Linux time path",
+    after_help = "Configuration: built-in defaults (`clockpath config --default`), then --config FILE, then \
+                  CLOCKPATH_SECTION__KEY environment variables (e.g. CLOCKPATH_HTTP__LISTEN=127.0.0.1:9911).\n\
+                  Documentation: docs/src (the book) in the source tree."
+)]
 pub struct Cli {
     /// Configuration file (TOML), merged over the built-in defaults.
     #[arg(long, short, global = true, env = "CLOCKPATH_CONFIG", value_name = "FILE")]
@@ -44,8 +51,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Attach the configured chains and export what they measure (needs root, or CAP_BPF, CAP_PERFMON and CAP_SYSLOG: see `doctor`).
+    #[command(after_help = "Examples:\n  \
+        clockpath run                                 serve /metrics on 0.0.0.0:39111 (http.listen)\n  \
+        clockpath run --listen 127.0.0.1:9911         on another address\n  \
+        clockpath run --duration 60 --summary-json s.json\n  \
+        CLOCKPATH_RECORDER__ENABLED=true clockpath run   record stage hits to clockpath-traces/")]
     Run(RunArgs),
     /// Report what this machine can trace and what each configured chain would attach.
+    #[command(
+        after_help = "Examples:\n  clockpath doctor\n  clockpath doctor --json | jq .chains\n  clockpath doctor --capture fixture/"
+    )]
     Doctor {
         /// Print the report as JSON.
         #[arg(long)]
@@ -57,27 +72,54 @@ pub enum Command {
         capture: Option<PathBuf>,
     },
     /// Drive clocksource switches and measure each one (root; restores the clocksource).
+    #[command(after_help = "Examples:\n  \
+        clockpath session --clocksources hpet,acpi_pm --runs 300 --out s1\n  \
+        clockpath session --clocksources hpet,tsc --cstates default,max_cstate=1 --out s2")]
     Session(SessionCliArgs),
     /// Analyse trace files: chains, outliers, medians with bootstrap CIs per session and
     /// group, histograms, plots.
+    #[command(after_help = "Examples:\n  \
+        clockpath analyze s1/traces.csv --out report/\n  \
+        clockpath analyze clockpath-traces/*.csv --sigma 3 --resamples 2000 --no-plots")]
     Analyze(AnalyzeArgs),
     /// Compare two inputs (or the groups of one input): difference of medians and variance
     /// ratio, with bootstrap CIs.
+    #[command(after_help = "Examples:\n  \
+        clockpath compare host/traces.csv vm/traces.csv\n  \
+        clockpath compare sessions.csv --group-by env\n  \
+        clockpath compare --prometheus http://prom:9090 --group-by env")]
     Compare(CompareArgs),
     /// What explains a chain's time: each segment's share of the total's variance, a segment
     /// on interference and session factors, an outer chain on the inner one, and a check of
     /// the total against independent segments; all with bootstrap CIs.
+    #[command(
+        after_help = "Examples:\n  clockpath regress s1/traces.csv\n  clockpath regress sessions.csv --factor cstate"
+    )]
     Regress(RegressArgs),
     /// Generate synthetic clocksource-switch sessions (host and VM) from a documented model.
+    #[command(after_help = "Examples:\n  \
+        clockpath simulate --out sim/ --offset 1.111     the constant offset of two clock domains\n  \
+        clockpath analyze sim/sessions.csv --out sim-report/")]
     Simulate(SimulateArgs),
     /// Audit this machine's clocks: every clock a trace may be stamped with (clock_gettime ids,
     /// BPF helpers, ftrace trace clocks, the TSC, PTP clocks, a PPS phase) against
     /// CLOCK_MONOTONIC, with uncertainty, drift and resolution; unavailable ones with the reason.
+    #[command(after_help = "Examples:\n  \
+        clockpath clocks\n  \
+        clockpath clocks --json --out audit.json\n  \
+        clockpath clocks --only posix:boottime,ftrace:local")]
     Clocks(clocks::ClocksArgs),
     /// Is a segment's constant a clock-domain offset? Compares it with every difference of two
     /// audited clocks and with structural constants, and gives the residual latency.
+    #[command(after_help = "Examples:\n  \
+        clockpath explain trace.csv                      against this machine's clocks, now\n  \
+        clockpath explain trace.csv --clocks audit.json --boot-id $(cat /proc/sys/kernel/random/boot_id)\n  \
+        clockpath explain --offset 1.111 --clocks audit.json")]
     Explain(clocks::ExplainArgs),
     /// Print the effective configuration as TOML.
+    #[command(
+        after_help = "Examples:\n  clockpath config --default > clockpath.toml\n  clockpath --config clockpath.toml config"
+    )]
     Config {
         /// Print the built-in defaults, documented, instead of the effective configuration.
         #[arg(long)]
@@ -87,6 +129,10 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// Serve /metrics, /healthz and / on ADDRESS:PORT (default: http.listen, 0.0.0.0:39111;
+    /// also CLOCKPATH_HTTP__LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
     /// Stop after this many seconds (default: until SIGINT or SIGTERM).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<Duration>,
@@ -141,16 +187,18 @@ pub struct StatsArgs {
     /// Count malformed lines and go on, instead of stopping at the first.
     #[arg(long)]
     pub skip_bad_lines: bool,
-    /// Outlier rejection: σ multiple.
+    /// Outlier rejection: runs beyond this many σ from the median are rejected [default:
+    /// windows.sigma, 3].
     #[arg(long)]
     pub sigma: Option<f64>,
-    /// Bootstrap resamples.
+    /// Bootstrap resamples [default: windows.bootstrap.resamples, 500].
     #[arg(long)]
     pub resamples: Option<usize>,
-    /// Confidence level.
+    /// Confidence level of the intervals [default: windows.bootstrap.level, 0.95].
     #[arg(long)]
     pub level: Option<f64>,
-    /// RNG seed.
+    /// Seed of the bootstrap's random numbers: the same seed gives the same intervals
+    /// [default: windows.bootstrap.seed].
     #[arg(long)]
     pub seed: Option<u64>,
     /// Runs kept per chain and session for the statistics (a uniform sample beyond).
@@ -279,6 +327,7 @@ pub struct SimulateArgs {
     /// Fraction of outlier runs (first segment ×20).
     #[arg(long, default_value_t = 0.01)]
     pub outliers: f64,
+    /// Seed of the model's random numbers: the same seed gives the same sessions.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// csv, jsonl, parquet, or plain (`seconds.nanoseconds probe_name`, one file per session).
@@ -496,5 +545,41 @@ mod tests {
         assert!(parse_seconds("0").is_err());
         assert!(parse_seconds("abc").is_err());
         assert!(parse_seconds("-1").is_err());
+    }
+}
+
+#[cfg(test)]
+mod examples_tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::Cli;
+
+    /// Every example in a subcommand's help parses as that command line (so none rots), and
+    /// every subcommand has some.
+    #[test]
+    fn every_subcommand_has_examples_that_parse() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            let help = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            let examples: Vec<&str> =
+                help.lines().filter_map(|l| l.trim_start().split("clockpath ").nth(1).map(|_| l.trim())).collect();
+            assert!(help.starts_with("Examples:") && !examples.is_empty(), "{}: no examples", sub.get_name());
+            for line in examples {
+                // The command up to a pipe or a comment column (two spaces), without leading
+                // VAR=value assignments; a `$(…)` substitution stands for one word.
+                let cmd = line.split(['|', '>']).next().unwrap_or(line);
+                let cmd = cmd.split("  ").next().unwrap_or(cmd);
+                let words: Vec<String> = cmd
+                    .split_whitespace()
+                    .skip_while(|w| w.contains('=') && !w.starts_with('-'))
+                    .map(|w| if w.starts_with("$(") { "x".to_string() } else { w.to_string() })
+                    .filter(|w| !w.ends_with(')') || w == "x")
+                    .collect();
+                assert_eq!(words.first().map(String::as_str), Some("clockpath"), "{line}");
+                if let Err(e) = Cli::try_parse_from(&words) {
+                    panic!("{}: example `{line}` does not parse: {e}", sub.get_name());
+                }
+            }
+        }
     }
 }

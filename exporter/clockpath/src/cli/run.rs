@@ -21,7 +21,13 @@ use crate::{
 
 pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, CliError> {
     crate::process::tune_allocator();
-    let loaded = load_config(config)?;
+    let mut loaded = load_config(config)?;
+    if let Some(listen) = &args.listen {
+        listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| config_error(anyhow::anyhow!("--listen: `{listen}` is not an ADDRESS:PORT ({e})")))?;
+        loaded.config.http.listen = listen.clone();
+    }
     // The kernel's facts (symbols, BTF) are only needed to plan: dropped before the daemon
     // starts, which hands the memory back.
     let kernel = Kernel::open();
@@ -45,7 +51,7 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
     // Created now, with the capabilities the path may need, and written at exit.
     let summary_file = match &args.summary_json {
         Some(path) => Some(
-            std::fs::File::create(path)
+            clockpath_offline::outfile::create(path)
                 .with_context(|| format!("--summary-json: creating {}", path.display()))
                 .map_err(config_error)?,
         ),
