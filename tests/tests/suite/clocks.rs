@@ -143,6 +143,24 @@ fn every_clock_is_listed_and_the_audit_agrees_with_independent_reads() {
     assert!(left.is_empty(), "instances left behind: {left:?}");
 }
 
+/// `clockpath [GLOBAL…] explain TRACE --clocks AUDIT --boot-id (this boot) --json`, and its
+/// explanation of the segment `what` (`chain / a->b`).
+fn explanation(global: &[&str], trace: &str, audit: &std::path::Path, what: &str) -> Value {
+    let boot = boot_id();
+    let mut args = global.to_vec();
+    args.extend(["explain", trace, "--clocks", audit.to_str().unwrap(), "--boot-id", &boot, "--json"]);
+    let out = clockpath(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    j["explanations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["observed"]["what"] == what)
+        .cloned()
+        .unwrap_or_else(|| panic!("{what} not explained: {j}"))
+}
+
 #[test]
 fn a_trace_mixing_ftrace_local_with_monotonic_stamps_is_explained_as_local_minus_monotonic() {
     require_root();
@@ -166,23 +184,7 @@ fn a_trace_mixing_ftrace_local_with_monotonic_stamps_is_explained_as_local_minus
     assert!(out.status.success(), "ftrace_read.py --mix: {}", String::from_utf8_lossy(&out.stderr));
     let trace = dir.path().join("mixed.txt");
     std::fs::write(&trace, &out.stdout).unwrap();
-    let out = clockpath(&[
-        "explain",
-        trace.to_str().unwrap(),
-        "--clocks",
-        audit.to_str().unwrap(),
-        "--boot-id",
-        &boot_id(),
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let first = e["explanations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["observed"]["what"] == "clocksource_switch / switch_entry->first_read")
-        .unwrap_or_else(|| panic!("{e}"));
+    let first = explanation(&[], trace.to_str().unwrap(), &audit, "clocksource_switch / switch_entry->first_read");
     eprintln!("{}", serde_json::to_string_pretty(&first["candidates"][0]).unwrap());
     assert_eq!(first["observed"]["n"], 60);
     assert_eq!(first["explained"], true, "{first}");
@@ -560,25 +562,7 @@ fn a_chain_with_a_stage_on_tai_shows_the_constant_and_explain_names_tai_minus_mo
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // explain names TAI − MONOTONIC; what is left is the latency measured on one clock.
-    let out = clockpath(&[
-        "--config",
-        &cfg,
-        "explain",
-        &files[0],
-        "--clocks",
-        audit.to_str().unwrap(),
-        "--boot-id",
-        &boot_id(),
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let x = j["explanations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["observed"]["what"] == "wakeup_tai / wakeup->switch_in")
-        .unwrap_or_else(|| panic!("wakeup_tai not explained: {j}"));
+    let x = explanation(&["--config", &cfg], &files[0], &audit, "wakeup_tai / wakeup->switch_in");
     assert_eq!(x["explained"], true, "{x}");
     let best = &x["candidates"][0];
     let term = &best["terms"][0];

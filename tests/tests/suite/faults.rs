@@ -154,7 +154,7 @@ fn tracefs_unmounted_at_start_is_mounted_again_or_named_with_what_it_costs() {
     let port = free_port();
     let (summary, log) = without_tracefs(&format!(
         "if grep -q ' tracefs ' /proc/mounts; then echo 'tracefs still mounted' >&2; exit 97; fi; \
-         CLOCKPATH_HTTP__LISTEN=127.0.0.1:{port} {} run --duration 3 --summary-json /dev/stdout; rc=$?; \
+         CLOCKPATH_HTTP__LISTEN=127.0.0.1:{port} {} run --duration 3 --summary-json -; rc=$?; \
          grep ' tracefs ' /proc/mounts >&2; exit $rc",
         bin.display()
     ));
@@ -165,7 +165,7 @@ fn tracefs_unmounted_at_start_is_mounted_again_or_named_with_what_it_costs() {
     // chains run on targets that need no tracefs (tp_btf).
     let (summary, log) = without_tracefs(&format!(
         "CLOCKPATH_HTTP__LISTEN=127.0.0.1:{port} exec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin -- \
-         {} run --duration 3 --summary-json /dev/stdout",
+         {} run --duration 3 --summary-json -",
         bin.display()
     ));
     let line = log.lines().find(|l| l.contains("tracefs is not mounted")).unwrap_or_else(|| panic!("{log}"));

@@ -136,7 +136,8 @@ pub struct RunArgs {
     /// Stop after this many seconds (default: until SIGINT or SIGTERM).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<Duration>,
-    /// Write a JSON summary (kernel counters, histogram totals, records received) here at exit.
+    /// Write a JSON summary (kernel counters, histogram totals, records received) here at exit
+    /// (`-`: standard output; a file is never written through a symbolic link).
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
 }

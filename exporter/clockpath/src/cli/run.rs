@@ -49,12 +49,14 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
         None => true,
     };
     // Created now, with the capabilities the path may need, and written at exit.
-    let summary_file = match &args.summary_json {
-        Some(path) => Some(
+    // `-` is standard output; a file is never written through a link (such as /dev/stdout).
+    let summary_file: Option<Box<dyn std::io::Write>> = match &args.summary_json {
+        Some(path) if path.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
+        Some(path) => Some(Box::new(
             clockpath_offline::outfile::create(path)
-                .with_context(|| format!("--summary-json: creating {}", path.display()))
+                .with_context(|| format!("--summary-json: creating {} (`-` writes to standard output)", path.display()))
                 .map_err(config_error)?,
-        ),
+        )),
         None => None,
     };
     // The clocks audited at the start (sources kept for the periodic audits and the end),
@@ -216,7 +218,9 @@ pub(super) fn run_cmd(config: Option<&Path>, args: RunArgs) -> Result<ExitCode, 
         if let (Some(mut file), Some(path)) = (summary_file, &args.summary_json) {
             use std::io::Write as _;
             let text = serde_json::to_string_pretty(&summary).context("serializing the summary")?;
-            file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.flush())
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(ExitCode::SUCCESS)
     })
