@@ -135,6 +135,8 @@ struct Staged {
     labels: u32,
     /// 1 + index into the interference table; 0: none.
     interference: u32,
+    /// The clock the hit is stamped on ([`ClockOf`]: 0 for CLOCK_MONOTONIC).
+    clock: u8,
 }
 
 /// The order of hits within a session (and clock).
@@ -148,7 +150,7 @@ impl Staged {
 }
 
 impl Record for Staged {
-    const SIZE: usize = 34;
+    const SIZE: usize = 35;
 
     fn encode(&self, o: &mut [u8]) {
         o[0..4].copy_from_slice(&self.session.to_le_bytes());
@@ -159,6 +161,7 @@ impl Record for Staged {
         o[22..26].copy_from_slice(&self.cpu.to_le_bytes());
         o[26..30].copy_from_slice(&self.labels.to_le_bytes());
         o[30..34].copy_from_slice(&self.interference.to_le_bytes());
+        o[34] = self.clock;
     }
 
     fn decode(b: &[u8]) -> Self {
@@ -173,6 +176,7 @@ impl Record for Staged {
             cpu: u32_at(22),
             labels: u32_at(26),
             interference: u32_at(30),
+            clock: b[34],
         }
     }
 }
@@ -276,7 +280,6 @@ struct Assembly<'a> {
     recs: Vec<KernelRecord>,
     values: Vec<f64>,
     interference: Vec<Interference>,
-    clocks: ClockOf,
     /// Per chain: a hit was stamped on another clock than CLOCK_MONOTONIC. Timeouts and
     /// eviction compare times across stages, which such a chain's times cannot be: they are
     /// off for it (the kernel judged them on CLOCK_MONOTONIC when it recorded).
@@ -294,7 +297,6 @@ impl<'a> Assembly<'a> {
             recs: Vec::with_capacity(4),
             values: Vec::with_capacity(8),
             interference: Vec::with_capacity(8),
-            clocks: ClockOf::default(),
             mixed: map.shapes.iter().map(|_| false).collect(),
         }
     }
@@ -318,7 +320,7 @@ impl<'a> Assembly<'a> {
             }
         });
         let mut role = map.role(h.chain, h.stage);
-        if self.clocks.of(h.labels, names) != 0 {
+        if h.clock != 0 {
             self.mixed[h.chain as usize] = true;
         }
         if self.mixed[h.chain as usize] {
@@ -495,7 +497,6 @@ struct Reading {
     ambiguous: FxHashMap<u32, u64>,
 }
 
-/// Read every file, calling `on` with each hit of a configured chain.
 /// Label set → the clock its hits are stamped on (the `clock` label; none: CLOCK_MONOTONIC,
 /// as clockpath stamps by default), as an index: 0 for CLOCK_MONOTONIC.
 #[derive(Default)]
@@ -538,38 +539,31 @@ impl ClockOf {
 /// The clock each stage's hits are stamped on, to refuse subtracting two clocks' timestamps.
 #[derive(Default)]
 struct StageClocks {
-    /// (label set, chain, stage) already checked.
-    checked: rustc_hash::FxHashSet<(u32, u8, u8)>,
-    /// (chain, stage) → its clock.
-    clocks: FxHashMap<(u8, u8), String>,
-    of: ClockOf,
+    /// (chain, stage) → its clock ([`ClockOf`] index).
+    clocks: FxHashMap<(u8, u8), u8>,
 }
 
 impl StageClocks {
     fn check(
         &mut self,
         map: &ProbeMap,
-        names: &Interner,
-        chain: u8,
-        stage: u8,
-        labels: u32,
+        of: &ClockOf,
+        (chain, stage, clock): (u8, u8, u8),
         file: &std::path::Path,
     ) -> Result<(), AnalyzeError> {
-        if !self.checked.insert((labels, chain, stage)) {
+        if self.clocks.get(&(chain, stage)) == Some(&clock) {
             return Ok(());
         }
-        let c = self.of.of(labels, names);
-        let clock = self.of.name(c);
-        if let Some((&(_, s), v)) = self.clocks.iter().find(|((c, _), v)| *c == chain && **v != clock) {
+        if let Some((&(_, s), &v)) = self.clocks.iter().find(|((c, _), v)| *c == chain && **v != clock) {
             let shape = &map.shapes[chain as usize];
             let name = |i: u8| shape.stages.get(i as usize).cloned().unwrap_or_else(|| format!("stage_{i}"));
             return Err(AnalyzeError::MixedClocks(Box::new(super::MixedClocks {
                 file: file.display().to_string(),
                 chain: shape.name.clone(),
                 a: name(s),
-                clock_a: v.clone(),
+                clock_a: of.name(v),
                 b: name(stage),
-                clock_b: clock,
+                clock_b: of.name(clock),
             })));
         }
         self.clocks.insert((chain, stage), clock);
@@ -577,6 +571,7 @@ impl StageClocks {
     }
 }
 
+/// Read every file, calling `on` with each hit of a configured chain.
 fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut OnHit<'_>) -> Result<Reading, Stop> {
     let mut r = Reading {
         out: Collected {
@@ -589,7 +584,7 @@ fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut O
         ambiguous: FxHashMap::default(),
     };
     let mut lookups: FxHashMap<(u32, u32), Result<(u8, u8), bool>> = FxHashMap::default();
-    let mut clocks = StageClocks::default();
+    let (mut clock_of, mut clocks) = (ClockOf::default(), StageClocks::default());
     let total_bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let bar =
         (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) && total_bytes > 32 << 20).then(|| {
@@ -630,8 +625,9 @@ fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut O
                         return Flow::Continue(());
                     }
                 };
+                let clock = clock_of.of(hit.labels, names);
                 if !opts.mixed_clocks
-                    && let Err(e) = clocks.check(map, names, chain, stage, hit.labels, f)
+                    && let Err(e) = clocks.check(map, &clock_of, (chain, stage, clock), f)
                 {
                     stop = Some(Stop::Failed(e));
                     return Flow::Break(());
@@ -645,6 +641,7 @@ fn read_all(files: &[PathBuf], map: &ProbeMap, opts: &AnalyzeOptions, on: &mut O
                     cpu: hit.cpu,
                     labels: hit.labels,
                     interference: 0,
+                    clock,
                 };
                 match on(s, hit.interference_ns, names, f) {
                     Ok(()) => Flow::Continue(()),
@@ -688,10 +685,9 @@ pub fn collect(files: &[PathBuf], chains: &[ChainDef], opts: &AnalyzeOptions) ->
     let mut asm = Assembly::new(&map, opts);
     // Time order holds per clock: stamps of two clocks do not compare.
     let mut last: FxHashMap<(u32, u8), OrderKey> = FxHashMap::default();
-    let mut clocks = ClockOf::default();
     let streamed = read_all(files, &map, opts, &mut |s, interference, names, file| {
         let key = s.order_key();
-        if let Some(prev) = last.insert((s.session, clocks.of(s.labels, names)), key)
+        if let Some(prev) = last.insert((s.session, s.clock), key)
             && key < prev
         {
             return Err(Stop::Disordered { file: file.to_path_buf() });
