@@ -66,12 +66,26 @@ poweroff -f
 /// Modules a nested host (`GuestOptions::nested`) also loads: AMD's KVM and what it needs.
 const KVM_MODULES: &[&str] = &["kvm-amd"];
 
+/// Modules a KVM guest (`Nested`, L2) also loads: `ptp_kvm`, the host's CLOCK_REALTIME as a
+/// PTP clock (`/dev/ptp0`), which relates the guest's clocks to the host's.
+const KVM_GUEST_MODULES: &[&str] = &["ptp_kvm"];
+
+/// What a guest is, for its initramfs: which modules it loads and whether it carries qemu.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Plain,
+    KvmHost,
+    KvmGuest,
+}
+
 /// The cached kernel and modules.
 pub struct Assets {
     pub vmlinux: PathBuf,
     pub modules: Vec<PathBuf>,
     /// `KVM_MODULES` and their dependencies not already in `modules`, in load order.
     pub kvm_modules: Vec<PathBuf>,
+    /// `KVM_GUEST_MODULES` and their dependencies not already in `modules`, in load order.
+    pub kvm_guest_modules: Vec<PathBuf>,
     /// e.g. `6.1.0-56-amd64`.
     pub release: String,
 }
@@ -254,7 +268,11 @@ fn prepare_assets(package: &str) -> Assets {
     let modules = load_order(&mdir, &dir.join("modules"), MODULES);
     let kvm_modules =
         load_order(&mdir, &dir.join("modules"), KVM_MODULES).into_iter().filter(|m| !modules.contains(m)).collect();
-    Assets { vmlinux, modules, kvm_modules, release }
+    let kvm_guest_modules = load_order(&mdir, &dir.join("modules"), KVM_GUEST_MODULES)
+        .into_iter()
+        .filter(|m| !modules.contains(m))
+        .collect();
+    Assets { vmlinux, modules, kvm_modules, kvm_guest_modules, release }
 }
 
 /// A module's name as insmod and modprobe spell it (the file stem) from a modules.dep path.
@@ -382,7 +400,7 @@ const QEMU_FIRMWARE: &[(&str, &str)] = &[
 
 /// `nested_host`: also AMD's KVM modules, and qemu with its libraries and firmware, so the
 /// guest can start a KVM guest of its own.
-fn build_initramfs(assets: &Assets, out: &Path, nested_host: bool) {
+fn build_initramfs(assets: &Assets, out: &Path, role: Role) {
     let root = tempfile::tempdir().expect("tempdir");
     let r = root.path();
     for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "mnt", "etc", "lib/modules"] {
@@ -409,7 +427,7 @@ fn build_initramfs(assets: &Assets, out: &Path, nested_host: bool) {
     for (tool, _) in peers {
         libs.extend(shared_libs(Path::new(tool)));
     }
-    if nested_host {
+    if role == Role::KvmHost {
         let qemu = crate::which("qemu-system-x86_64").expect("qemu-system-x86_64 (qemu-system-x86)");
         fs::copy(&qemu, r.join("usr/bin/qemu-system-x86_64")).expect("copy qemu-system-x86_64");
         libs.extend(shared_libs(&qemu));
@@ -426,8 +444,12 @@ fn build_initramfs(assets: &Assets, out: &Path, nested_host: bool) {
         fs::create_dir_all(dst.parent().unwrap()).unwrap();
         fs::copy(&lib, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", lib.display()));
     }
-    let modules: Vec<&PathBuf> =
-        assets.modules.iter().chain(assets.kvm_modules.iter().filter(|_| nested_host)).collect();
+    let extra = match role {
+        Role::Plain => &[][..],
+        Role::KvmHost => &assets.kvm_modules[..],
+        Role::KvmGuest => &assets.kvm_guest_modules[..],
+    };
+    let modules: Vec<&PathBuf> = assets.modules.iter().chain(extra).collect();
     for m in &modules {
         fs::copy(m, r.join("lib/modules").join(m.file_name().unwrap())).unwrap();
     }
@@ -609,7 +631,7 @@ fn prepare_l2(share: &Path, assets: &Assets, l2: &Nested) {
         fs::write(dir.join(name), contents).unwrap();
     }
     fs::copy(&assets.vmlinux, dir.join("vmlinux")).expect("copy the kernel into the L2 share");
-    build_initramfs(assets, &dir.join("initramfs.cpio.gz"), false);
+    build_initramfs(assets, &dir.join("initramfs.cpio.gz"), Role::KvmGuest);
     let hostfwd = l2.forward.map(|p| format!(",hostfwd=tcp::{L2_RELAY_PORT}-:{p}")).unwrap_or_default();
     let sh = L2_SH
         .replace("__MEM__", &l2.memory_mb.to_string())
@@ -650,7 +672,7 @@ impl Guest {
             prepare_l2(share, assets, l2);
         }
         let initrd = share.join("initramfs.cpio.gz");
-        build_initramfs(assets, &initrd, opts.nested.is_some());
+        build_initramfs(assets, &initrd, if opts.nested.is_some() { Role::KvmHost } else { Role::Plain });
         let host_port = opts.forward.map(|_| free_port());
         let l2_port = opts.nested.as_ref().and_then(|l2| l2.forward).map(|_| free_port());
         let mut netdev = "user,id=n0".to_string();
@@ -744,7 +766,11 @@ impl Guest {
 /// What a guest that did not finish left in its share: the script's output so far and the
 /// serial console.
 fn left_behind(share: &Path) -> String {
-    let so_far = fs::read_to_string(share.join("results.txt")).unwrap_or_default();
+    let so_far = fs::read_to_string(share.join("results.txt"))
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| fs::read_to_string(share.join("results-vport.txt")).ok())
+        .unwrap_or_default();
     let serial = fs::read_to_string(share.join("serial.log")).unwrap_or_default();
     let mut out = format!("; the script's output so far:\n{so_far}\nserial console:\n{serial}");
     let l2 = share.join("l2");

@@ -18,11 +18,11 @@ fn audit_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("the audit is JSON")
 }
 
-fn clocks_by_name(a: &Value) -> BTreeMap<String, Value> {
+pub(crate) fn clocks_by_name(a: &Value) -> BTreeMap<String, Value> {
     a["clocks"].as_array().unwrap().iter().map(|c| (c["name"].as_str().unwrap().to_string(), c.clone())).collect()
 }
 
-fn offset(c: &Value) -> (i64, u64) {
+pub(crate) fn offset(c: &Value) -> (i64, u64) {
     assert_eq!(c["status"], "measured", "{c}");
     (c["offset_ns"].as_i64().unwrap(), c["uncertainty_ns"].as_u64().unwrap())
 }
@@ -414,7 +414,10 @@ fn posix_ns(id: libc::clockid_t) -> i128 {
 
 /// Median of `switch_in − wakeup` of `chain`'s instances in a recorded CSV trace, computed
 /// here from the lines (not by clockpath's assembly), and the clock labels seen per stage.
-fn recorded_deltas(csv: &str, chain: &str) -> (Vec<i128>, BTreeMap<String, std::collections::BTreeSet<String>>) {
+pub(crate) fn recorded_deltas(
+    csv: &str,
+    chain: &str,
+) -> (Vec<i128>, BTreeMap<String, std::collections::BTreeSet<String>>) {
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name}"));

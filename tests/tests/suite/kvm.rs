@@ -25,6 +25,7 @@ interference = true
 /// clocksource so L1 sees the exits the reads cause (acpi_pm: port I/O; hpet: MMIO, a nested
 /// page fault).
 const L2_SCRIPT: &str = r#"
+hostname l2
 echo "l2_current=$(cat __CS__/current_clocksource)"
 echo "l2_available=$(cat __CS__/available_clocksource)"
 echo "l2_hypervisor=$(grep -c hypervisor /proc/cpuinfo)"
@@ -42,6 +43,15 @@ echo "l2_session_start=$(cut -d' ' -f1 /proc/uptime)"
 ./clockpath session --runs __RUNS__ --clocksources kvm-clock,hpet,acpi_pm --out s-kvm > s-kvm.log 2>&1; echo "l2_session=$?"
 echo "l2_session_end=$(cut -d' ' -f1 /proc/uptime)"
 echo "l2_final=$(cat __CS__/current_clocksource)"
+# The host's clock in the guest (ptp_kvm), the guest's audit, then the messages: each `cpt N`
+# from L1 is stamped here on ftrace's mono clock and answered at once.
+echo "l2_ptp=$(cat /sys/class/ptp/ptp0/clock_name 2>/dev/null)"
+./clockpath clocks --out l2-audit.json > l2-audit.txt 2>&1; echo "l2_audit=$?"
+M=/sys/kernel/tracing/instances/hostguest
+mkdir $M && echo mono > $M/trace_clock && echo 1 > $M/options/raw
+mkfifo /tmp/back
+timeout 120 nc 10.0.2.2 5000 < /tmp/back | { echo hello; while read l; do echo "$l" > $M/trace_marker; echo "ack ${l#cpt }"; done; } > /tmp/back
+grep ' cpt ' $M/trace > l2-stamps.txt; echo "l2_stamped=$(grep -c . l2-stamps.txt)"
 touch ready
 for i in $(seq 1 900); do [ -e scraped ] && break; sleep 0.2; done
 kill -TERM $RUN; wait $RUN; echo "l2_run_exit=$?"
@@ -50,6 +60,7 @@ kill -TERM $RUN; wait $RUN; echo "l2_run_exit=$?"
 /// L1: its exporter, then L2 under KVM, kept up until the host has scraped both.
 const L1_SCRIPT: &str = r#"
 . /mnt/host/l2.sh
+hostname l1
 echo "l1_kvm_dev=$([ -c /dev/kvm ] && echo yes || echo no)"
 echo "l1_svm=$(grep -c svm /proc/cpuinfo)"
 ./clockpath --config l1.toml run --duration 900 > run.log 2>&1 &
@@ -57,9 +68,27 @@ RUN=$!
 for i in $(seq 1 300); do wget -q -O /dev/null http://127.0.0.1:39111/healthz 2>/dev/null && break; sleep 0.2; done
 echo "l1_exporter=$(wget -q -O /dev/null http://127.0.0.1:39111/healthz && echo up || echo down)"
 echo "l1_exporter_up_at=$(cut -d' ' -f1 /proc/uptime)"
+# Messages to L2 over its user-mode network (L2 reaches L1 at 10.0.2.2), one at a time once L2
+# has said hello: `cpt N` stamped here before it is sent, `ack N` when L2's answer arrives
+# (ftrace mono clock).
+M=/sys/kernel/tracing/instances/hostguest
+mkdir $M && echo mono > $M/trace_clock && echo 1 > $M/options/raw
+mkfifo /tmp/to /tmp/from
+timeout 600 nc -l -p 5000 < /tmp/to > /tmp/from &
+(
+  exec 3> /tmp/to 4< /tmp/from
+  read hello <&4 || exit 1
+  for i in $(seq 1 __MESSAGES__); do
+    echo "cpt $i" > $M/trace_marker; echo "cpt $i" >&3; read ack <&4 || break; echo "$ack" > $M/trace_marker
+  done
+) &
+PP=$!
 l2_start
 # L2 marks its share when its reads are done; the host then scrapes both and marks L1's.
 for i in $(seq 1 2700); do [ -e /mnt/host/l2/ready ] && break; sleep 0.2; done
+for i in $(seq 1 300); do kill -0 $PP 2>/dev/null || break; sleep 0.2; done
+grep ' cpt \| ack ' $M/trace > l1-stamps.txt; echo "l1_stamped=$(grep -c . l1-stamps.txt)"
+./clockpath clocks --out l1-audit.json > l1-audit.txt 2>&1; echo "l1_audit=$?"
 touch ready
 for i in $(seq 1 900); do [ -e scraped ] && break; sleep 0.2; done
 touch /mnt/host/l2/scraped
@@ -69,6 +98,22 @@ kill -TERM $RUN; wait $RUN; echo "l1_run_exit=$?"
 
 /// Switches of L2's session, cycling kvm-clock → hpet → acpi_pm → kvm-clock.
 const L2_RUNS: u64 = 300;
+
+/// Messages between L1 and L2, each stamped where it is sent and where it arrives.
+const MESSAGES: usize = 60;
+
+/// `PID CPU TS # IP MSG N` lines of a raw-format ftrace instance → (MSG, N) → TS (ns).
+fn stamps(text: &str) -> std::collections::BTreeMap<(String, u64), u64> {
+    text.lines()
+        .filter_map(|l| {
+            let (head, msg) = l.split_once(" # ")?;
+            let ts = head.split_whitespace().nth(2)?.parse().ok()?;
+            let mut m = msg.split_whitespace().skip(1);
+            let (what, n) = (m.next()?.to_string(), m.next()?.parse().ok()?);
+            Some(((what, n), ts))
+        })
+        .collect()
+}
 
 fn results(text: &str) -> std::collections::BTreeMap<String, String> {
     text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
@@ -108,7 +153,7 @@ fn a_kvm_host_measures_its_guests_exits_by_reason_and_charges_them_as_interferen
         forward: Some(39111),
     };
     let guest = Guest::start(
-        &L1_SCRIPT.replace("__CS__", CS),
+        &L1_SCRIPT.replace("__CS__", CS).replace("__MESSAGES__", &MESSAGES.to_string()),
         &[("l1.toml", L1_CONFIG)],
         GuestOptions { forward: Some(39111), timeout: Duration::from_secs(600), ..GuestOptions::nested_host(l2) },
     );
@@ -221,7 +266,127 @@ fn a_kvm_host_measures_its_guests_exits_by_reason_and_charges_them_as_interferen
             .collect::<Vec<_>>()
     );
 
+    host_and_guest_clocks(out.dir.path(), &r1, &r2);
+
     assert_eq!(r2.get("l2_run_exit").map(String::as_str), Some("0"), "{l2_results}");
     assert_eq!(r1.get("l2_exit").map(String::as_str), Some("0"), "{}", out.results);
     assert_eq!(r1.get("l1_run_exit").map(String::as_str), Some("0"), "{}", out.results);
+}
+
+/// Issue 29 across the KVM boundary: the guest's audit has kvm-clock and the host's clock
+/// (ptp_kvm); messages stamped in the guest when answered and in the host when the answer
+/// arrives make a trace whose constant is the two machines' CLOCK_MONOTONIC apart, and
+/// `explain`, given both audits, names host − guest monotonic through ptp_kvm. Its residual is
+/// the answer's one-way trip, which the host's own clock bounds: it cannot exceed the round trip
+/// L1 measured from sending to the answer (a check that fails on a wrong time base).
+///
+/// The guest-stamped stage comes first so the constant is positive (the host booted first); a
+/// negative one (`--offset`) is explained the same way (unit test).
+fn host_and_guest_clocks(
+    share: &std::path::Path,
+    r1: &std::collections::BTreeMap<String, String>,
+    r2: &std::collections::BTreeMap<String, String>,
+) {
+    // Assumptions: ptp_kvm loaded in L2 and both audits and both stamp sets were written.
+    assert_eq!(r2.get("l2_ptp").map(String::as_str), Some("KVM virtual PTP"), "ptp_kvm in L2: {r2:?}");
+    assert_eq!(r2.get("l2_audit").map(String::as_str), Some("0"), "{r2:?}");
+    assert_eq!(r1.get("l1_audit").map(String::as_str), Some("0"), "{r1:?}");
+    let read = |f: &std::path::Path| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+    let (l1_audit, l2_audit) = (share.join("l1-audit.json"), share.join("l2/l2-audit.json"));
+    let a2: serde_json::Value = serde_json::from_str(&read(&l2_audit)).unwrap();
+    assert_eq!(a2["identity"]["clocksource"], "kvm-clock", "{}", a2["identity"]);
+    assert_eq!(a2["identity"]["environment"], "vm", "{}", a2["identity"]);
+    assert_eq!(a2["identity"]["hypervisor"], "KVMKVMKVM", "{}", a2["identity"]);
+    let ptp = a2["clocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ptp:ptp0")
+        .unwrap_or_else(|| panic!("no ptp:ptp0 in L2's audit: {a2}"));
+    assert_eq!(ptp["status"], "measured", "{ptp}");
+    eprintln!("L2's ptp_kvm: offset {} ± {} ns from L2's CLOCK_MONOTONIC", ptp["offset_ns"], ptp["uncertainty_ns"]);
+
+    let (l1, l2) = (stamps(&read(&share.join("l1-stamps.txt"))), stamps(&read(&share.join("l2/l2-stamps.txt"))));
+    let mut csv = String::from("timestamp_ns,probe_name,session_id,cpu_id,delta_chain_id,chain,clock\n");
+    let mut rtt = Vec::new();
+    for i in 1..=MESSAGES as u64 {
+        let (Some(sent), Some(answered), Some(back)) =
+            (l1.get(&("cpt".into(), i)), l2.get(&("cpt".into(), i)), l1.get(&("ack".into(), i)))
+        else {
+            continue;
+        };
+        // The guest's stamp plays the entry, the host's the read, as in the investigation's pair.
+        csv.push_str(&format!("{answered},switch_entry,hostguest,0,{i},clocksource_switch,l2/monotonic\n"));
+        csv.push_str(&format!("{back},first_read,hostguest,0,{i},clocksource_switch,l1/monotonic\n"));
+        rtt.push(back - sent);
+    }
+    assert!(
+        rtt.len() * 10 >= MESSAGES * 9,
+        "{} of {MESSAGES} messages stamped on both sides: {r1:?} {r2:?}",
+        rtt.len()
+    );
+    rtt.sort_unstable();
+    let rtt_median = rtt[rtt.len() / 2] as f64;
+    let trace = share.join("hostguest.csv");
+    std::fs::write(&trace, csv).unwrap();
+    // The answer's trip is a latency of milliseconds under nested emulation: at most the
+    // longest round trip L1 measured, which is the residual a user would allow here.
+    let max_residual = format!("{}", rtt[rtt.len() - 1] as f64 / 1e9);
+    let o = clockpath(&[
+        "explain",
+        "--max-residual",
+        &max_residual,
+        trace.to_str().unwrap(),
+        "--clocks",
+        l1_audit.to_str().unwrap(),
+        "--clocks",
+        l2_audit.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let notes = j["notes"].to_string();
+    assert!(notes.contains("through ptp:ptp0"), "L2 related to L1 through ptp_kvm: {notes}");
+    let x = j["explanations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["observed"]["what"] == "clocksource_switch / switch_entry->first_read")
+        .cloned()
+        .unwrap_or_else(|| panic!("the host–guest segment is not explained: {j}"));
+    assert_eq!(x["explained"], true, "{x}");
+    for c in x["candidates"].as_array().unwrap() {
+        eprintln!(
+            "candidate {}: explains {} residual {} ± {}",
+            c["explanation"], c["explains"], c["residual"]["estimate"], c["uncertainty_ns"]
+        );
+    }
+    eprintln!(
+        "observed {}; L1's round trip median {rtt_median} ns, range {:?}",
+        x["observed"],
+        (rtt[0], rtt[rtt.len() - 1])
+    );
+    let best = &x["candidates"][0];
+    assert_eq!(best["terms"].as_array().unwrap().len(), 1, "{best}");
+    let term = &best["terms"][0];
+    let class = |side: &str| -> Vec<String> {
+        std::iter::once(&term[side])
+            .chain(term[format!("{side}_same_as")].as_array().into_iter().flatten())
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    };
+    assert!(class("late").iter().any(|c| c == "l1/posix:monotonic"), "{best}");
+    assert!(class("early").iter().any(|c| c == "l2/posix:monotonic"), "{best}");
+    let res = &best["residual"];
+    let (est, lo, hi) =
+        (res["estimate"].as_f64().unwrap(), res["lower"].as_f64().unwrap(), res["upper"].as_f64().unwrap());
+    let u = best["uncertainty_ns"].as_f64().unwrap();
+    eprintln!(
+        "host − guest monotonic {} ns; residual (the answer's trip) {est:.0} ns [{lo:.0}, {hi:.0}] ± {u:.0}; L1's round trip median {rtt_median:.0} ns",
+        x["observed"]["median"]["estimate"]
+    );
+    assert!(
+        est >= -u && est <= rtt_median + u,
+        "the one-way trip {est} ns (± {u}) is not within 0 and the round trip {rtt_median} ns"
+    );
 }

@@ -25,4 +25,5 @@ mod recorder;
 mod rules;
 mod runqueue;
 mod session;
+mod suspend;
 mod web;
