@@ -169,6 +169,22 @@ fn prometheus_scrapes_over_https_with_basic_auth_and_edits_reload_without_droppi
     });
     assert!(metric(&text, "clockpath_web_config_last_reload_success_timestamp_seconds", &[]) > 1.7e9);
     assert_eq!(authed("bob", "bob-new"), 200, "the last good settings stay in force");
+
+    // A truncated file (`: > web.yml`) and one holding only its TLS half never turn
+    // authentication off: refused, reported, and the last good settings stay.
+    let tls_half = "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n";
+    for (what, text) in [("truncated", ""), ("TLS half only", tls_half)] {
+        write_web(&[("prometheus", &alice), ("bob", &bob_new)]);
+        wait_for("the good web config back in force", Duration::from_secs(10), || {
+            (metric(&scrape(), "clockpath_web_config_last_reload_successful", &[]) == 1.0).then_some(())
+        });
+        std::fs::write(&web, text).expect("write");
+        wait_for(&format!("the {what} web config to be refused"), Duration::from_secs(10), || {
+            (metric(&scrape(), "clockpath_web_config_last_reload_successful", &[]) == 0.0).then_some(())
+        });
+        assert_eq!(status(&agent, &metrics, None).0, 401, "{what}: /metrics without credentials");
+        assert_eq!(authed("bob", "bob-new"), 200, "{what}: the last good users stay");
+    }
     let up = prom.wait_for("up{job=\"clockpath\"}", Duration::from_secs(10), |v| v == 1.0);
     assert_eq!(up, 1.0);
     let out = e.stop();
@@ -178,6 +194,10 @@ fn prometheus_scrapes_over_https_with_basic_auth_and_edits_reload_without_droppi
     assert!(
         log.contains("basic_auth_users.bob: not a bcrypt hash"),
         "the failed reload is logged with its key:\n{log}"
+    );
+    assert!(
+        log.contains("basic_auth_users: missing, while 2 user(s) must authenticate now"),
+        "the refused half-written file is logged:\n{log}"
     );
 }
 

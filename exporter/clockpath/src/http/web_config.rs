@@ -97,6 +97,17 @@ pub struct WebSettings {
     pub users: BTreeMap<String, String>,
     /// Set on every response.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// TLS clients must present a certificate the client CA signed.
+    pub client_cert_required: bool,
+}
+
+/// One consistent read: the settings, the stamps they were read under, and which security
+/// keys the file names (a reload may turn a defence off only when the file says so).
+struct Read {
+    settings: WebSettings,
+    stamps: Vec<Stamp>,
+    names_users: bool,
+    names_client_auth: bool,
 }
 
 /// What a file's change is detected by.
@@ -140,7 +151,7 @@ pub struct WebConfig {
 impl WebConfig {
     /// Load the file: any problem is an error naming the key.
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
-        let (settings, stamps) = read(path)?;
+        let Read { settings, stamps, .. } = read_consistent(path)?;
         Ok(WebConfig {
             path: path.to_path_buf(),
             tls_enabled: settings.tls.is_some(),
@@ -185,19 +196,39 @@ impl WebConfig {
 
     /// Re-read the files now (SIGHUP). On an error the settings in force stay.
     pub fn reload(&self) -> Result<(), WebConfigError> {
-        let outcome = read(&self.path).and_then(|(settings, stamps)| {
-            if settings.tls.is_some() != self.tls_enabled {
-                return Err(WebConfigError::Invalid {
-                    path: self.path.display().to_string(),
-                    key: "tls_server_config".into(),
-                    message: format!(
+        let running = self.settings();
+        let outcome = read_consistent(&self.path).and_then(|r| {
+            let refuse = |key: &str, message: String| {
+                Err(WebConfigError::Invalid { path: self.path.display().to_string(), key: key.into(), message })
+            };
+            if r.settings.tls.is_some() != self.tls_enabled {
+                return refuse(
+                    "tls_server_config",
+                    format!(
                         "TLS was {} at start; turning it {} needs a restart",
                         if self.tls_enabled { "on" } else { "off" },
                         if self.tls_enabled { "off" } else { "on" }
                     ),
-                });
+                );
             }
-            Ok((settings, stamps))
+            // A file truncated or half written (by an editor, a config tool, a copy) must not
+            // read as "no authentication": turning a defence off takes the key, written out.
+            if !running.users.is_empty() && !r.names_users {
+                return refuse(
+                    "basic_auth_users",
+                    format!(
+                        "missing, while {} user(s) must authenticate now: an empty or half-written file would turn authentication off; write `basic_auth_users: {{}}` to mean it",
+                        running.users.len()
+                    ),
+                );
+            }
+            if running.client_cert_required && !r.settings.client_cert_required && !r.names_client_auth {
+                return refuse(
+                    "tls_server_config.client_auth_type",
+                    "missing, while clients must present a certificate now: write `client_auth_type: NoClientCert` to stop requiring one".into(),
+                );
+            }
+            Ok((r.settings, r.stamps))
         });
         let mut state = self.state.lock().ok();
         match outcome {
@@ -229,9 +260,30 @@ impl WebConfig {
     }
 }
 
+/// Reads of the file and everything it names, until one saw no file change while it read
+/// (every file is stamped before it is read and checked after: a writer between the two would
+/// otherwise leave a half-written file in force until its next change).
+fn read_consistent(path: &Path) -> Result<Read, WebConfigError> {
+    const ATTEMPTS: usize = 5;
+    for attempt in 1..=ATTEMPTS {
+        let r = read(path)?;
+        if r.stamps.iter().all(|s| Stamp::of(&s.path) == *s) {
+            return Ok(r);
+        }
+        tracing::debug!(attempt, path = %path.display(), "web config changed while being read: reading it again");
+        std::thread::sleep(Duration::from_millis(20 * attempt as u64));
+    }
+    Err(WebConfigError::Invalid {
+        path: path.display().to_string(),
+        key: "(file)".into(),
+        message: format!("changed while being read, {ATTEMPTS} times in a row"),
+    })
+}
+
 /// One read of the file and everything it names.
-fn read(path: &Path) -> Result<(WebSettings, Vec<Stamp>), WebConfigError> {
+fn read(path: &Path) -> Result<Read, WebConfigError> {
     let shown = path.display().to_string();
+    let mut stamps = vec![Stamp::of(path)];
     let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read { path: shown.clone(), source })?;
     let file: FileConfig = if text.trim().is_empty() {
         FileConfig::default()
@@ -240,12 +292,16 @@ fn read(path: &Path) -> Result<(WebSettings, Vec<Stamp>), WebConfigError> {
             .map_err(|e| WebConfigError::Parse { path: shown.clone(), message: e.to_string() })?
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut stamps = vec![Stamp::of(path)];
     let invalid =
         |key: &str, message: String| WebConfigError::Invalid { path: shown.clone(), key: key.into(), message };
     if file.rate_limit.is_some() {
         return Err(invalid("rate_limit", "not supported by clockpath (connections are bounded instead)".into()));
     }
+    let names_users = file.basic_auth_users.is_some();
+    let names_client_auth = file.tls_server_config.as_ref().is_some_and(|t| t.client_auth_type.is_some());
+    let client_cert_required = file.tls_server_config.as_ref().is_some_and(|t| {
+        tls_enabled(t) && t.client_auth_type.as_deref() == Some("RequireAndVerifyClientCert")
+    });
     let mut users = BTreeMap::new();
     for (user, hash) in file.basic_auth_users.unwrap_or_default() {
         if let Err(e) = hash.parse::<bcrypt::HashParts>() {
@@ -269,7 +325,7 @@ fn read(path: &Path) -> Result<(WebSettings, Vec<Stamp>), WebConfigError> {
         Some(t) if tls_enabled(t) => Some(Arc::new(tls_config(t, dir, &mut stamps, &invalid)?)),
         _ => None,
     };
-    Ok((WebSettings { tls, users, headers }, stamps))
+    Ok(Read { settings: WebSettings { tls, users, headers, client_cert_required }, stamps, names_users, names_client_auth })
 }
 
 /// The toolkit's test: TLS is on when any of these is set.
@@ -610,5 +666,34 @@ mod tests {
         std::fs::write(&path, "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n").expect("write");
         let e = w.reload().expect_err("TLS cannot be turned on").to_string();
         assert!(e.contains("needs a restart"), "{e}");
+    }
+
+    #[test]
+    fn a_truncated_or_half_written_file_never_turns_a_defence_off() {
+        let p = pki();
+        let path = p.dir.path().join("web.yml");
+        let tls = "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n";
+        let mtls = format!("{tls}  client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n");
+        let w = load(&p, &format!("{mtls}basic_auth_users:\n  alice: '{}'\n", hash())).expect("valid");
+        assert!(w.current().client_cert_required);
+        // Truncated: empty, then only the TLS half (auth missing), then TLS without the client CA.
+        for (text, key) in [
+            (String::new(), "tls_server_config"),
+            (mtls.clone(), "basic_auth_users"),
+            (format!("{tls}basic_auth_users:\n  alice: '{}'\n", hash()), "client_auth_type"),
+        ] {
+            std::fs::write(&path, &text).expect("write");
+            let e = w.reload().expect_err("a defence would be lost").to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+            assert!(!w.reload_state().successful);
+            let now = w.current();
+            assert_eq!((now.users.len(), now.client_cert_required), (1, true), "{text:?}: the last good settings stay");
+        }
+        // Written out, the change is taken.
+        std::fs::write(&path, format!("{tls}  client_auth_type: NoClientCert\nbasic_auth_users: {{}}\n")).expect("write");
+        w.reload().expect("an explicit change applies");
+        let now = w.current();
+        assert_eq!((now.users.len(), now.client_cert_required), (0, false));
+        assert!(w.reload_state().successful);
     }
 }
