@@ -266,3 +266,122 @@ fn a_bad_web_config_is_exit_2_naming_the_key_before_anything_attaches() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("/nonexistent/web.yml") && err.contains("No such file"), "{err}");
 }
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `from`, with a receive
+/// buffer of `rcvbuf` bytes if given (set before connecting, so the window stays small).
+fn connect_from(from: [u8; 4], port: u16, rcvbuf: Option<i32>) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd as _;
+    let sockaddr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip) },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns until it is wrapped.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        if let Some(b) = rcvbuf {
+            let v: libc::c_int = b;
+            let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&v as *const libc::c_int).cast(), size) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        let src = sockaddr(from, 0);
+        if libc::bind(fd, (&src as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let dst = sockaddr([127, 0, 0, 1], port);
+        if libc::connect(fd, (&dst as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// No lock-outs (issue 31): idle connections, from another address or from the scraper's own,
+/// and slow readers that pipeline requests and read nothing cannot keep a scraper out. One
+/// address holds at most 16 of the 64 connections; at a limit the longest-idle connection is
+/// closed to make room; a client that takes in less than 1 KiB of a response in 10 s is closed.
+///
+/// Rests on: the loopback network answers from any 127.0.0.0/8 address (checked first).
+#[test]
+fn idle_connections_and_slow_readers_cannot_lock_scrapers_out() {
+    require_root();
+    let e = Exporter::start(&[], &[]);
+    let port = e.port;
+    connect_from([127, 0, 0, 2], port, None).expect("assumption: 127.0.0.2 reaches 127.0.0.1 over loopback");
+    let fresh = || ureq::AgentBuilder::new().max_idle_connections(0).timeout(Duration::from_secs(5)).build();
+    let scrape = || -> Result<(Duration, String), String> {
+        let t = Instant::now();
+        let body = fresh()
+            .get(&e.url("/metrics"))
+            .call()
+            .map_err(|err| err.to_string())?
+            .into_string()
+            .map_err(|err| err.to_string())?;
+        Ok((t.elapsed(), body))
+    };
+
+    // 100 idle connections from another address, then 100 from the scraper's own.
+    let mut idle = Vec::new();
+    for from in [[127, 0, 0, 2], [127, 0, 0, 1]] {
+        for _ in 0..100 {
+            idle.push(connect_from(from, port, None).expect("connect"));
+        }
+    }
+    for i in 0..5 {
+        let (took, _) = scrape().unwrap_or_else(|err| panic!("scrape {i} beside 200 idle connections: {err}"));
+        assert!(took < Duration::from_secs(3), "scrape {i} took {took:?}");
+    }
+    let text = wait_for("idle connections beyond 16 per address evicted", Duration::from_secs(10), || {
+        let t = scrape().ok()?.1;
+        (metric(&t, "clockpath_http_connections_closed_total", &[("reason", "evicted")]) >= 168.0).then_some(t)
+    });
+    eprintln!(
+        "evicted {} idle connections",
+        metric(&text, "clockpath_http_connections_closed_total", &[("reason", "evicted")])
+    );
+    // The first one from 127.0.0.2 was closed by the server.
+    let first = &mut idle[0];
+    first.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    assert_eq!(first.read(&mut [0u8; 16]).expect("EOF, not a timeout"), 0, "the evicted connection is closed");
+    drop(idle);
+
+    // 64 slow readers: 4 KiB receive buffers, 40 pipelined scrapes each (megabytes of answers:
+    // more than the kernel's send buffer takes), nothing read.
+    let request = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(40);
+    let writers: Vec<_> = (0..64)
+        .map(|_| {
+            let request = request.clone();
+            std::thread::spawn(move || {
+                let mut s = connect_from([127, 0, 0, 3], port, Some(4096)).expect("connect");
+                s.set_write_timeout(Some(Duration::from_secs(2))).expect("timeout");
+                let _ = s.write_all(request.as_bytes());
+                s
+            })
+        })
+        .collect();
+    let slow: Vec<TcpStream> = writers.into_iter().map(|w| w.join().expect("writer")).collect();
+    let mut scrapes = 0;
+    let text = wait_for("the slow readers to be closed for stalling", Duration::from_secs(60), || {
+        let (took, t) = scrape().unwrap_or_else(|err| panic!("a scrape during the slow-reader attack failed: {err}"));
+        assert!(took < Duration::from_secs(3), "a scrape during the slow-reader attack took {took:?}");
+        scrapes += 1;
+        (metric(&t, "clockpath_http_connections_closed_total", &[("reason", "stalled")]) >= 16.0).then_some(t)
+    });
+    eprintln!(
+        "{scrapes} scrapes answered during the attack; closed for stalling: {}, evicted: {}, rejected: {}",
+        metric(&text, "clockpath_http_connections_closed_total", &[("reason", "stalled")]),
+        metric(&text, "clockpath_http_connections_closed_total", &[("reason", "evicted")]),
+        metric(&text, "clockpath_http_connections_rejected_total", &[])
+    );
+    drop(slow);
+    let out = e.stop();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -252,7 +252,10 @@ pub struct HttpSnapshot {
     pub auth_failures: u64,
     /// By reason.
     pub tls_failures: [(&'static str, u64); 3],
-    pub connections_rejected: u64,
+    /// By reason: per_address, total.
+    pub connections_rejected: [(&'static str, u64); 2],
+    /// By reason: evicted (idle, to make room), stalled (the client stopped reading).
+    pub connections_closed: [(&'static str, u64); 2],
     /// (last read succeeded, unix time of the last success), when a web config is in use.
     pub web_config_reload: Option<(bool, f64)>,
 }
@@ -262,7 +265,10 @@ pub fn http_server(enc: &mut DescriptorEncoder, h: &HttpSnapshot) -> fmt::Result
     counter(enc, HTTP_AUTH_FAILURES, HTTP_AUTH_FAILURES_HELP, &[(vec![], h.auth_failures)])?;
     let tls: Vec<(Labels, u64)> = h.tls_failures.iter().map(|(r, v)| (vec![(s("reason"), s(r))], *v)).collect();
     counter(enc, HTTP_TLS_FAILURES, HTTP_TLS_FAILURES_HELP, &tls)?;
-    counter(enc, HTTP_REJECTED, HTTP_REJECTED_HELP, &[(vec![], h.connections_rejected)])?;
+    let by_reason =
+        |v: &[(&str, u64)]| -> Vec<(Labels, u64)> { v.iter().map(|(r, n)| (vec![(s("reason"), s(r))], *n)).collect() };
+    counter(enc, HTTP_REJECTED, HTTP_REJECTED_HELP, &by_reason(&h.connections_rejected))?;
+    counter(enc, HTTP_CLOSED, HTTP_CLOSED_HELP, &by_reason(&h.connections_closed))?;
     if let Some((ok, at)) = h.web_config_reload {
         gauge(enc, WEB_CONFIG_RELOAD_OK, WEB_CONFIG_RELOAD_OK_HELP, &[(vec![], if ok { 1.0 } else { 0.0 })])?;
         gauge(enc, WEB_CONFIG_RELOAD_TIME, WEB_CONFIG_RELOAD_TIME_HELP, &[(vec![], at)])?;

@@ -3,7 +3,9 @@
 //! reader is alive, 503 otherwise) and `/` (a landing page with the attach plan), over plain
 //! HTTP or, with a web config file ([`web_config`]), TLS and basic authentication.
 
+pub mod admission;
 pub mod auth;
+pub mod deadline;
 pub mod web_config;
 
 use std::{
@@ -83,8 +85,13 @@ pub struct HttpStats {
     pub tls_plaintext: AtomicU64,
     pub tls_failed: AtomicU64,
     pub tls_timeout: AtomicU64,
-    /// Connections closed at accept because MAX_CONNECTIONS were open.
-    pub rejected: AtomicU64,
+    /// Connections closed at accept: every connection from the address, or every one, busy.
+    pub rejected_per_address: AtomicU64,
+    pub rejected_total: AtomicU64,
+    /// Idle connections closed to make room for a new one.
+    pub evicted: AtomicU64,
+    /// Connections closed because the client stopped taking in a response.
+    pub stalled: AtomicU64,
 }
 
 /// Adds the server's own metrics (`clockpath_http_*`, `clockpath_web_config_*`) to `registry`.
@@ -115,7 +122,14 @@ impl Collector for ServerMetrics {
                     ("handshake", s.tls_failed.load(Ordering::Relaxed)),
                     ("timeout", s.tls_timeout.load(Ordering::Relaxed)),
                 ],
-                connections_rejected: s.rejected.load(Ordering::Relaxed),
+                connections_rejected: [
+                    ("per_address", s.rejected_per_address.load(Ordering::Relaxed)),
+                    ("total", s.rejected_total.load(Ordering::Relaxed)),
+                ],
+                connections_closed: [
+                    ("evicted", s.evicted.load(Ordering::Relaxed)),
+                    ("stalled", s.stalled.load(Ordering::Relaxed)),
+                ],
                 web_config_reload: reload,
             },
         )
@@ -127,8 +141,6 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
 }
 
-/// Connections served at once; more are closed at accept (a scraper needs one or two).
-const MAX_CONNECTIONS: usize = 64;
 /// A client must send a request's headers within this (also bounds an idle keep-alive).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Scrapes encoded at once: each reads every kernel map and takes a blocking thread; more
@@ -139,11 +151,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serve until `stop` turns true.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut stop: watch::Receiver<bool>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let admission = admission::Admission::new(admission::MAX_CONNECTIONS, admission::MAX_PER_ADDRESS);
     let reloads = tokio::spawn(reload_on_sighup(state.web.clone()));
     let (mut last_warned, mut rejected_unlogged) = (None, 0u64);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(error) => {
@@ -155,35 +167,50 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut stop: watch
             },
             _ = stop.changed() => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            state.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            // Logged at most every 10 s: a storm must not flood the log (a blocked stderr
-            // would stall this thread), and the counter has every one.
-            rejected_unlogged += 1;
-            if last_warned.is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(10)) {
-                tracing::warn!(
-                    limit = MAX_CONNECTIONS,
-                    closed = rejected_unlogged,
-                    "too many HTTP connections: closing new ones (clockpath_http_connections_rejected_total)"
-                );
-                last_warned = Some(std::time::Instant::now());
-                rejected_unlogged = 0;
+        let ticket = match admission.admit(peer.ip()) {
+            Ok((ticket, evicted)) => {
+                if evicted {
+                    state.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                ticket
             }
-            drop(stream);
-            continue;
+            Err(why) => {
+                let counter = match why {
+                    admission::Refused::PerAddress => &state.stats.rejected_per_address,
+                    admission::Refused::Total => &state.stats.rejected_total,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                // Logged at most every 10 s: a storm must not flood the log (a blocked stderr
+                // would stall this thread), and the counter has every one.
+                rejected_unlogged += 1;
+                if last_warned.is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(10)) {
+                    tracing::warn!(
+                        limit = admission::MAX_CONNECTIONS,
+                        per_address = admission::MAX_PER_ADDRESS,
+                        reason = why.label(),
+                        closed = rejected_unlogged,
+                        peer = %peer.ip(),
+                        "too many busy HTTP connections: closing new ones (clockpath_http_connections_rejected_total)"
+                    );
+                    last_warned = Some(std::time::Instant::now());
+                    rejected_unlogged = 0;
+                }
+                drop(stream);
+                continue;
+            }
         };
         let state = state.clone();
         tokio::spawn(async move {
+            let ticket = Arc::new(ticket);
             // TLS is on or off for the listener's life (a reload cannot switch it).
             match state.web.as_ref().and_then(|w| w.current().tls.clone()) {
                 Some(tls) => {
                     if let Some(stream) = handshake(stream, tls, &state.stats).await {
-                        serve_connection(stream, state).await;
+                        serve_connection(deadline::Deadlined::new(stream), state, ticket).await;
                     }
                 }
-                None => serve_connection(stream, state).await,
+                None => serve_connection(deadline::Deadlined::new(stream), state, ticket).await,
             }
-            drop(slot);
         });
     }
     reloads.abort();
@@ -246,14 +273,43 @@ async fn handshake(
     }
 }
 
-async fn serve_connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: I, state: Arc<HttpState>) {
-    let svc = service_fn(move |req| handle(state.clone(), req));
-    let served = hyper::server::conn::http1::Builder::new()
+async fn serve_connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: I,
+    state: Arc<HttpState>,
+    ticket: Arc<admission::Ticket>,
+) {
+    let st = state.clone();
+    let t = ticket.clone();
+    let svc = service_fn(move |req| {
+        let (state, ticket) = (st.clone(), t.clone());
+        async move {
+            ticket.busy();
+            let r = handle(state, req).await;
+            ticket.answered(r.as_ref().is_ok_and(|r| r.status() != StatusCode::UNAUTHORIZED));
+            r
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(io), svc)
-        .await;
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        r = conn.as_mut() => r,
+        () = ticket.evicted() => {
+            // Chosen to make room while idle: close between requests (a response under way is
+            // finished first, bounded by the write deadline).
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
     if let Err(error) = served {
+        let stalled = std::error::Error::source(&error)
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+        if stalled {
+            state.stats.stalled.fetch_add(1, Ordering::Relaxed);
+        }
         tracing::debug!(%error, "HTTP connection ended with an error");
     }
 }

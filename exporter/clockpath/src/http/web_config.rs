@@ -299,9 +299,10 @@ fn read(path: &Path) -> Result<Read, WebConfigError> {
     }
     let names_users = file.basic_auth_users.is_some();
     let names_client_auth = file.tls_server_config.as_ref().is_some_and(|t| t.client_auth_type.is_some());
-    let client_cert_required = file.tls_server_config.as_ref().is_some_and(|t| {
-        tls_enabled(t) && t.client_auth_type.as_deref() == Some("RequireAndVerifyClientCert")
-    });
+    let client_cert_required = file
+        .tls_server_config
+        .as_ref()
+        .is_some_and(|t| tls_enabled(t) && t.client_auth_type.as_deref() == Some("RequireAndVerifyClientCert"));
     let mut users = BTreeMap::new();
     for (user, hash) in file.basic_auth_users.unwrap_or_default() {
         if let Err(e) = hash.parse::<bcrypt::HashParts>() {
@@ -325,7 +326,12 @@ fn read(path: &Path) -> Result<Read, WebConfigError> {
         Some(t) if tls_enabled(t) => Some(Arc::new(tls_config(t, dir, &mut stamps, &invalid)?)),
         _ => None,
     };
-    Ok(Read { settings: WebSettings { tls, users, headers, client_cert_required }, stamps, names_users, names_client_auth })
+    Ok(Read {
+        settings: WebSettings { tls, users, headers, client_cert_required },
+        stamps,
+        names_users,
+        names_client_auth,
+    })
 }
 
 /// The toolkit's test: TLS is on when any of these is set.
@@ -690,7 +696,8 @@ mod tests {
             assert_eq!((now.users.len(), now.client_cert_required), (1, true), "{text:?}: the last good settings stay");
         }
         // Written out, the change is taken.
-        std::fs::write(&path, format!("{tls}  client_auth_type: NoClientCert\nbasic_auth_users: {{}}\n")).expect("write");
+        std::fs::write(&path, format!("{tls}  client_auth_type: NoClientCert\nbasic_auth_users: {{}}\n"))
+            .expect("write");
         w.reload().expect("an explicit change applies");
         let now = w.current();
         assert_eq!((now.users.len(), now.client_cert_required), (0, false));
