@@ -151,7 +151,11 @@ fn explanation(global: &[&str], trace: &str, audit: &std::path::Path, what: &str
     args.extend(["explain", trace, "--clocks", audit.to_str().unwrap(), "--boot-id", &boot, "--json"]);
     let out = clockpath(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    explanation_in(&serde_json::from_slice(&out.stdout).unwrap(), what)
+}
+
+/// The explanation of the segment `what` (`chain / a->b`) in `explain --json` output.
+pub(crate) fn explanation_in(j: &Value, what: &str) -> Value {
     j["explanations"]
         .as_array()
         .unwrap()
@@ -159,6 +163,27 @@ fn explanation(global: &[&str], trace: &str, audit: &std::path::Path, what: &str
         .find(|x| x["observed"]["what"] == what)
         .cloned()
         .unwrap_or_else(|| panic!("{what} not explained: {j}"))
+}
+
+/// Asserts that `x` is explained and that its best candidate is the one clock pair
+/// `late − early` (each name found in its side's class of clocks that read the same), and
+/// returns that candidate's residual (estimate, lower, upper) and uncertainty, ns.
+pub(crate) fn best_pair(x: &Value, late: &str, early: &str) -> (f64, f64, f64, f64) {
+    assert_eq!(x["explained"], true, "{x}");
+    let best = &x["candidates"][0];
+    assert_eq!(best["terms"].as_array().unwrap().len(), 1, "{best}");
+    let term = &best["terms"][0];
+    let class = |side: &str| -> Vec<String> {
+        std::iter::once(&term[side])
+            .chain(term[format!("{side}_same_as")].as_array().into_iter().flatten())
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    };
+    assert!(class("late").iter().any(|c| c == late), "late side is not {late}: {best}");
+    assert!(class("early").iter().any(|c| c == early), "early side is not {early}: {best}");
+    let r = &best["residual"];
+    let f = |v: &Value| v.as_f64().unwrap();
+    (f(&r["estimate"]), f(&r["lower"]), f(&r["upper"]), f(&best["uncertainty_ns"]))
 }
 
 #[test]
@@ -187,17 +212,10 @@ fn a_trace_mixing_ftrace_local_with_monotonic_stamps_is_explained_as_local_minus
     let first = explanation(&[], trace.to_str().unwrap(), &audit, "clocksource_switch / switch_entry->first_read");
     eprintln!("{}", serde_json::to_string_pretty(&first["candidates"][0]).unwrap());
     assert_eq!(first["observed"]["n"], 60);
-    assert_eq!(first["explained"], true, "{first}");
     let best = &first["candidates"][0];
-    let term = &best["terms"][0];
-    assert_eq!(best["terms"].as_array().unwrap().len(), 1, "{best}");
-    assert_eq!(term["late"], "ftrace:local", "{best}");
-    let early = std::iter::once(&term["early"])
-        .chain(term["early_same_as"].as_array().into_iter().flatten())
-        .collect::<Vec<_>>();
-    assert!(early.iter().any(|x| *x == "posix:monotonic"), "{best}");
+    assert_eq!(best["terms"][0]["late"], "ftrace:local", "{best}");
+    let (r, ..) = best_pair(&first, "ftrace:local", "posix:monotonic");
     // What is left is the write(2) into trace_marker: a latency of microseconds, not below 0.
-    let r = best["residual"]["estimate"].as_f64().unwrap();
     assert!((0.0..200_000.0).contains(&(r + 2_000.0)), "residual {r} ns\n{best}");
 }
 
@@ -566,22 +584,8 @@ fn a_chain_with_a_stage_on_tai_shows_the_constant_and_explain_names_tai_minus_mo
 
     // explain names TAI − MONOTONIC; what is left is the latency measured on one clock.
     let x = explanation(&["--config", &cfg], &files[0], &audit, "wakeup_tai / wakeup->switch_in");
-    assert_eq!(x["explained"], true, "{x}");
-    let best = &x["candidates"][0];
-    let term = &best["terms"][0];
-    let class = |side: &str| -> Vec<String> {
-        std::iter::once(&term[side])
-            .chain(term[format!("{side}_same_as")].as_array().into_iter().flatten())
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect()
-    };
-    assert_eq!(best["terms"].as_array().unwrap().len(), 1, "{best}");
-    assert!(class("late").iter().any(|c| c == "posix:tai"), "{best}");
-    assert!(class("early").iter().any(|c| c == "posix:monotonic"), "{best}");
-    let r = &best["residual"];
-    let (est, lo, hi) = (r["estimate"].as_f64().unwrap(), r["lower"].as_f64().unwrap(), r["upper"].as_f64().unwrap());
+    let (est, lo, hi, u) = best_pair(&x, "posix:tai", "posix:monotonic");
     let one_clock = median(&mono) as f64;
-    let u = best["uncertainty_ns"].as_f64().unwrap();
     eprintln!("residual {est} ns [{lo}, {hi}], the same wakeups on one clock: median {one_clock} ns, offset ± {u} ns");
     assert!(
         (est - one_clock).abs() <= (hi - lo) + 2.0 * u + 1_000.0,

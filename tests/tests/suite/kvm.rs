@@ -347,14 +347,7 @@ fn host_and_guest_clocks(
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let notes = j["notes"].to_string();
     assert!(notes.contains("through ptp:ptp0"), "L2 related to L1 through ptp_kvm: {notes}");
-    let x = j["explanations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["observed"]["what"] == "clocksource_switch / switch_entry->first_read")
-        .cloned()
-        .unwrap_or_else(|| panic!("the host–guest segment is not explained: {j}"));
-    assert_eq!(x["explained"], true, "{x}");
+    let x = crate::clocks::explanation_in(&j, "clocksource_switch / switch_entry->first_read");
     for c in x["candidates"].as_array().unwrap() {
         eprintln!(
             "candidate {}: explains {} residual {} ± {}",
@@ -366,21 +359,7 @@ fn host_and_guest_clocks(
         x["observed"],
         (rtt[0], rtt[rtt.len() - 1])
     );
-    let best = &x["candidates"][0];
-    assert_eq!(best["terms"].as_array().unwrap().len(), 1, "{best}");
-    let term = &best["terms"][0];
-    let class = |side: &str| -> Vec<String> {
-        std::iter::once(&term[side])
-            .chain(term[format!("{side}_same_as")].as_array().into_iter().flatten())
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect()
-    };
-    assert!(class("late").iter().any(|c| c == "l1/posix:monotonic"), "{best}");
-    assert!(class("early").iter().any(|c| c == "l2/posix:monotonic"), "{best}");
-    let res = &best["residual"];
-    let (est, lo, hi) =
-        (res["estimate"].as_f64().unwrap(), res["lower"].as_f64().unwrap(), res["upper"].as_f64().unwrap());
-    let u = best["uncertainty_ns"].as_f64().unwrap();
+    let (est, lo, hi, u) = crate::clocks::best_pair(&x, "l1/posix:monotonic", "l2/posix:monotonic");
     eprintln!(
         "host − guest monotonic {} ns; residual (the answer's trip) {est:.0} ns [{lo:.0}, {hi:.0}] ± {u:.0}; L1's round trip median {rtt_median:.0} ns",
         x["observed"]["median"]["estimate"]

@@ -18,7 +18,7 @@ use clockpath_tests::{
 };
 use serde_json::Value;
 
-use crate::clocks::{clocks_by_name, offset, recorded_deltas};
+use crate::clocks::{best_pair, clocks_by_name, explanation_in, offset, recorded_deltas};
 
 /// The planted suspend.
 const SUSPEND_S: u64 = 5;
@@ -228,31 +228,9 @@ fn a_suspended_guest_shows_boottime_ahead_by_the_sleep_and_explain_names_it() {
         "--json",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let x = j["explanations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["observed"]["what"] == "wakeup_boot / wakeup->switch_in")
-        .cloned()
-        .unwrap_or_else(|| panic!("wakeup_boot not explained: {j}"));
-    assert_eq!(x["explained"], true, "{x}");
-    let best = &x["candidates"][0];
-    assert_eq!(best["terms"].as_array().unwrap().len(), 1, "{best}");
-    let term = &best["terms"][0];
-    let class = |side: &str| -> Vec<String> {
-        std::iter::once(&term[side])
-            .chain(term[format!("{side}_same_as")].as_array().into_iter().flatten())
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect()
-    };
-    assert!(class("late").iter().any(|c| c == "posix:boottime"), "{best}");
-    assert!(class("early").iter().any(|c| c == "posix:monotonic"), "{best}");
-    let res = &best["residual"];
-    let (est, lo, hi) =
-        (res["estimate"].as_f64().unwrap(), res["lower"].as_f64().unwrap(), res["upper"].as_f64().unwrap());
+    let x = explanation_in(&serde_json::from_slice(&o.stdout).unwrap(), "wakeup_boot / wakeup->switch_in");
+    let (est, lo, hi, u) = best_pair(&x, "posix:boottime", "posix:monotonic");
     let one_clock = median(&mono) as f64;
-    let u = best["uncertainty_ns"].as_f64().unwrap();
     eprintln!("residual {est} ns [{lo}, {hi}], the same wakeups on one clock: median {one_clock} ns, offset ± {u} ns");
     assert!(
         (est - one_clock).abs() <= (hi - lo) + 2.0 * u + 5_000.0,

@@ -64,6 +64,21 @@ impl<I> Deadlined<I> {
             }
         }
     }
+
+    /// A write call's outcome, accounted.
+    fn written(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(Ok(n)) => {
+                ready!(self.account(cx, Some(n)))?;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                ready!(self.account(cx, None))?;
+                Poll::Pending
+            }
+        }
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Deadlined<I> {
@@ -74,17 +89,8 @@ impl<I: AsyncRead + Unpin> AsyncRead for Deadlined<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Deadlined<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                ready!(self.account(cx, Some(n)))?;
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                ready!(self.account(cx, None))?;
-                Poll::Pending
-            }
-        }
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.written(cx, r)
     }
 
     fn poll_write_vectored(
@@ -92,17 +98,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Deadlined<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                ready!(self.account(cx, Some(n)))?;
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                ready!(self.account(cx, None))?;
-                Poll::Pending
-            }
-        }
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.written(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -436,11 +436,16 @@ pub fn explain(
     (Explanation { observed, looks_like_offset: looks, explained, verdict, candidates: cands }, notes)
 }
 
-/// Explaining candidates first; then by the worst case of the residual, |residual| plus the
-/// prediction's uncertainty (a candidate that agrees only because it is vague ranks behind a
-/// precise one); among those within the best one's worst case, the simpler and more specific.
+/// How much more a prediction's uncertainty weighs than its residual in the ranking.
+const VAGUENESS_WEIGHT: f64 = 10.0;
+
+/// Explaining candidates first; then by |residual| plus ten times the prediction's uncertainty:
+/// the residual is a latency the trace may well hold (milliseconds for a message between
+/// machines), the uncertainty is freedom the candidate takes, so a candidate that agrees only
+/// because it is vague (a coarse clock's tick) ranks behind a precise one; among those within
+/// the best one's score, the simpler and more specific.
 fn rank(c: &mut [Candidate]) {
-    let worst = |x: &Candidate| x.residual.estimate.abs() + x.uncertainty_ns;
+    let worst = |x: &Candidate| x.residual.estimate.abs() + VAGUENESS_WEIGHT * x.uncertainty_ns;
     c.sort_by(|a, b| b.explains.cmp(&a.explains).then(worst(a).total_cmp(&worst(b))));
     let Some(best) = c.first() else { return };
     if !best.explains {
