@@ -475,6 +475,24 @@ pub(crate) fn recorded_deltas(
     (deltas, clocks)
 }
 
+/// A config with the recorder (CSV, in `recorder_dir`) and two chains on the same wakeups and
+/// nothing else: `wakeup_mono` stamped on CLOCK_MONOTONIC throughout, and `name` with its
+/// `switch_in` stage on `clock`.
+pub(crate) fn wakeup_chains(recorder_dir: &str, name: &str, clock: &str) -> String {
+    let targets_wakeup = r#"targets = [{ attach = "tracepoint:sched:sched_wakeup", key = "pid" }]"#;
+    let targets_switch = r#"targets = [{ attach = "tracepoint:sched:sched_switch", key = "next_pid" }]"#;
+    let mut toml = format!("[recorder]\nenabled = true\ndir = \"{recorder_dir}\"\nformat = \"csv\"\n");
+    for c in ["runqueue", "kvm", "hrtimer", "softirq", "clocksource_switch"] {
+        toml.push_str(&format!("[chains.{c}]\nenabled = false\n"));
+    }
+    for (name, clock) in [("wakeup_mono", String::new()), (name, format!("clock = \"{clock}\"\n"))] {
+        toml.push_str(&format!(
+            "[chains.{name}]\ntimeout_ms = 10000\n[[chains.{name}.stages]]\nname = \"wakeup\"\n{targets_wakeup}\n[[chains.{name}.stages]]\nname = \"switch_in\"\n{clock}{targets_switch}\n"
+        ));
+    }
+    toml
+}
+
 /// A chain can reproduce a mix of clocks (issue 29 item 4): two chains on the same tracepoints,
 /// `wakeup_mono` stamped on CLOCK_MONOTONIC throughout and `wakeup_tai` with its `switch_in`
 /// stage on `clock = "tai"` (bpf_ktime_get_tai_ns), measure the same wakeups. The kernel's own
@@ -491,17 +509,7 @@ fn a_chain_with_a_stage_on_tai_shows_the_constant_and_explain_names_tai_minus_mo
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("rec");
-    let targets_wakeup = r#"targets = [{ attach = "tracepoint:sched:sched_wakeup", key = "pid" }]"#;
-    let targets_switch = r#"targets = [{ attach = "tracepoint:sched:sched_switch", key = "next_pid" }]"#;
-    let mut toml = format!("[recorder]\nenabled = true\ndir = \"{}\"\nformat = \"csv\"\n", rec.display());
-    for c in ["runqueue", "kvm", "hrtimer", "softirq", "clocksource_switch"] {
-        toml.push_str(&format!("[chains.{c}]\nenabled = false\n"));
-    }
-    for (name, clock) in [("wakeup_mono", ""), ("wakeup_tai", "clock = \"tai\"\n")] {
-        toml.push_str(&format!(
-            "[chains.{name}]\ntimeout_ms = 10000\n[[chains.{name}.stages]]\nname = \"wakeup\"\n{targets_wakeup}\n[[chains.{name}.stages]]\nname = \"switch_in\"\n{clock}{targets_switch}\n"
-        ));
-    }
+    let toml = wakeup_chains(&rec.display().to_string(), "wakeup_tai", "tai");
     let (_cfg_dir, cfg) = config_file(&toml);
     let cfg = cfg.to_str().unwrap().to_string();
     let audit = dir.path().join("audit.json");

@@ -18,46 +18,13 @@ use clockpath_tests::{
 };
 use serde_json::Value;
 
-use crate::clocks::{best_pair, clocks_by_name, explanation_in, offset, recorded_deltas};
+use crate::clocks::{best_pair, clocks_by_name, explanation_in, offset, recorded_deltas, wakeup_chains};
 
 /// The planted suspend.
 const SUSPEND_S: u64 = 5;
 
-/// Two chains on the same wakeups: one stamped on CLOCK_MONOTONIC throughout, one with its
-/// switch-in on CLOCK_BOOTTIME (bpf_ktime_get_boot_ns); the recorder keeps every hit.
-const CHAINS: &str = r#"
-[recorder]
-enabled = true
-dir = "/tmp/rec"
-format = "csv"
-[chains.runqueue]
-enabled = false
-[chains.kvm]
-enabled = false
-[chains.hrtimer]
-enabled = false
-[chains.softirq]
-enabled = false
-[chains.clocksource_switch]
-enabled = false
-[chains.wakeup_mono]
-timeout_ms = 10000
-[[chains.wakeup_mono.stages]]
-name = "wakeup"
-targets = [{ attach = "tracepoint:sched:sched_wakeup", key = "pid" }]
-[[chains.wakeup_mono.stages]]
-name = "switch_in"
-targets = [{ attach = "tracepoint:sched:sched_switch", key = "next_pid" }]
-[chains.wakeup_boot]
-timeout_ms = 10000
-[[chains.wakeup_boot.stages]]
-name = "wakeup"
-targets = [{ attach = "tracepoint:sched:sched_wakeup", key = "pid" }]
-[[chains.wakeup_boot.stages]]
-name = "switch_in"
-clock = "boottime"
-targets = [{ attach = "tracepoint:sched:sched_switch", key = "next_pid" }]
-"#;
+/// Where the guest's recorder writes (in memory: the share does not survive the suspend).
+const GUEST_RECORDER_DIR: &str = "/tmp/rec";
 
 /// Runs from /tmp (script, binary and config copied there) with its output on the results port (virtio-console, which survives a
 /// suspend): the 9p share does not (its virtio transport has no restore, so the device comes
@@ -111,7 +78,7 @@ fn a_suspended_guest_shows_boottime_ahead_by_the_sleep_and_explain_names_it() {
     require_root();
     let guest = Guest::start(
         &SCRIPT.replace("__S__", &SUSPEND_S.to_string()),
-        &[("chains.toml", CHAINS)],
+        &[("chains.toml", &wakeup_chains(GUEST_RECORDER_DIR, "wakeup_boot", "boottime"))],
         GuestOptions {
             timeout: Duration::from_secs(150),
             // pm_debug_messages: the kernel reports the time it slept ("Timekeeping suspended
@@ -214,7 +181,8 @@ fn a_suspended_guest_shows_boottime_ahead_by_the_sleep_and_explain_names_it() {
     let audit = dir.path().join("end.json");
     std::fs::write(&audit, file("end.json")).unwrap();
     let chains = dir.path().join("chains.toml");
-    std::fs::write(&chains, CHAINS.replace("/tmp/rec", &dir.path().join("rec").to_string_lossy())).unwrap();
+    std::fs::write(&chains, wakeup_chains(&dir.path().join("rec").to_string_lossy(), "wakeup_boot", "boottime"))
+        .unwrap();
     let boot_id = end["identity"]["boot_id"].as_str().expect("the audit names its boot").to_string();
     let o = clockpath(&[
         "--config",

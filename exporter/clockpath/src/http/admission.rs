@@ -115,7 +115,8 @@ impl Admission {
     }
 
     /// Connections held now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.state.lock().map(|s| s.conns.len()).unwrap_or(0)
     }
 }

@@ -197,6 +197,12 @@ impl WebConfig {
     /// Re-read the files now (SIGHUP). On an error the settings in force stay.
     pub fn reload(&self) -> Result<(), WebConfigError> {
         let running = self.settings();
+        // The watched files as they are before this read: a failed read keeps these, so a
+        // write that ends after it (or during it) is seen as a change and read at the next check.
+        let before: Vec<Stamp> = match self.watch.lock() {
+            Ok(w) => w.1.iter().map(|s| Stamp::of(&s.path)).collect(),
+            Err(_) => Vec::new(),
+        };
         let outcome = read_consistent(&self.path).and_then(|r| {
             let refuse = |key: &str, message: String| {
                 Err(WebConfigError::Invalid { path: self.path.display().to_string(), key: key.into(), message })
@@ -248,8 +254,7 @@ impl WebConfig {
             Err(e) => {
                 // Stamp the broken state too, so it is not re-read (and re-logged) every second.
                 if let Ok(mut w) = self.watch.lock() {
-                    let fresh = w.1.iter().map(|s| Stamp::of(&s.path)).collect();
-                    *w = (Instant::now(), fresh);
+                    *w = (Instant::now(), before);
                 }
                 if let Some(s) = state.as_mut() {
                     s.successful = false;
@@ -262,7 +267,9 @@ impl WebConfig {
 
 /// Reads of the file and everything it names, until one saw no file change while it read
 /// (every file is stamped before it is read and checked after: a writer between the two would
-/// otherwise leave a half-written file in force until its next change).
+/// otherwise leave a half-written file in force until its next change). No waiting between
+/// attempts (this runs on the serving threads): a write still going on after the last one is
+/// read at the next check, since a failed reload keeps the stamps from before it.
 fn read_consistent(path: &Path) -> Result<Read, WebConfigError> {
     const ATTEMPTS: usize = 5;
     for attempt in 1..=ATTEMPTS {
@@ -271,7 +278,6 @@ fn read_consistent(path: &Path) -> Result<Read, WebConfigError> {
             return Ok(r);
         }
         tracing::debug!(attempt, path = %path.display(), "web config changed while being read: reading it again");
-        std::thread::sleep(Duration::from_millis(20 * attempt as u64));
     }
     Err(WebConfigError::Invalid {
         path: path.display().to_string(),
