@@ -210,25 +210,10 @@ fn spawn_quiet(cmd: &mut Command) -> Child {
     cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn")
 }
 
-/// Stop a tool: SIGINT lets it detach cleanly. bpftrace can miss one that comes while it
-/// still sets up, so it is repeated; a tool still there after 20 s is killed.
+/// Stop a tool: SIGINT lets it detach cleanly (repeated: bpftrace can miss one); a tool still
+/// there after 20 s is killed.
 fn stop(mut child: Child) {
-    let mut next = Instant::now();
-    let exited = poll_for(Duration::from_secs(20), || {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return Some(());
-        }
-        if Instant::now() >= next {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            next = Instant::now() + Duration::from_secs(2);
-        }
-        None
-    });
-    if exited.is_none() {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
+    let _ = interrupt(&mut child, Duration::from_secs(20));
 }
 
 fn per_hit(delta: (u64, u64)) -> f64 {

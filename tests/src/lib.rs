@@ -108,6 +108,41 @@ pub fn wait_ok(child: Child, what: &str) -> Output {
     out
 }
 
+/// CLOCK_MONOTONIC now, ns (the clock BPF programs stamp with).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills the struct it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Stop a tracing tool with SIGINT (it detaches and prints what it gathered). bpftrace can
+/// miss one (seen in CI: it went on polling for ever), so it is repeated every 2 s until
+/// `within`. Returns the exit status and when the last SIGINT went out (CLOCK_MONOTONIC ns:
+/// the end of the tool's window); None if the tool is still running at the deadline (then
+/// it is killed).
+pub fn interrupt(child: &mut Child, within: Duration) -> Option<(std::process::ExitStatus, u64)> {
+    let mut next = Instant::now();
+    let mut last = monotonic_ns();
+    let status = poll_for(within, || {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= next {
+            last = monotonic_ns();
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            next = Instant::now() + Duration::from_secs(2);
+        }
+        None
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status.map(|s| (s, last))
+}
+
 /// A log2 histogram as printed by libbpf-tools (`runqlat`, `softirqs -d`…):
 /// `(low, high, count)` rows, in the tool's unit.
 pub fn parse_log2_hist(text: &str) -> Vec<(u64, u64, u64)> {

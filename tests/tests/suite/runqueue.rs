@@ -91,13 +91,6 @@ impl Sink for Collect {
     }
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime fills the struct it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Run counts of the peers' programs on sched_switch (named after it) and of clockpath's
 /// (named after their slot; their target says where they are attached).
 fn switch_program_runs(d: &Daemon) -> BTreeMap<String, u64> {
@@ -136,23 +129,12 @@ fn peer(cmd: &mut Command, ready: &'static str) -> (Child, std::thread::JoinHand
     (child, text, at)
 }
 
-/// Interrupt the peers at once (SIGINT: each prints its histogram and exits); returns when
-/// that was (the end of every window) and their outputs.
-fn interrupt(peers: Vec<(Child, std::thread::JoinHandle<String>)>) -> (u64, Vec<String>) {
-    let at = monotonic_ns();
-    for (child, _) in &peers {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    }
-    let texts = peers
-        .into_iter()
-        .map(|(mut child, text)| {
-            let status = child.wait().expect("wait for peer");
-            assert!(status.success(), "peer exited with {status}");
-            text.join().expect("peer output")
-        })
-        .collect();
-    (at, texts)
+/// Interrupt the peer (SIGINT: it prints its histogram and exits); returns when its window
+/// ended (the SIGINT it obeyed) and its output.
+fn stop_peer(mut child: Child, text: std::thread::JoinHandle<String>) -> (u64, String) {
+    let (status, at) = interrupt(&mut child, Duration::from_secs(30)).expect("the peer exits within 30 s of SIGINT");
+    assert!(status.success(), "peer exited with {status}");
+    (at, text.join().expect("peer output"))
 }
 
 enum Workload {
@@ -220,7 +202,7 @@ fn run(workload: Workload, busy: bool, who: Peer) {
         let w = Command::new(&perf).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("perf");
         tokio::task::spawn_blocking(move || wait_ok(w, "perf bench")).await.unwrap();
         let runs1 = switch_program_runs(&d);
-        let (until, mut texts) = interrupt(vec![(q, q_text)]);
+        let (until, peer_text) = stop_peer(q, q_text);
         let plans = d.plans.clone();
         let maps = d.maps.clone();
         let stats = d.stats.clone();
@@ -234,7 +216,7 @@ fn run(workload: Workload, busy: bool, who: Peer) {
         let runs: Vec<(String, u64)> =
             runs1.iter().filter_map(|(name, n1)| Some((name.clone(), n1 - runs0.get(name)?))).collect();
         let dropped = stats.dropped.load(std::sync::atomic::Ordering::Relaxed);
-        (from, until, runs, texts.pop().unwrap_or_default(), counters, dropped)
+        (from, until, runs, peer_text, counters, dropped)
     });
 
     // Premises.
