@@ -107,11 +107,21 @@ fn simulated_host_and_vm_sessions_are_analysed_grouped_and_plotted() {
 #[test]
 fn compare_gives_ci_verdicts_for_two_inputs_and_for_groups() {
     let d = tempfile::tempdir().unwrap();
-    let sim = simulate(d.path(), &["--cstates", "default,max_cstate=1"]);
+    // Three recordings of each setting, each with its own shift (sd 1 µs): sessions are the unit.
+    let sim = simulate(d.path(), &["--cstates", "default,max_cstate=1", "--sessions", "3", "--session-sd", "1"]);
     let csv = sim.join("sessions.csv");
     let text = ok(&["compare", csv.to_str().unwrap(), "--group-by", "env"]);
     let first = text.lines().next().unwrap();
-    assert!(first.contains("switch_entry->first_read (vm vs host") && first.contains("higher in vm"), "{text}");
+    assert!(
+        first.contains("switch_entry->first_read (vm vs host: 6 / 6 sessions") && first.contains("higher in vm"),
+        "{text}"
+    );
+    let json = ok(&["compare", csv.to_str().unwrap(), "--group-by", "env", "--json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0]["unit"], "session");
+    assert_eq!(v[0]["strata"], serde_json::json!(["cstate"]), "the C-state policy varies inside both envs: {}", v[0]);
+    assert_eq!(v[0]["degrees_of_freedom"], 9, "12 sessions − intercept, env, cstate");
+    assert_eq!(v[0]["units"]["median_difference"], "ns (b − a)");
     let json = ok(&["compare", csv.to_str().unwrap(), "--group-by", "cstate", "--json"]);
     let v: Value = serde_json::from_str(&json).unwrap();
     let seg1 = &v[0];
@@ -120,9 +130,20 @@ fn compare_gives_ci_verdicts_for_two_inputs_and_for_groups() {
         seg1["variance_ratio"]["upper"].as_f64().unwrap() < 1.0,
         "max_cstate=1 removes the deep-idle variance: {seg1}"
     );
-    // Two inputs: a simulation against itself differs by nothing.
+    // Two inputs: a simulation against itself differs by nothing, and says no more than that.
     let text = ok(&["compare", csv.to_str().unwrap(), csv.to_str().unwrap(), "--chain", "clocksource_switch"]);
-    assert!(text.lines().all(|l| l.contains("medians equal within CI; variances equal within CI")), "{text}");
+    let verdicts: Vec<&str> = text.lines().filter(|l| !l.starts_with("  note:")).collect();
+    assert!(
+        verdicts.iter().all(|l| l.contains("no median difference detected at 95 %")
+            && l.contains("no variance difference detected at 95 %")),
+        "{text}"
+    );
+    // One session against one: a statement about those two sessions only.
+    let one = simulate(&d.path().join("one"), &[]);
+    let json = ok(&["compare", one.join("sessions.csv").to_str().unwrap(), "--group-by", "env", "--json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0]["unit"], "run");
+    assert!(v[0]["verdict"].as_str().unwrap().ends_with("between these two sessions only"), "{}", v[0]);
     let o = clockpath(&["compare", csv.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
 }
@@ -193,10 +214,13 @@ fn regress_recovers_planted_effects_and_covers_zero_where_there_are_none() {
         .find(|a| a["session"].as_str().unwrap().contains("-default-"))
         .unwrap();
     assert!(default["shares"][0]["share"].as_f64().unwrap() > 0.9, "{default}");
-    // Model check: segments drawn independently.
-    for m in r["model_check"].as_array().unwrap() {
-        assert_eq!(m["consistent_with_independence"], true, "{m}");
-    }
+    // Model check: segments drawn independently. At its 95 % level the check flags about one
+    // independent session in 16 (6.3 % in the calibration suite), so of these four at most one
+    // (this seed's data: one, at the median, by 0.03 µs).
+    let checks = r["model_check"].as_array().unwrap();
+    assert_eq!(checks.len(), 4);
+    let flagged: Vec<&Value> = checks.iter().filter(|m| m["consistent_with_independence"] != true).collect();
+    assert!(flagged.len() <= 1, "{flagged:?}");
     // The table reads.
     let text = ok(&["regress", csv.to_str().unwrap(), "--sigma", "1000"]);
     assert!(text.contains("### Variance attribution") && text.contains("| cstate=max_cstate=1 |"), "{text}");
@@ -230,6 +254,18 @@ fn regress_outer_on_inner_finds_the_uncovered_part() {
     }
     let m = o["median_uncovered"].as_f64().unwrap();
     assert!((6.0e-6..7.5e-6).contains(&m), "median uncovered {m}");
+    // With the 1.111 s offset on the first segment the intercept is an extrapolation far
+    // from the data (it was reported as the uncovered part: 151 ms [−20, 314] ms in an audit);
+    // the per-pair difference is not: its mean covers the planted 7 µs (2 + 1 + 3 + 1).
+    let offset =
+        simulate(&d.path().join("offset"), &["--envs", "host", "--outer", "--outliers", "0", "--offset", "1.111"]);
+    let json =
+        ok(&["regress", offset.join("sessions.csv").to_str().unwrap(), "--outer", "clocksource_write", "--json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let o = &v[0]["outer"];
+    let (lo, hi) = (o["mean_uncovered_lower"].as_f64().unwrap(), o["mean_uncovered_upper"].as_f64().unwrap());
+    assert!(lo <= 7e-6 && 7e-6 <= hi, "mean uncovered [{lo}, {hi}] s: {o}");
+    assert!(o["coefficients"][0]["name"].as_str().unwrap().starts_with("intercept (slope-model term"), "{o}");
     // Correlated segments fail the model check.
     let corr = d.path().join("corr.csv");
     let mut text = String::from("timestamp_ns,probe_name,session_id,delta_chain_id\n");

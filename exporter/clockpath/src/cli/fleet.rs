@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, path::Path, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clockpath_offline::{
-    analysis::compare::{Comparison, verdict},
+    analysis::compare::{Comparison, SamplingUnit, UNITS, verdict},
     stats::buckets::{self, BucketCounts},
 };
 use serde::Serialize;
@@ -39,6 +39,10 @@ pub struct FleetComparison {
     pub range: String,
     pub label: String,
 }
+
+/// The largest share of a group's variance the bucket midpoints may hide (w²/12 per value)
+/// for a variance ratio to be stated.
+const MAX_HIDDEN_VARIANCE: f64 = 0.25;
 
 /// A chain segment's groups: label value → cumulative (le, count) pairs.
 type Groups = BTreeMap<String, Vec<(f64, f64)>>;
@@ -188,20 +192,58 @@ pub(super) fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<Ex
                 buckets::median_difference_ci(b, a, &boot).map_err(|e| anyhow::anyhow!("{chain} {segment}: {e}"))?;
             let r = buckets::variance_ratio_ci(b, a, &boot).map_err(|e| anyhow::anyhow!("{chain} {segment}: {e}"))?;
             let resolution = a.width_at_median().max(b.width_at_median());
-            let mut v = verdict(a_name, b_name, &d, &r);
-            if !d.contains(0.0) && d.estimate.abs() < resolution {
-                v.push_str("; the difference is below the buckets' resolution");
-            }
+            // Never a direction the buckets cannot resolve, never an infinite ratio.
+            let mut notes = Vec::new();
+            let d = if !d.contains(0.0) && d.estimate.abs() < resolution {
+                let why = format!(
+                    "b − a = {:.3} µs is below the buckets' resolution of {:.3} µs at the medians",
+                    d.estimate / 1e3,
+                    resolution / 1e3
+                );
+                notes.push(format!("median difference: {why}"));
+                Err(why)
+            } else {
+                Ok(d)
+            };
+            // A ratio of midpoint variances means something only where the binning hides little
+            // of each group's spread (a group inside one bucket hides all of it).
+            let hidden = |h: &BucketCounts| h.binning_variance() / h.variance();
+            let r = if !(r.is_finite() && hidden(a) < MAX_HIDDEN_VARIANCE && hidden(b) < MAX_HIDDEN_VARIANCE) {
+                let why = format!(
+                    "the buckets hide {:.0} % and {:.0} % of the groups' variances (at most {:.0} % resolves a ratio)",
+                    (100.0 * hidden(a)).min(100.0),
+                    (100.0 * hidden(b)).min(100.0),
+                    100.0 * MAX_HIDDEN_VARIANCE
+                );
+                notes.push(format!("variance ratio: {why}"));
+                Err(why)
+            } else {
+                Ok(r)
+            };
+            let v = verdict(a_name, b_name, d.as_ref().map_err(String::as_str), r.as_ref().map_err(String::as_str));
             results.push(FleetComparison {
                 comparison: Comparison {
                     chain: chain.clone(),
                     segment: segment.clone(),
                     a: a_name.clone(),
                     b: b_name.clone(),
+                    unit: SamplingUnit::Observation,
+                    method: format!(
+                        "multinomial resampling of the bucket counts (B = {}); medians interpolated in their buckets, variances at bucket midpoints",
+                        boot.resamples
+                    ),
+                    a_sessions: 0,
+                    b_sessions: 0,
                     a_runs: a.total() as usize,
                     b_runs: b.total() as usize,
-                    median_difference: d,
-                    variance_ratio: r,
+                    strata: Vec::new(),
+                    median_difference: d.ok(),
+                    variance_ratio: r.ok(),
+                    degrees_of_freedom: None,
+                    a_between_session_share: None,
+                    b_between_session_share: None,
+                    units: UNITS,
+                    notes,
                     verdict: v,
                 },
                 resolution_ns: resolution,

@@ -331,6 +331,13 @@ pub struct SimulateArgs {
     /// Seed of the model's random numbers: the same seed gives the same sessions.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Sessions per (env, cstate, governor): repeated recordings of the same setting.
+    #[arg(long, default_value_t = 1)]
+    pub sessions: usize,
+    /// SD of each session's own shift of switch_entry→first_read, µs (what differs between
+    /// recordings of the same setting: 0 makes sessions of one setting alike).
+    #[arg(long, default_value_t = 0.0, value_name = "MICROSECONDS")]
+    pub session_sd: f64,
     /// csv, jsonl, parquet, or plain (`seconds.nanoseconds probe_name`, one file per session).
     #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl", "parquet", "plain"])]
     pub format: String,

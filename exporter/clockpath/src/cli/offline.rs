@@ -1,6 +1,7 @@
 //! The offline commands: `analyze`, `compare`, `regress` and `simulate` over trace files.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
@@ -133,9 +134,34 @@ pub(super) fn analyze_cmd(config: Option<&Path>, args: AnalyzeArgs) -> Result<Ex
 }
 
 pub(super) fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<ExitCode, CliError> {
-    use analysis::{RunRef, column_names, compare::compare, label_value};
+    use analysis::{
+        GROUP_DIMENSIONS, RunRef, column_names,
+        compare::{SessionInput, Side, compare},
+        label_value,
+    };
     let loaded = load_config(config)?;
     let opts = analyze_options(&loaded, &args.stats)?;
+    // A session's factors: the recorded dimensions other than the one grouped by (strata).
+    fn factors(c: &analysis::Collected, r: &RunRef, except: Option<&str>) -> BTreeMap<String, String> {
+        let labels = c.labels(r.labels);
+        GROUP_DIMENSIONS
+            .iter()
+            .filter(|d| Some(**d) != except)
+            .filter_map(|d| Some((d.to_string(), label_value(&labels, d)?)))
+            .collect()
+    }
+    fn side_of_file<'a>(c: &analysis::Collected, d: &'a analysis::ChainData, name: String) -> Side<'a> {
+        let sessions = d
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(sid, s)| {
+                let runs: Vec<RunRef> = s.iter().collect();
+                SessionInput { name: format!("{name}:{sid}"), factors: factors(c, &runs[0], None), runs }
+            })
+            .collect();
+        Side { name, sessions }
+    }
     let mut results = Vec::new();
     match (args.inputs.as_slice(), &args.group_by) {
         ([a, b], None) => {
@@ -146,10 +172,9 @@ pub(super) fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<Ex
                     continue;
                 }
                 let (Some(db), Some(shape)) = (cb.chains.get(name), &da.shape) else { continue };
-                let ra: Vec<RunRef> = da.sessions.values().flat_map(|s| s.iter()).collect();
-                let rb: Vec<RunRef> = db.sessions.values().flat_map(|s| s.iter()).collect();
-                let (na, nb) = (a.display().to_string(), b.display().to_string());
-                results.extend(compare(name, &column_names(shape), (&na, &ra), (&nb, &rb), &opts));
+                let sa = side_of_file(&ca, da, a.display().to_string());
+                let sb = side_of_file(&cb, db, b.display().to_string());
+                results.extend(compare(name, &column_names(shape), &sa, &sb, &opts));
             }
         }
         (files, Some(dim)) => {
@@ -159,22 +184,37 @@ pub(super) fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<Ex
                     continue;
                 }
                 let Some(shape) = &d.shape else { continue };
-                let mut by: std::collections::BTreeMap<String, Vec<RunRef>> = Default::default();
-                for r in d.sessions.values().flat_map(|s| s.iter()) {
-                    if let Some(v) = label_value(&c.labels(r.labels), dim) {
-                        by.entry(v).or_default().push(r);
+                // value → session → runs (a session whose runs carry two values splits).
+                let mut by: BTreeMap<String, BTreeMap<&String, Vec<RunRef>>> = BTreeMap::new();
+                for (sid, s) in &d.sessions {
+                    for r in s.iter() {
+                        if let Some(v) = label_value(&c.labels(r.labels), dim) {
+                            by.entry(v).or_default().entry(sid).or_default().push(r);
+                        }
                     }
                 }
-                let groups: Vec<(String, Vec<RunRef>)> = by.into_iter().collect();
+                let groups: Vec<Side> = by
+                    .into_iter()
+                    .map(|(v, sessions)| Side {
+                        sessions: sessions
+                            .into_iter()
+                            .map(|(sid, runs)| SessionInput {
+                                name: sid.clone(),
+                                factors: factors(&c, &runs[0], Some(dim.as_str())),
+                                runs,
+                            })
+                            .collect(),
+                        name: v,
+                    })
+                    .collect();
                 if groups.len() < 2 {
                     return Err(config_error(anyhow::anyhow!(
                         "chain {name}: --group-by {dim} needs two values of `{dim}` in the input, found {}",
                         groups.len()
                     )));
                 }
-                let (ref_name, ref_runs) = &groups[0];
-                for (g, runs) in &groups[1..] {
-                    results.extend(compare(name, &column_names(shape), (ref_name, ref_runs), (g, runs), &opts));
+                for g in &groups[1..] {
+                    results.extend(compare(name, &column_names(shape), &groups[0], g, &opts));
                 }
             }
         }
@@ -191,7 +231,13 @@ pub(super) fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<Ex
         println!("{}", serde_json::to_string_pretty(&results).context("serializing")?);
     } else {
         for r in &results {
-            println!("{} {} ({} vs {}, n = {} / {}): {}", r.chain, r.segment, r.b, r.a, r.b_runs, r.a_runs, r.verdict);
+            println!(
+                "{} {} ({} vs {}: {} / {} sessions, {} / {} runs): {}",
+                r.chain, r.segment, r.b, r.a, r.b_sessions, r.a_sessions, r.b_runs, r.a_runs, r.verdict
+            );
+            for n in &r.notes {
+                println!("  note: {n}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -228,9 +274,15 @@ pub(super) fn regress_cmd(config: Option<&Path>, args: RegressArgs) -> Result<Ex
 
 pub(super) fn simulate_cmd(args: SimulateArgs) -> Result<ExitCode, CliError> {
     use analysis::simulate::{SimulateOptions, simulate};
-    if args.runs == 0 || !(0.0..=1.0).contains(&args.outliers) || !args.offset.is_finite() || args.offset < 0.0 {
+    if args.runs == 0
+        || args.sessions == 0
+        || !(0.0..=1.0).contains(&args.outliers)
+        || !args.offset.is_finite()
+        || args.offset < 0.0
+        || !(args.session_sd.is_finite() && args.session_sd >= 0.0)
+    {
         return Err(config_error(anyhow::anyhow!(
-            "--runs must be positive, --outliers within [0, 1], --offset a non-negative number of seconds"
+            "--runs and --sessions must be positive, --outliers within [0, 1], --offset a non-negative number of seconds, --session-sd a non-negative number of µs"
         )));
     }
     let format = trace::Format::parse(&args.format);
@@ -244,6 +296,8 @@ pub(super) fn simulate_cmd(args: SimulateArgs) -> Result<ExitCode, CliError> {
         interference: args.interference,
         outer: args.outer,
         seed: args.seed,
+        sessions: args.sessions,
+        session_sd_ns: args.session_sd * 1e3,
         format,
     };
     let files = simulate(&args.out, &o).with_context(|| format!("writing to {}", args.out.display()))?;

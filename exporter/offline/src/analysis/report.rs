@@ -179,7 +179,7 @@ pub fn build(c: &Collected, opts: &AnalyzeOptions) -> Report {
 }
 
 /// One table per column (segment): rows are the groups; each table picks its unit.
-fn tables(s: &mut String, columns: &[String], groups: &[GroupReport], first: &str, level: f64) {
+fn tables(s: &mut String, columns: &[String], groups: &[GroupReport], first: &str, level: f64, sigma: f64) {
     for (ci, name) in columns.iter().enumerate() {
         let cols: Vec<&ColumnReport> = groups.iter().filter_map(|g| g.columns.get(ci)).collect();
         if cols.iter().all(|c| c.n == 0) {
@@ -209,6 +209,11 @@ fn tables(s: &mut String, columns: &[String], groups: &[GroupReport], first: &st
             let mut note = Vec::new();
             if !col.reliable {
                 note.push("unreliable (n < 100)".to_string());
+            }
+            // One run at x among n − 1 at 0 lies √n SDs from the median: with n ≤ k² the ±kσ
+            // rule cannot reject anything, however far a run is.
+            if (g.runs as f64) <= sigma * sigma {
+                note.push(format!("±{sigma}σ cannot reject any of {} runs", g.runs));
             }
             if (g.runs as u64) < g.seen {
                 note.push(format!("sample of {} runs", g.seen));
@@ -273,7 +278,7 @@ pub fn markdown(r: &Report) -> String {
     }
     for c in &r.chains {
         let _ = writeln!(s, "\n## {}\n\n### Sessions", c.chain);
-        tables(&mut s, &c.columns, &c.sessions, "session", r.level);
+        tables(&mut s, &c.columns, &c.sessions, "session", r.level, r.sigma);
         let incomplete: Vec<String> = c
             .sessions
             .iter()
@@ -319,7 +324,7 @@ pub fn markdown(r: &Report) -> String {
         }
         for (dim, groups) in &c.groups {
             let _ = writeln!(s, "\n### By {dim}");
-            tables(&mut s, &c.columns, groups, dim, r.level);
+            tables(&mut s, &c.columns, groups, dim, r.level, r.sigma);
         }
     }
     s.push_str(&align::markdown(&r.clock_offsets, &r.clock_offset_notes, r.level, r.resamples));

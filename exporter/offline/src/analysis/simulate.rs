@@ -16,7 +16,10 @@
 //! - with `outer`: an outer chain `clocksource_write` around each switch (2 µs + Exp(1 µs)
 //!   before, 3 µs + Exp(1 µs) after): what no probe of the inner chain covers.
 //!
-//! Each (env, cstate, governor) is a session; governors change nothing (a factor without an
+//! - sessions: each (env, cstate, governor) is recorded `sessions` times, each session with
+//!   its own shift of the first segment, N(0, `session_sd`) (what differs from boot to boot);
+//!
+//! Each (env, cstate, governor, repeat) is a session; governors change nothing (a factor without an
 //! effect). Lines carry env, governor and cstate columns so the analyser can group by them.
 //! Output: CSV, JSON Lines, Parquet, or the plain `seconds.nanoseconds probe_name` lines of
 //! older tooling (one file per session).
@@ -46,6 +49,10 @@ pub struct SimulateOptions {
     /// switch: 2 µs + Exp(1 µs) before it, 3 µs + Exp(1 µs) after.
     pub outer: bool,
     pub seed: u64,
+    /// Sessions per (env, cstate, governor).
+    pub sessions: usize,
+    /// SD of each session's shift of the first segment, ns.
+    pub session_sd_ns: f64,
     /// None: plain lines of older tooling.
     pub format: Option<Format>,
 }
@@ -62,6 +69,8 @@ impl Default for SimulateOptions {
             interference: false,
             outer: false,
             seed: 1,
+            sessions: 1,
+            session_sd_ns: 0.0,
             format: Some(Format::Csv),
         }
     }
@@ -92,9 +101,9 @@ struct Run {
     outer: (u64, u64),
 }
 
-fn run(rng: &mut Xoshiro256PlusPlus, env: &str, cstate: &str, o: &SimulateOptions) -> Run {
+fn run(rng: &mut Xoshiro256PlusPlus, env: &str, cstate: &str, session_shift: f64, o: &SimulateOptions) -> Run {
     let vm = env == "vm";
-    let mut s1 = lognormal(rng, if vm { 35_000.0 } else { 20_000.0 }, if vm { 0.35 } else { 0.15 });
+    let mut s1 = lognormal(rng, if vm { 35_000.0 } else { 20_000.0 }, if vm { 0.35 } else { 0.15 }) + session_shift;
     if cstate == "default" && rng.random::<f64>() < 0.3 {
         s1 += exponential(rng, 40_000.0);
     }
@@ -128,12 +137,16 @@ pub fn simulate(dir: &Path, o: &SimulateOptions) -> io::Result<Vec<String>> {
     let mut all: Vec<TraceHit> = Vec::new();
     for env in &o.envs {
         for cstate in &o.cstates {
-            for governor in &o.governors {
-                let session = if o.governors.len() > 1 {
+            for (governor, repeat) in o.governors.iter().flat_map(|g| (0..o.sessions.max(1)).map(move |k| (g, k))) {
+                let mut session = if o.governors.len() > 1 {
                     format!("sim-{env}-{cstate}-{governor}")
                 } else {
                     format!("sim-{env}-{cstate}")
                 };
+                if o.sessions > 1 {
+                    session.push_str(&format!("-{}", repeat + 1));
+                }
+                let session_shift = normal(&mut rng) * o.session_sd_ns;
                 let labels = BTreeMap::from([
                     ("governor".to_string(), governor.clone()),
                     ("cstate".to_string(), cstate.clone()),
@@ -141,7 +154,7 @@ pub fn simulate(dir: &Path, o: &SimulateOptions) -> io::Result<Vec<String>> {
                 let mut lines = Vec::new();
                 let mut ts: u64 = 1_000_000_000_000;
                 for i in 0..o.runs {
-                    let r = run(&mut rng, env, cstate, o);
+                    let r = run(&mut rng, env, cstate, session_shift, o);
                     let [s1, s2] = r.segments;
                     let id = (i + 1) as u64;
                     let hit = |probe: &str, t: u64, chain: &str, id: u64, interference: Option<[u64; 5]>| TraceHit {

@@ -206,6 +206,18 @@ pub fn median_ci_owned(mut xs: Vec<f64>, boot: &Bootstrap) -> Result<Interval, S
     Ok(boot.interval(median(&sorted), dist))
 }
 
+/// Bootstrap percentile CI of the mean.
+pub fn mean_ci(xs: &[f64], boot: &Bootstrap) -> Result<Interval, StatsError> {
+    boot.validate()?;
+    check_finite(xs)?;
+    let sorted = sorted_copy(xs);
+    let n = sorted.len();
+    let mut rng = boot.rng();
+    let dist: Vec<f64> =
+        (0..boot.resamples).map(|_| (0..n).map(|_| sorted[rng.random_range(0..n)]).sum::<f64>() / n as f64).collect();
+    Ok(boot.interval(super::mean(&sorted), dist))
+}
+
 /// Bootstrap percentile CI of median(a) − median(b), resampling each group on its own.
 pub fn median_difference_ci(a: &[f64], b: &[f64], boot: &Bootstrap) -> Result<Interval, StatsError> {
     boot.validate()?;

@@ -103,6 +103,24 @@ impl BucketCounts {
         counts.iter().enumerate().map(|(i, c)| *c as f64 * (mid(i) - mean).powi(2)).sum::<f64>() / (n - 1) as f64
     }
 
+    /// The variance that placing every value at its bucket's midpoint hides: a value spread
+    /// evenly over a bucket of width w varies by w²/12 around the midpoint. The +Inf bucket is
+    /// left out (unbounded: its values sit at its lower bound).
+    pub fn binning_variance(&self) -> f64 {
+        let n = self.total();
+        if n == 0 {
+            return f64::NAN;
+        }
+        let hidden: f64 = self
+            .counts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.upper(*i).is_finite())
+            .map(|(i, c)| *c as f64 * (self.upper(i) - self.lower(i)).powi(2) / 12.0)
+            .sum();
+        hidden / n as f64
+    }
+
     /// A multinomial resample of the counts: as many values, each bucket drawn with its
     /// observed probability (sequential conditional binomials: one draw per bucket).
     fn resample(&self, rng: &mut impl rand::Rng, out: &mut Vec<u64>) {

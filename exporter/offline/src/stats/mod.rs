@@ -18,13 +18,19 @@ mod independence;
 mod outliers;
 mod regression;
 mod runs;
+mod sessions;
 
 pub use attribution::{Attribution, Share, covariance_shares};
-pub use bootstrap::{Bootstrap, Interval, median_ci, median_ci_owned, median_difference_ci, variance_ratio_ci};
+pub use bootstrap::{
+    Bootstrap, Interval, mean_ci, median_ci, median_ci_owned, median_difference_ci, variance_ratio_ci,
+};
 pub use independence::{IndependenceCheck, QuantileCheck, independence_check};
 pub use outliers::{Rejection, reject_outliers};
 pub use regression::{Coefficient, Regression, bootstrap_regression, variance_inflation};
 pub use runs::{ColumnStats, RunsAnalysis, analyze_runs};
+pub use sessions::{
+    SessionEffect, SessionEffectError, SessionValue, between_session_share, session_effect, t_quantile,
+};
 
 /// Below this many runs a confidence interval is flagged unreliable.
 pub const RELIABLE_MIN_SAMPLES: usize = 100;

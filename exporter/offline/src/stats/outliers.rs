@@ -74,6 +74,17 @@ mod tests {
         assert_eq!(r.rejected, 0);
     }
 
+    #[test]
+    fn with_n_up_to_k_squared_nothing_can_be_rejected() {
+        // Eight runs near 20 µs and one at 1 s: the far run inflates σ to √9 = 3 of its own
+        // distances at most.
+        let mut xs = vec![20_000.0; 8];
+        xs.push(1e9);
+        assert_eq!(reject_outliers(&xs, 3.0).unwrap().rejected, 0);
+        xs.insert(0, 20_000.0);
+        assert_eq!(reject_outliers(&xs, 3.0).unwrap().rejected, 1, "ten runs: √10 > 3");
+    }
+
     proptest! {
         #[test]
         fn never_removes_the_median_run(xs in prop::collection::vec(-1e6f64..1e6, 1..300), k in 0.01f64..5.0) {
