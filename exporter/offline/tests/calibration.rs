@@ -215,6 +215,38 @@ struct Case {
     unit: SamplingUnit,
 }
 
+impl Case {
+    /// 300 runs per session; one session each side is the run-level comparison, several are
+    /// compared over sessions with session effects N(0, 2 µs); no effect planted yet.
+    fn base(
+        procedure: &'static str,
+        shape: Shape,
+        sessions: usize,
+        pick: fn(&clockpath_offline::analysis::compare::Comparison) -> Option<Interval>,
+    ) -> Case {
+        let one = sessions == 1;
+        Case {
+            procedure,
+            data: if one {
+                format!("{}, 300 runs", shape.name())
+            } else {
+                format!("{}, 300 runs, session sd 2 µs", shape.name())
+            },
+            sessions,
+            runs: 300,
+            session_sd: if one { 0.0 } else { 2_000.0 },
+            strata: &[],
+            shape,
+            shift: 0.0,
+            spread: 1.0,
+            pick,
+            truth: 0.0,
+            null: 0.0,
+            unit: if one { SamplingUnit::Run } else { SamplingUnit::Session },
+        }
+    }
+}
+
 fn run_case(id: u64, c: &Case) -> Row {
     let one = |rep: u64, planted: bool| -> Option<Interval> {
         let mut r = rng(id, rep * 2 + u64::from(planted));
@@ -265,99 +297,40 @@ fn every_interval_covers_its_truth_at_its_level() {
     let mut rows: Vec<Row> = SHAPES.iter().map(|s| median_ci(*s)).collect();
     let mut cases = Vec::new();
     for shape in SHAPES {
-        // One session each: the runs are the unit; the truth is the two sessions' difference.
-        cases.push(Case {
-            procedure: "difference of medians, 1 vs 1 session",
-            data: format!("{}, 300 runs", shape.name()),
-            sessions: 1,
-            runs: 300,
-            session_sd: 0.0,
-            strata: &[],
-            shape,
-            shift: 2_000.0,
-            spread: 1.0,
-            pick: median_difference,
-            truth: 2_000.0,
-            null: 0.0,
-            unit: SamplingUnit::Run,
-        });
-        // Sessions as the unit, with session effects N(0, 2 µs) (the audit's case).
-        cases.push(Case {
-            procedure: "difference of medians, 3 vs 3 sessions",
-            data: format!("{}, 300 runs, session sd 2 µs", shape.name()),
-            sessions: 3,
-            runs: 300,
-            session_sd: 2_000.0,
-            strata: &[],
-            shape,
-            shift: 5_000.0,
-            spread: 1.0,
-            pick: median_difference,
-            truth: 5_000.0,
-            null: 0.0,
-            unit: SamplingUnit::Session,
-        });
+        // One session each: the runs are the unit, the truth the two sessions' difference.
+        // Several: sessions are the unit, with session effects N(0, 2 µs) (the audit's case).
+        for (procedure, sessions, shift) in [
+            ("difference of medians, 1 vs 1 session", 1, 2_000.0),
+            ("difference of medians, 3 vs 3 sessions", 3, 5_000.0),
+        ] {
+            cases.push(Case { shift, truth: shift, ..Case::base(procedure, shape, sessions, median_difference) });
+        }
     }
     for shape in [Shape::Normal, Shape::LogNormal] {
-        cases.push(Case {
-            procedure: "variance ratio, 1 vs 1 session",
-            data: format!("{}, 300 runs", shape.name()),
-            sessions: 1,
-            runs: 300,
-            session_sd: 0.0,
-            strata: &[],
-            shape,
-            shift: 0.0,
-            spread: 2f64.sqrt(),
-            pick: variance_ratio,
-            // Normal: sd × √2 doubles the variance. Log-normal: σ × √2 with σ = 0.35.
-            truth: match shape {
-                Shape::Normal => 2.0,
-                _ => {
-                    let v = |s: f64| ((s * s).exp() - 1.0) * (s * s).exp();
-                    v(0.35 * 2f64.sqrt()) / v(0.35)
-                }
-            },
-            null: 1.0,
-            unit: SamplingUnit::Run,
-        });
-        cases.push(Case {
-            procedure: "variance ratio, 4 vs 4 sessions",
-            data: format!("{}, 300 runs, session sd 2 µs", shape.name()),
-            sessions: 4,
-            runs: 300,
-            session_sd: 2_000.0,
-            strata: &[],
-            shape,
-            shift: 0.0,
-            spread: 2f64.sqrt(),
-            pick: variance_ratio,
-            truth: match shape {
-                Shape::Normal => 2.0,
-                _ => {
-                    let v = |s: f64| ((s * s).exp() - 1.0) * (s * s).exp();
-                    v(0.35 * 2f64.sqrt()) / v(0.35)
-                }
-            },
-            null: 1.0,
-            unit: SamplingUnit::Session,
-        });
+        // b's runs spread √2 wider. Normal: sd × √2 doubles the variance. Log-normal: σ × √2
+        // with σ = 0.35, and a variance of m²(e^σ² − 1)e^σ².
+        let truth = match shape {
+            Shape::Normal => 2.0,
+            _ => {
+                let v = |s: f64| ((s * s).exp() - 1.0) * (s * s).exp();
+                v(0.35 * 2f64.sqrt()) / v(0.35)
+            }
+        };
+        for (procedure, sessions) in [("variance ratio, 1 vs 1 session", 1), ("variance ratio, 4 vs 4 sessions", 4)] {
+            cases.push(Case {
+                spread: 2f64.sqrt(),
+                truth,
+                null: 1.0,
+                ..Case::base(procedure, shape, sessions, variance_ratio)
+            });
+        }
     }
     // Strata: another factor (two C-state policies, 8 µs apart) inside both groups.
     cases.push(Case {
-        procedure: "difference of medians, 4 vs 4 sessions in 2 strata",
-        data: "log-normal, 300 runs, session sd 2 µs".into(),
-        sessions: 4,
-        runs: 300,
-        session_sd: 2_000.0,
         strata: &["default", "max_cstate=1"],
-        shape: Shape::LogNormal,
         shift: 5_000.0,
-        spread: 1.0,
-        pick: median_difference,
         truth: 5_000.0,
-        null: 0.0,
-        unit: SamplingUnit::Session,
+        ..Case::base("difference of medians, 4 vs 4 sessions in 2 strata", Shape::LogNormal, 4, median_difference)
     });
     rows.extend(cases.iter().enumerate().map(|(i, c)| run_case(10 + i as u64, c)));
 
