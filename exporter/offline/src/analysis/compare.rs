@@ -238,18 +238,8 @@ pub fn compare(chain: &str, columns: &[String], a: &Side, b: &Side, opts: &Analy
         .iter()
         .enumerate()
         .map(|(c, col)| {
-            let usable = |side: &Side, kept: &[Vec<Vec<f64>>]| -> Vec<(String, usize, Vec<f64>)> {
-                side.sessions
-                    .iter()
-                    .zip(kept)
-                    .filter_map(|(s, k)| {
-                        let v = k.get(c)?;
-                        (v.len() >= MIN_SESSION_RUNS).then(|| (s.name.clone(), stratum_of[&s.name], v.clone()))
-                    })
-                    .collect()
-            };
-            let (ua, ub) = (usable(a, &kept_a), usable(b, &kept_b));
-            let mut cmp = column(chain, col, a, b, &ua, &ub, opts);
+            let (ua, ub) = (usable(a, &kept_a, c, &stratum_of), usable(b, &kept_b, c, &stratum_of));
+            let mut cmp = column(chain, col, (a, b), (&ua, &ub), &varying, opts);
             let dropped = (a.sessions.len() - ua.len()) + (b.sessions.len() - ub.len());
             if dropped > 0 {
                 cmp.notes.push(format!(
@@ -275,20 +265,37 @@ pub fn compare(chain: &str, columns: &[String], a: &Side, b: &Side, opts: &Analy
         .collect()
 }
 
-/// One column's comparison over the usable sessions (name, stratum, kept values).
+/// A session usable in a column: its name, stratum and kept values.
+type Usable<'a> = (&'a str, usize, &'a [f64]);
+
+/// The sessions of `side` with at least `MIN_SESSION_RUNS` kept runs in column `c`.
+fn usable<'s>(
+    side: &'s Side,
+    kept: &'s [Vec<Vec<f64>>],
+    c: usize,
+    stratum_of: &BTreeMap<String, usize>,
+) -> Vec<Usable<'s>> {
+    side.sessions
+        .iter()
+        .zip(kept)
+        .filter_map(|(s, k)| {
+            let v = k.get(c)?;
+            (v.len() >= MIN_SESSION_RUNS).then(|| (s.name.as_str(), stratum_of[&s.name], v.as_slice()))
+        })
+        .collect()
+}
+
+/// One column's comparison over the usable sessions; `varying`: the factors that are strata.
 fn column(
     chain: &str,
     segment: &str,
-    a: &Side,
-    b: &Side,
-    ua: &[(String, usize, Vec<f64>)],
-    ub: &[(String, usize, Vec<f64>)],
+    (a, b): (&Side, &Side),
+    (ua, ub): (&[Usable], &[Usable]),
+    varying: &[String],
     opts: &AnalyzeOptions,
 ) -> Comparison {
-    let runs = |u: &[(String, usize, Vec<f64>)]| u.iter().map(|s| s.2.len()).sum::<usize>();
-    let share = |u: &[(String, usize, Vec<f64>)]| {
-        stats::between_session_share(&u.iter().map(|s| s.2.as_slice()).collect::<Vec<_>>())
-    };
+    let runs = |u: &[Usable]| u.iter().map(|s| s.2.len()).sum::<usize>();
+    let share = |u: &[Usable]| stats::between_session_share(&u.iter().map(|s| s.2).collect::<Vec<_>>());
     let mut out = Comparison {
         chain: chain.into(),
         segment: segment.into(),
@@ -325,7 +332,7 @@ fn column(
         out.unit = SamplingUnit::Run;
         out.method =
             format!("bootstrap of each session's runs (B = {}), percentile intervals", opts.bootstrap.resamples);
-        let (xa, xb) = (&ua[0].2, &ub[0].2);
+        let (xa, xb) = (ua[0].2, ub[0].2);
         if xa.len() < MIN_RUNS || xb.len() < MIN_RUNS {
             out.verdict = format!(
                 "too few to compare: {} and {} runs (one session each side; at least {MIN_RUNS} each, or more sessions)",
@@ -357,7 +364,7 @@ fn column(
         ua.iter()
             .map(|s| (false, s))
             .chain(ub.iter().map(|s| (true, s)))
-            .map(|(in_b, s)| SessionValue { in_b, stratum: s.1, value: f(&s.2) })
+            .map(|(in_b, s)| SessionValue { in_b, stratum: s.1, value: f(s.2) })
             .filter(|v| v.value.is_finite())
             .collect()
     };
@@ -368,7 +375,7 @@ fn column(
             SessionEffectError::NoFreedom { sessions } => format!(
                 "too few to compare: {sessions} session(s) with {what} leave no degrees of freedom for the spread between sessions"
             ),
-            SessionEffectError::Confounded => confounding(a, b, &strata(a, b).0),
+            SessionEffectError::Confounded => confounding(a, b, varying),
             SessionEffectError::Stats(e) => e.to_string(),
         }
     };
@@ -392,7 +399,7 @@ fn column(
     }
     out.method = format!(
         "t on session medians and log variances{} ({} df)",
-        if strata(a, b).0.is_empty() { "" } else { ", within strata" },
+        if varying.is_empty() { "" } else { ", within strata" },
         out.degrees_of_freedom.map_or("no".into(), |d| d.to_string())
     );
     for e in [&d, &r].into_iter().filter_map(|x| x.as_ref().err()) {

@@ -190,11 +190,6 @@ fn kept_runs<'a>(runs: &[RunRef<'a>], sigma: f64) -> Vec<RunRef<'a>> {
     runs.iter().zip(keep).filter(|(_, k)| *k).map(|(r, _)| *r).collect()
 }
 
-/// Per session, runs (in time order) kept by the outlier rule.
-fn sessions<'a>(data: &'a ChainData, opts: &AnalyzeOptions) -> Vec<(String, Vec<RunRef<'a>>)> {
-    data.sessions.iter().map(|(sid, s)| (sid.clone(), kept_runs(&s.in_time_order(), opts.sigma))).collect()
-}
-
 /// Regress chain `chain` of `c`.
 pub fn regress(
     c: &Collected,
@@ -215,7 +210,11 @@ pub fn regress(
             known: segments.join(", "),
         })?,
     };
-    let sessions = sessions(data, opts);
+    // Per session, its runs in time order, and those the outlier rule keeps.
+    let untrimmed: Vec<(String, Vec<RunRef>)> =
+        data.sessions.iter().map(|(sid, s)| (sid.clone(), s.in_time_order())).collect();
+    let sessions: Vec<(String, Vec<RunRef>)> =
+        untrimmed.iter().map(|(sid, runs)| (sid.clone(), kept_runs(runs, opts.sigma))).collect();
 
     // Variance attribution and model check: per session, on its complete runs.
     let mut attribution = Vec::new();
@@ -241,8 +240,6 @@ pub fn regress(
     // The explanatory regression keeps every run: trimming on the response (the rule judges
     // the reference segment, the default response) cuts its tails and biases the slopes toward
     // 0 (an audit: true slope 1, mean estimate 0.979, CI covering 1 in 42 % of repeats).
-    let untrimmed: Vec<(String, Vec<RunRef>)> =
-        data.sessions.iter().map(|(sid, s)| (sid.clone(), s.in_time_order())).collect();
     let beyond =
         untrimmed.iter().map(|(_, r)| r.len()).sum::<usize>() - sessions.iter().map(|(_, r)| r.len()).sum::<usize>();
     let (explanatory, explanatory_refused) = match explanatory(c, &untrimmed, &segments, response, ro, opts)? {

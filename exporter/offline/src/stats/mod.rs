@@ -28,9 +28,7 @@ pub use independence::{IndependenceCheck, QuantileCheck, independence_check};
 pub use outliers::{Rejection, reject_outliers};
 pub use regression::{Coefficient, Regression, bootstrap_regression, variance_inflation};
 pub use runs::{ColumnStats, RunsAnalysis, analyze_runs};
-pub use sessions::{
-    SessionEffect, SessionEffectError, SessionValue, between_session_share, session_effect, t_quantile,
-};
+pub use sessions::{SessionEffect, SessionEffectError, SessionValue, between_session_share, session_effect};
 
 /// Below this many runs a confidence interval is flagged unreliable.
 pub const RELIABLE_MIN_SAMPLES: usize = 100;

@@ -59,16 +59,12 @@ pub fn session_effect(sessions: &[SessionValue], level: f64) -> Result<SessionEf
     strata.dedup();
     let p = 2 + strata.len().saturating_sub(1);
     let n = sessions.len();
-    if n <= p {
-        // Fewer sessions than parameters is also the confounded case when the groups never
-        // meet in a stratum; say which.
-        if !shares_a_stratum(sessions) && sessions.iter().any(|s| s.in_b) && sessions.iter().any(|s| !s.in_b) {
-            return Err(SessionEffectError::Confounded);
-        }
-        return Err(SessionEffectError::NoFreedom { sessions: n });
-    }
-    if !shares_a_stratum(sessions) {
+    let both = sessions.iter().any(|s| s.in_b) && sessions.iter().any(|s| !s.in_b);
+    if both && !shares_a_stratum(sessions) {
         return Err(SessionEffectError::Confounded);
+    }
+    if !both || n <= p {
+        return Err(SessionEffectError::NoFreedom { sessions: n });
     }
     let row = |s: &SessionValue| -> Vec<f64> {
         let mut r = vec![0.0; p];
@@ -128,7 +124,7 @@ fn shares_a_stratum(sessions: &[SessionValue]) -> bool {
 }
 
 /// Quantile `q` of Student's t with `df` degrees of freedom.
-pub fn t_quantile(df: f64, q: f64) -> f64 {
+fn t_quantile(df: f64, q: f64) -> f64 {
     match StudentsT::new(0.0, 1.0, df) {
         Ok(t) => t.inverse_cdf(q),
         Err(_) => f64::NAN,
