@@ -72,6 +72,17 @@ pub struct Recorder {
     /// Chain → stage → clock, for chains with a stage stamped on another clock than
     /// CLOCK_MONOTONIC: their hits carry the `clock` label.
     stage_clocks: BTreeMap<String, BTreeMap<String, String>>,
+    /// This exporter run's id, the `session_id` of every line it writes: a run of the exporter
+    /// is one session (one boot, one placement), the unit `compare` counts; the files of one
+    /// run (rotations) share it, and two runs never do.
+    run_id: String,
+}
+
+/// `<hostname>-<start, UTC>-<pid>`: unique per run of the exporter, readable in a report.
+fn run_id() -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
+    format!("{}-{stamp}-{}", if host.is_empty() { "host" } else { &host }, std::process::id())
 }
 
 impl Recorder {
@@ -115,6 +126,7 @@ impl Recorder {
             last_flush: Instant::now(),
             reference,
             stage_clocks: BTreeMap::new(),
+            run_id: run_id(),
         };
         r.rotate()?;
         Ok(r)
@@ -231,6 +243,9 @@ impl Sink for Recorder {
         }
         let Some(shape) = self.shapes.get(rec.chain as usize).and_then(Option::as_ref).cloned() else { return };
         for mut hit in hits_of(rec, &shape, &self.env, &self.labels) {
+            if hit.session_id.is_empty() {
+                hit.session_id.clone_from(&self.run_id);
+            }
             self.write(&mut hit);
         }
     }
@@ -242,7 +257,7 @@ impl Sink for Recorder {
         let mut hit = TraceHit {
             timestamp_ns: r.end_ns,
             probe_name: stage,
-            session_id: String::new(),
+            session_id: self.run_id.clone(),
             cpu_id: r.cpu as u32,
             delta_chain_id: r.instance_id,
             chain: chain_name,
