@@ -52,8 +52,11 @@ pub enum SamplingUnit {
     Session,
     /// The runs of one session on each side: a statement about those two sessions.
     Run,
-    /// Observations counted in histogram buckets (`compare --prometheus`).
+    /// Observations counted in histogram buckets (`compare --prometheus`, one instance each
+    /// side: a statement about those two instances).
     Observation,
+    /// Instance medians (and log variances) of each group (`compare --prometheus`).
+    Instance,
 }
 
 /// The units of a comparison's numbers (JSON readers need not guess).
@@ -112,14 +115,8 @@ pub struct Comparison {
 /// in the columns it has).
 fn kept(runs: &[RunRef], opts: &AnalyzeOptions) -> Vec<Vec<f64>> {
     let ncol = runs.first().map_or(0, |r| r.values.len());
-    let judged: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].values[0].is_finite()).collect();
-    let reference: Vec<f64> = judged.iter().map(|&i| runs[i].values[0]).collect();
-    let mut keep = vec![true; runs.len()];
-    if let Ok(rej) = stats::reject_outliers(&reference, opts.sigma) {
-        for (&i, &k) in judged.iter().zip(&rej.keep) {
-            keep[i] = k;
-        }
-    }
+    let reference: Vec<f64> = runs.iter().map(|r| r.values[0]).collect();
+    let keep = opts.outlier_rule().keep_mask(&reference);
     (0..ncol)
         .map(|c| {
             runs.iter().zip(&keep).filter(|(r, k)| **k && r.values[c].is_finite()).map(|(r, _)| r.values[c]).collect()
@@ -480,6 +477,7 @@ mod tests {
             read: Default::default(),
             reservoir: 1000,
             sigma: 3.0,
+            spread: Default::default(),
             bootstrap: Default::default(),
             progress: false,
             sort_memory: 1 << 20,
