@@ -725,3 +725,86 @@ fn two_trace_sets_are_aligned_on_reference_time() {
     assert_eq!(report(&out2)["clock_offsets"], serde_json::json!([]));
     assert!(!md.contains("Clock offsets"), "{md}");
 }
+
+/// Issue 30, items 1, 4 and 5, through `analyze`: a group of sessions weighs each session by
+/// the runs it saw (not by the runs its reservoir kept), counts them all in `seen`, and has
+/// the session as the unit of its interval; `--outlier-spread mad` rejects a far run the SD
+/// rule cannot see in a small session.
+#[test]
+fn groups_weigh_sessions_by_what_they_saw_and_take_the_session_as_unit() {
+    let d = tempfile::tempdir().unwrap();
+    let trace = d.path().join("capped.csv");
+    let mut text = String::from("timestamp_ns,probe_name,session_id,delta_chain_id,chain,env\n");
+    let mut t = 1_000_000u64;
+    let mut id = 0u64;
+    // s1: 2 000 runs at 19.5–20.5 µs; s2: 500 runs at 29.5–30.5 µs; one env.
+    for (session, runs, base) in [("s1", 2_000u64, 19_500u64), ("s2", 500, 29_500)] {
+        for i in 0..runs {
+            id += 1;
+            let s = base + (i * 7919) % 1_000;
+            text.push_str(&format!(
+                "{t},switch_entry,{session},{id},clocksource_switch,host\n{},first_read,{session},{id},clocksource_switch,host\n",
+                t + s
+            ));
+            t += 100_000;
+        }
+    }
+    std::fs::write(&trace, text).unwrap();
+    let out = d.path().join("r");
+    ok(&[
+        "analyze",
+        "--no-plots",
+        "--reservoir",
+        "500",
+        "--sigma",
+        "1000",
+        "--out",
+        out.to_str().unwrap(),
+        trace.to_str().unwrap(),
+    ]);
+    let r = report(&out);
+    let host = &r["chains"][0]["groups"]["env"][0];
+    assert_eq!(host["name"], "host", "{host}");
+    assert_eq!(host["seen"], 2_500, "every run seen counts: {host}");
+    assert_eq!(host["runs"], 1_000, "500 kept per session: {host}");
+    assert_eq!((host["sessions"].as_u64(), host["unit"].as_str()), (Some(2), Some("session")), "{host}");
+    assert!(host["between_session_share"].as_f64().unwrap() > 0.9, "{host}");
+    // The median of the 2 500 runs seen lies in s1's runs (its 62.5th percentile ≈ 20.125 µs),
+    // not between the sessions (25 µs) as the 1 000 kept runs alone would put it.
+    let c = &host["columns"][0];
+    let m = c["median"].as_f64().unwrap();
+    assert!((m - 20.125e-6).abs() < 0.05e-6, "group median {m}: {c}");
+    // Two sessions that disagree by 10 µs: the interval says how little two sessions tell.
+    let (lo, hi) = (c["ci"]["lower"].as_f64().unwrap(), c["ci"]["upper"].as_f64().unwrap());
+    assert!(lo < 20e-6 && hi > 30e-6, "[{lo}, {hi}]");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| env | sessions | n |"), "{md}");
+
+    // Eight runs near 20 µs and one at 1 ms in one session: ±3 SDs cannot reject it (n ≤ k²),
+    // ±3 MADs does.
+    let small = d.path().join("small.csv");
+    let mut text = String::from("timestamp_ns,probe_name,session_id,delta_chain_id\n");
+    for (i, s) in [20_000u64, 20_100, 20_200, 19_900, 19_800, 20_050, 19_950, 20_150, 1_000_000].iter().enumerate() {
+        let t = 1_000_000 + i as u64 * 10_000_000;
+        text.push_str(&format!("{t},switch_entry,x,{i}\n{},first_read,x,{i}\n", t + s));
+    }
+    std::fs::write(&small, text).unwrap();
+    let rejected = |spread: &str| -> u64 {
+        let out = d.path().join(format!("small-{spread}"));
+        ok(&[
+            "analyze",
+            "--no-plots",
+            "--outlier-spread",
+            spread,
+            "--out",
+            out.to_str().unwrap(),
+            small.to_str().unwrap(),
+        ]);
+        let r = report(&out);
+        assert_eq!(r["spread"], spread, "the report names the rule's σ");
+        r["chains"][0]["sessions"][0]["rejected"].as_u64().unwrap()
+    };
+    assert_eq!((rejected("sd"), rejected("mad")), (0, 1));
+    let o = clockpath(&["analyze", "--outlier-spread", "iqr", small.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+}

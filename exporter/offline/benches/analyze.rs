@@ -151,6 +151,7 @@ fn analyze(file: &Path, out: &Path, reservoir: usize, threads: usize) {
         read: ReadOptions::default(),
         reservoir,
         sigma: 3.0,
+        spread: Default::default(),
         bootstrap: Bootstrap::default(),
         progress: false,
         sort_memory: analysis::DEFAULT_SORT_MEMORY,

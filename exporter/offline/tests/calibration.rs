@@ -1,5 +1,5 @@
-//! Calibration: every interval procedure of `compare` and `analyze`, on data sets simulated
-//! with a known truth, covers the truth as often as its level says, and declares a difference
+//! Calibration: every interval procedure of `compare`, `analyze`'s groups, `regress` and the
+//! fleet comparison, on data sets simulated with a known truth, covers the truth as often as its level says, and declares a difference
 //! where there is none no more often than 1 − level allows.
 //!
 //! 1 000 data sets per case (with and without a planted effect). At a 95 % level the coverage
@@ -104,6 +104,7 @@ fn opts(rep: u64) -> AnalyzeOptions {
         reservoir: 100_000,
         // The outlier rule is its own subject (statistics.md): calibrated here without it.
         sigma: 1e9,
+        spread: Default::default(),
         bootstrap: boot(rep),
         progress: false,
         sort_memory: 1 << 20,
@@ -333,6 +334,10 @@ fn every_interval_covers_its_truth_at_its_level() {
         ..Case::base("difference of medians, 4 vs 4 sessions in 2 strata", Shape::LogNormal, 4, median_difference)
     });
     rows.extend(cases.iter().enumerate().map(|(i, c)| run_case(10 + i as u64, c)));
+    rows.extend(group_median_rows());
+    rows.extend(regression_rows());
+    rows.extend(attribution_and_mean_rows());
+    rows.extend(fleet_rows());
 
     println!("| procedure | data | coverage of the truth | false verdicts (no effect) | power (planted effect) |");
     println!("| --- | --- | ---: | ---: | ---: |");
@@ -366,6 +371,258 @@ fn every_interval_covers_its_truth_at_its_level() {
         100.0 * max_false(),
         bad.join("\n")
     );
+}
+
+/// The median of a large sample of `shape` with session effects N(0, sd): the truth a group of
+/// sessions estimates (the median of every run of every session there could be).
+fn mixture_median(shape: Shape, sd: f64) -> f64 {
+    let mut r = rng(777, shape as u64);
+    let n = 2_000_000;
+    let mut xs: Vec<f64> = (0..n)
+        .map(|_| {
+            let e = Normal::new(0.0, sd).unwrap().sample(&mut r);
+            shape.draw(&mut r, e, 1.0)
+        })
+        .collect();
+    stats::median_in_place(&mut xs)
+}
+
+/// `analyze`'s groups of sessions (By env, …): the weighted median with the session as the
+/// unit (`stats::group_median`), k sessions with effects N(0, 2 µs).
+fn group_median_rows() -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (case, shape, k, sizes) in [
+        (300u64, Shape::Normal, 3usize, None),
+        (301, Shape::LogNormal, 3, None),
+        (302, Shape::Normal, 10, None),
+        (303, Shape::LogNormal, 10, None),
+        // Sessions of 100–2 000 runs, at most 300 kept: each weighs what it saw.
+        (304, Shape::LogNormal, 5, Some((100usize, 2_000usize, 300usize))),
+    ] {
+        let truth = mixture_median(shape, 2_000.0);
+        let covered: Vec<bool> = (0..REPS)
+            .into_par_iter()
+            .map(|rep| {
+                let mut r = rng(case, rep);
+                let data: Vec<(Vec<f64>, f64)> = (0..k)
+                    .map(|_| {
+                        let e = Normal::new(0.0, 2_000.0).unwrap().sample(&mut r);
+                        let (seen, kept) = match sizes {
+                            Some((lo, hi, cap)) => {
+                                let n = lo + (rand::RngExt::random_range(&mut r, 0..=(hi - lo)));
+                                (n, n.min(cap))
+                            }
+                            None => (300, 300),
+                        };
+                        // A uniform sample of `kept` of the `seen` runs is `kept` draws.
+                        ((0..kept).map(|_| shape.draw(&mut r, e, 1.0)).collect(), seen as f64)
+                    })
+                    .collect();
+                let samples: Vec<stats::SessionSample> =
+                    data.iter().map(|(v, seen)| stats::SessionSample { values: v, seen: *seen }).collect();
+                stats::group_median(&samples, &boot(rep)).unwrap().interval.contains(truth)
+            })
+            .collect();
+        rows.push(Row {
+            procedure: "group median (analyze, by env/…)",
+            data: match sizes {
+                Some((lo, hi, cap)) => {
+                    format!("{}, {k} sessions of {lo}–{hi} runs ({cap} kept), session sd 2 µs", shape.name())
+                }
+                None => format!("{}, {k} sessions × 300 runs, session sd 2 µs", shape.name()),
+            },
+            coverage: Some(share(covered.into_iter())),
+            false_verdicts: None,
+            power: None,
+        });
+    }
+    rows
+}
+
+/// `regress`: a session factor (2 or 4 sessions per level, effects N(0, 2 µs)) and an
+/// interference slope, with the session as the unit of session-level terms.
+fn regression_rows() -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (case, per_level) in [(400u64, 2usize), (401, 4)] {
+        let fit = |rep: u64, effect: f64| -> stats::Coefficient {
+            let mut r = rng(case, rep * 2 + u64::from(effect != 0.0));
+            let (mut y, mut f, mut s) = (Vec::new(), Vec::new(), Vec::new());
+            for k in 0..2 * per_level {
+                let level = (k % 2) as f64;
+                let e = Normal::new(0.0, 2_000.0).unwrap().sample(&mut r);
+                for _ in 0..100 {
+                    y.push(Shape::LogNormal.draw(&mut r, e + level * effect, 1.0));
+                    f.push(level);
+                    s.push(k as u32);
+                }
+            }
+            let fit = stats::bootstrap_regression_by_session(&y, &[f], &["governor=b".into()], &s, &boot(rep)).unwrap();
+            fit.coefficients[1].clone()
+        };
+        let covers = |c: &stats::Coefficient, v: f64| c.lower <= v && v <= c.upper;
+        let null: Vec<stats::Coefficient> = (0..REPS).into_par_iter().map(|rep| fit(rep, 0.0)).collect();
+        let planted: Vec<stats::Coefficient> = (0..REPS).into_par_iter().map(|rep| fit(rep, 5_000.0)).collect();
+        rows.push(Row {
+            procedure: "regress: session factor",
+            data: format!("log-normal, {per_level} vs {per_level} sessions × 100 runs, session sd 2 µs"),
+            coverage: Some(share(planted.iter().map(|c| covers(c, 5_000.0)))),
+            false_verdicts: Some(share(null.iter().map(|c| !covers(c, 0.0)))),
+            power: Some(share(planted.iter().map(|c| !covers(c, 0.0)))),
+        });
+    }
+    // Interference: y = session effect + segment + 1 × irq time (0–10 µs), 4 sessions.
+    let covered: Vec<bool> = (0..REPS)
+        .into_par_iter()
+        .map(|rep| {
+            let mut r = rng(402, rep);
+            let (mut y, mut irq, mut s) = (Vec::new(), Vec::new(), Vec::new());
+            for k in 0..4u32 {
+                let e = Normal::new(0.0, 2_000.0).unwrap().sample(&mut r);
+                for _ in 0..100 {
+                    let i = rand::RngExt::random_range(&mut r, 0.0..10_000.0);
+                    y.push(Shape::LogNormal.draw(&mut r, e, 1.0) + i);
+                    irq.push(i);
+                    s.push(k);
+                }
+            }
+            let fit = stats::bootstrap_regression_by_session(&y, &[irq], &["irq".into()], &s, &boot(rep)).unwrap();
+            let c = &fit.coefficients[1];
+            c.lower <= 1.0 && 1.0 <= c.upper
+        })
+        .collect();
+    rows.push(Row {
+        procedure: "regress: interference slope",
+        data: "log-normal, 4 sessions × 100 runs, session sd 2 µs".into(),
+        coverage: Some(share(covered.into_iter())),
+        false_verdicts: None,
+        power: None,
+    });
+    rows
+}
+
+/// `regress`'s variance attribution (covariance shares) and the uncovered part's mean.
+fn attribution_and_mean_rows() -> Vec<Row> {
+    let lognormal_var = |m: f64, s: f64| m * m * ((s * s).exp() - 1.0) * (s * s).exp();
+    let mut rows = Vec::new();
+    for (case, normal) in [(500u64, true), (501, false)] {
+        // Two independent segments: the first's share is var₁ / (var₁ + var₂).
+        let truth = if normal {
+            9.0 / 25.0
+        } else {
+            let (v1, v2) = (lognormal_var(20_000.0, 0.35), lognormal_var(6_000.0, 0.5));
+            v1 / (v1 + v2)
+        };
+        let covered: Vec<bool> = (0..REPS)
+            .into_par_iter()
+            .map(|rep| {
+                let mut r = rng(case, rep);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                for _ in 0..300 {
+                    if normal {
+                        a.push(20_000.0 + 3_000.0 * Normal::new(0.0, 1.0).unwrap().sample(&mut r));
+                        b.push(6_000.0 + 4_000.0 * Normal::new(0.0, 1.0).unwrap().sample(&mut r));
+                    } else {
+                        a.push(LogNormal::new(20_000f64.ln(), 0.35).unwrap().sample(&mut r));
+                        b.push(LogNormal::new(6_000f64.ln(), 0.5).unwrap().sample(&mut r));
+                    }
+                }
+                let s = stats::covariance_shares(&[a, b], &boot(rep)).unwrap();
+                s.shares[0].lower <= truth && truth <= s.shares[0].upper
+            })
+            .collect();
+        rows.push(Row {
+            procedure: "regress: variance share",
+            data: format!("{}, 2 independent segments, 300 runs", if normal { "normal" } else { "log-normal" }),
+            coverage: Some(share(covered.into_iter())),
+            false_verdicts: None,
+            power: None,
+        });
+    }
+    let truth = MEDIAN * (0.35f64 * 0.35 / 2.0).exp();
+    let covered: Vec<bool> = (0..REPS)
+        .into_par_iter()
+        .map(|rep| {
+            let mut r = rng(502, rep);
+            let xs: Vec<f64> = (0..300).map(|_| Shape::LogNormal.draw(&mut r, 0.0, 1.0)).collect();
+            stats::mean_ci(&xs, &boot(rep)).unwrap().contains(truth)
+        })
+        .collect();
+    rows.push(Row {
+        procedure: "regress --outer: mean uncovered part",
+        data: "log-normal, 300 pairs".into(),
+        coverage: Some(share(covered.into_iter())),
+        false_verdicts: None,
+        power: None,
+    });
+    rows
+}
+
+/// Values binned on the kernel's bucket grid, as Prometheus holds them.
+fn binned(xs: impl Iterator<Item = f64>) -> stats::buckets::BucketCounts {
+    use clockpath_common::hist::{NUM_BUCKETS, bucket_le_ns, bucket_of};
+    let mut counts = vec![0u64; NUM_BUCKETS];
+    for x in xs {
+        counts[bucket_of(x.max(1.0) as u64) as usize] += 1;
+    }
+    let mut cum = 0.0;
+    let le: Vec<(f64, f64)> = (0..NUM_BUCKETS)
+        .map(|i| {
+            cum += counts[i] as f64;
+            (bucket_le_ns(i as u32).map_or(f64::INFINITY, |b| b as f64), cum)
+        })
+        .collect();
+    stats::buckets::BucketCounts::from_cumulative(le).unwrap()
+}
+
+/// `compare --prometheus`: one instance each side (multinomial resampling of the counts; the
+/// truth is the difference of the populations' interpolated medians), and 3 vs 3 instances
+/// with instance effects N(0, 2 µs) (t over instance medians).
+fn fleet_rows() -> Vec<Row> {
+    let shift = 2_000.0;
+    let truth = {
+        let mut r = rng(600, 0);
+        let big = 1_000_000;
+        let a = binned((0..big).map(|_| Shape::Normal.draw(&mut r, 0.0, 1.0)));
+        let b = binned((0..big).map(|_| Shape::Normal.draw(&mut r, shift, 1.0)));
+        b.median() - a.median()
+    };
+    let one = |rep: u64, planted: bool| -> Interval {
+        let mut r = rng(601, rep * 2 + u64::from(planted));
+        let a = binned((0..300).map(|_| Shape::Normal.draw(&mut r, 0.0, 1.0)));
+        let b = binned((0..300).map(|_| Shape::Normal.draw(&mut r, if planted { shift } else { 0.0 }, 1.0)));
+        stats::buckets::median_difference_ci(&b, &a, &boot(rep)).unwrap()
+    };
+    let null: Vec<Interval> = (0..REPS).into_par_iter().map(|rep| one(rep, false)).collect();
+    let planted: Vec<Interval> = (0..REPS).into_par_iter().map(|rep| one(rep, true)).collect();
+    let mut rows = vec![Row {
+        procedure: "fleet: difference of medians, 1 vs 1 instance",
+        data: "normal, 300 observations, kernel buckets".into(),
+        coverage: Some(share(planted.iter().map(|i| i.contains(truth)))),
+        false_verdicts: Some(share(null.iter().map(|i| !i.contains(0.0)))),
+        power: Some(share(planted.iter().map(|i| !i.contains(0.0)))),
+    }];
+    let over = |rep: u64, planted: bool| -> bool {
+        let mut r = rng(602, rep * 2 + u64::from(planted));
+        let values: Vec<stats::SessionValue> = (0..6)
+            .map(|k| {
+                let in_b = k >= 3;
+                let e = Normal::new(0.0, 2_000.0).unwrap().sample(&mut r) + if in_b && planted { 5_000.0 } else { 0.0 };
+                let h = binned((0..300).map(|_| Shape::Normal.draw(&mut r, e, 1.0)));
+                stats::SessionValue { in_b, stratum: 0, value: h.median() }
+            })
+            .collect();
+        !stats::session_effect(&values, LEVEL).unwrap().interval.contains(0.0)
+    };
+    let null = share((0..REPS).into_par_iter().map(|rep| over(rep, false)).collect::<Vec<_>>().into_iter());
+    let power = share((0..REPS).into_par_iter().map(|rep| over(rep, true)).collect::<Vec<_>>().into_iter());
+    rows.push(Row {
+        procedure: "fleet: difference of medians, 3 vs 3 instances",
+        data: "normal, 300 observations each, instance sd 2 µs, kernel buckets".into(),
+        coverage: None,
+        false_verdicts: Some(null),
+        power: Some(power),
+    });
+    rows
 }
 
 /// The audit's case, as it was found: 3 host and 3 VM sessions from one population, session

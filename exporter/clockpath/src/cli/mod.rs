@@ -182,6 +182,13 @@ pub struct SessionCliArgs {
     pub force_degraded: bool,
 }
 
+/// How the outlier rule measures σ (see `clockpath_offline::stats::Spread`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OutlierSpread {
+    Sd,
+    Mad,
+}
+
 /// Statistics options shared by the offline commands (defaults from `[windows]`).
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
@@ -192,6 +199,11 @@ pub struct StatsArgs {
     /// windows.sigma, 3].
     #[arg(long)]
     pub sigma: Option<f64>,
+    /// How the outlier rule measures σ: `sd` (the sample standard deviation: the
+    /// investigation's rule) or `mad` (1.4826 × the median absolute deviation, which the far
+    /// runs it judges do not inflate; for skewed segments and small sessions).
+    #[arg(long, value_enum, default_value = "sd", value_name = "SPREAD")]
+    pub outlier_spread: OutlierSpread,
     /// Bootstrap resamples [default: windows.bootstrap.resamples, 500].
     #[arg(long)]
     pub resamples: Option<usize>,

@@ -56,6 +56,10 @@ pub(super) fn analyze_options(loaded: &Loaded, a: &StatsArgs) -> Result<analysis
         read: trace::read::ReadOptions { skip_bad_lines: a.skip_bad_lines },
         reservoir: a.reservoir,
         sigma,
+        spread: match a.outlier_spread {
+            super::OutlierSpread::Sd => stats::Spread::Sd,
+            super::OutlierSpread::Mad => stats::Spread::Mad,
+        },
         bootstrap: boot,
         progress: true,
         sort_memory: a.sort_memory,

@@ -47,7 +47,9 @@ pub struct AnalyzeOptions {
     pub read: ReadOptions,
     /// Runs kept per chain and session for the statistics.
     pub reservoir: usize,
+    /// The outlier rule: ±`sigma` σ from the median, σ measured as `spread` says.
     pub sigma: f64,
+    pub spread: crate::stats::Spread,
     pub bootstrap: crate::stats::Bootstrap,
     /// Show a progress bar (only when stderr is a terminal).
     pub progress: bool,
@@ -59,6 +61,12 @@ pub struct AnalyzeOptions {
     /// Assemble chains whose stages are stamped on different clocks (`clock` labels) instead
     /// of refusing them ([`AnalyzeError::MixedClocks`]).
     pub mixed_clocks: bool,
+}
+
+impl AnalyzeOptions {
+    pub fn outlier_rule(&self) -> crate::stats::OutlierRule {
+        crate::stats::OutlierRule { k: self.sigma, spread: self.spread }
+    }
 }
 
 /// Everything read, per chain.
@@ -148,6 +156,13 @@ pub struct GroupStats {
     /// Complete runs seen.
     pub complete: u64,
     pub rejected: usize,
+    /// Sessions in the group: with more than one, the session is the unit of its intervals
+    /// (`stats::group_median`).
+    pub sessions: usize,
+    /// The share of the first segment's variance that lies between the group's sessions
+    /// (intraclass correlation; groups of two or more sessions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub between_session_share: Option<f64>,
     pub columns: Vec<crate::stats::ColumnStats>,
     pub outcomes: BTreeMap<&'static str, u64>,
     /// Incomplete chains by the first stage they did not reach.
@@ -168,8 +183,8 @@ pub fn label_value(labels: &[(String, String)], dim: &str) -> Option<String> {
     labels.iter().find(|(k, _)| k == dim || (dim == "cstate" && k == "cstate_limit")).map(|(_, v)| v.clone())
 }
 
-/// Statistics of a set of runs, given as columns (`columns[c][r]`, NaN where run `r` has no
-/// value for column `c`).
+/// Statistics of one session's runs, given as columns (`columns[c][r]`, NaN where run `r` has
+/// no value for column `c`).
 pub fn group_stats(
     name: String,
     labels: BTreeMap<String, String>,
@@ -178,7 +193,7 @@ pub fn group_stats(
     opts: &AnalyzeOptions,
 ) -> Option<GroupStats> {
     let runs = columns.first().filter(|c| !c.is_empty())?.len();
-    let a = crate::stats::analyze_runs(columns, 0, opts.sigma, &opts.bootstrap).ok()?;
+    let a = crate::stats::analyze_runs(columns, 0, opts.outlier_rule(), &opts.bootstrap).ok()?;
     Some(GroupStats {
         name,
         labels,
@@ -186,6 +201,8 @@ pub fn group_stats(
         runs,
         complete: counts.complete,
         rejected: a.rejection.rejected,
+        sessions: 1,
+        between_session_share: None,
         columns: a.columns,
         outcomes: counts.outcomes,
         missing_stage: counts.missing_stage,
@@ -214,10 +231,71 @@ pub fn sessions_of(c: &Collected, data: &ChainData, opts: &AnalyzeOptions) -> Ve
         .collect()
 }
 
+/// One session's part of a group: its kept values per column and the runs it stands for.
+struct SessionPart {
+    columns: Vec<Vec<f64>>,
+    /// Runs of the group the session saw: its runs seen × the share of its kept runs in the
+    /// group (all of them when the session's runs share their labels, as recorded ones do).
+    seen: f64,
+    complete: f64,
+    kept: usize,
+    rejected: usize,
+}
+
+/// A group's statistics from its sessions' parts: per column the weighted median of the runs
+/// seen, with the session as the unit of its interval (`stats::group_median`).
+fn group_of_sessions(
+    name: String,
+    labels: BTreeMap<String, String>,
+    parts: &[SessionPart],
+    opts: &AnalyzeOptions,
+) -> Option<GroupStats> {
+    use crate::stats::{ColumnStats, RELIABLE_MIN_SAMPLES, SessionSample};
+    let ncol = parts.first()?.columns.len();
+    let columns = (0..ncol)
+        .map(|k| {
+            let samples: Vec<SessionSample> =
+                parts.iter().map(|p| SessionSample { values: &p.columns[k], seen: p.seen }).collect();
+            let n: usize = samples.iter().map(|s| s.values.len()).sum();
+            match crate::stats::group_median(&samples, &opts.bootstrap) {
+                Ok(g) => ColumnStats {
+                    n,
+                    median: g.interval.estimate,
+                    std_dev: crate::stats::weighted_std_dev(&samples),
+                    ci: g.interval.is_finite().then_some(g.interval),
+                    reliable: n >= RELIABLE_MIN_SAMPLES,
+                },
+                Err(_) => ColumnStats { n: 0, median: f64::NAN, std_dev: f64::NAN, ci: None, reliable: false },
+            }
+        })
+        .collect();
+    let with_values: Vec<&[f64]> = parts.iter().map(|p| p.columns[0].as_slice()).filter(|v| !v.is_empty()).collect();
+    Some(GroupStats {
+        name,
+        labels,
+        seen: parts.iter().map(|p| p.seen).sum::<f64>().round() as u64,
+        runs: parts.iter().map(|p| p.kept).sum(),
+        complete: parts.iter().map(|p| p.complete).sum::<f64>().round() as u64,
+        rejected: parts.iter().map(|p| p.rejected).sum(),
+        sessions: parts.iter().filter(|p| p.columns.iter().any(|c| !c.is_empty())).count(),
+        between_session_share: if with_values.len() > 1 {
+            crate::stats::between_session_share(&with_values)
+        } else {
+            None
+        },
+        columns,
+        outcomes: BTreeMap::new(),
+        missing_stage: BTreeMap::new(),
+    })
+}
+
 /// Statistics per value of each label dimension in `dims` (env, governor, cstate) over all
-/// sessions: per dimension, its values in order. Every group is a task of its own, so the
-/// groups of all dimensions share the cores (like `sessions_of`); a task gathers its group's
-/// columns itself, so memory holds the columns of the groups being computed, not of all.
+/// sessions: per dimension, its values in order. The outlier rule judges each session's runs
+/// against that session (as in its own table); the group's median weighs every session by the
+/// runs it saw, and its interval has the session as the unit (`stats::group_median`). Every
+/// group is a task of its own, so the groups of all dimensions share the cores (like
+/// `sessions_of`); a task gathers its group's columns itself, so memory holds the columns of
+/// the groups being computed, not of all.
 pub fn groups_of(
     c: &Collected,
     data: &ChainData,
@@ -242,27 +320,43 @@ pub fn groups_of(
     // Big groups first, so that no core is left with the largest one at the end.
     let mut order: Vec<usize> = (0..tasks.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(tasks[i].2));
+    let rule = opts.outlier_rule();
     let mut done: Vec<(usize, Option<GroupStats>)> = order
         .par_iter()
         .map(|&i| {
-            let (d, v, n) = &tasks[i];
-            let ncol = data.sessions.values().map(|s| s.cols).next().unwrap_or(0);
-            let mut columns: Vec<Vec<f64>> = (0..ncol).map(|_| Vec::with_capacity(*n)).collect();
-            let mut complete = 0u64;
-            for s in data.sessions.values() {
-                for r in s.iter() {
-                    if value_of[*d].get(&r.labels).and_then(Option::as_ref) != Some(v) {
-                        continue;
+            let (d, v, _) = &tasks[i];
+            let parts: Vec<SessionPart> = data
+                .sessions
+                .values()
+                .filter_map(|s| {
+                    let runs: Vec<RunRef> =
+                        s.iter().filter(|r| value_of[*d].get(&r.labels).and_then(Option::as_ref) == Some(v)).collect();
+                    if runs.is_empty() {
+                        return None;
                     }
-                    complete += r.is_complete() as u64;
-                    for (k, col) in columns.iter_mut().enumerate() {
-                        col.push(r.values[k]);
-                    }
-                }
-            }
-            let counts = GroupCounts { seen: *n as u64, complete, ..Default::default() };
+                    let reference: Vec<f64> = runs.iter().map(|r| r.values[0]).collect();
+                    let keep = rule.keep_mask(&reference);
+                    let columns = (0..s.cols)
+                        .map(|k| {
+                            runs.iter()
+                                .zip(&keep)
+                                .filter(|(r, k2)| **k2 && r.values[k].is_finite())
+                                .map(|(r, _)| r.values[k])
+                                .collect()
+                        })
+                        .collect();
+                    let share = runs.len() as f64 / s.len() as f64;
+                    Some(SessionPart {
+                        columns,
+                        seen: s.seen as f64 * share,
+                        complete: s.complete as f64 * share,
+                        kept: runs.len(),
+                        rejected: keep.iter().filter(|k| !**k).count(),
+                    })
+                })
+                .collect();
             let labels = BTreeMap::from([(dims[*d].to_string(), v.clone())]);
-            (i, group_stats(v.clone(), labels, &columns, counts, opts))
+            (i, group_of_sessions(v.clone(), labels, &parts, opts))
         })
         .collect();
     done.sort_by_key(|(i, _)| *i);

@@ -3,21 +3,25 @@
 //! analytical model of the path.
 //!
 //! - **Variance attribution**, per session: each segment's share of the variance of the total
-//!   (covariance shares, summing to 1), with bootstrap CIs.
+//!   (covariance shares, summing to 1), with jackknife CIs.
 //! - **Explanatory regression**, pooled over sessions: a segment (default: the reference one)
 //!   on the interference charged to it (irq, softirq, sched, hrtimer, kvm ns, the sources that
 //!   vary) and on session factors (env, cstate, governor, the clocksource pair, or any label) as
 //!   indicator variables against a reference level; bootstrap CIs, R², variance inflation
-//!   warnings, and a refusal when a factor asked for has one level only.
+//!   warnings, and a refusal when a factor asked for has one level only. Over several sessions
+//!   the intercept and the session factors get intervals over sessions, the interference slopes
+//!   over runs within sessions (`stats::bootstrap_regression_by_session`).
 //! - **Outer on inner**: where an outer chain brackets this one (a degraded session's syscall
-//!   around the kernel chain), the outer total on the inner segments: the intercept, with its CI,
-//!   is the part of the path no probe of the inner chain covers.
+//!   around the kernel chain), the part of the path no probe of the inner chain covers: the
+//!   median and mean of (outer − inner) per pair with CIs; the slope model's intercept is given
+//!   as what it is, an extrapolation to zero inner time.
 //! - **Model check**, per session: the total's quantiles against the independent sum of its
 //!   segments (`stats::independence_check`).
 //!
 //! Every run goes through the same outlier rule as the report (±σ on the reference segment,
-//! per session), except in the explanatory regression: a rule applied to its response would
-//! bias its slopes, so it keeps every run and says how many the rule would have removed. Durations are in ns internally, seconds in JSON.
+//! per session), except in the two regressions: a rule applied to their response (the
+//! explained segment; the outer chain's time) would bias their slopes toward 0, so they keep
+//! every run (the explanatory one says how many the rule would have removed). Durations are in ns internally, seconds in JSON.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -78,31 +82,39 @@ impl SessionCheck {
 }
 
 /// A regression coefficient with its CI; `unit` is `s` for durations, `1` for ratios (ns of
-/// segment per ns of interference).
+/// segment per ns of interference). `over` says what the interval resamples: `runs`, or
+/// `sessions` for a session-level term (the intercept and session factors, when the runs come
+/// from several sessions). Bounds are absent when the sessions leave no degree of freedom (the
+/// warnings say so).
 #[derive(Clone, Debug, Serialize)]
 pub struct Coefficient {
     pub name: String,
     pub estimate: f64,
-    pub lower: f64,
-    pub upper: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lower: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upper: Option<f64>,
     pub unit: &'static str,
+    pub over: &'static str,
 }
 
 impl Coefficient {
     fn from(c: &stats::Coefficient, duration: bool) -> Self {
         let s = if duration { 1e-9 } else { 1.0 };
+        let bound = |v: f64| v.is_finite().then_some(v * s);
         Coefficient {
             name: c.name.clone(),
             estimate: c.estimate * s,
-            lower: c.lower * s,
-            upper: c.upper * s,
+            lower: bound(c.lower),
+            upper: bound(c.upper),
             unit: if duration { "s" } else { "1" },
+            over: if c.by_session { "sessions" } else { "runs" },
         }
     }
 
-    /// Whether the CI covers `v`.
+    /// Whether the CI covers `v` (false without one).
     pub fn covers(&self, v: f64) -> bool {
-        self.lower <= v && v <= self.upper
+        matches!((self.lower, self.upper), (Some(l), Some(u)) if l <= v && v <= u)
     }
 }
 
@@ -121,6 +133,11 @@ pub struct Explanatory {
     pub warnings: Vec<String>,
     pub resamples_used: usize,
     pub level: f64,
+    /// Sessions the runs came from, and the degrees of freedom of the session-level terms'
+    /// t intervals (absent: one session, or none left).
+    pub sessions: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_df: Option<usize>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -179,14 +196,9 @@ fn factor_value(labels: &[(String, String)], f: &str) -> Option<String> {
 }
 
 /// A session's runs kept by the outlier rule (on the reference segment).
-fn kept_runs<'a>(runs: &[RunRef<'a>], sigma: f64) -> Vec<RunRef<'a>> {
-    let judged: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].values[0].is_finite()).collect();
-    let reference: Vec<f64> = judged.iter().map(|&i| runs[i].values[0]).collect();
-    let Ok(rej) = stats::reject_outliers(&reference, sigma) else { return runs.to_vec() };
-    let mut keep = vec![true; runs.len()];
-    for (&i, &k) in judged.iter().zip(&rej.keep) {
-        keep[i] = k;
-    }
+fn kept_runs<'a>(runs: &[RunRef<'a>], rule: stats::OutlierRule) -> Vec<RunRef<'a>> {
+    let reference: Vec<f64> = runs.iter().map(|r| r.values[0]).collect();
+    let keep = rule.keep_mask(&reference);
     runs.iter().zip(keep).filter(|(_, k)| *k).map(|(r, _)| *r).collect()
 }
 
@@ -214,7 +226,7 @@ pub fn regress(
     let untrimmed: Vec<(String, Vec<RunRef>)> =
         data.sessions.iter().map(|(sid, s)| (sid.clone(), s.in_time_order())).collect();
     let sessions: Vec<(String, Vec<RunRef>)> =
-        untrimmed.iter().map(|(sid, runs)| (sid.clone(), kept_runs(runs, opts.sigma))).collect();
+        untrimmed.iter().map(|(sid, runs)| (sid.clone(), kept_runs(runs, opts.outlier_rule()))).collect();
 
     // Variance attribution and model check: per session, on its complete runs.
     let mut attribution = Vec::new();
@@ -279,7 +291,12 @@ fn explanatory(
     ro: &RegressOptions,
     opts: &AnalyzeOptions,
 ) -> Result<Result<Explanatory, String>, RegressError> {
-    let runs: Vec<&RunRef> = sessions.iter().flat_map(|(_, r)| r).filter(|r| r.values[response].is_finite()).collect();
+    let (runs, session_of): (Vec<&RunRef>, Vec<u32>) = sessions
+        .iter()
+        .enumerate()
+        .flat_map(|(k, (_, r))| r.iter().map(move |r| (r, k as u32)))
+        .filter(|(r, _)| r.values[response].is_finite())
+        .unzip();
     let labels: Vec<Vec<(String, String)>> = runs.iter().map(|r| c.labels(r.labels)).collect();
     let mut reference_levels = BTreeMap::new();
     let mut left_out = BTreeMap::new();
@@ -370,7 +387,8 @@ fn explanatory(
             }
         }
     }
-    let fit = match stats::bootstrap_regression(&y, &x, &names, &opts.bootstrap) {
+    let session: Vec<u32> = usable.iter().map(|&i| session_of[i]).collect();
+    let fit = match stats::bootstrap_regression_by_session(&y, &x, &names, &session, &opts.bootstrap) {
         Ok(f) => f,
         Err(e) => return Ok(Err(e.to_string())),
     };
@@ -380,9 +398,19 @@ fn explanatory(
             fit.resamples_used, opts.bootstrap.resamples
         ));
     }
+    if fit.sessions > 1 && fit.session_df.is_none() {
+        let terms: Vec<&str> = fit.coefficients.iter().filter(|c| c.by_session).map(|c| c.name.as_str()).collect();
+        warnings.push(format!(
+            "{} sessions leave no degree of freedom for the session-level terms ({}): their intervals are absent; record more sessions",
+            fit.sessions,
+            terms.join(", ")
+        ));
+    }
     let mut coefficients = vec![Coefficient::from(&fit.coefficients[0], true)];
     coefficients.extend(fit.coefficients[1..].iter().zip(&duration).map(|(c, d)| Coefficient::from(c, *d)));
     Ok(Ok(Explanatory {
+        sessions: fit.sessions,
+        session_df: fit.session_df,
         response: segments[response].clone(),
         runs: fit.runs,
         r_squared: fit.r_squared,
@@ -440,7 +468,8 @@ fn outer_on_inner(
             .into_iter()
             .filter(|r| r.values[..nseg].iter().all(|v| v.is_finite()) && total(r).is_some())
             .collect();
-        for o in kept_runs(&os.in_time_order(), opts.sigma) {
+        // Every outer run: trimming on the response biases the slopes.
+        for o in os.in_time_order() {
             let Some(t_out) = total(&o) else { continue };
             let end = o.start_ns as f64 + t_out;
             // The first inner instance starting inside the outer one, if it also ends inside.
@@ -487,19 +516,20 @@ fn outer_on_inner(
 
 /// A coefficient as text: durations in a unit that reads, ratios as they are.
 fn coefficient_row(c: &Coefficient) -> String {
+    let over = if c.over == "sessions" { " (over sessions)" } else { "" };
     if c.unit == "s" {
-        let u = super::units::Unit::for_values([c.estimate, c.lower, c.upper]);
-        format!(
-            "| {} | {} {} | [{}, {}] {} |",
-            c.name,
-            u.format(c.estimate),
-            u.symbol(),
-            u.format(c.lower),
-            u.format(c.upper),
-            u.symbol()
-        )
+        let u = super::units::Unit::for_values([Some(c.estimate), c.lower, c.upper].into_iter().flatten());
+        let ci = match (c.lower, c.upper) {
+            (Some(l), Some(h)) => format!("[{}, {}] {}{over}", u.format(l), u.format(h), u.symbol()),
+            _ => "— (too few sessions)".to_string(),
+        };
+        format!("| {} | {} {} | {ci} |", c.name, u.format(c.estimate), u.symbol())
     } else {
-        format!("| {} | {:.4} | [{:.4}, {:.4}] |", c.name, c.estimate, c.lower, c.upper)
+        let ci = match (c.lower, c.upper) {
+            (Some(l), Some(h)) => format!("[{l:.4}, {h:.4}]{over}"),
+            _ => "— (too few sessions)".to_string(),
+        };
+        format!("| {} | {:.4} | {ci} |", c.name, c.estimate)
     }
 }
 
@@ -533,8 +563,8 @@ pub fn markdown(r: &ChainRegression) -> String {
         (Some(e), _) => {
             let _ = writeln!(
                 s,
-                "### `{}` explained by interference and session factors ({} runs, R² = {:.3}, {} resamples fitted)\n",
-                e.response, e.runs, e.r_squared, e.resamples_used
+                "### `{}` explained by interference and session factors ({} runs of {} session(s), R² = {:.3}, {} resamples fitted)\n",
+                e.response, e.runs, e.sessions, e.r_squared, e.resamples_used
             );
             let _ = writeln!(s, "| coefficient | estimate | {:.0} % CI |\n| --- | ---: | --- |", e.level * 100.0);
             for c in &e.coefficients {

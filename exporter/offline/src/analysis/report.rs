@@ -64,8 +64,17 @@ pub struct GroupReport {
     pub seen: u64,
     pub runs: usize,
     pub complete: u64,
-    /// Runs rejected as outliers (on the reference segment).
+    /// Runs rejected as outliers (on the reference segment, each session against itself).
     pub rejected: usize,
+    /// Sessions in the group; with more than one the session is the unit of the intervals
+    /// (`unit`), and the median weighs each session by the runs it saw.
+    pub sessions: usize,
+    /// `session` (t interval over sessions, df = sessions − 1) or `run` (one session: the
+    /// run-level bootstrap, a statement about that session only).
+    pub unit: &'static str,
+    /// Share of the first segment's variance between the group's sessions (0–1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub between_session_share: Option<f64>,
     pub columns: Vec<ColumnReport>,
     /// How chain instances ended.
     pub outcomes: BTreeMap<&'static str, u64>,
@@ -83,6 +92,9 @@ impl From<GroupStats> for GroupReport {
             runs: g.runs,
             complete: g.complete,
             rejected: g.rejected,
+            unit: if g.sessions > 1 { "session" } else { "run" },
+            sessions: g.sessions,
+            between_session_share: g.between_session_share,
             outcomes: g.outcomes,
             missing_stage: g.missing_stage,
         }
@@ -110,6 +122,8 @@ pub struct Report {
     pub unknown_probes: BTreeMap<String, u64>,
     pub ambiguous_probes: BTreeMap<String, u64>,
     pub sigma: f64,
+    /// How the outlier rule measures σ: `sd` or `mad`.
+    pub spread: &'static str,
     pub resamples: usize,
     pub level: f64,
     pub reservoir: usize,
@@ -169,6 +183,7 @@ pub fn build(c: &Collected, opts: &AnalyzeOptions) -> Report {
         unknown_probes: c.unknown_probes.clone(),
         ambiguous_probes: c.ambiguous_probes.clone(),
         sigma: opts.sigma,
+        spread: opts.spread.as_str(),
         resamples: opts.bootstrap.resamples,
         level: opts.bootstrap.level,
         reservoir: opts.reservoir,
@@ -178,9 +193,13 @@ pub fn build(c: &Collected, opts: &AnalyzeOptions) -> Report {
     }
 }
 
-/// One table per column (segment): rows are the groups; each table picks its unit.
+/// One table per column (segment): rows are the groups; each table picks its unit. Tables of
+/// groups of sessions (`by_group`) say how many sessions each group has.
 fn tables(s: &mut String, columns: &[String], groups: &[GroupReport], first: &str, level: f64, sigma: f64) {
+    let by_group = first != "session";
     for (ci, name) in columns.iter().enumerate() {
+        // The between-session share is the first segment's (the outlier rule's reference).
+        let first_column = ci == 0;
         let cols: Vec<&ColumnReport> = groups.iter().filter_map(|g| g.columns.get(ci)).collect();
         if cols.iter().all(|c| c.n == 0) {
             continue;
@@ -192,11 +211,12 @@ fn tables(s: &mut String, columns: &[String], groups: &[GroupReport], first: &st
         let _ = writeln!(s, "\n#### `{name}` ({})\n", unit.symbol());
         let _ = writeln!(
             s,
-            "| {first} | n | rejected | median | {:.0} % CI | SD ({}) | note |",
+            "| {first} |{} n | rejected | median | {:.0} % CI | SD ({}) | note |",
+            if by_group { " sessions |" } else { "" },
             level * 100.0,
             sd_unit.symbol()
         );
-        let _ = writeln!(s, "| --- | ---: | ---: | ---: | --- | ---: | --- |");
+        let _ = writeln!(s, "| --- |{} ---: | ---: | ---: | --- | ---: | --- |", if by_group { " ---: |" } else { "" });
         for g in groups {
             let Some(col) = g.columns.get(ci) else { continue };
             if col.n == 0 {
@@ -221,10 +241,20 @@ fn tables(s: &mut String, columns: &[String], groups: &[GroupReport], first: &st
             if g.complete < g.seen {
                 note.push(format!("{} of {} chains incomplete", g.seen - g.complete, g.seen));
             }
+            if by_group && g.sessions == 1 {
+                note.push("one session: its interval says nothing of other sessions".to_string());
+            }
+            if by_group
+                && first_column
+                && let Some(icc) = g.between_session_share
+            {
+                note.push(format!("{:.0} % of the variance between sessions", 100.0 * icc));
+            }
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {ci} | {} | {} |",
+                "| {} |{} {} | {} | {} | {ci} | {} | {} |",
                 g.name,
+                if by_group { format!(" {} |", g.sessions) } else { String::new() },
                 col.n,
                 g.rejected,
                 unit.format(col.median),
@@ -258,8 +288,9 @@ pub fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "- outlier rule: runs beyond ±{}σ from the median of the first segment are rejected (all their segments)",
-        r.sigma
+        "- outlier rule: runs beyond ±{}σ from their session's median of the first segment are rejected (all their segments); σ is {}",
+        r.sigma,
+        if r.spread == "mad" { "1.4826 × the median absolute deviation" } else { "the sample standard deviation" }
     );
     let _ = writeln!(
         s,
@@ -321,6 +352,12 @@ pub fn markdown(r: &Report) -> String {
                 c.columns.first().map_or("", String::as_str)
             );
             let _ = writeln!(s, "{}", flagged.join("\n"));
+        }
+        if !c.groups.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nGroups of sessions: the median weighs each session by the runs it saw; with two or more sessions the interval has the session as its unit (estimate ± t(sessions − 1) × the SD of medians over resampled sessions), so it holds the spread between sessions, however many runs each has."
+            );
         }
         for (dim, groups) in &c.groups {
             let _ = writeln!(s, "\n### By {dim}");

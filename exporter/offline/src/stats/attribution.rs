@@ -3,15 +3,18 @@
 //! to 1: each segment gets its own variance plus half of every covariance it has with another.
 //! A share can be negative (a segment that shrinks when the total grows) or above 1.
 //!
-//! CIs: pairs bootstrap (whole runs resampled, their segments together), percentile intervals
-//! per share; a resample whose total is constant is skipped and counted. Per-share CIs need not
-//! sum to 1.
+//! CIs: estimate ± z × the jackknife standard error, from the exact leave-one-out shares
+//! (computed from running sums, O(n k)). A share is a ratio of (co)variances, and the
+//! bootstrap underestimates the spread of such ratios on skewed data: percentile intervals of
+//! a pairs bootstrap covered 92.9 % at 95 % on log-normal segments (300 runs), BCa 91.3 %; the
+//! jackknife's standard error, which errs on the large side (Efron–Stein), gives 93.3 % there
+//! and 95.0 % on normal segments (docs/src/statistics.md). Per-share CIs need not sum to 1.
 
-use rand::{RngExt as _, SeedableRng as _};
-use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 
-use super::{Bootstrap, StatsError, check_finite, percentile_sorted};
+use statrs::distribution::{ContinuousCDF as _, Normal};
+
+use super::{Bootstrap, StatsError, check_finite};
 
 /// One segment's share of Var(total).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -26,8 +29,9 @@ pub struct Attribution {
     /// One per segment, in segment order.
     pub shares: Vec<Share>,
     pub runs: usize,
-    pub resamples_used: usize,
     pub level: f64,
+    /// How the intervals are made.
+    pub method: &'static str,
 }
 
 /// Shares of the rows `rows` (run indices) of `segments[i][r]`; None when the total is constant.
@@ -53,6 +57,48 @@ fn shares(segments: &[Vec<f64>], rows: &mut dyn Iterator<Item = usize>) -> Optio
     (var_t > 0.0).then(|| cov.iter().map(|c| c / var_t).collect())
 }
 
+/// The leave-one-out shares (jackknife): `out[i][r]` is segment i's share without run r, from
+/// the sums of the centred values, O(n k).
+fn jackknife(segments: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let k = segments.len();
+    let n = segments[0].len();
+    let mean: Vec<f64> = segments.iter().map(|s| s.iter().sum::<f64>() / n as f64).collect();
+    let d = |i: usize, r: usize| segments[i][r] - mean[i];
+    let t = |r: usize| (0..k).map(|i| d(i, r)).sum::<f64>();
+    let (mut st, mut stt) = (0.0, 0.0);
+    let (mut si, mut sit) = (vec![0.0; k], vec![0.0; k]);
+    for r in 0..n {
+        let tr = t(r);
+        st += tr;
+        stt += tr * tr;
+        for i in 0..k {
+            si[i] += d(i, r);
+            sit[i] += d(i, r) * tr;
+        }
+    }
+    let m = (n - 1) as f64;
+    let mut out = vec![Vec::with_capacity(n); k];
+    for r in 0..n {
+        let tr = t(r);
+        let (st1, stt1) = (st - tr, stt - tr * tr);
+        let var_t = stt1 - st1 * st1 / m;
+        for i in 0..k {
+            let (si1, sit1) = (si[i] - d(i, r), sit[i] - d(i, r) * tr);
+            out[i].push((sit1 - si1 * st1 / m) / var_t);
+        }
+    }
+    out
+}
+
+/// estimate ± z × the jackknife standard error.
+fn jack_interval(estimate: f64, jack: &[f64], level: f64) -> (f64, f64) {
+    let n = jack.len() as f64;
+    let jm = jack.iter().sum::<f64>() / n;
+    let se = ((n - 1.0) / n * jack.iter().map(|v| (v - jm).powi(2)).sum::<f64>()).sqrt();
+    let z = Normal::new(0.0, 1.0).map_or(1.96, |z| z.inverse_cdf(0.5 + level / 2.0));
+    (estimate - z * se, estimate + z * se)
+}
+
 /// The variance attribution of a chain's segments (`segments[i][r]`: segment `i` of run `r`).
 pub fn covariance_shares(segments: &[Vec<f64>], boot: &Bootstrap) -> Result<Attribution, StatsError> {
     boot.validate()?;
@@ -65,35 +111,16 @@ pub fn covariance_shares(segments: &[Vec<f64>], boot: &Bootstrap) -> Result<Attr
         return Err(StatsError::Underdetermined { runs: n, coefficients: 3 });
     }
     let full = shares(segments, &mut (0..n)).ok_or_else(|| StatsError::Collinear("the total is constant".into()))?;
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(boot.seed);
-    let mut dists: Vec<Vec<f64>> = vec![Vec::with_capacity(boot.resamples); segments.len()];
-    let mut idx = vec![0usize; n];
-    for _ in 0..boot.resamples {
-        for i in idx.iter_mut() {
-            *i = rng.random_range(0..n);
-        }
-        if let Some(s) = shares(segments, &mut idx.iter().copied()) {
-            for (d, v) in dists.iter_mut().zip(s) {
-                d.push(v);
-            }
-        }
-    }
-    let alpha = (1.0 - boot.level) / 2.0;
-    let used = dists[0].len();
+    let jack = jackknife(segments);
     let shares = full
         .iter()
-        .zip(dists.iter_mut())
-        .map(|(&share, d)| {
-            d.sort_unstable_by(f64::total_cmp);
-            let (lower, upper) = if d.is_empty() {
-                (f64::NAN, f64::NAN)
-            } else {
-                (percentile_sorted(d, alpha), percentile_sorted(d, 1.0 - alpha))
-            };
+        .zip(&jack)
+        .map(|(&share, j)| {
+            let (lower, upper) = jack_interval(share, j, boot.level);
             Share { share, lower, upper }
         })
         .collect();
-    Ok(Attribution { shares, runs: n, resamples_used: used, level: boot.level })
+    Ok(Attribution { shares, runs: n, level: boot.level, method: "jackknife standard error, normal interval" })
 }
 
 #[cfg(test)]
@@ -115,7 +142,18 @@ mod tests {
         for (sh, w) in a.shares.iter().zip(want) {
             assert!(sh.lower <= w && w <= sh.upper, "{sh:?} vs {w}");
         }
-        assert_eq!(a.resamples_used, 200);
+    }
+
+    #[test]
+    fn the_jackknife_from_sums_is_the_leave_one_out_share() {
+        let s = vec![series(40, 4, 1.0), series(40, 5, 3.0)];
+        let jack = jackknife(&s);
+        for r in [0, 17, 39] {
+            let direct = shares(&s, &mut (0..40).filter(|&i| i != r)).unwrap();
+            for i in 0..2 {
+                assert!((jack[i][r] - direct[i]).abs() < 1e-9, "{r} {i}: {} vs {}", jack[i][r], direct[i]);
+            }
+        }
     }
 
     #[test]

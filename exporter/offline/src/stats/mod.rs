@@ -14,6 +14,7 @@
 mod attribution;
 mod bootstrap;
 pub mod buckets;
+mod group_median;
 mod independence;
 mod outliers;
 mod regression;
@@ -24,9 +25,12 @@ pub use attribution::{Attribution, Share, covariance_shares};
 pub use bootstrap::{
     Bootstrap, Interval, mean_ci, median_ci, median_ci_owned, median_difference_ci, variance_ratio_ci,
 };
+pub use group_median::{GroupMedian, SessionSample, group_median, weighted_median, weighted_std_dev};
 pub use independence::{IndependenceCheck, QuantileCheck, independence_check};
-pub use outliers::{Rejection, reject_outliers};
-pub use regression::{Coefficient, Regression, bootstrap_regression, variance_inflation};
+pub use outliers::{OutlierRule, Rejection, Spread, reject_outliers};
+pub use regression::{
+    Coefficient, Regression, bootstrap_regression, bootstrap_regression_by_session, variance_inflation,
+};
 pub use runs::{ColumnStats, RunsAnalysis, analyze_runs};
 pub use sessions::{SessionEffect, SessionEffectError, SessionValue, between_session_share, session_effect};
 

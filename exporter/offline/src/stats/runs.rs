@@ -3,9 +3,7 @@
 
 use serde::Serialize;
 
-use super::{
-    Bootstrap, Interval, RELIABLE_MIN_SAMPLES, Rejection, StatsError, median_ci_owned, reject_outliers, std_dev,
-};
+use super::{Bootstrap, Interval, OutlierRule, RELIABLE_MIN_SAMPLES, Rejection, StatsError, median_ci_owned, std_dev};
 
 /// One column (a segment, or the total) of the kept runs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -28,22 +26,24 @@ pub struct RunsAnalysis {
 }
 
 /// `columns[c][r]`: value of column `c` in run `r` (all columns equally long), NaN where run
-/// `r` has no value for `c` (a partial chain). Runs whose `columns[reference]` lies more than
-/// `sigma` standard deviations from its median are dropped from every column; runs without a
-/// reference value are not judged. A column with no value gets `n = 0` and no statistics.
+/// `r` has no value for `c` (a partial chain). Runs whose `columns[reference]` lies beyond the
+/// outlier rule (±k σ from its median; a bare `f64` is k sample SDs) are dropped from every
+/// column; runs without a reference value are not judged. A column with no value gets `n = 0`
+/// and no statistics.
 pub fn analyze_runs(
     columns: &[Vec<f64>],
     reference: usize,
-    sigma: f64,
+    rule: impl Into<OutlierRule>,
     boot: &Bootstrap,
 ) -> Result<RunsAnalysis, StatsError> {
+    let rule = rule.into();
     boot.validate()?;
     let reference_col = columns.get(reference).ok_or(StatsError::Empty)?;
     let values: Vec<f64> = reference_col.iter().copied().filter(|v| !v.is_nan()).collect();
     let mut rejection = if values.is_empty() {
-        Rejection { keep: Vec::new(), rejected: 0, median: f64::NAN, sigma: f64::NAN, k: sigma }
+        Rejection { keep: Vec::new(), rejected: 0, median: f64::NAN, sigma: f64::NAN, k: rule.k }
     } else {
-        reject_outliers(&values, sigma)?
+        rule.reject(&values)?
     };
     drop(values);
     // Back to one flag per run: a run without a reference value is kept.

@@ -132,7 +132,7 @@ fn t_quantile(df: f64, q: f64) -> f64 {
 }
 
 /// Gauss–Jordan inverse with partial pivoting of a small symmetric matrix; None if singular.
-fn invert(mut m: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
+pub(super) fn invert(mut m: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
     let p = m.len();
     let scale = m.iter().enumerate().map(|(i, r)| r[i].abs()).fold(0.0, f64::max).max(1.0);
     let mut inv: Vec<Vec<f64>> = (0..p).map(|i| (0..p).map(|j| f64::from(u8::from(i == j))).collect()).collect();
