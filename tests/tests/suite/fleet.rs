@@ -317,6 +317,18 @@ fn a_fleet_under_one_prometheus_dashboards_rules_and_compare() {
     let fleet = by_env.iter().find(|c| c["segment"] == "enqueue->switch_in").expect("fleet enqueue->switch_in");
     let off = offline.iter().find(|c| c["segment"] == "enqueue->switch_in").expect("offline enqueue->switch_in");
     assert_eq!((fleet["a"].as_str(), fleet["b"].as_str()), (off["a"].as_str(), off["b"].as_str()));
+    // The unit on both sides: Prometheus' instances, the recorders' runs (each exporter run is
+    // a session, even in two VMs of one image with the same hostname and pid).
+    assert_eq!(
+        (fleet["unit"].as_str(), fleet["a_sessions"].as_u64(), fleet["b_sessions"].as_u64()),
+        (Some("instance"), Some(1), Some(2)),
+        "{fleet}"
+    );
+    assert_eq!(
+        (off["unit"].as_str(), off["a_sessions"].as_u64(), off["b_sessions"].as_u64()),
+        (Some("session"), Some(1), Some(2)),
+        "{off}"
+    );
     let resolution = fleet["resolution_ns"].as_f64().expect("resolution_ns (none when a median is in the +Inf bucket)");
     let (df, doff) = (
         fleet["median_difference"]["estimate"].as_f64().unwrap(),

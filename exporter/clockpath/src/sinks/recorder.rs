@@ -43,14 +43,34 @@ pub struct RecorderStats {
     pub errors: AtomicU64,
 }
 
+/// Whether the recorder's writes fail, changed only by what proves it: any failure starts a
+/// failing state, and only a write that reached the file (a flush) ends it — a write into
+/// the buffer succeeds on a full disk too, and logging it as recovery made the log alternate
+/// "failed" / "works again" every second.
+#[derive(Debug, Default)]
+struct WriteHealth {
+    failing: bool,
+}
+
+impl WriteHealth {
+    /// Record an outcome; `Some(failing)` when the state changed (log it), None otherwise.
+    fn record(&mut self, ok: bool, reached_file: bool) -> Option<bool> {
+        let failing = if ok { self.failing && !reached_file } else { true };
+        (failing != self.failing).then(|| {
+            self.failing = failing;
+            failing
+        })
+    }
+}
+
 /// How often opening a file is retried while none is open.
 const RETRY_OPEN: Duration = Duration::from_secs(5);
 
 pub struct Recorder {
     cfg: RecorderConfig,
     stats: Arc<RecorderStats>,
-    /// Whether the last write failed (to log changes, not every failure).
-    failing: bool,
+    /// Whether writes are failing (to log changes of state, not every failure).
+    health: WriteHealth,
     /// When to try opening a file again, while none is open.
     retry_at: Option<Instant>,
     env: String,
@@ -72,17 +92,22 @@ pub struct Recorder {
     /// Chain → stage → clock, for chains with a stage stamped on another clock than
     /// CLOCK_MONOTONIC: their hits carry the `clock` label.
     stage_clocks: BTreeMap<String, BTreeMap<String, String>>,
-    /// This exporter run's id, the `session_id` of every line it writes: a run of the exporter
-    /// is one session (one boot, one placement), the unit `compare` counts; the files of one
-    /// run (rotations) share it, and two runs never do.
+    /// This exporter run's id ([`run_id`]), the `session_id` of every line it writes: a run of
+    /// the exporter is one session (one boot, one placement), the unit `compare` counts; the
+    /// files of one run (rotations) share it, and two runs never do.
     run_id: String,
 }
 
-/// `<hostname>-<start, UTC>-<pid>`: unique per run of the exporter, readable in a report.
+/// `<hostname>-<boot>-<start, UTC>-<pid>`: unique per run of the exporter (the boot id's first
+/// 8 hex digits tell apart identical machines — VMs of one image have the same hostname and
+/// start the exporter under the same pid), readable in a report.
 fn run_id() -> String {
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    let read = |p: &str| fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
+    let host = read("/proc/sys/kernel/hostname");
+    let boot: String =
+        read("/proc/sys/kernel/random/boot_id").chars().filter(char::is_ascii_hexdigit).take(8).collect();
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
-    format!("{}-{stamp}-{}", if host.is_empty() { "host" } else { &host }, std::process::id())
+    format!("{}-{boot}-{stamp}-{}", if host.is_empty() { "host" } else { &host }, std::process::id())
 }
 
 impl Recorder {
@@ -112,7 +137,7 @@ impl Recorder {
         let mut r = Recorder {
             cfg,
             stats: Arc::default(),
-            failing: false,
+            health: WriteHealth::default(),
             retry_at: None,
             env,
             shapes,
@@ -165,22 +190,17 @@ impl Recorder {
 
     /// Count the outcome of a write or flush that had `pending` lines buffered before it.
     fn outcome(&mut self, pending: u64, result: io::Result<()>, what: &str) {
-        match result {
-            Ok(()) => {
-                if self.failing {
-                    self.failing = false;
-                    tracing::info!("recorder writes work again");
-                }
+        // A buffered write proves nothing about the file; a flush does.
+        let reached_file = what != "write";
+        if let Err(error) = &result {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            self.stats.lines_dropped.fetch_add(pending, Ordering::Relaxed);
+            if self.health.record(false, reached_file) == Some(true) {
+                let path = self.writer.as_ref().map(|w| w.path().display().to_string()).unwrap_or_default();
+                tracing::error!(%error, %path, "recorder {what} failed: lines are dropped and counted until writes work again");
             }
-            Err(error) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                self.stats.lines_dropped.fetch_add(pending, Ordering::Relaxed);
-                if !self.failing {
-                    self.failing = true;
-                    let path = self.writer.as_ref().map(|w| w.path().display().to_string()).unwrap_or_default();
-                    tracing::error!(%error, %path, "recorder {what} failed: lines are dropped and counted until writes work again");
-                }
-            }
+        } else if self.health.record(true, reached_file) == Some(false) {
+            tracing::info!("recorder writes reach the file again");
         }
     }
 
@@ -293,5 +313,30 @@ impl Sink for Recorder {
             files = self.written,
             "recorder closed"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WriteHealth;
+
+    #[test]
+    fn a_full_disk_is_one_failure_and_only_a_flush_ends_it() {
+        let mut h = WriteHealth::default();
+        // Buffered writes succeed, every flush fails (ENOSPC), once a second for a minute.
+        let mut changes = Vec::new();
+        for _ in 0..60 {
+            for _ in 0..100 {
+                changes.extend(h.record(true, false));
+            }
+            changes.extend(h.record(false, true));
+        }
+        assert_eq!(changes, [true], "one change to failing, never back on a buffered write");
+        // Space again: the next flush succeeds.
+        changes.extend(h.record(true, false));
+        changes.extend(h.record(true, true));
+        assert_eq!(changes, [true, false]);
+        // A write that fails (the buffer could not be emptied) starts it again.
+        assert_eq!(h.record(false, false), Some(true));
     }
 }
