@@ -126,11 +126,15 @@ pub fn threads() -> Result<Vec<ThreadCapabilities>, PrivilegeError> {
     Ok(out)
 }
 
-/// Check that no thread holds a capability, except the PPS readers' [`PPS_READER_KEEPS`].
+/// Check that no thread holds a capability, except the PPS readers' [`PPS_READER_KEEPS`] and
+/// the web config reader's CAP_DAC_READ_SEARCH (`http::config_reader`).
 pub fn verify() -> Result<Vec<ThreadCapabilities>, PrivilegeError> {
+    use crate::http::config_reader::{READER_KEEPS, THREAD_NAME};
     let threads = threads()?;
     for t in &threads {
-        let allowed = |c: &Capability| t.name.starts_with("pps-") && *c == PPS_READER_KEEPS;
+        let allowed = |c: &Capability| {
+            (t.name.starts_with("pps-") && *c == PPS_READER_KEEPS) || (t.name == THREAD_NAME && *c == READER_KEEPS)
+        };
         let extra: Vec<Capability> = t.permitted.iter().copied().filter(|c| !allowed(c)).collect();
         if !extra.is_empty() {
             return Err(PrivilegeError::StillHeld { tid: t.tid, name: t.name.clone(), caps: names(&extra).join(", ") });

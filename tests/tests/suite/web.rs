@@ -385,3 +385,62 @@ fn idle_connections_and_slow_readers_cannot_lock_scrapers_out() {
     let out = e.stop();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 31, finding 4: a key file only its owner may read (0600, another user's, as a secret
+/// volume or a certificate tool leaves it) loads at start; after every thread gave up its
+/// capabilities, uid 0 alone cannot read it, and a rotated key never applied. The reload now
+/// reads on the web config reader thread, which keeps CAP_DAC_READ_SEARCH.
+#[test]
+fn a_rotated_key_only_its_owner_may_read_applies_after_the_capability_drop() {
+    use std::os::unix::fs::PermissionsExt as _;
+    require_root();
+    let pki = Pki::new();
+    let web = pki.path("web.yml");
+    std::fs::write(&web, "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n").expect("write");
+    let (cert, key) = (pki.path("server.pem"), pki.path("server-key.pem"));
+    let own = |p: &std::path::Path| {
+        let c = std::ffi::CString::new(utf8(p)).expect("path");
+        // SAFETY: a valid C path; chown(2) to nobody.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0, "chown {}", p.display());
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    };
+    own(&cert);
+    own(&key);
+    let agent = pki.agent(false);
+    let e = Exporter::start_tls(&["--duration", "60"], &[("CLOCKPATH_HTTP__WEB_CONFIG", utf8(&web))], agent.clone());
+    let text = e.scrape();
+    let started = metric(&text, "clockpath_web_config_last_reload_success_timestamp_seconds", &[]);
+    // The premises: the key is another user's, readable by its owner only, and the exporter
+    // serves with no capability left on its main thread (the drop happened).
+    let m = std::fs::metadata(&key).expect("stat key");
+    assert_eq!((m.uid(), m.mode() & 0o777), (65534, 0o600));
+    let pid = e.child.as_ref().expect("running").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("").to_string();
+    assert_eq!(field("CapPrm:"), "0000000000000000", "the main thread gave up its capabilities:\n{status}");
+    // Rotate: the same certificate and key written anew (new mtime), still 0600 and nobody's.
+    let (c, k) = (std::fs::read(&cert).expect("read"), std::fs::read(&key).expect("read"));
+    std::fs::write(&cert, c).expect("rewrite cert");
+    std::fs::write(&key, k).expect("rewrite key");
+    own(&cert);
+    own(&key);
+    let text = wait_for("the rotated key to be reloaded", Duration::from_secs(15), || {
+        let t = e.scrape();
+        (metric(&t, "clockpath_web_config_last_reload_success_timestamp_seconds", &[]) > started
+            || metric(&t, "clockpath_web_config_last_reload_successful", &[]) == 0.0)
+            .then_some(t)
+    });
+    assert_eq!(
+        metric(&text, "clockpath_web_config_last_reload_successful", &[]),
+        1.0,
+        "the reload after the drop could not read the key"
+    );
+    let out = e.stop();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("web config reloaded"), "{log}");
+    assert!(
+        log.contains("web-config keeps CAP_DAC_READ_SEARCH"),
+        "the one thread that keeps a capability is named:\n{log}"
+    );
+}

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod config_reader;
 pub mod deadline;
 pub mod web_config;
 

@@ -146,6 +146,9 @@ pub struct WebConfig {
     current: RwLock<Arc<WebSettings>>,
     watch: Mutex<(Instant, Vec<Stamp>)>,
     state: Mutex<ReloadState>,
+    /// Reloads read on this thread, which keeps CAP_DAC_READ_SEARCH after the drop (None: it
+    /// could not start; reloads read on the calling thread).
+    reader: Option<super::config_reader::ConfigReader>,
 }
 
 impl WebConfig {
@@ -158,6 +161,11 @@ impl WebConfig {
             current: RwLock::new(Arc::new(settings)),
             watch: Mutex::new((Instant::now(), stamps)),
             state: Mutex::new(ReloadState { successful: true, last_success: SystemTime::now() }),
+            reader: super::config_reader::ConfigReader::start()
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "web config reader thread not started: reloads read with the caller's rights")
+                })
+                .ok(),
         })
     }
 
@@ -203,7 +211,20 @@ impl WebConfig {
             Ok(w) => w.1.iter().map(|s| Stamp::of(&s.path)).collect(),
             Err(_) => Vec::new(),
         };
-        let outcome = read_consistent(&self.path).and_then(|r| {
+        let read = match &self.reader {
+            Some(reader) => {
+                let path = self.path.clone();
+                reader.run(move || read_consistent(&path)).unwrap_or_else(|| {
+                    Err(WebConfigError::Invalid {
+                        path: self.path.display().to_string(),
+                        key: "(file)".into(),
+                        message: "the web config reader thread is gone".into(),
+                    })
+                })
+            }
+            None => read_consistent(&self.path),
+        };
+        let outcome = read.and_then(|r| {
             let refuse = |key: &str, message: String| {
                 Err(WebConfigError::Invalid { path: self.path.display().to_string(), key: key.into(), message })
             };

@@ -30,9 +30,11 @@ pub trait Settings: Sized {
     fn differences(saved: &Self::Values, now: &Self::Values) -> Vec<String>;
 }
 
-/// Where restore files live: /run (gone at reboot, like the settings they restore).
+/// Where restore files live: /run (root's, gone at reboot like the settings they restore).
+/// Never a shared temporary directory, where another user could plant the name first: without
+/// /run, saving fails naming the path, and the session changes nothing.
 pub fn dir() -> PathBuf {
-    if Path::new("/run").is_dir() { PathBuf::from("/run") } else { std::env::temp_dir() }
+    PathBuf::from("/run")
 }
 
 /// Where the settings `S` are saved before the first change.
@@ -53,6 +55,10 @@ struct Saved<V> {
 /// Write `value` to `file`, durable before the caller changes anything.
 fn save<T: Serialize>(file: &Path, value: &T) -> Result<(), SessionError> {
     let out = |source| SessionError::Output { path: file.to_path_buf(), source };
+    if let Some(parent) = file.parent() {
+        // Refused when others could plant links or files there.
+        clockpath_offline::outfile::check_dir(parent).map_err(|e| out(std::io::Error::other(e)))?;
+    }
     let tmp = file.with_extension("json.partial");
     let text = serde_json::to_vec(value).map_err(|e| out(std::io::Error::other(e)))?;
     // A stale partial file of ours is replaced; a link planted under the name is refused.
