@@ -31,6 +31,12 @@ pub enum PrivilegeError {
 /// capture edge (PPS_SETPARAMS).
 pub const PPS_READER_KEEPS: Capability = Capability::CAP_SYS_TIME;
 
+/// The one capability the web config reader thread keeps (`http::config_reader`): reading a
+/// rotated key only its owner may read, after the drop.
+pub const WEB_CONFIG_READER_KEEPS: Capability = Capability::CAP_DAC_READ_SEARCH;
+/// That thread's name, by which [`verify`] allows it its capability.
+pub const WEB_CONFIG_READER_THREAD: &str = "web-config";
+
 /// The capabilities the exporter can use (see [`missing`] for what each is for).
 pub const USED: &[&str] = &[
     "CAP_BPF",
@@ -129,11 +135,11 @@ pub fn threads() -> Result<Vec<ThreadCapabilities>, PrivilegeError> {
 /// Check that no thread holds a capability, except the PPS readers' [`PPS_READER_KEEPS`] and
 /// the web config reader's CAP_DAC_READ_SEARCH (`http::config_reader`).
 pub fn verify() -> Result<Vec<ThreadCapabilities>, PrivilegeError> {
-    use crate::http::config_reader::{READER_KEEPS, THREAD_NAME};
     let threads = threads()?;
     for t in &threads {
         let allowed = |c: &Capability| {
-            (t.name.starts_with("pps-") && *c == PPS_READER_KEEPS) || (t.name == THREAD_NAME && *c == READER_KEEPS)
+            (t.name.starts_with("pps-") && *c == PPS_READER_KEEPS)
+                || (t.name == WEB_CONFIG_READER_THREAD && *c == WEB_CONFIG_READER_KEEPS)
         };
         let extra: Vec<Capability> = t.permitted.iter().copied().filter(|c| !allowed(c)).collect();
         if !extra.is_empty() {

@@ -11,12 +11,9 @@
 
 use std::sync::{Mutex, mpsc};
 
-use caps::{CapSet, Capability};
+use caps::CapSet;
 
-/// The one capability the reader keeps.
-pub const READER_KEEPS: Capability = Capability::CAP_DAC_READ_SEARCH;
-/// The reader thread's name (what `privileges::verify` recognises it by).
-pub const THREAD_NAME: &str = "web-config";
+use crate::privileges::{WEB_CONFIG_READER_KEEPS as READER_KEEPS, WEB_CONFIG_READER_THREAD as THREAD_NAME};
 
 type Job = Box<dyn FnOnce() + Send>;
 
