@@ -379,13 +379,8 @@ fn column(
     let effect = stats::session_effect(&medians, level);
     out.degrees_of_freedom = effect.as_ref().ok().map(|e| e.df);
     let d = effect.map(|e| e.interval).map_err(|e| explain(e, "a median"));
-    let r = stats::session_effect(&log_vars, level)
-        .map(|e| Interval {
-            estimate: e.interval.estimate.exp(),
-            lower: e.interval.lower.exp(),
-            upper: e.interval.upper.exp(),
-            ..e.interval
-        })
+    let r = stats::session_variance_ratio(&log_vars, level)
+        .map(|e| e.interval)
         .map_err(|e| explain(e, "a non-zero variance"));
     if log_vars.len() < medians.len() {
         out.notes.push(format!(

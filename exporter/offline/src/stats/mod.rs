@@ -32,7 +32,9 @@ pub use regression::{
     Coefficient, Regression, bootstrap_regression, bootstrap_regression_by_session, variance_inflation,
 };
 pub use runs::{ColumnStats, RunsAnalysis, analyze_runs};
-pub use sessions::{SessionEffect, SessionEffectError, SessionValue, between_session_share, session_effect};
+pub use sessions::{
+    SessionEffect, SessionEffectError, SessionValue, between_session_share, session_effect, session_variance_ratio,
+};
 
 /// Below this many runs a confidence interval is flagged unreliable.
 pub const RELIABLE_MIN_SAMPLES: usize = 100;

@@ -118,6 +118,20 @@ pub fn session_effect(sessions: &[SessionValue], level: f64) -> Result<SessionEf
     })
 }
 
+/// [`session_effect`] of sessions' log variances, as a ratio b / a: the interval of the log
+/// ratio exponentiated.
+pub fn session_variance_ratio(log_variances: &[SessionValue], level: f64) -> Result<SessionEffect, SessionEffectError> {
+    session_effect(log_variances, level).map(|e| SessionEffect {
+        interval: Interval {
+            estimate: e.interval.estimate.exp(),
+            lower: e.interval.lower.exp(),
+            upper: e.interval.upper.exp(),
+            ..e.interval
+        },
+        ..e
+    })
+}
+
 /// Whether some stratum has sessions of both groups (else B's effect is the strata's).
 fn shares_a_stratum(sessions: &[SessionValue]) -> bool {
     sessions.iter().filter(|s| s.in_b).any(|b| sessions.iter().any(|a| !a.in_b && a.stratum == b.stratum))
