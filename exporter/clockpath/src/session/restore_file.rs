@@ -31,8 +31,8 @@ pub trait Settings: Sized {
 }
 
 /// Where restore files live: /run (root's, gone at reboot like the settings they restore).
-/// Never a shared temporary directory, where another user could plant the name first: without
-/// /run, saving fails naming the path, and the session changes nothing.
+/// Never a shared temporary directory, where another user could plant the name first; a
+/// system without /run (a minimal initramfs) gets it made, root's and 0755, as the FHS has it.
 pub fn dir() -> PathBuf {
     PathBuf::from("/run")
 }
@@ -56,6 +56,10 @@ struct Saved<V> {
 fn save<T: Serialize>(file: &Path, value: &T) -> Result<(), SessionError> {
     let out = |source| SessionError::Output { path: file.to_path_buf(), source };
     if let Some(parent) = file.parent() {
+        if !parent.exists() {
+            use std::os::unix::fs::DirBuilderExt as _;
+            fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(out)?;
+        }
         // Refused when others could plant links or files there.
         clockpath_offline::outfile::check_dir(parent).map_err(|e| out(std::io::Error::other(e)))?;
     }

@@ -200,7 +200,7 @@ impl Recorder {
                 tracing::error!(%error, %path, "recorder {what} failed: lines are dropped and counted until writes work again");
             }
         } else if self.health.record(true, reached_file) == Some(false) {
-            tracing::info!("recorder writes reach the file again");
+            tracing::info!("recorder writes work again");
         }
     }
 
