@@ -19,9 +19,10 @@ BUILD_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev pkg-config fonts-
 # a real Prometheus, and the guest kernel harness (qemu, busybox, cpio, kernel image tools,
 # iasl for the guest's C-state table, make and gcc-12 for test modules), podman and runc for
 # the container image (crun, podman's default runtime, refuses this host's hybrid cgroups).
+# groff-base renders the generated man pages in their test.
 TEST_PKGS=(libbpf-tools bpftrace linux-perf rt-tests prometheus wrk curl
            qemu-system-x86 busybox-static cpio xz-utils lz4 zstd kmod acpica-tools make gcc-12
-           python3-venv python3-yaml pps-tools adjtimex podman runc)
+           python3-venv python3-yaml pps-tools adjtimex podman runc groff-base)
 # The Helm chart is linted and rendered with Helm's own Go SDK, through its Python binding
 # (a self-contained wheel from PyPI): no helm binary or Go toolchain is packaged for bookworm.
 HELM_SDK_VERSION=0.2.2

@@ -29,7 +29,7 @@ cargo fmt --all -- --check
 # into target/bpf (exporter/probe/build.rs), and found fresh by the others.
 CRATES=(-p clockpath-common -p clockpath-offline -p clockpath-probe -p clockpath -p clockpath-tests)
 # The test targets that need no root; `suite` is the integration tests.
-UNIT=(--lib --bins --test fuzz_corpus --test stats_reference --test calibration --test analyze --test architecture --test plan_fixtures)
+UNIT=(--lib --bins --test fuzz_corpus --test stats_reference --test calibration --test analyze --test architecture --test plan_fixtures --test manual)
 
 step "cargo clippy -D warnings"
 cargo clippy --release --locked "${CRATES[@]}" --all-targets -- -D warnings

@@ -3,6 +3,7 @@
 
 mod clocks;
 mod fleet;
+mod manual;
 mod offline;
 mod run;
 mod session;
@@ -116,6 +117,25 @@ pub enum Command {
         clockpath explain trace.csv --clocks audit.json --boot-id $(cat /proc/sys/kernel/random/boot_id)\n  \
         clockpath explain --offset 1.111 --clocks audit.json")]
     Explain(clocks::ExplainArgs),
+    /// Write man pages for clockpath and each subcommand (generated from this CLI, so they say
+    /// what `--help` says) into DIR.
+    #[command(after_help = "Examples:\n  \
+        clockpath man --out man/                         then: man -l man/clockpath-run.1\n  \
+        clockpath man --out /usr/local/share/man/man1")]
+    Man {
+        /// Directory for clockpath.1 and clockpath-SUBCOMMAND.1 (made if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print a shell completion script for SHELL (generated from this CLI).
+    #[command(after_help = "Examples:\n  \
+        clockpath completions bash > /etc/bash_completion.d/clockpath\n  \
+        clockpath completions zsh > ~/.zfunc/_clockpath\n  \
+        clockpath completions fish > ~/.config/fish/completions/clockpath.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the effective configuration as TOML.
     #[command(
         after_help = "Examples:\n  clockpath config --default > clockpath.toml\n  clockpath --config clockpath.toml config"
@@ -457,6 +477,8 @@ pub fn main() -> Result<ExitCode, CliError> {
         Command::Simulate(args) => offline::simulate_cmd(args),
         Command::Clocks(args) => clocks::clocks_cmd(cli.config.as_deref(), args),
         Command::Explain(args) => clocks::explain_cmd(cli.config.as_deref(), args),
+        Command::Man { out } => manual::man_cmd(&out),
+        Command::Completions { shell } => manual::completions_cmd(shell),
     }
 }
 
