@@ -4,18 +4,13 @@
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
 };
 
+use common::clockpath;
 use serde_json::Value;
 
-fn clockpath(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clockpath"))
-        .args(args)
-        .env("CLOCKPATH_LOG", "warn")
-        .output()
-        .expect("run clockpath")
-}
+mod common;
 
 fn ok(args: &[&str]) -> String {
     let o = clockpath(args);

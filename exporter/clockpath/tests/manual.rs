@@ -1,15 +1,11 @@
 //! Man pages and shell completions, through the CLI: one page per subcommand that groff
 //! renders with the subcommand's options, and a bash completion script bash accepts.
 
-use std::process::{Command, Output};
+mod common;
 
-fn clockpath(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clockpath"))
-        .args(args)
-        .env("CLOCKPATH_LOG", "warn")
-        .output()
-        .expect("run clockpath")
-}
+use std::process::Command;
+
+use common::clockpath;
 
 fn subcommands() -> Vec<String> {
     // The command list of `--help`: the lines between "Commands:" and the next blank one; a
