@@ -52,7 +52,7 @@ pub struct FleetComparison {
 /// for a variance ratio to be stated.
 const MAX_HIDDEN_VARIANCE: f64 = 0.25;
 
-/// A chain segment's groups: label value → instance → cumulative (le, count) pairs.
+/// A chain segment's groups: label value → instance → cumulative (le in ns, count) pairs.
 type Groups = BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>>;
 
 /// Every instance on the bucket bounds all instances share: a cumulative count at a bound is
@@ -101,37 +101,31 @@ struct Group {
 }
 
 fn group(name: &str, instances: &BTreeMap<String, Vec<(f64, f64)>>) -> Option<Group> {
-    let mut with_data: Vec<(String, BucketCounts)> = instances
+    let with_data: Vec<(String, BucketCounts)> = instances
         .iter()
         .filter_map(|(i, le)| BucketCounts::from_cumulative(le.clone()).ok().map(|h| (i.clone(), h)))
         .collect();
-    // Seconds → ns, as the offline comparison reports.
-    for (_, h) in &mut with_data {
-        h.bounds.iter_mut().for_each(|b| *b *= 1e9);
-    }
     let mut summed: BTreeMap<u64, f64> = BTreeMap::new();
     for le in instances.values() {
         for (b, c) in le {
             *summed.entry(b.to_bits()).or_default() += c;
         }
     }
-    let mut sum =
-        BucketCounts::from_cumulative(summed.into_iter().map(|(b, c)| (f64::from_bits(b), c)).collect()).ok()?;
-    sum.bounds.iter_mut().for_each(|b| *b *= 1e9);
+    let sum = BucketCounts::from_cumulative(summed.into_iter().map(|(b, c)| (f64::from_bits(b), c)).collect()).ok()?;
     Some(Group { name: name.to_string(), instances: with_data, sum })
 }
 
 /// The comparison over instances (several on a side): t intervals on instance medians and log
 /// midpoint variances; instances with fewer than `MIN_SESSION_RUNS` observations, and (for the
 /// variance) those whose buckets hide too much of their spread, are left out and counted.
-fn over_instances(
-    a: &Group,
-    b: &Group,
+fn over_instances<'a>(
+    a: &'a Group,
+    b: &'a Group,
     level: f64,
     notes: &mut Vec<String>,
 ) -> (Result<Interval, String>, Result<Interval, String>, Option<usize>) {
-    let usable = |g: &Group| -> Vec<BucketCounts> {
-        g.instances.iter().filter(|(_, h)| h.total() >= MIN_SESSION_RUNS as u64).map(|(_, h)| h.clone()).collect()
+    let usable = |g: &'a Group| -> Vec<&'a BucketCounts> {
+        g.instances.iter().map(|(_, h)| h).filter(|h| h.total() >= MIN_SESSION_RUNS as u64).collect()
     };
     let (ua, ub) = (usable(a), usable(b));
     let dropped = a.instances.len() + b.instances.len() - ua.len() - ub.len();
@@ -277,7 +271,8 @@ pub(super) fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<Ex
         let text = |k: &str| m[k].as_str().unwrap_or("").to_string();
         let le = match m["le"].as_str() {
             Some("+Inf") => f64::INFINITY,
-            Some(v) => v.parse().unwrap_or(f64::NAN),
+            // Seconds → ns, as the offline comparison reports.
+            Some(v) => v.parse::<f64>().map_or(f64::NAN, |s| s * 1e9),
             None => continue,
         };
         let count: f64 = s["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
@@ -452,8 +447,8 @@ pub(super) fn compare_cmd(config: Option<&Path>, args: CompareArgs) -> Result<Ex
 mod tests {
     use super::*;
 
-    /// Cumulative (le, count) of `n` observations spread evenly over `bounds` buckets from
-    /// `start` ns (in seconds, as Prometheus gives them).
+    /// Cumulative (le, count) pairs of `counts` in the buckets with upper bounds `bounds` (ns,
+    /// as the query's answer is read), and +Inf.
     fn cumulative(bounds: &[f64], counts: &[f64]) -> Vec<(f64, f64)> {
         let mut c = 0.0;
         let mut v: Vec<(f64, f64)> = bounds
@@ -461,7 +456,7 @@ mod tests {
             .zip(counts)
             .map(|(b, n)| {
                 c += n;
-                (b * 1e-9, c)
+                (*b, c)
             })
             .collect();
         v.push((f64::INFINITY, c));

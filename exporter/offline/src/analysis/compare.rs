@@ -110,20 +110,6 @@ pub struct Comparison {
     pub verdict: String,
 }
 
-/// A session's kept values per column: the outlier rule is applied within the session, on
-/// its reference column (runs without a reference value are not judged; a partial run counts
-/// in the columns it has).
-fn kept(runs: &[RunRef], opts: &AnalyzeOptions) -> Vec<Vec<f64>> {
-    let ncol = runs.first().map_or(0, |r| r.values.len());
-    let reference: Vec<f64> = runs.iter().map(|r| r.values[0]).collect();
-    let keep = opts.outlier_rule().keep_mask(&reference);
-    (0..ncol)
-        .map(|c| {
-            runs.iter().zip(&keep).filter(|(r, k)| **k && r.values[c].is_finite()).map(|(r, _)| r.values[c]).collect()
-        })
-        .collect()
-}
-
 fn percent(level: f64) -> String {
     format!("{} %", (level * 100.0 * 10.0).round() / 10.0)
 }
@@ -228,8 +214,11 @@ fn confounding(a: &Side, b: &Side, varying: &[String]) -> String {
 
 /// Compare group `b` with group `a` on every column.
 pub fn compare(chain: &str, columns: &[String], a: &Side, b: &Side, opts: &AnalyzeOptions) -> Vec<Comparison> {
-    let kept_a: Vec<Vec<Vec<f64>>> = a.sessions.iter().map(|s| kept(&s.runs, opts)).collect();
-    let kept_b: Vec<Vec<Vec<f64>>> = b.sessions.iter().map(|s| kept(&s.runs, opts)).collect();
+    // Each session's kept values per column, the outlier rule applied within the session.
+    let kept = |side: &Side| -> Vec<Vec<Vec<f64>>> {
+        side.sessions.iter().map(|s| super::runs::kept_columns(&s.runs, opts.outlier_rule()).0).collect()
+    };
+    let (kept_a, kept_b) = (kept(a), kept(b));
     let (varying, stratum_of) = strata(a, b);
     columns
         .iter()

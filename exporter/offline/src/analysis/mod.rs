@@ -334,24 +334,14 @@ pub fn groups_of(
                     if runs.is_empty() {
                         return None;
                     }
-                    let reference: Vec<f64> = runs.iter().map(|r| r.values[0]).collect();
-                    let keep = rule.keep_mask(&reference);
-                    let columns = (0..s.cols)
-                        .map(|k| {
-                            runs.iter()
-                                .zip(&keep)
-                                .filter(|(r, k2)| **k2 && r.values[k].is_finite())
-                                .map(|(r, _)| r.values[k])
-                                .collect()
-                        })
-                        .collect();
+                    let (columns, rejected) = runs::kept_columns(&runs, rule);
                     let share = runs.len() as f64 / s.len() as f64;
                     Some(SessionPart {
                         columns,
                         seen: s.seen as f64 * share,
                         complete: s.complete as f64 * share,
                         kept: runs.len(),
-                        rejected: keep.iter().filter(|k| !**k).count(),
+                        rejected,
                     })
                 })
                 .collect();

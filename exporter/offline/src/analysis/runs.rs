@@ -38,6 +38,21 @@ impl RunRef<'_> {
     }
 }
 
+/// The values of `runs` the outlier rule keeps (judged on the first column, each session
+/// against itself), per column, without the ones a run does not have; and how many runs it
+/// rejected.
+pub fn kept_columns(runs: &[RunRef], rule: crate::stats::OutlierRule) -> (Vec<Vec<f64>>, usize) {
+    let ncol = runs.first().map_or(0, |r| r.values.len());
+    let reference: Vec<f64> = runs.iter().map(|r| r.values[0]).collect();
+    let keep = rule.keep_mask(&reference);
+    let columns = (0..ncol)
+        .map(|c| {
+            runs.iter().zip(&keep).filter(|(r, k)| **k && r.values[c].is_finite()).map(|(r, _)| r.values[c]).collect()
+        })
+        .collect();
+    (columns, keep.iter().filter(|k| !**k).count())
+}
+
 /// Runs of one chain in one session.
 #[derive(Debug)]
 pub struct SessionRuns {

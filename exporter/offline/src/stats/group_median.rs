@@ -17,7 +17,6 @@
 //! about that session only.
 
 use rand::RngExt as _;
-use statrs::distribution::{ContinuousCDF as _, StudentsT};
 
 use super::{Bootstrap, Interval, StatsError, check_finite, median_ci};
 
@@ -28,6 +27,13 @@ pub struct SessionSample<'a> {
     pub values: &'a [f64],
     /// Runs the session saw in the group (≥ values.len(); more once its reservoir was full).
     pub seen: f64,
+}
+
+impl SessionSample<'_> {
+    /// The runs each kept value stands for (seen / kept, at least 1).
+    fn per_value(&self) -> f64 {
+        self.seen.max(self.values.len() as f64) / self.values.len() as f64
+    }
 }
 
 /// The weighted median of a group of sessions and its interval.
@@ -55,7 +61,7 @@ impl Pooled {
         let mut values: Vec<(f64, u32)> =
             sessions.iter().enumerate().flat_map(|(s, x)| x.values.iter().map(move |v| (*v, s as u32))).collect();
         values.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        let per_value = sessions.iter().map(|s| s.seen.max(s.values.len() as f64) / s.values.len() as f64).collect();
+        let per_value = sessions.iter().map(SessionSample::per_value).collect();
         let sorted = sessions
             .iter()
             .map(|s| {
@@ -132,7 +138,7 @@ pub fn group_median(sessions: &[SessionSample], boot: &Bootstrap) -> Result<Grou
             }
             let sd = super::std_dev(&medians) * (k as f64 / (k - 1) as f64).sqrt();
             let df = k - 1;
-            let t = StudentsT::new(0.0, 1.0, df as f64).map_or(f64::NAN, |t| t.inverse_cdf(0.5 + boot.level / 2.0));
+            let t = super::sessions::t_quantile(df, boot.level);
             Ok(GroupMedian {
                 interval: Interval {
                     estimate,
@@ -159,7 +165,7 @@ pub fn weighted_median(sessions: &[SessionSample]) -> Option<f64> {
 pub fn weighted_std_dev(sessions: &[SessionSample]) -> f64 {
     let (mut w, mut sum) = (0.0, 0.0);
     for s in sessions.iter().filter(|s| !s.values.is_empty()) {
-        let per = s.seen.max(s.values.len() as f64) / s.values.len() as f64;
+        let per = s.per_value();
         w += per * s.values.len() as f64;
         sum += per * s.values.iter().sum::<f64>();
     }
@@ -169,7 +175,7 @@ pub fn weighted_std_dev(sessions: &[SessionSample]) -> f64 {
     let mean = sum / w;
     let mut ss = 0.0;
     for s in sessions.iter().filter(|s| !s.values.is_empty()) {
-        let per = s.seen.max(s.values.len() as f64) / s.values.len() as f64;
+        let per = s.per_value();
         ss += per * s.values.iter().map(|x| (x - mean).powi(2)).sum::<f64>();
     }
     (ss / (w - 1.0)).sqrt()

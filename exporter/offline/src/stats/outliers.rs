@@ -58,14 +58,26 @@ impl OutlierRule {
         reject_with(reference, self.k, self.spread)
     }
 
-    /// One flag per run (true: kept) for runs whose reference value may be missing (NaN): a
-    /// run without one is not judged and is kept. If the rule cannot judge (no value, a bad
-    /// `k`), every run is kept.
-    pub fn keep_mask(&self, reference: &[f64]) -> Vec<bool> {
+    /// Judge runs whose reference value may be missing (NaN): `keep` has one flag per run, and
+    /// a run without a value is not judged and is kept. With no value at all nothing is judged
+    /// (median and σ NaN, every run kept).
+    pub fn judge_runs(&self, reference: &[f64]) -> Result<Rejection, StatsError> {
         let judged: Vec<f64> = reference.iter().copied().filter(|v| !v.is_nan()).collect();
-        let Ok(rej) = self.reject(&judged) else { return vec![true; reference.len()] };
-        let mut verdicts = rej.keep.into_iter();
-        reference.iter().map(|v| v.is_nan() || verdicts.next().unwrap_or(true)).collect()
+        let mut rejection = if judged.is_empty() {
+            Rejection { keep: Vec::new(), rejected: 0, median: f64::NAN, sigma: f64::NAN, k: self.k }
+        } else {
+            self.reject(&judged)?
+        };
+        drop(judged);
+        let mut verdicts = rejection.keep.iter();
+        rejection.keep = reference.iter().map(|v| v.is_nan() || verdicts.next().copied().unwrap_or(true)).collect();
+        Ok(rejection)
+    }
+
+    /// [`Self::judge_runs`]' flags (true: kept); every run kept if the rule cannot judge (a bad
+    /// `k`).
+    pub fn keep_mask(&self, reference: &[f64]) -> Vec<bool> {
+        self.judge_runs(reference).map_or_else(|_| vec![true; reference.len()], |r| r.keep)
     }
 }
 

@@ -19,7 +19,6 @@
 use rand::{RngExt as _, SeedableRng as _};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
-use statrs::distribution::{ContinuousCDF as _, StudentsT};
 
 use super::{Bootstrap, StatsError, check_finite, percentile_sorted};
 
@@ -259,43 +258,18 @@ pub fn bootstrap_regression_by_session(
         })
         .collect();
     let x_of = |r: &[usize], j: usize| if j == 0 { 1.0 } else { cols[j - 1][r[0]] };
-    let p = terms.len();
-    let mut xtx = vec![vec![0.0; p]; p];
-    let mut xtz = vec![0.0; p];
-    // Centred, as in `session_effect`: the fit is invariant, the sums stay small.
-    let centre = z.iter().sum::<f64>() / g as f64;
-    for (r, zs) in rows.iter().zip(&z) {
-        for (a, &ja) in terms.iter().enumerate() {
-            xtz[a] += x_of(r, ja) * (zs - centre);
-            for (b, &jb) in terms.iter().enumerate() {
-                xtx[a][b] += x_of(r, ja) * x_of(r, jb);
-            }
-        }
-    }
-    let t = df.map_or(f64::NAN, |df| {
-        StudentsT::new(0.0, 1.0, df as f64).map_or(f64::NAN, |t| t.inverse_cdf(0.5 + boot.level / 2.0))
-    });
-    let solved = super::sessions::invert(xtx).map(|inv| {
-        let beta: Vec<f64> = (0..p).map(|a| (0..p).map(|b| inv[a][b] * xtz[b]).sum()).collect();
-        let rss: f64 = rows
-            .iter()
-            .zip(&z)
-            .map(|(r, zs)| {
-                let fit: f64 = terms.iter().zip(&beta).map(|(&j, b)| x_of(r, j) * b).sum();
-                (zs - centre - fit).powi(2)
-            })
-            .sum();
-        (beta, inv, rss)
-    });
+    let design: Vec<Vec<f64>> = rows.iter().map(|r| terms.iter().map(|&j| x_of(r, j)).collect()).collect();
+    let solved = super::sessions::fit_sessions(&design, &z);
+    let t = df.map_or(f64::NAN, |df| super::sessions::t_quantile(df, boot.level));
     for (a, &j) in terms.iter().enumerate() {
         let c = &mut fit.coefficients[j];
         c.by_session = true;
-        let Some((beta, inv, rss)) = &solved else {
+        let Some(solved) = &solved else {
             (c.lower, c.upper) = (f64::NAN, f64::NAN);
             continue;
         };
-        c.estimate = beta[a] + if j == 0 { centre } else { 0.0 };
-        let se = df.map_or(f64::NAN, |df| (rss / df as f64 * inv[a][a]).max(0.0).sqrt());
+        c.estimate = solved.beta[a];
+        let se = df.map_or(f64::NAN, |df| solved.std_error(a, df));
         c.lower = c.estimate - t * se;
         c.upper = c.estimate + t * se;
     }

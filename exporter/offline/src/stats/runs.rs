@@ -39,16 +39,7 @@ pub fn analyze_runs(
     let rule = rule.into();
     boot.validate()?;
     let reference_col = columns.get(reference).ok_or(StatsError::Empty)?;
-    let values: Vec<f64> = reference_col.iter().copied().filter(|v| !v.is_nan()).collect();
-    let mut rejection = if values.is_empty() {
-        Rejection { keep: Vec::new(), rejected: 0, median: f64::NAN, sigma: f64::NAN, k: rule.k }
-    } else {
-        rule.reject(&values)?
-    };
-    drop(values);
-    // Back to one flag per run: a run without a reference value is kept.
-    let mut judged = rejection.keep.iter();
-    rejection.keep = reference_col.iter().map(|v| v.is_nan() || judged.next().copied().unwrap_or(true)).collect();
+    let rejection = rule.judge_runs(reference_col)?;
     let mut out = Vec::with_capacity(columns.len());
     for col in columns {
         let kept: Vec<f64> = rejection.kept(col).filter(|v| !v.is_nan()).collect();

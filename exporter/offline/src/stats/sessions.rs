@@ -77,34 +77,13 @@ pub fn session_effect(sessions: &[SessionValue], level: f64) -> Result<SessionEf
         }
         r
     };
-    let mut xtx = vec![vec![0.0; p]; p];
-    let mut xty = vec![0.0; p];
-    // Centred response: the fit is invariant, the sums stay small for values near 1.111 s.
-    let centre = sessions.iter().map(|s| s.value).sum::<f64>() / n as f64;
-    for s in sessions {
-        let r = row(s);
-        for a in 0..p {
-            xty[a] += r[a] * (s.value - centre);
-            for b in 0..p {
-                xtx[a][b] += r[a] * r[b];
-            }
-        }
-    }
-    let inv = invert(xtx).ok_or(SessionEffectError::Confounded)?;
-    let beta: Vec<f64> = (0..p).map(|a| (0..p).map(|b| inv[a][b] * xty[b]).sum()).collect();
-    let rss: f64 = sessions
-        .iter()
-        .map(|s| {
-            let r = row(s);
-            let fit: f64 = r.iter().zip(&beta).map(|(x, b)| x * b).sum();
-            (s.value - centre - fit).powi(2)
-        })
-        .sum();
+    let rows: Vec<Vec<f64>> = sessions.iter().map(row).collect();
+    let values: Vec<f64> = sessions.iter().map(|s| s.value).collect();
+    let fit = fit_sessions(&rows, &values).ok_or(SessionEffectError::Confounded)?;
     let df = n - p;
-    let sigma2 = rss / df as f64;
-    let std_error = (sigma2 * inv[1][1]).max(0.0).sqrt();
-    let t = t_quantile(df as f64, 0.5 + level / 2.0);
-    let estimate = beta[1];
+    let std_error = fit.std_error(1, df);
+    let t = t_quantile(df, level);
+    let estimate = fit.beta[1];
     Ok(SessionEffect {
         interval: Interval {
             estimate,
@@ -137,16 +116,66 @@ fn shares_a_stratum(sessions: &[SessionValue]) -> bool {
     sessions.iter().filter(|s| s.in_b).any(|b| sessions.iter().any(|a| !a.in_b && a.stratum == b.stratum))
 }
 
-/// Quantile `q` of Student's t with `df` degrees of freedom.
-fn t_quantile(df: f64, q: f64) -> f64 {
-    match StudentsT::new(0.0, 1.0, df) {
-        Ok(t) => t.inverse_cdf(q),
+/// The two-sided quantile of Student's t with `df` degrees of freedom at `level` (the
+/// (1 + level)/2 quantile); NaN for no degree of freedom.
+pub(super) fn t_quantile(df: usize, level: f64) -> f64 {
+    match StudentsT::new(0.0, 1.0, df as f64) {
+        Ok(t) => t.inverse_cdf(0.5 + level / 2.0),
         Err(_) => f64::NAN,
     }
 }
 
+/// A least-squares fit over sessions, one row of the design each.
+pub(super) struct SessionFit {
+    /// Coefficients, the first (the intercept's) in the response's units.
+    pub beta: Vec<f64>,
+    /// (XᵀX)⁻¹.
+    pub inv: Vec<Vec<f64>>,
+    /// Residual sum of squares.
+    pub rss: f64,
+}
+
+impl SessionFit {
+    /// The standard error of coefficient `j` with `df` residual degrees of freedom.
+    pub fn std_error(&self, j: usize, df: usize) -> f64 {
+        (self.rss / df as f64 * self.inv[j][j]).max(0.0).sqrt()
+    }
+}
+
+/// Least squares of `y` on the design `rows` (one row per session; the first column the
+/// intercept, all ones), solved on the centred response: the fit is invariant, the sums stay
+/// small for values near 1.111 s. None when XᵀX is singular.
+pub(super) fn fit_sessions(rows: &[Vec<f64>], y: &[f64]) -> Option<SessionFit> {
+    let p = rows.first().map_or(0, Vec::len);
+    let centre = y.iter().sum::<f64>() / y.len() as f64;
+    let mut xtx = vec![vec![0.0; p]; p];
+    let mut xty = vec![0.0; p];
+    for (r, v) in rows.iter().zip(y) {
+        for a in 0..p {
+            xty[a] += r[a] * (v - centre);
+            for b in 0..p {
+                xtx[a][b] += r[a] * r[b];
+            }
+        }
+    }
+    let inv = invert(xtx)?;
+    let mut beta: Vec<f64> = (0..p).map(|a| (0..p).map(|b| inv[a][b] * xty[b]).sum()).collect();
+    let rss: f64 = rows
+        .iter()
+        .zip(y)
+        .map(|(r, v)| {
+            let fit: f64 = r.iter().zip(&beta).map(|(x, b)| x * b).sum();
+            (v - centre - fit).powi(2)
+        })
+        .sum();
+    if let Some(intercept) = beta.first_mut() {
+        *intercept += centre;
+    }
+    Some(SessionFit { beta, inv, rss })
+}
+
 /// Gauss–Jordan inverse with partial pivoting of a small symmetric matrix; None if singular.
-pub(super) fn invert(mut m: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
+fn invert(mut m: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
     let p = m.len();
     let scale = m.iter().enumerate().map(|(i, r)| r[i].abs()).fold(0.0, f64::max).max(1.0);
     let mut inv: Vec<Vec<f64>> = (0..p).map(|i| (0..p).map(|j| f64::from(u8::from(i == j))).collect()).collect();
