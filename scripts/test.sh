@@ -34,6 +34,11 @@ UNIT=(--lib --bins --test fuzz_corpus --test stats_reference --test calibration 
 step "cargo clippy -D warnings"
 cargo clippy --release --locked "${CRATES[@]}" --all-targets -- -D warnings
 
+step "cargo clippy -D warnings (the BPF crate, for its target)"
+# Its own target directory: the lint build's flags differ from the object's (build.rs).
+(cd ebpf && rustup run nightly cargo clippy --locked --release --target bpfel-unknown-none -Z build-std=core \
+  --target-dir ../target/bpf-clippy --bins -- -D warnings)
+
 step "build (the exporter and every test target, once)"
 cargo test --release --locked "${CRATES[@]}" --no-run
 

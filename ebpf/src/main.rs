@@ -8,8 +8,10 @@
 
 mod btf_args;
 mod config;
+mod counters;
 mod kprobe;
 mod maps;
+mod ring;
 mod stage;
 mod staging;
 mod tracepoint;

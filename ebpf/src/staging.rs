@@ -17,7 +17,7 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use crate::{
     maps::{RING_0, RING_1, RING_2, RING_3, RING_4, RING_5, RING_6, RING_7, STAGED, STAGING},
-    stage::{Parts, lost, on_ring, own_ring, wake_flags},
+    ring::{Parts, lost, on_ring, own_ring, wake_flags},
 };
 
 /// Stage a record's head on this CPU; false when it must go to the ring now (staging is off,
@@ -58,7 +58,7 @@ pub fn stage(parts: &Parts) -> bool {
 /// # Safety
 /// `st` is this CPU's `STAGED` value and the caller holds its `busy`.
 ///
-/// A subprogram, once per program (see `stage::send`): called for every 16th staged record.
+/// A subprogram, once per program (see `ring::send`): called for every 16th staged record.
 #[inline(never)]
 unsafe fn flush(st: *mut Staged) {
     // SAFETY: by the caller's contract; every index is checked against `n <= STAGE_RECORDS`.

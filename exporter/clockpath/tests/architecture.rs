@@ -25,6 +25,7 @@ fn workspace() -> PathBuf {
 /// The crates whose modules are checked, by source directory.
 const CRATES: &[(&str, &str)] = &[
     ("clockpath-common", "common/src"),
+    ("clockpath-ebpf", "ebpf/src"),
     ("clockpath-offline", "exporter/offline/src"),
     ("clockpath-probe", "exporter/probe/src"),
     ("clockpath", "exporter/clockpath/src"),
