@@ -484,8 +484,20 @@ fn a_partial_chain_contributes_the_segment_it_has() {
     let f = d.path().join("seed.txt");
     std::fs::write(&f, "171223.534912180 do_clocksource_switch_entry\n171224.645912321 first_read\n").unwrap();
     let out = d.path().join("r");
-    let md = ok(&["analyze", "--no-plots", "--out", out.to_str().unwrap(), f.to_str().unwrap()]);
+    // No chain completed: the report is written, and the exit status says it measures nothing.
+    let o = clockpath(&["analyze", "--no-plots", "--out", out.to_str().unwrap(), f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "no complete chain in the input (clocksource_switch: 1 incomplete: 1 stopped before `baseline_recalc`)"
+        ),
+        "{err}"
+    );
     let r = report(&out);
+    assert_eq!(r["chains"][0]["completeness"]["complete"], 0);
+    assert_eq!(r["chains"][0]["completeness"]["missing_stage"]["baseline_recalc"], 1);
     let s = &r["chains"][0]["sessions"][0];
     let m = s["columns"][0]["median"].as_f64().unwrap();
     assert!((m - 1.111000141).abs() < 1e-12, "Δ(entry → first_read) = {m}");
@@ -494,6 +506,38 @@ fn a_partial_chain_contributes_the_segment_it_has() {
     assert_eq!((s["seen"].as_u64(), s["complete"].as_u64()), (Some(1), Some(0)));
     assert_eq!(s["missing_stage"]["baseline_recalc"], 1);
     assert!(md.contains("| 1.111000 |") && md.contains("1 stopped before `baseline_recalc`"), "{md}");
+    assert!(md.contains("No complete chain: 1 incomplete"), "{md}");
+}
+
+/// Chains that never got past their first stage make no run at all; the report still says how
+/// many there were and where they stopped, and the exit status is 3. One complete chain among
+/// them is enough for success; an input with no probe of any chain is bad input (2).
+#[test]
+fn an_input_with_no_complete_chain_says_where_the_chains_stopped_and_exits_3() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("entries.txt");
+    std::fs::write(&f, "171223.534912180 do_clocksource_switch_entry\n171224.534912180 do_clocksource_switch_entry\n")
+        .unwrap();
+    let out = d.path().join("r");
+    let o = clockpath(&["analyze", "--no-plots", "--out", out.to_str().unwrap(), f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("2 incomplete: 2 stopped before `first_read`"), "{err}");
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(md.contains("**no complete chain in the input**"), "{md}");
+    assert_eq!(report(&out)["chains"][0]["completeness"]["incomplete"], 2);
+
+    let g = d.path().join("other.txt");
+    std::fs::write(&g, "10.0 something_else\n").unwrap();
+    let o = clockpath(&["analyze", "--no-plots", "--out", out.to_str().unwrap(), g.to_str().unwrap()]);
+    // Not one probe name of a chain is bad input, not an empty measurement.
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no probe name in the input belongs to a configured chain"));
+
+    let h = d.path().join("one.txt");
+    let complete = "171225.0 do_clocksource_switch_entry\n171225.1 first_read\n171225.2 baseline_recalc\n";
+    std::fs::write(&h, format!("{}{complete}", std::fs::read_to_string(&f).unwrap())).unwrap();
+    ok(&["analyze", "--no-plots", "--out", out.to_str().unwrap(), h.to_str().unwrap()]);
 }
 
 /// The pinned Python with DuckDB that `scripts/setup.sh` installs.
@@ -738,8 +782,10 @@ fn groups_weigh_sessions_by_what_they_saw_and_take_the_session_as_unit() {
             id += 1;
             let s = base + (i * 7919) % 1_000;
             text.push_str(&format!(
-                "{t},switch_entry,{session},{id},clocksource_switch,host\n{},first_read,{session},{id},clocksource_switch,host\n",
-                t + s
+                "{t},switch_entry,{session},{id},clocksource_switch,host\n{},first_read,{session},{id},clocksource_switch,host\n\
+                 {},baseline_recalc,{session},{id},clocksource_switch,host\n",
+                t + s,
+                t + s + 1_000
             ));
             t += 100_000;
         }
@@ -781,7 +827,11 @@ fn groups_weigh_sessions_by_what_they_saw_and_take_the_session_as_unit() {
     let mut text = String::from("timestamp_ns,probe_name,session_id,delta_chain_id\n");
     for (i, s) in [20_000u64, 20_100, 20_200, 19_900, 19_800, 20_050, 19_950, 20_150, 1_000_000].iter().enumerate() {
         let t = 1_000_000 + i as u64 * 10_000_000;
-        text.push_str(&format!("{t},switch_entry,x,{i}\n{},first_read,x,{i}\n", t + s));
+        text.push_str(&format!(
+            "{t},switch_entry,x,{i}\n{},first_read,x,{i}\n{},baseline_recalc,x,{i}\n",
+            t + s,
+            t + s + 1
+        ));
     }
     std::fs::write(&small, text).unwrap();
     let rejected = |spread: &str| -> u64 {

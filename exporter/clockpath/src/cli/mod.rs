@@ -28,6 +28,8 @@ use crate::{
 pub const EXIT_CONFIG: u8 = 2;
 /// Exit code for a runtime failure.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of `analyze` when no chain in the input completed (the report is still written).
+pub const EXIT_NO_COMPLETE_CHAIN: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,7 +83,9 @@ pub enum Command {
     /// group, histograms, plots.
     #[command(after_help = "Examples:\n  \
         clockpath analyze s1/traces.csv --out report/\n  \
-        clockpath analyze clockpath-traces/*.csv --sigma 3 --resamples 2000 --no-plots")]
+        clockpath analyze clockpath-traces/*.csv --sigma 3 --resamples 2000 --no-plots\n\n\
+        Exit status 3: no chain in the input completed (the report is written and says where \
+        the instances stopped).")]
     Analyze(AnalyzeArgs),
     /// Compare two inputs (or the groups of one input): difference of medians and variance
     /// ratio, with bootstrap CIs.

@@ -134,6 +134,10 @@ pub(super) fn analyze_cmd(config: Option<&Path>, args: AnalyzeArgs) -> Result<Ex
     }
     print!("{}", analysis::report::markdown(&report));
     println!("\nwrote {}", args.out.display());
+    if let Some(why) = report.no_complete_chain() {
+        eprintln!("clockpath: no complete chain in the input ({why}); the report is written, but measures nothing");
+        return Ok(ExitCode::from(super::EXIT_NO_COMPLETE_CHAIN));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

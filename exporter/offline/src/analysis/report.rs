@@ -110,6 +110,39 @@ pub struct ChainReport {
     pub groups: BTreeMap<String, Vec<GroupReport>>,
     /// Per session, the reference segment's spread over time (sessions long enough to judge).
     pub phases: BTreeMap<String, Phases>,
+    /// How many of the chain's instances in all sessions completed, and where the others
+    /// stopped.
+    pub completeness: Completeness,
+}
+
+/// A chain's instances over all sessions: complete ones, and the incomplete ones by the first
+/// stage they did not reach.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Completeness {
+    pub complete: u64,
+    pub incomplete: u64,
+    pub missing_stage: BTreeMap<String, u64>,
+}
+
+impl Completeness {
+    fn of(data: &crate::analysis::ChainData) -> Completeness {
+        let mut c = Completeness::default();
+        for s in data.sessions.values() {
+            c.complete += s.complete;
+            for (stage, n) in &s.missing_stage {
+                c.incomplete += n;
+                *c.missing_stage.entry(stage.clone()).or_default() += n;
+            }
+        }
+        c
+    }
+
+    /// "2 incomplete: 2 stopped before `first_read`".
+    pub fn describe_incomplete(&self) -> String {
+        let stopped: Vec<String> =
+            self.missing_stage.iter().map(|(st, n)| format!("{n} stopped before `{st}`")).collect();
+        format!("{} incomplete: {}", self.incomplete, stopped.join(", "))
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -171,6 +204,7 @@ pub fn build(c: &Collected, opts: &AnalyzeOptions) -> Report {
                 sessions: per_session.into_iter().map(GroupReport::from).collect(),
                 groups,
                 phases,
+                completeness: Completeness::of(data),
             })
         })
         .collect();
@@ -265,6 +299,22 @@ fn tables(s: &mut String, columns: &[String], groups: &[GroupReport], first: &st
     }
 }
 
+impl Report {
+    /// When no chain of the input completed even once: what was found instead ("no chain
+    /// named in the input", or per chain its incomplete instances and where they stopped).
+    pub fn no_complete_chain(&self) -> Option<String> {
+        if self.chains.iter().any(|c| c.completeness.complete > 0) {
+            return None;
+        }
+        if self.chains.is_empty() {
+            return Some("no hit of any configured chain's stages".into());
+        }
+        let per_chain: Vec<String> =
+            self.chains.iter().map(|c| format!("{}: {}", c.chain, c.completeness.describe_incomplete())).collect();
+        Some(per_chain.join("; "))
+    }
+}
+
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# clockpath analysis\n");
@@ -307,8 +357,15 @@ pub fn markdown(r: &Report) -> String {
         let u: Vec<String> = r.ambiguous_probes.iter().map(|(k, v)| format!("`{k}` ×{v}")).collect();
         let _ = writeln!(s, "- probe names in several chains and no `chain` column (ignored): {}", u.join(", "));
     }
+    if let Some(why) = r.no_complete_chain() {
+        let _ = writeln!(s, "- **no complete chain in the input** ({why}): there is nothing to measure");
+    }
     for c in &r.chains {
-        let _ = writeln!(s, "\n## {}\n\n### Sessions", c.chain);
+        let _ = writeln!(s, "\n## {}\n", c.chain);
+        if c.completeness.complete == 0 {
+            let _ = writeln!(s, "No complete chain: {}.\n", c.completeness.describe_incomplete());
+        }
+        let _ = writeln!(s, "### Sessions");
         tables(&mut s, &c.columns, &c.sessions, "session", r.level, r.sigma);
         let incomplete: Vec<String> = c
             .sessions
