@@ -7,7 +7,7 @@ use serde::Serialize;
 use clockpath_probe::{
     kernel::Kernel,
     loader::Engine,
-    plan::{Candidate, ChainPlan, ChainState, Status},
+    plan::{Candidate, ChainPlan, ChainState, PointPlan, Status},
     target::AttachKind,
 };
 
@@ -50,7 +50,20 @@ fn check_pps(cfg: &PpsConfig) -> Vec<PpsCheck> {
                     (Ok(if dev.name.is_empty() { "PPS source".into() } else { dev.name.clone() }), offset, note)
                 }
             };
-            PpsCheck { device: path.display().to_string(), configured, usable, capabilities, pulse_offset_ns, note }
+            let (name, error) = match usable {
+                Ok(n) => (Some(n), None),
+                Err(e) => (None, Some(e)),
+            };
+            PpsCheck {
+                device: path.display().to_string(),
+                configured,
+                usable: name.is_some(),
+                name,
+                error,
+                capabilities,
+                pulse_offset_ns,
+                note,
+            }
         })
         .collect()
 }
@@ -64,8 +77,55 @@ pub struct KindSupport {
     pub detail: String,
 }
 
+/// A kernel interface: where it is, or why it is not there.
+#[derive(Clone, Debug, Serialize)]
+pub struct Found {
+    pub available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<Result<String, String>> for Found {
+    fn from(r: Result<String, String>) -> Found {
+        match r {
+            Ok(path) => Found { available: true, path: Some(path), error: None },
+            Err(e) => Found { available: false, path: None, error: Some(e) },
+        }
+    }
+}
+
+/// The report's first line, as data: how many chains can run, which cannot and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Chains configured (interference sources are not chains).
+    pub chains: usize,
+    /// Chains that attached.
+    pub can_run: usize,
+    /// The others, each with why.
+    pub cannot_run: Vec<Unavailable>,
+    /// The clocksource chain cannot attach, so `clockpath session` measures switches in
+    /// degraded mode (the whole write to `current_clocksource`).
+    pub sessions_degraded: bool,
+    /// The same as one line of text.
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Unavailable {
+    pub chain: String,
+    pub reason: String,
+}
+
+/// The version of `doctor --json`'s layout: it changes only when a field is removed or changes
+/// meaning (fields may be added). Documented in the book (commands.md).
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    pub schema_version: u32,
+    pub summary: Summary,
     pub environment: Environment,
     /// This process's user id.
     pub uid: u32,
@@ -74,8 +134,8 @@ pub struct Report {
     /// Capabilities it lacks that this machine and configuration call for, with what each
     /// one's absence disables.
     pub missing_capabilities: Vec<privileges::Missing>,
-    pub tracefs: Result<String, String>,
-    pub btf: Result<String, String>,
+    pub tracefs: Found,
+    pub btf: Found,
     pub attach_kinds: Vec<KindSupport>,
     pub chains: Vec<ChainPlan>,
     /// The kernel clock's synchronisation (adjtimex), and what is wrong with it for measuring.
@@ -90,8 +150,12 @@ pub struct Report {
 pub struct PpsCheck {
     pub device: String,
     pub configured: bool,
-    /// The source's name, or why the device cannot be used.
-    pub usable: Result<String, String>,
+    /// Whether the device can be used: `name` is the source's, `error` says why not.
+    pub usable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// What PPS_GETCAP says the device can do.
     pub capabilities: Vec<String>,
     /// An edge seen within 1.5 s: the system clock's offset from its second, ns.
@@ -106,8 +170,17 @@ impl Report {
     }
 
     pub fn to_text(&self) -> String {
+        let notes = Notes::of(self);
         let mut s = String::new();
         let e = &self.environment;
+        let _ = writeln!(s, "{}", notes.cite(&self.summary.text));
+        if !notes.list.is_empty() {
+            let _ = writeln!(s, "reasons, cited as [n] below:");
+            for (i, n) in notes.list.iter().enumerate() {
+                let _ = writeln!(s, "  [{}] {n}", i + 1);
+            }
+        }
+        let _ = writeln!(s);
         let _ = writeln!(s, "kernel           {}", e.kernel);
         // Only those the exporter uses: root holds 40 others.
         let used: Vec<&str> =
@@ -152,10 +225,12 @@ impl Report {
             let _ = writeln!(s, "PPS reference    none (no /sys/class/pps device; [pps] devices empty)");
         }
         for p in &self.pps {
-            let what = match (&p.usable, p.pulse_offset_ns) {
-                (Ok(name), Some(o)) => format!("{name}: pulse seen, system clock offset {:+.9} s", o as f64 / 1e9),
-                (Ok(name), None) => format!("{name}: NO pulse within 1.5 s"),
-                (Err(e), _) => format!("NOT usable: {e}"),
+            let what = match (&p.name, &p.error, p.pulse_offset_ns) {
+                (Some(name), _, Some(o)) => {
+                    format!("{name}: pulse seen, system clock offset {:+.9} s", o as f64 / 1e9)
+                }
+                (Some(name), _, None) => format!("{name}: NO pulse within 1.5 s"),
+                (None, e, _) => format!("NOT usable: {}", e.as_deref().unwrap_or("unknown")),
             };
             let _ = writeln!(
                 s,
@@ -176,7 +251,7 @@ impl Report {
                 "  {:<15} {:<13} {}",
                 k.kind.as_str(),
                 if k.supported { "supported" } else { "NOT supported" },
-                k.detail
+                notes.cite(&k.detail)
             );
         }
         let _ = writeln!(s, "\nchains");
@@ -184,9 +259,11 @@ impl Report {
             let state = match &c.state {
                 ChainState::Running => "runs".to_string(),
                 ChainState::Ready => "ready".to_string(),
-                ChainState::Disabled(r) => format!("UNAVAILABLE: {r}"),
+                ChainState::Disabled(r) => format!("UNAVAILABLE: {}", notes.cite(r)),
+                ChainState::NotNeeded(r) => format!("not needed: {r}"),
             };
-            let _ = writeln!(s, "  {} — {}", c.name, state);
+            let what = if c.is_chain() { "" } else { " (interference sources)" };
+            let _ = writeln!(s, "  {}{what} — {}", c.name, state);
             for st in &c.stages {
                 let _ = writeln!(s, "    stage {}", st.name);
                 if let Some(r) = &st.empty_reason {
@@ -197,14 +274,14 @@ impl Report {
                         let _ = writeln!(s, "      point for {l}");
                     }
                     for cand in &p.candidates {
-                        let _ = writeln!(s, "      {}", candidate_line(cand));
+                        let _ = writeln!(s, "      {}", candidate_line(cand, p, &notes));
                     }
                 }
             }
             for p in &c.aborts {
                 let _ = writeln!(s, "    abort");
                 for cand in &p.candidates {
-                    let _ = writeln!(s, "      {}", candidate_line(cand));
+                    let _ = writeln!(s, "      {}", candidate_line(cand, p, &notes));
                 }
             }
         }
@@ -212,25 +289,106 @@ impl Report {
     }
 }
 
-fn candidate_line(c: &Candidate) -> String {
+/// The summary line: chains that can run, those that cannot and why, and what still works.
+pub fn summarise(chains: &[ChainPlan]) -> Summary {
+    let configured: Vec<&ChainPlan> = chains.iter().filter(|c| c.is_chain()).collect();
+    let can_run = configured.iter().filter(|c| c.is_running()).count();
+    let cannot_run: Vec<Unavailable> = configured
+        .iter()
+        .filter(|c| !c.is_running())
+        .map(|c| Unavailable {
+            chain: c.name.clone(),
+            reason: match &c.state {
+                ChainState::Disabled(r) | ChainState::NotNeeded(r) => r.clone(),
+                ChainState::Ready | ChainState::Running => "not attached".into(),
+            },
+        })
+        .collect();
+    let sessions_degraded = cannot_run.iter().any(|u| u.chain == crate::session::CHAIN);
+    let mut text = format!("{can_run} of {} chains can run here", configured.len());
+    if cannot_run.is_empty() {
+        text.push('.');
+    } else {
+        let which: Vec<String> = cannot_run.iter().map(|u| format!("{} cannot: {}", u.chain, u.reason)).collect();
+        text.push_str(&format!("; {}.", which.join("; ")));
+    }
+    if sessions_degraded {
+        text.push_str(
+            " `clockpath session` still measures clocksource switches, in degraded mode (the whole write to \
+             current_clocksource, from userspace).",
+        );
+    }
+    Summary { chains: configured.len(), can_run, cannot_run, sessions_degraded, text }
+}
+
+/// Reasons the report would repeat (an attach kind's failure is every candidate's of that
+/// kind), numbered once and cited as `[n]`.
+struct Notes {
+    list: Vec<String>,
+}
+
+impl Notes {
+    fn of(r: &Report) -> Notes {
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let kinds = r.attach_kinds.iter().filter(|k| !k.supported).map(|k| k.detail.as_str());
+        let candidates = r.chains.iter().flat_map(|c| {
+            c.stages
+                .iter()
+                .flat_map(|st| st.points.iter())
+                .chain(c.aborts.iter())
+                .flat_map(|p| p.candidates.iter())
+                .map(|cand| cand.status.reason())
+        });
+        let mut order = Vec::new();
+        for reason in kinds.chain(candidates).filter(|r| r.len() >= 40) {
+            let n = seen.entry(reason).or_insert(0);
+            *n += 1;
+            if *n == 2 {
+                order.push(reason.to_string());
+            }
+        }
+        Notes { list: order }
+    }
+
+    /// `text` with every repeated reason in it replaced by its number (longest first, so a
+    /// reason that contains another is cited whole).
+    fn cite(&self, text: &str) -> String {
+        let mut by_len: Vec<(usize, &String)> = self.list.iter().enumerate().collect();
+        by_len.sort_by_key(|(_, n)| std::cmp::Reverse(n.len()));
+        let mut out = text.to_string();
+        for (i, n) in by_len {
+            out = out.replace(n.as_str(), &format!("[{}]", i + 1));
+        }
+        out
+    }
+}
+
+/// One candidate: attached, waiting, refused. A candidate left without a slot while another
+/// of its point is used is a spare, not a failure.
+fn candidate_line(c: &Candidate, point: &PointPlan, notes: &Notes) -> String {
+    let covered = point.candidates.iter().any(|o| matches!(o.status, Status::Attached(_) | Status::Ready));
+    let spare = covered && matches!(&c.status, Status::Unusable(r) if r.starts_with("no free"));
     let mark = match &c.status {
         Status::Attached(_) => "✔ attached",
         Status::Standby => "· standby ",
         Status::Ready => "· ready   ",
+        _ if spare => "· spare   ",
         _ => "✘",
     };
     let reason = c.status.reason();
     if reason.is_empty() {
         format!("{mark} {} (key {})", c.target, c.key)
+    } else if spare {
+        format!("{mark} {} (not placed, another candidate of this point is used: {})", c.target, notes.cite(reason))
     } else {
-        format!("{mark} {} ({}): {reason}", c.target, c.status.label())
+        format!("{mark} {} ({}): {}", c.target, c.status.label(), notes.cite(reason))
     }
 }
 
-fn show(r: &Result<String, String>) -> String {
-    match r {
-        Ok(s) => s.clone(),
-        Err(e) => format!("NOT available: {e}"),
+fn show(f: &Found) -> String {
+    match (&f.path, &f.error) {
+        (Some(p), _) => p.clone(),
+        (None, e) => format!("NOT available: {}", e.as_deref().unwrap_or("unknown")),
     }
 }
 
@@ -238,8 +396,8 @@ fn show(r: &Result<String, String>) -> String {
 /// `plans` to see what really attaches, and detach everything again.
 pub fn examine(loaded: &Loaded, kernel: &Kernel, mut plans: Vec<ChainPlan>) -> Report {
     let environment = Environment::detect();
-    let btf = kernel.btf().map(|_| kernel.btf_path().display().to_string()).map_err(str::to_string);
-    let tracefs = kernel.tracefs().map(|t| t.root().display().to_string()).map_err(str::to_string);
+    let btf = kernel.btf().map(|_| kernel.btf_path().display().to_string()).map_err(str::to_string).into();
+    let tracefs = kernel.tracefs().map(|t| t.root().display().to_string()).map_err(str::to_string).into();
     let (attach_kinds, chains) = match Engine::load(&loaded.config.probe.load_options(), &mut plans) {
         Ok(mut engine) => {
             let kinds = probe_kinds(&mut engine, kernel);
@@ -272,6 +430,8 @@ pub fn examine(loaded: &Loaded, kernel: &Kernel, mut plans: Vec<ChainPlan>) -> R
         ..privileges::Context::of(kernel, &loaded.config)
     };
     Report {
+        schema_version: JSON_SCHEMA_VERSION,
+        summary: summarise(&chains),
         environment,
         // SAFETY: getuid has no preconditions.
         uid: unsafe { libc::getuid() },

@@ -236,7 +236,7 @@ impl Engine {
             if needed {
                 self.attach_chain(&mut plan);
             } else {
-                plan.state = ChainState::Disabled("no running chain charges interference".into());
+                plan.state = ChainState::NotNeeded("no running chain charges interference".into());
             }
             self.chains.push(plan);
         }

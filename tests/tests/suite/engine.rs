@@ -117,8 +117,41 @@ fn doctor_reports_each_attach_kind_with_a_reason() {
     }
     let sched = chains.iter().find(|c| c["name"] == "runqueue").unwrap();
     assert_eq!(sched["state"]["state"], "running", "{sched}");
+    // The summary (issue 32): chains only, the ones that cannot run with why, and what sessions
+    // do then; interference sources nothing charges are "not needed", not unavailable.
+    assert_eq!(report["schema_version"], 1);
+    let real: Vec<&Value> = chains.iter().filter(|c| c["kind"] == "chain").collect();
+    let running = real.iter().filter(|c| c["state"]["state"] == "running").count();
+    let summary = &report["summary"];
+    assert_eq!(
+        (summary["chains"].as_u64(), summary["can_run"].as_u64()),
+        (Some(real.len() as u64), Some(running as u64))
+    );
+    assert_eq!(summary["sessions_degraded"], !can_attach, "{summary}");
+    assert_eq!(
+        summary["cannot_run"].as_array().unwrap().iter().any(|u| u["chain"] == "clocksource_switch"),
+        !can_attach,
+        "{summary}"
+    );
+    let charged = real.iter().any(|c| c["state"]["state"] == "running" && c["charges_interference"] == true);
+    let interference = chains.iter().find(|c| c["kind"] != "chain").expect("the interference sources");
+    assert_eq!(interference["state"]["state"], if charged { "running" } else { "not_needed" }, "{interference}");
+    assert_eq!(report["tracefs"]["available"], true, "{}", report["tracefs"]);
+    assert!(report["tracefs"]["path"].as_str().is_some_and(|p| p.ends_with("tracing")), "{}", report["tracefs"]);
     let text_out = clockpath(&["doctor"]);
     let text = String::from_utf8_lossy(&text_out.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    assert!(first.starts_with(&format!("{running} of {} chains can run here", real.len())), "{first}");
+    assert!(!text.contains("UNAVAILABLE: no running chain charges"), "{text}");
+    // Each reason once: the kernel's missing kprobes are cited, not repeated per candidate.
+    if !pmu {
+        assert_eq!(text.matches("kprobes are not built into this kernel").count(), 1, "{text}");
+    }
+    assert!(
+        !String::from_utf8_lossy(&text_out.stderr).contains("chain disabled"),
+        "the loader's warning repeats doctor's report: {}",
+        String::from_utf8_lossy(&text_out.stderr)
+    );
     for needle in [
         "kernel",
         "BTF",

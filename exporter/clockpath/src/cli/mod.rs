@@ -451,7 +451,10 @@ pub fn main() -> Result<ExitCode, CliError> {
             return Ok(ExitCode::from(code));
         }
     };
-    init_logging(&cli.log)?;
+    // doctor's report gives every disabled chain's reason; the loader's warning would repeat
+    // it on stderr (an explicit --log still shows it).
+    let quieter = format!("{},clockpath_probe::loader=error", cli.log);
+    init_logging(if matches!(cli.command, Command::Doctor { .. }) && cli.log == "info" { &quieter } else { &cli.log })?;
     if !matches!(cli.command, Command::Run(_) | Command::Session(_)) {
         // A command that prints and exits ends quietly when its reader goes away (`doctor
         // --json | head -1`), as other Unix tools do, instead of panicking in println!. The

@@ -139,7 +139,7 @@ impl Daemon {
                         "  {}: {}",
                         c.name,
                         match &c.state {
-                            plan::ChainState::Disabled(r) => r.as_str(),
+                            plan::ChainState::Disabled(r) | plan::ChainState::NotNeeded(r) => r.as_str(),
                             _ => "not attached",
                         }
                     )

@@ -454,15 +454,17 @@ pub fn landing_page(plans: &[ChainPlan], env: &str) -> String {
          .attached{{color:#070}}.bad{{color:#a00}}</style></head><body>\
          <h1>clockpath {}</h1><p>Kernel-resident perf exporter for the Linux time path ({}).</p>\
          <ul><li><a href=\"/metrics\">/metrics</a></li><li><a href=\"/healthz\">/healthz</a></li></ul>\
-         <h2>Attach plan</h2>",
+         <h2>Attach plan</h2><p>{}</p>",
         env!("CARGO_PKG_VERSION"),
-        esc(env)
+        esc(env),
+        esc(&crate::doctor::summarise(plans).text)
     );
     for p in plans {
         let state = match &p.state {
             ChainState::Running => "<span class=\"attached\">running</span>".to_string(),
             ChainState::Ready => "ready".to_string(),
             ChainState::Disabled(r) => format!("<span class=\"bad\">unavailable: {}</span>", esc(r)),
+            ChainState::NotNeeded(r) => format!("not needed: {}", esc(r)),
         };
         let _ = write!(
             h,

@@ -193,6 +193,8 @@ pub enum ChainState {
     Running,
     /// Not running, and why.
     Disabled(String),
+    /// Not attached because nothing needs it (interference sources no running chain charges).
+    NotNeeded(String),
 }
 
 #[derive(Clone, Debug, Serialize)]
