@@ -19,10 +19,10 @@ BUILD_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev pkg-config fonts-
 # a real Prometheus, and the guest kernel harness (qemu, busybox, cpio, kernel image tools,
 # iasl for the guest's C-state table, make and gcc-12 for test modules), podman and runc for
 # the container image (crun, podman's default runtime, refuses this host's hybrid cgroups).
-# groff-base renders the generated man pages in their test.
+# groff-base renders the generated man pages in their test; jq edits a clock audit in the book.
 TEST_PKGS=(libbpf-tools bpftrace linux-perf rt-tests prometheus wrk curl
            qemu-system-x86 busybox-static cpio xz-utils lz4 zstd kmod acpica-tools make gcc-12
-           python3-venv python3-yaml pps-tools adjtimex podman runc groff-base)
+           python3-venv python3-yaml pps-tools adjtimex podman runc groff-base jq)
 # The Helm chart is linted and rendered with Helm's own Go SDK, through its Python binding
 # (a self-contained wheel from PyPI): no helm binary or Go toolchain is packaged for bookworm.
 HELM_SDK_VERSION=0.2.2
@@ -93,6 +93,14 @@ sys.exit(version("grafana-foundation-sdk") != sys.argv[1])' "$GRAFANA_SDK_VERSIO
   log "installing grafana-foundation-sdk $GRAFANA_SDK_VERSION into $GRAFANA_VENV"
   python3 -m venv "$GRAFANA_VENV"
   "$GRAFANA_VENV/bin/pip" install --quiet --disable-pip-version-check "grafana-foundation-sdk==$GRAFANA_SDK_VERSION"
+fi
+
+# The docs book is built by the docs test with mdBook (not packaged for bookworm): from
+# crates.io, pinned, without its live-reload server (about a minute on two cores).
+MDBOOK_VERSION=0.5.4
+if [ "$MODE" != --run-only ] && ! mdbook --version 2>/dev/null | grep -q "^mdbook v$MDBOOK_VERSION\$"; then
+  log "building mdBook $MDBOOK_VERSION (the docs test builds the book with it)"
+  cargo +stable install --locked "mdbook@$MDBOOK_VERSION" --no-default-features --features search
 fi
 
 log "ready: $(bpf-linker --version), nightly $(rustup run nightly rustc --version | cut -d' ' -f2-)"
