@@ -142,12 +142,17 @@ pub enum Command {
     },
     /// Print the effective configuration as TOML.
     #[command(
-        after_help = "Examples:\n  clockpath config --default > clockpath.toml\n  clockpath --config clockpath.toml config"
+        after_help = "Examples:\n  clockpath config --default > clockpath.toml\n  clockpath --config clockpath.toml config\n  \
+                      clockpath config --reference > docs/src/config-reference.md"
     )]
     Config {
         /// Print the built-in defaults, documented, instead of the effective configuration.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "reference")]
         default: bool,
+        /// Print the configuration reference (Markdown: every setting, its default, its
+        /// environment variable and meaning; every key of a chain).
+        #[arg(long)]
+        reference: bool,
     },
 }
 
@@ -464,8 +469,10 @@ pub fn main() -> Result<ExitCode, CliError> {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     match cli.command {
-        Command::Config { default } => {
-            if default {
+        Command::Config { default, reference } => {
+            if reference {
+                print!("{}", crate::config::reference::markdown());
+            } else if default {
                 print!("{}", crate::config::DEFAULT_TOML);
             } else {
                 let loaded = load_config(cli.config.as_deref())?;

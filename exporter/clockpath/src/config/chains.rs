@@ -73,6 +73,7 @@ const fn timeout_default() -> u64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
+    /// The stage's name; a segment is named `a->b` after the stages it runs between.
     pub name: String,
     /// Default key for targets that do not give their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,6 +133,7 @@ fn is_false(b: &bool) -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PointConfig {
+    /// Attach targets of this point, in preference order (the first this kernel supports).
     pub targets: Vec<TargetConfig>,
     /// Stage 0 only: what an instance this point opens was caused by (e.g. `wakeup`,
     /// `preempted`), exported as the `cause` label of the chain's segments. Either every
@@ -150,7 +152,11 @@ pub struct PointConfig {
 /// the filter differs per target (a tracepoint's field, a tp_btf argument's member).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetConfig {
+    /// `kind:name`: `tp_btf:sched_switch`, `tracepoint:sched:sched_switch`,
+    /// `raw_tracepoint:…`, `fentry:…`, `fexit:…`, `kprobe:…`, `kretprobe:…`.
     pub attach: String,
+    /// The instance key at this target (a tracepoint's field, a tp_btf argument's member),
+    /// overriding the point's and the stage's.
     pub key: Option<String>,
     /// Overrides the point's filter for this target.
     pub filter: Option<String>,

@@ -9,6 +9,7 @@
 
 pub mod chains;
 pub mod otlp;
+pub mod reference;
 
 use std::{
     collections::BTreeMap,
