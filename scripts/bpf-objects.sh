@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Regenerate the committed BPF objects (ebpf/objects/) from their sources, or check that the
+# committed ones are exactly what the sources give.
+#   scripts/bpf-objects.sh          rebuild and update ebpf/objects/ (commit the result)
+#   scripts/bpf-objects.sh --check  rebuild and fail unless ebpf/objects/ is byte-identical
+#                                   and records these sources (what CI runs)
+# Needs the BPF toolchain (nightly with rust-src, bpf-linker): scripts/setup.sh installs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+CHECK=0
+case "${1:-}" in
+  --check) CHECK=1 ;;
+  "") ;;
+  *) echo "usage: scripts/bpf-objects.sh [--check]" >&2; exit 2 ;;
+esac
+
+# exporter/probe/build.rs builds from source when CLOCKPATH_BPF_BUILD=1 and leaves the
+# stripped objects, with the hash of their sources, in target/bpf/objects.
+CLOCKPATH_BPF_BUILD=1 cargo build --release --locked -p clockpath-probe
+built=target/bpf/objects
+sources() { grep -v '^#' "$1"; }
+# The build script's hash, recomputed here the way SOURCES.sha256 says.
+now=$( (find ebpf common -type f -not -path 'ebpf/objects/*'; echo exporter/probe/build.rs) \
+  | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+if [ "$(sources "$built/SOURCES.sha256")" != "$now" ]; then
+  echo "bpf-objects: the build script's source hash differs from sha256sum's ($now)" >&2
+  exit 1
+fi
+
+if [ "$CHECK" = 1 ]; then
+  status=0
+  for f in clockpath.o clocks.o; do
+    if ! cmp -s "$built/$f" "ebpf/objects/$f"; then
+      echo "bpf-objects: ebpf/objects/$f differs from the object its sources build ($built/$f):" \
+        "run scripts/bpf-objects.sh and commit ebpf/objects/" >&2
+      status=1
+    fi
+  done
+  if [ "$(sources ebpf/objects/SOURCES.sha256 2>/dev/null)" != "$now" ]; then
+    echo "bpf-objects: ebpf/objects/SOURCES.sha256 does not record these sources ($now):" \
+      "run scripts/bpf-objects.sh and commit ebpf/objects/" >&2
+    status=1
+  fi
+  [ "$status" = 0 ] && echo "bpf-objects: ebpf/objects/ is what its sources build ($now)"
+  exit "$status"
+fi
+mkdir -p ebpf/objects
+cp "$built/clockpath.o" "$built/clocks.o" "$built/SOURCES.sha256" ebpf/objects/
+echo "bpf-objects: ebpf/objects/ updated ($now); commit it"
