@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian bookworm machine (run as root):
-#   - Debian packages: LLVM 22 for bpf-linker, and the peers/servers the tests use;
-#   - rust-src for the nightly toolchain (the BPF crate builds core with -Z build-std);
-#   - bpf-linker 0.13.0 linked against Debian's libLLVM-22.
+#   - Debian packages: what the build links, and the peers/servers the tests use;
+#   - the BPF toolchain: LLVM 22, rust-src for the nightly toolchain (the BPF crate builds core
+#     with -Z build-std) and bpf-linker 0.13.0 linked against Debian's libLLVM-22. The tests
+#     always need it (CI rebuilds the BPF objects and compares them with the committed ones);
+#     `--run-only` installs it only when the committed objects (ebpf/objects/) are stale.
 # Each step is skipped when what it installs is already there.
 # Usage: scripts/setup.sh [--run-only]   (--run-only: just what `clockpath run` needs)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 MODE=${1:-full}
 BPF_LINKER_VERSION=0.13.0
@@ -13,8 +16,19 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
-# Packages needed to build and run the exporter.
-BUILD_PKGS=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev pkg-config fonts-dejavu-core)
+# Whether the BPF objects must be built here: the tests rebuild them; a run needs to only when
+# the sources no longer hash to what ebpf/objects/SOURCES.sha256 records (as build.rs checks).
+bpf_sources=$( (find ebpf common -type f -not -path 'ebpf/objects/*'; echo exporter/probe/build.rs) \
+  | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+NEED_BPF=1
+if [ "$MODE" = --run-only ] && [ "$(grep -v '^#' ebpf/objects/SOURCES.sha256 2>/dev/null)" = "$bpf_sources" ]; then
+  NEED_BPF=0
+fi
+
+# Packages needed to build and run the exporter, and to build the BPF objects (bpf-linker links
+# libLLVM; llvm-objcopy strips the objects).
+BUILD_PKGS=(libzstd-dev zlib1g-dev pkg-config fonts-dejavu-core)
+BPF_PKGS=(llvm-22-dev libpolly-22-dev)
 # Packages the test suite uses: peers (runqlat, bpftrace), load generators (perf, hackbench),
 # a real Prometheus, and the guest kernel harness (qemu, busybox, cpio, kernel image tools,
 # iasl for the guest's C-state table, make and gcc-12 for test modules), podman and runc for
@@ -38,6 +52,7 @@ GRAFANA_SDK_VERSION='1769699379!11.6.0'
 GRAFANA_VENV=${CLOCKPATH_GRAFANA_VENV:-/opt/clockpath-test/grafana-venv}
 
 pkgs=("${BUILD_PKGS[@]}")
+[ "$NEED_BPF" = 0 ] || pkgs+=("${BPF_PKGS[@]}")
 [ "$MODE" = --run-only ] || pkgs+=("${TEST_PKGS[@]}")
 
 missing=()
@@ -59,12 +74,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+if [ "$NEED_BPF" = 0 ]; then
+  log "the committed BPF objects match their sources: no BPF toolchain needed"
+elif ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
   log "adding rust-src to the nightly toolchain"
   rustup component add rust-src --toolchain nightly
 fi
 
-if ! bpf-linker --version 2>/dev/null | grep -q "^bpf-linker $BPF_LINKER_VERSION\$"; then
+if [ "$NEED_BPF" = 1 ] && ! bpf-linker --version 2>/dev/null | grep -q "^bpf-linker $BPF_LINKER_VERSION\$"; then
   log "building bpf-linker $BPF_LINKER_VERSION against Debian's LLVM 22 (about 1-2 minutes)"
   # bpf-linker's build script takes the first llvm-config on PATH; /usr/bin/llvm-config may be
   # an older LLVM, so LLVM 22's bin directory goes first.
@@ -103,4 +120,8 @@ if [ "$MODE" != --run-only ] && ! mdbook --version 2>/dev/null | grep -q "^mdboo
   cargo +stable install --locked "mdbook@$MDBOOK_VERSION" --no-default-features --features search
 fi
 
-log "ready: $(bpf-linker --version), nightly $(rustup run nightly rustc --version | cut -d' ' -f2-)"
+if [ "$NEED_BPF" = 1 ]; then
+  log "ready: $(bpf-linker --version), nightly $(rustup run nightly rustc --version | cut -d' ' -f2-)"
+else
+  log "ready: stable Rust and the committed BPF objects"
+fi

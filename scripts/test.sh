@@ -23,6 +23,9 @@ scripts/setup.sh
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "BPF objects: ebpf/objects/ is byte for byte what its sources build"
+scripts/bpf-objects.sh --check
+
 # Every userspace crate, named alike in every command: cargo unifies the dependencies' features
 # over the packages an invocation selects, so a different set would rebuild much of the graph
 # (it cost six minutes of the suite). The BPF object is compiled once, by the first command,

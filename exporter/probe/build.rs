@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(()) => Ok(()),
         Err(e) if !fresh => Err(e.context(format!(
-            "the BPF sources differ from those {COMMITTED}'s objects were built from ({COMMITTED}/{SOURCES_FILE}), so \
+            "the BPF sources differ from those the committed objects in {COMMITTED} were built from ({SOURCES_FILE}), so \
              the object must be built, which needs nightly Rust with rust-src and bpf-linker: run \
              scripts/setup.sh, then scripts/bpf-objects.sh (it updates the committed objects)"
         ))),
