@@ -124,7 +124,7 @@ fn sources_hash(workspace: &Path) -> anyhow::Result<String> {
 /// The hash a `SOURCES.sha256` records: its last line that is not a comment.
 fn recorded_hash(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
-    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).last().map(String::from)
+    text.lines().map(str::trim).rfind(|l| !l.is_empty() && !l.starts_with('#')).map(String::from)
 }
 
 /// Build the objects from source (nightly, rust-src, bpf-linker) into `out_dir`, and leave a
@@ -168,7 +168,7 @@ fn build_from_source(workspace: &Path, out_dir: &Path, sources: &str) -> anyhow:
     cmd.args(["run", "nightly", "cargo", "build", "--package", PACKAGE, "--bins", "--release", "--target", target])
         .args(["-Z", "build-std=core", "--target-dir"])
         .arg(&target_dir)
-        .current_dir(&workspace)
+        .current_dir(workspace)
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
         // The outer build's compiler settings are for the host toolchain, not nightly's.
         .env_remove("RUSTC")
