@@ -4,25 +4,32 @@
 #   scripts/bpf-objects.sh          rebuild and update ebpf/objects/ (commit the result)
 #   scripts/bpf-objects.sh --check  rebuild and fail unless ebpf/objects/ is byte-identical
 #                                   and records these sources (what CI runs)
+#   scripts/bpf-objects.sh --fresh  exit 0 when ebpf/objects/ records these sources (no build)
 # Needs the BPF toolchain (nightly with rust-src, bpf-linker): scripts/setup.sh installs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+# The hash of the BPF sources, as exporter/probe/build.rs computes it (SOURCES.sha256 says how).
+sources_hash() {
+  (find ebpf common -type f -not -path 'ebpf/objects/*'; echo exporter/probe/build.rs) \
+    | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1
+}
+sources() { grep -v '^#' "$1" 2>/dev/null; }
+
 CHECK=0
 case "${1:-}" in
   --check) CHECK=1 ;;
+  # Exit 0 when the committed objects record these sources (no rebuild needed), 1 otherwise.
+  --fresh) [ "$(sources ebpf/objects/SOURCES.sha256)" = "$(sources_hash)" ]; exit ;;
   "") ;;
-  *) echo "usage: scripts/bpf-objects.sh [--check]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bpf-objects.sh [--check | --fresh]" >&2; exit 2 ;;
 esac
 
 # exporter/probe/build.rs builds from source when CLOCKPATH_BPF_BUILD=1 and leaves the
 # stripped objects, with the hash of their sources, in target/bpf/objects.
 CLOCKPATH_BPF_BUILD=1 cargo build --release --locked -p clockpath-probe
 built=target/bpf/objects
-sources() { grep -v '^#' "$1"; }
-# The build script's hash, recomputed here the way SOURCES.sha256 says.
-now=$( (find ebpf common -type f -not -path 'ebpf/objects/*'; echo exporter/probe/build.rs) \
-  | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+now=$(sources_hash)
 if [ "$(sources "$built/SOURCES.sha256")" != "$now" ]; then
   echo "bpf-objects: the build script's source hash differs from sha256sum's ($now)" >&2
   exit 1
@@ -37,7 +44,7 @@ if [ "$CHECK" = 1 ]; then
       status=1
     fi
   done
-  if [ "$(sources ebpf/objects/SOURCES.sha256 2>/dev/null)" != "$now" ]; then
+  if [ "$(sources ebpf/objects/SOURCES.sha256)" != "$now" ]; then
     echo "bpf-objects: ebpf/objects/SOURCES.sha256 does not record these sources ($now):" \
       "run scripts/bpf-objects.sh and commit ebpf/objects/" >&2
     status=1

@@ -18,10 +18,8 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 
 # Whether the BPF objects must be built here: the tests rebuild them; a run needs to only when
 # the sources no longer hash to what ebpf/objects/SOURCES.sha256 records (as build.rs checks).
-bpf_sources=$( (find ebpf common -type f -not -path 'ebpf/objects/*'; echo exporter/probe/build.rs) \
-  | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
 NEED_BPF=1
-if [ "$MODE" = --run-only ] && [ "$(grep -v '^#' ebpf/objects/SOURCES.sha256 2>/dev/null)" = "$bpf_sources" ]; then
+if [ "$MODE" = --run-only ] && scripts/bpf-objects.sh --fresh; then
   NEED_BPF=0
 fi
 
