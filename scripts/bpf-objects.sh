@@ -4,6 +4,7 @@
 #   scripts/bpf-objects.sh          rebuild and update ebpf/objects/ (commit the result)
 #   scripts/bpf-objects.sh --check  rebuild and fail unless ebpf/objects/ is byte-identical
 #                                   and records these sources (what CI runs)
+#   scripts/bpf-objects.sh --compare  the same check on what the last build from source left
 #   scripts/bpf-objects.sh --fresh  exit 0 when ebpf/objects/ records these sources (no build)
 # Needs the BPF toolchain (nightly with rust-src, bpf-linker): scripts/setup.sh installs it.
 set -euo pipefail
@@ -17,18 +18,26 @@ sources_hash() {
 sources() { grep -v '^#' "$1" 2>/dev/null; }
 
 CHECK=0
+BUILD=1
 case "${1:-}" in
   --check) CHECK=1 ;;
+  # --check without building: compare what the last build from source left in target/bpf
+  # (scripts/test.sh builds with CLOCKPATH_BPF_BUILD=1 set, so its own build serves).
+  --compare) CHECK=1; BUILD=0 ;;
   # Exit 0 when the committed objects record these sources (no rebuild needed), 1 otherwise.
   --fresh) [ "$(sources ebpf/objects/SOURCES.sha256)" = "$(sources_hash)" ]; exit ;;
   "") ;;
-  *) echo "usage: scripts/bpf-objects.sh [--check | --fresh]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bpf-objects.sh [--check | --compare | --fresh]" >&2; exit 2 ;;
 esac
 
 # exporter/probe/build.rs builds from source when CLOCKPATH_BPF_BUILD=1 and leaves the
 # stripped objects, with the hash of their sources, in target/bpf/objects.
-CLOCKPATH_BPF_BUILD=1 cargo build --release --locked -p clockpath-probe
+[ "$BUILD" = 0 ] || CLOCKPATH_BPF_BUILD=1 cargo build --release --locked -p clockpath-probe
 built=target/bpf/objects
+if [ ! -f "$built/SOURCES.sha256" ]; then
+  echo "bpf-objects: nothing built from source in $built (build with CLOCKPATH_BPF_BUILD=1 first)" >&2
+  exit 1
+fi
 now=$(sources_hash)
 if [ "$(sources "$built/SOURCES.sha256")" != "$now" ]; then
   echo "bpf-objects: the build script's source hash differs from sha256sum's ($now)" >&2
