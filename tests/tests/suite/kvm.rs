@@ -333,16 +333,19 @@ fn host_and_guest_clocks(
     // longest round trip L1 measured, which is the residual a user would allow here.
     let longest = rtt[rtt.len() - 1];
     let max_residual = format!("{}", longest as f64 / 1e9);
-    // Assumption: no clock of either machine other than its CLOCK_MONOTONIC (and the clocks that
-    // read the same) lies within the longest round trip of that machine's CLOCK_MONOTONIC.
-    // Such a clock explains the constant as well as monotonic does, with the trip partly or
-    // wholly absorbed, and which pair ranks first is then chance: under TCG, ftrace `local`
-    // (sched_clock) can sit a few ms from CLOCK_MONOTONIC, as far as the trip. The test is
-    // about the host–guest relation, so those clocks are named and left out of the audits
-    // `explain` is given; the relation through ptp_kvm is far outside the window and stays.
+    // Assumption: no other clock pair of the audits explains the constant. With a residual
+    // window as wide as the longest round trip (~16 ms under nested emulation) and some twenty
+    // clocks a machine, some do by chance: ftrace `local`/`global` (sched_clock) can sit a few
+    // ms from CLOCK_MONOTONIC under TCG, as far as the trip (seen ranked first), and a pair of
+    // one machine plus whole seconds can land within the two-term bound (seen: L2's
+    // monotonic_raw − ftrace:perf + 17 s, 21 µs off). The test asks whether the relation
+    // through ptp_kvm names host − guest monotonic, so each audit given to `explain` keeps only
+    // what that relation needs — CLOCK_MONOTONIC and the clocks that read the same, CLOCK_REALTIME
+    // and the PTP clock — and the others are counted out. (Ranking among many clocks is tested
+    // on this machine: clocks::…)
     let (l1_audit, l2_audit) = (
-        without_clocks_near_monotonic(&read(&l1_audit), longest, &share.join("l1-audit-explain.json")),
-        without_clocks_near_monotonic(&read(&l2_audit), longest, &share.join("l2-audit-explain.json")),
+        only_the_relations_clocks(&read(&l1_audit), &share.join("l1-audit-explain.json")),
+        only_the_relations_clocks(&read(&l2_audit), &share.join("l2-audit-explain.json")),
     );
     let o = clockpath(&[
         "explain",
@@ -382,10 +385,9 @@ fn host_and_guest_clocks(
     );
 }
 
-/// The audit `text` without the measured clocks whose offset from CLOCK_MONOTONIC is beyond
-/// their and monotonic's uncertainty and CPU spread (not the same clock) yet within `window_ns`, written to
-/// `out`; the clocks left out are printed.
-fn without_clocks_near_monotonic(text: &str, window_ns: u64, out: &std::path::Path) -> std::path::PathBuf {
+/// The audit `text` with only CLOCK_MONOTONIC and the clocks that read the same (offsets equal
+/// within their uncertainties and CPU spread), CLOCK_REALTIME and PTP clocks, written to `out`.
+fn only_the_relations_clocks(text: &str, out: &std::path::Path) -> std::path::PathBuf {
     let mut audit: serde_json::Value = serde_json::from_str(text).unwrap();
     let clocks = audit["clocks"].as_array_mut().unwrap();
     let mono = clocks
@@ -393,26 +395,22 @@ fn without_clocks_near_monotonic(text: &str, window_ns: u64, out: &std::path::Pa
         .find(|c| c["name"] == "posix:monotonic")
         .map(crate::clocks::offset)
         .unwrap_or_else(|| panic!("no posix:monotonic in {}", out.display()));
-    let near = |c: &serde_json::Value| {
-        if c["status"] != "measured" || c["name"] == "posix:monotonic" {
+    let needed = |c: &serde_json::Value| {
+        let name = c["name"].as_str().unwrap_or_default();
+        if name == "posix:monotonic" || name == "posix:realtime" || name.starts_with("ptp:") {
+            return true;
+        }
+        if c["status"] != "measured" {
             return false;
         }
         let (o, u) = crate::clocks::offset(c);
         let u = u + c["cpu_spread_ns"].as_u64().unwrap_or(0);
-        let apart = o.abs_diff(mono.0);
-        apart > u + mono.1 && apart <= window_ns + u + mono.1
+        o.abs_diff(mono.0) <= u + mono.1
     };
-    let (left_out, kept): (Vec<_>, Vec<_>) = clocks.drain(..).partition(|c| near(c));
-    *clocks = kept;
-    for c in &left_out {
-        eprintln!(
-            "{}: {} is {} ± {} ns from CLOCK_MONOTONIC, within the longest trip {window_ns} ns: left out",
-            out.display(),
-            c["name"],
-            c["offset_ns"],
-            c["uncertainty_ns"]
-        );
-    }
+    let before = clocks.len();
+    clocks.retain(needed);
+    let kept: Vec<&str> = clocks.iter().filter_map(|c| c["name"].as_str()).collect();
+    eprintln!("{}: {} of {before} clocks kept: {kept:?}", out.display(), kept.len());
     std::fs::write(out, serde_json::to_string(&audit).unwrap()).unwrap();
     out.to_path_buf()
 }
