@@ -25,14 +25,22 @@ pub fn release_freed_memory() {
     }
 }
 
-/// Resident memory and CPU time of this process.
+/// Memory, CPU time, start time and file descriptors of this process: what other exporters'
+/// process collectors export (client_golang's `process_*`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ProcessUsage {
     pub resident_bytes: u64,
     /// The most resident memory so far (VmHWM): for the exporter, its start-up peak.
     pub peak_resident_bytes: u64,
+    /// Virtual memory size (VmSize).
+    pub virtual_bytes: u64,
     /// User plus system CPU time.
     pub cpu_seconds: f64,
+    /// When the process started, seconds since the Unix epoch (boot time plus its start tick).
+    pub start_time_seconds: f64,
+    /// Open file descriptors, and the soft limit on them.
+    pub open_fds: u64,
+    pub max_fds: u64,
 }
 
 impl ProcessUsage {
@@ -40,7 +48,16 @@ impl ProcessUsage {
     pub fn read() -> Option<ProcessUsage> {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        parse(&status, &stat, clock_ticks())
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let btime = boot.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+        let mut u = parse(&status, &stat, clock_ticks(), btime)?;
+        u.open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            u.max_fds = limit.rlim_cur;
+        }
+        Some(u)
     }
 }
 
@@ -55,19 +72,26 @@ fn status_bytes(status: &str, name: &str) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse::<u64>().ok()).map(|k| k * 1024)
 }
 
-/// `status` gives resident memory now (VmRSS) and at its peak (VmHWM); `stat`'s fields 14 and
-/// 15 (after the command name, which may contain spaces and parentheses) are user and system
-/// ticks.
-fn parse(status: &str, stat: &str, ticks: u64) -> Option<ProcessUsage> {
+/// `status` gives resident memory now (VmRSS), at its peak (VmHWM) and virtual (VmSize);
+/// `stat`'s fields 14 and 15 (after the command name, which may contain spaces and
+/// parentheses) are user and system ticks, field 22 the start in ticks after boot (`btime`,
+/// seconds since the epoch). File descriptors are filled in by the caller.
+fn parse(status: &str, stat: &str, ticks: u64, btime: u64) -> Option<ProcessUsage> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // After the command: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    // After the command: state is field 3, so utime (14), stime (15) and starttime (22) are
+    // at 11, 12 and 19.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
+    let start: u64 = fields.get(19)?.parse().ok()?;
     Some(ProcessUsage {
         resident_bytes: status_bytes(status, "VmRSS:")?,
         peak_resident_bytes: status_bytes(status, "VmHWM:")?,
+        virtual_bytes: status_bytes(status, "VmSize:")?,
         cpu_seconds: (utime + stime) as f64 / ticks as f64,
+        start_time_seconds: btime as f64 + start as f64 / ticks as f64,
+        open_fds: 0,
+        max_fds: 0,
     })
 }
 
@@ -78,13 +102,21 @@ mod tests {
     #[test]
     fn parses_status_and_a_stat_line_whose_command_has_spaces() {
         let stat = "4242 (clock path) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 50 0 0 20 0 7 0 1000 123456789 5000 18446744073709551615";
-        let status = "Name:\tx\nVmHWM:\t   85664 kB\nVmRSS:\t 51200 kB\n";
-        let u = parse(status, stat, 100).unwrap();
+        let status = "Name:\tx\nVmSize:\t  200000 kB\nVmHWM:\t   85664 kB\nVmRSS:\t 51200 kB\n";
+        let u = parse(status, stat, 100, 1_700_000_000).unwrap();
         assert_eq!((u.resident_bytes, u.peak_resident_bytes), (51200 * 1024, 85664 * 1024));
+        assert_eq!(u.virtual_bytes, 200000 * 1024);
         assert!((u.cpu_seconds - 3.0).abs() < 1e-9, "{u:?}");
-        assert!(parse("x", stat, 100).is_none());
-        assert!(
-            ProcessUsage::read().is_some_and(|u| u.resident_bytes > 0 && u.peak_resident_bytes >= u.resident_bytes)
-        );
+        // starttime 1000 ticks after boot.
+        assert!((u.start_time_seconds - 1_700_000_010.0).abs() < 1e-9, "{u:?}");
+        assert!(parse("x", stat, 100, 0).is_none());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!(ProcessUsage::read().is_some_and(|u| u.resident_bytes > 0
+            && u.peak_resident_bytes >= u.resident_bytes
+            && u.virtual_bytes >= u.resident_bytes
+            && u.open_fds >= 3
+            && u.max_fds >= u.open_fds
+            && u.start_time_seconds <= now + 1.0
+            && u.start_time_seconds > now - 86_400.0 * 365.0));
     }
 }

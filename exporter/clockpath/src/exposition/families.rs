@@ -221,8 +221,9 @@ pub fn pipeline(enc: &mut DescriptorEncoder, st: &PipelineStats) -> fmt::Result 
 }
 
 /// `clockpath_memory_bytes` by component (heap of the assembler and each sink, the queue to
-/// the assembly thread, and the ring buffer's mapping), and the process's own
-/// `process_resident_memory_bytes` and `process_cpu_seconds_total`.
+/// the assembly thread, and the ring buffer's mapping), and the standard process metrics
+/// (`process_resident_memory_bytes`, `process_cpu_seconds_total`, virtual memory, start time,
+/// open and maximum file descriptors).
 pub fn memory(enc: &mut DescriptorEncoder, st: &PipelineStats, ring_mapping_bytes: u64) -> fmt::Result {
     let mut series: Vec<(Labels, f64)> = Vec::new();
     if let Ok(m) = st.memory.lock() {
@@ -235,6 +236,10 @@ pub fn memory(enc: &mut DescriptorEncoder, st: &PipelineStats, ring_mapping_byte
         gauge(enc, PROCESS_RESIDENT, PROCESS_RESIDENT_HELP, &[(vec![], p.resident_bytes as f64)])?;
         gauge(enc, PROCESS_RESIDENT_PEAK, PROCESS_RESIDENT_PEAK_HELP, &[(vec![], p.peak_resident_bytes as f64)])?;
         counter_seconds(enc, PROCESS_CPU, PROCESS_CPU_HELP, &[(vec![], p.cpu_seconds)])?;
+        gauge(enc, PROCESS_VIRTUAL, PROCESS_VIRTUAL_HELP, &[(vec![], p.virtual_bytes as f64)])?;
+        gauge(enc, PROCESS_START, PROCESS_START_HELP, &[(vec![], p.start_time_seconds)])?;
+        gauge(enc, PROCESS_OPEN_FDS, PROCESS_OPEN_FDS_HELP, &[(vec![], p.open_fds as f64)])?;
+        gauge(enc, PROCESS_MAX_FDS, PROCESS_MAX_FDS_HELP, &[(vec![], p.max_fds as f64)])?;
     }
     Ok(())
 }
@@ -690,6 +695,10 @@ mod tests {
         assert_eq!(value(&t, "clockpath_memory_bytes{component=\"ring_mapping\"}"), 33_562_624.0);
         assert!(value(&t, "process_resident_memory_bytes") > 1e6, "{t}");
         assert!(value(&t, "process_cpu_seconds_total") >= 0.0, "{t}");
+        assert!(value(&t, "process_virtual_memory_bytes") >= value(&t, "process_resident_memory_bytes"), "{t}");
+        assert!(value(&t, "process_start_time_seconds") > 1.6e9, "{t}");
+        assert!(value(&t, "process_open_fds") >= 3.0, "{t}");
+        assert!(value(&t, "process_max_fds") >= value(&t, "process_open_fds"), "{t}");
         let t = text(|enc| pipeline(enc, &STATS));
         assert_eq!(value(&t, "clockpath_assembly_evictions_total{reason=\"cap\"}"), 7.0);
         assert_eq!(value(&t, "clockpath_assembly_evictions_total{reason=\"timeout\"}"), 0.0);

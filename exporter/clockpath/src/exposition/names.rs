@@ -50,6 +50,14 @@ pub const PROCESS_RESIDENT_PEAK: &str = "clockpath_process_resident_memory_peak_
 pub const PROCESS_RESIDENT_PEAK_HELP: &str = "The most resident memory the process has used (VmHWM), in bytes: the start-up peak, while the kernel's facts are read and the programs loaded.";
 pub const PROCESS_CPU: &str = "process_cpu_seconds";
 pub const PROCESS_CPU_HELP: &str = "Total user and system CPU time spent in seconds.";
+pub const PROCESS_VIRTUAL: &str = "process_virtual_memory_bytes";
+pub const PROCESS_VIRTUAL_HELP: &str = "Virtual memory size in bytes.";
+pub const PROCESS_START: &str = "process_start_time_seconds";
+pub const PROCESS_START_HELP: &str = "Start time of the process since unix epoch in seconds.";
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+pub const PROCESS_OPEN_FDS_HELP: &str = "Number of open file descriptors.";
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+pub const PROCESS_MAX_FDS_HELP: &str = "Maximum number of open file descriptors.";
 
 pub const WINDOWS_SKIPPED: &str = "clockpath_windows_skipped";
 pub const WINDOWS_SKIPPED_HELP: &str =
