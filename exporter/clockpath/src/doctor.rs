@@ -367,7 +367,7 @@ impl Notes {
 /// of its point is used is a spare, not a failure.
 fn candidate_line(c: &Candidate, point: &PointPlan, notes: &Notes) -> String {
     let covered = point.candidates.iter().any(|o| matches!(o.status, Status::Attached(_) | Status::Ready));
-    let spare = covered && matches!(&c.status, Status::Unusable(r) if r.starts_with("no free"));
+    let spare = covered && c.status.lacks_slot();
     let mark = match &c.status {
         Status::Attached(_) => "✔ attached",
         Status::Standby => "· standby ",

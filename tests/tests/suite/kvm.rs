@@ -331,8 +331,7 @@ fn host_and_guest_clocks(
     std::fs::write(&trace, csv).unwrap();
     // The answer's trip is a latency of milliseconds under nested emulation: at most the
     // longest round trip L1 measured, which is the residual a user would allow here.
-    let longest = rtt[rtt.len() - 1];
-    let max_residual = format!("{}", longest as f64 / 1e9);
+    let max_residual = format!("{}", rtt[rtt.len() - 1] as f64 / 1e9);
     // Assumption: no other clock pair of the audits explains the constant. With a residual
     // window as wide as the longest round trip (~16 ms under nested emulation) and some twenty
     // clocks a machine, some do by chance: ftrace `local`/`global` (sched_clock) can sit a few

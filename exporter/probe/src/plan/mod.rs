@@ -133,6 +133,9 @@ impl Serialize for Status {
     }
 }
 
+/// How the reason of a candidate left without a slot begins.
+const NO_FREE_SLOT: &str = "no free";
+
 impl Status {
     pub fn label(&self) -> &'static str {
         match self {
@@ -143,6 +146,12 @@ impl Status {
             Status::Failed(_) => "failed",
             Status::Standby => "standby",
         }
+    }
+
+    /// Unusable only because every slot of its attach kind was taken (`slots::assign`): a
+    /// fallback that was not placed, not a target this kernel refuses.
+    pub fn lacks_slot(&self) -> bool {
+        matches!(self, Status::Unusable(r) if r.starts_with(NO_FREE_SLOT))
     }
 
     pub fn reason(&self) -> &str {

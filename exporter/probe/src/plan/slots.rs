@@ -178,7 +178,8 @@ pub fn assign(plans: &mut [ChainPlan], raw_hits: bool) -> Vec<SlotConfig> {
                     None => {
                         let kind = c.target.kind;
                         c.status = Status::Unusable(format!(
-                            "no free {kind} slot (the object has {}, and every one is taken by another candidate)",
+                            "{} {kind} slot (the object has {}, and every one is taken by another candidate)",
+                            super::NO_FREE_SLOT,
                             kind.slots().count
                         ))
                     }
